@@ -1,0 +1,549 @@
+//! The configuration file (SPEC section 4): raw serde types -> a validated `Config`.
+//!
+//! TOML is parsed with `toml` first (for line numbers in syntax errors), then loaded through
+//! the `config` crate so that `ROSTERSYNC_<SECTION>__<KEY>` environment variables override it.
+//! Secrets are read here from `*_env` variables or `*_file` files and kept in `SecretString`,
+//! whose `Debug` prints `[REDACTED]`; nothing else in the crate reads the environment.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+/// A configuration mistake, naming the key (and file) at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub message: String,
+}
+
+fn err(file: &Path, message: impl Into<String>) -> ConfigError {
+    ConfigError { file: file.to_path_buf(), message: message.into() }
+}
+
+/// The kinds of target rostersync can drive (SPEC section 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Scim,
+    Teams,
+    AssignGroup,
+    Kazoo,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Scim => "scim",
+            Kind::Teams => "teams",
+            Kind::AssignGroup => "assign_group",
+            Kind::Kazoo => "kazoo",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// SCIM dialects: MaestroQA's, or standard RFC 7644.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flavor {
+    Maestroqa,
+    Rfc7644,
+}
+
+/// How a SCIM token is presented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Auth {
+    ApiToken,
+    Basic,
+    Bearer,
+}
+
+/// Membership mode per target (SPEC section 5).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Each managed group equals the source.
+    #[default]
+    Authoritative,
+    /// Remove only members rostersync itself added.
+    Owned,
+    /// Never remove anybody.
+    AddOnly,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    source: Option<String>,
+    state: Option<String>,
+    #[serde(default)]
+    allow_empty_source: bool,
+    #[serde(default)]
+    schedule: RawSchedule,
+    #[serde(default)]
+    safety: RawSafety,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
+    target: Vec<RawTarget>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    cron: Option<String>,
+    full_every: Option<u32>,
+    watch: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSafety {
+    max_removals: Option<usize>,
+    max_removal_ratio: Option<f64>,
+    delete_groups: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<String>,
+    level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
+    max_age: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    name: Option<String>,
+    kind: Option<String>,
+    flavor: Option<String>,
+    base_url: Option<String>,
+    auth: Option<String>,
+    token_env: Option<String>,
+    token_file: Option<String>,
+    user_id_env: Option<String>,
+    user_id_file: Option<String>,
+    api_key_env: Option<String>,
+    api_key_file: Option<String>,
+    ssid_env: Option<String>,
+    ssid_file: Option<String>,
+    account_id: Option<String>,
+    ca_file: Option<String>,
+    timeout: Option<String>,
+    concurrency: Option<usize>,
+    rate_limit: Option<f64>,
+    burst: Option<u32>,
+    max_retries: Option<u32>,
+    retry_base: Option<String>,
+    batch_size: Option<usize>,
+    membership: Option<String>,
+}
+
+/// `[schedule]`.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    /// Cron expression, 5 fields or 6 with seconds first.
+    pub cron: String,
+    /// Every n-th scheduled run is `--full`; 0 = never.
+    pub full_every: u32,
+    /// Also run ~2 s after the source changes.
+    pub watch: bool,
+}
+
+/// `[safety]`: the mass-removal guard (SPEC 6.4).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Safety {
+    pub max_removals: usize,
+    pub max_removal_ratio: f64,
+    pub delete_groups: bool,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug)]
+pub struct Log {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// `[metrics]`.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// Where to serve `/metrics` and `/healthz`; None = off.
+    pub listen: Option<SocketAddr>,
+    /// `/healthz` fails once a target's last successful run is older than this.
+    pub max_age: Duration,
+}
+
+/// A secret and where it came from (for messages that must not show the value).
+#[derive(Clone, Debug)]
+pub struct Secret {
+    /// `token_env = "X"` -> "token_env (X)"; used in messages.
+    pub from: String,
+    /// None when the variable or file is missing (allowed for dry-runs only).
+    pub value: Option<SecretString>,
+}
+
+/// One `[[target]]`, validated.
+#[derive(Clone, Debug)]
+pub struct TargetConfig {
+    pub name: String,
+    pub kind: Kind,
+    /// SCIM only.
+    pub flavor: Flavor,
+    /// SCIM only.
+    pub auth: Auth,
+    /// Without a trailing slash.
+    pub base_url: String,
+    pub token: Option<Secret>,
+    pub user_id: Option<Secret>,
+    pub api_key: Option<Secret>,
+    pub ssid: Option<Secret>,
+    /// Kazoo account.
+    pub account_id: Option<String>,
+    /// Extra CA certificate (PEM) to trust.
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Requests per second; None = unlimited.
+    pub rate_limit: Option<f64>,
+    /// Requests allowed at once before the rate applies.
+    pub burst: u32,
+    pub max_retries: u32,
+    /// First backoff delay (doubles each retry, with jitter).
+    pub retry_base: Duration,
+    /// Member ids per operation where the API takes lists.
+    pub batch_size: usize,
+    pub membership: Mode,
+}
+
+impl TargetConfig {
+    /// The secrets this target needs that are missing, as "token_env (X)" strings.
+    pub fn missing_secrets(&self) -> Vec<String> {
+        let needed: Vec<&Option<Secret>> = match self.kind {
+            Kind::Scim | Kind::Teams => vec![&self.token],
+            Kind::AssignGroup if self.ssid.is_some() => vec![&self.ssid],
+            Kind::AssignGroup => vec![&self.user_id, &self.token],
+            Kind::Kazoo if self.api_key.is_some() => vec![&self.api_key],
+            Kind::Kazoo => vec![&self.token],
+        };
+        needed
+            .into_iter()
+            .filter_map(|s| s.as_ref().filter(|s| s.value.is_none()).map(|s| s.from.clone()))
+            .collect()
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file this was read from.
+    pub path: PathBuf,
+    pub source: PathBuf,
+    pub state: PathBuf,
+    pub allow_empty_source: bool,
+    pub schedule: Schedule,
+    pub safety: Safety,
+    pub log: Log,
+    pub metrics: Metrics,
+    pub targets: Vec<TargetConfig>,
+}
+
+impl Config {
+    /// Finds the config file: `--config`, `$ROSTERSYNC_CONFIG`, `./config/rostersync.toml`,
+    /// then `/etc/rostersync/rostersync.toml`.
+    pub fn locate(explicit: Option<&Path>) -> PathBuf {
+        if let Some(p) = explicit {
+            return p.to_path_buf();
+        }
+        if let Some(p) = std::env::var_os("ROSTERSYNC_CONFIG") {
+            return PathBuf::from(p);
+        }
+        let local = PathBuf::from("config/rostersync.toml");
+        if local.exists() {
+            return local;
+        }
+        PathBuf::from("/etc/rostersync/rostersync.toml")
+    }
+
+    /// Reads and validates the file at `path`, with environment overrides.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err(path, format!("cannot read the config file: {e}")))?;
+        // Syntax errors with a line number, before the `config` crate (which has none).
+        if let Err(e) = text.parse::<toml::Table>() {
+            return Err(err(path, format!("not valid TOML: {e}")));
+        }
+        let raw: RawConfig = config::Config::builder()
+            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("ROSTERSYNC")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| err(path, e.to_string()))?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        validate(path, &dir, raw)
+    }
+
+    pub fn target(&self, name: &str) -> Option<&TargetConfig> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+}
+
+fn resolve(dir: &Path, p: &str) -> PathBuf {
+    let p = PathBuf::from(p);
+    if p.is_absolute() { p } else { dir.join(p) }
+}
+
+fn duration(file: &Path, key: &str, v: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(v).map_err(|e| {
+        err(file, format!("{key} = \"{v}\" is not a duration ({e}); write e.g. \"30s\" or \"500ms\""))
+    })
+}
+
+fn one_of<T: for<'de> Deserialize<'de>>(
+    file: &Path,
+    key: &str,
+    v: &str,
+    allowed: &str,
+) -> Result<T, ConfigError> {
+    serde_json::from_value(serde_json::Value::String(v.to_string()))
+        .map_err(|_| err(file, format!("{key} = \"{v}\" is not one of {allowed}")))
+}
+
+fn validate(file: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+    let source = raw.source.ok_or_else(|| {
+        err(file, "`source` is missing: name the file or directory of groups, e.g. source = \"groups.yaml\"")
+    })?;
+    let state = raw.state.unwrap_or_else(|| "state/rostersync.db".into());
+    let cron = raw.schedule.cron.unwrap_or_else(|| "*/10 * * * *".into());
+    validate_cron(&cron).map_err(|e| err(file, format!("schedule.cron = \"{cron}\": {e}")))?;
+    let ratio = raw.safety.max_removal_ratio.unwrap_or(0.25);
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err(err(file, format!("safety.max_removal_ratio = {ratio} must be between 0 and 1")));
+    }
+    let format = match raw.log.format.as_deref().unwrap_or("text") {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => return Err(err(file, format!("log.format = \"{other}\" is not one of text, json"))),
+    };
+    let listen = match raw.metrics.listen.as_deref().unwrap_or("") {
+        "" => None,
+        s => Some(s.parse::<SocketAddr>().map_err(|_| {
+            err(file, format!("metrics.listen = \"{s}\" is not an address like \"127.0.0.1:9464\""))
+        })?),
+    };
+    let max_age = match raw.metrics.max_age.as_deref() {
+        Some(v) => duration(file, "metrics.max_age", v)?,
+        None => Duration::from_secs(3600),
+    };
+
+    let mut names = BTreeSet::new();
+    let mut targets = Vec::new();
+    for (i, t) in raw.target.into_iter().enumerate() {
+        let tc = validate_target(file, dir, i, t)?;
+        if !names.insert(tc.name.clone()) {
+            return Err(err(file, format!("target[{i}].name = \"{}\" is used by two targets; names must be unique", tc.name)));
+        }
+        targets.push(tc);
+    }
+    Ok(Config {
+        path: file.to_path_buf(),
+        source: resolve(dir, &source),
+        state: resolve(dir, &state),
+        allow_empty_source: raw.allow_empty_source,
+        schedule: Schedule {
+            cron,
+            full_every: raw.schedule.full_every.unwrap_or(6),
+            watch: raw.schedule.watch.unwrap_or(true),
+        },
+        safety: Safety {
+            max_removals: raw.safety.max_removals.unwrap_or(100),
+            max_removal_ratio: ratio,
+            delete_groups: raw.safety.delete_groups.unwrap_or(false),
+        },
+        log: Log { format, level: raw.log.level.unwrap_or_else(|| "info".into()) },
+        metrics: Metrics { listen, max_age },
+        targets,
+    })
+}
+
+/// Checks a cron expression: standard 5 fields, or 6 with seconds first.
+pub fn validate_cron(expr: &str) -> Result<(), String> {
+    parse_cron(expr).map(|_| ())
+}
+
+/// Parses a cron expression: standard 5 fields, or 6 with seconds first.
+pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
+    let fields = expr.split_whitespace().count();
+    if !(expr.starts_with('@') || fields == 5 || fields == 6) {
+        return Err(format!("has {fields} fields; write 5 (minute hour day month weekday) or 6 (seconds first)"));
+    }
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Optional)
+        .build()
+        .parse(expr)
+        .map_err(|e| e.to_string())
+}
+
+fn secret(
+    file: &Path,
+    dir: &Path,
+    ctx: &str,
+    what: &str,
+    env: Option<String>,
+    path: Option<String>,
+) -> Result<Option<Secret>, ConfigError> {
+    match (env, path) {
+        (Some(_), Some(_)) => Err(err(file, format!("{ctx}: give {what}_env or {what}_file, not both"))),
+        (Some(var), None) => {
+            if var.is_empty() {
+                return Err(err(file, format!("{ctx}.{what}_env is empty: name an environment variable")));
+            }
+            let value = std::env::var(&var).ok().filter(|v| !v.is_empty()).map(SecretString::from);
+            Ok(Some(Secret { from: format!("{what}_env ({var})"), value }))
+        }
+        (None, Some(p)) => {
+            // `$CREDENTIALS_DIRECTORY` works for systemd's LoadCredential=.
+            let expanded = match std::env::var("CREDENTIALS_DIRECTORY") {
+                Ok(d) => p.replace("$CREDENTIALS_DIRECTORY", &d).replace("${CREDENTIALS_DIRECTORY}", &d),
+                Err(_) => p.clone(),
+            };
+            let full = resolve(dir, &expanded);
+            let value = std::fs::read_to_string(&full)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .map(SecretString::from);
+            Ok(Some(Secret { from: format!("{what}_file ({})", full.display()), value }))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn validate_target(file: &Path, dir: &Path, i: usize, t: RawTarget) -> Result<TargetConfig, ConfigError> {
+    let name = t.name.ok_or_else(|| err(file, format!("target[{i}].name is missing")))?;
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace()) {
+        return Err(err(file, format!("target[{i}].name = \"{name}\" must be a non-empty word")));
+    }
+    let ctx = format!("target \"{name}\"");
+    let kind_s = t.kind.ok_or_else(|| err(file, format!("{ctx}: `kind` is missing (scim, teams, assign_group or kazoo)")))?;
+    let kind: Kind = one_of(file, &format!("{ctx}: kind"), &kind_s, "scim, teams, assign_group, kazoo")?;
+    let base = t.base_url.ok_or_else(|| err(file, format!("{ctx}: `base_url` is missing")))?;
+    let parsed = url::Url::parse(&base)
+        .map_err(|e| err(file, format!("{ctx}: base_url = \"{base}\" is not a URL ({e})")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return Err(err(file, format!("{ctx}: base_url = \"{base}\" must be an http:// or https:// URL with a host")));
+    }
+    let flavor = match t.flavor.as_deref() {
+        Some(f) => one_of(file, &format!("{ctx}: flavor"), f, "maestroqa, rfc7644")?,
+        None => Flavor::Rfc7644,
+    };
+    let auth = match t.auth.as_deref() {
+        Some(a) => one_of(file, &format!("{ctx}: auth"), a, "api_token, basic, bearer")?,
+        None if flavor == Flavor::Maestroqa => Auth::ApiToken,
+        None => Auth::Bearer,
+    };
+    let membership = match t.membership.as_deref() {
+        Some(m) => one_of(file, &format!("{ctx}: membership"), m, "authoritative, owned, add_only")?,
+        None => Mode::Authoritative,
+    };
+    let token = secret(file, dir, &ctx, "token", t.token_env, t.token_file)?;
+    let user_id = secret(file, dir, &ctx, "user_id", t.user_id_env, t.user_id_file)?;
+    let api_key = secret(file, dir, &ctx, "api_key", t.api_key_env, t.api_key_file)?;
+    let ssid = secret(file, dir, &ctx, "ssid", t.ssid_env, t.ssid_file)?;
+    match kind {
+        Kind::Scim | Kind::Teams if token.is_none() => {
+            return Err(err(file, format!("{ctx}: token_env or token_file is missing")));
+        }
+        Kind::AssignGroup if ssid.is_none() && (user_id.is_none() || token.is_none()) => {
+            return Err(err(file, format!("{ctx}: give user_id_env and token_env (or ssid_env)")));
+        }
+        Kind::Kazoo if api_key.is_none() && token.is_none() => {
+            return Err(err(file, format!("{ctx}: give api_key_env (or token_env)")));
+        }
+        Kind::Kazoo if t.account_id.as_deref().unwrap_or("").is_empty() => {
+            return Err(err(file, format!("{ctx}: account_id is missing")));
+        }
+        _ => {}
+    }
+    let timeout = duration(file, &format!("{ctx}: timeout"), t.timeout.as_deref().unwrap_or("30s"))?;
+    let retry_base = duration(file, &format!("{ctx}: retry_base"), t.retry_base.as_deref().unwrap_or("500ms"))?;
+    let concurrency = t.concurrency.unwrap_or(4);
+    if concurrency == 0 {
+        return Err(err(file, format!("{ctx}: concurrency must be at least 1")));
+    }
+    let batch_size = t.batch_size.unwrap_or(100);
+    if batch_size == 0 {
+        return Err(err(file, format!("{ctx}: batch_size must be at least 1")));
+    }
+    let rate_limit = match t.rate_limit {
+        Some(r) if r < 0.0 || !r.is_finite() => {
+            return Err(err(file, format!("{ctx}: rate_limit = {r} must be a positive number (0 = unlimited)")));
+        }
+        Some(r) if r == 0.0 => None,
+        Some(r) => Some(r),
+        None if matches!(kind, Kind::Teams | Kind::Kazoo) => Some(10.0),
+        None => None,
+    };
+    let burst = t.burst.unwrap_or(match kind {
+        Kind::Teams => 4,
+        _ => rate_limit.map(|r| r.ceil() as u32).unwrap_or(1).max(1),
+    });
+    if burst == 0 {
+        return Err(err(file, format!("{ctx}: burst must be at least 1")));
+    }
+    Ok(TargetConfig {
+        name,
+        kind,
+        flavor,
+        auth,
+        base_url: base.trim_end_matches('/').to_string(),
+        token,
+        user_id,
+        api_key,
+        ssid,
+        account_id: t.account_id,
+        ca_file: t.ca_file.map(|p| resolve(dir, &p)),
+        timeout,
+        concurrency,
+        rate_limit,
+        burst,
+        max_retries: t.max_retries.unwrap_or(5),
+        retry_base,
+        batch_size,
+        membership,
+    })
+}

@@ -1,0 +1,10 @@
+//! Parses arguments, sets up logging, calls one function, maps the result to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = rostersync::cli::Cli::parse();
+    ExitCode::from(rostersync::app::main(cli))
+}

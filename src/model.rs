@@ -1,0 +1,80 @@
+//! The desired state as read from the source of truth. Produced by `source`, consumed by
+//! `sync` (which resolves member ids per target) and `plan`. Plain data, no IO.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// Where something was defined: a file and, where the format has lines, a 1-based line.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Origin {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{}", self.file.display(), l),
+            None => write!(f, "{}", self.file.display()),
+        }
+    }
+}
+
+/// A person from `people:`; the email (lower-cased) is the key everywhere.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Person {
+    /// Lower-cased email.
+    pub email: String,
+    /// Display name, for logs only.
+    pub name: Option<String>,
+    /// Member id per target *name* (not kind).
+    pub ids: BTreeMap<String, String>,
+    /// Where the person was (first) defined.
+    pub origin: Origin,
+}
+
+/// A group as the source wants it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Group {
+    /// Stable key (defaults to `name`); renaming `name` under the same key renames remotely.
+    pub key: String,
+    /// Display name sent to targets.
+    pub name: String,
+    /// Lower-cased member emails, sorted and de-duplicated.
+    pub members: Vec<String>,
+    /// Lower-cased owner emails (scim targets only), sorted and de-duplicated.
+    pub owners: Vec<String>,
+    /// Lower-cased emails allowed to receive calls (assign_group only); None = all members.
+    pub receive_call: Option<Vec<String>>,
+    /// Target names this group goes to; None = every target.
+    pub targets: Option<Vec<String>>,
+    /// Where the group was defined (for a CSV-only group: its first row).
+    pub origin: Origin,
+    /// Where each member was put into the group (for `explain`).
+    pub member_origins: BTreeMap<String, Origin>,
+}
+
+impl Group {
+    /// Whether this group is meant for the target named `target`.
+    pub fn is_for(&self, target: &str) -> bool {
+        self.targets
+            .as_ref()
+            .is_none_or(|t| t.iter().any(|n| n == target))
+    }
+}
+
+/// Everything the source says, validated.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Desired {
+    /// People by lower-cased email.
+    pub people: BTreeMap<String, Person>,
+    /// Groups by key.
+    pub groups: BTreeMap<String, Group>,
+    /// The files read, in the order read.
+    pub files: Vec<PathBuf>,
+    /// SHA-256 (hex) over the files' paths and bytes, to detect a changed source.
+    pub digest: String,
+}

@@ -1,0 +1,167 @@
+//! What operators read: the terraform-like plan, the run results, history and state tables.
+//! Pure functions from data to text.
+
+use std::fmt::Write as _;
+
+use crate::plan::{Op, TargetPlan};
+use crate::store::{CallRow, RunRow};
+use crate::sync::{RunReport, TargetReport};
+
+/// The plan of every target, as `terraform plan` would show it (SPEC section 8).
+pub fn plan(report: &RunReport) -> String {
+    let mut out = String::new();
+    let (mut creates, mut updates, mut deletes, mut adds, mut rems, mut touched) = (0, 0, 0, 0, 0, 0);
+    for t in &report.targets {
+        let _ = writeln!(out, "{} ({})", t.name, t.kind);
+        if let Some(why) = &t.skipped {
+            let _ = writeln!(out, "  ! skipped: {why}");
+            continue;
+        }
+        let Some(p) = &t.plan else { continue };
+        if t.drift > 0 {
+            let _ = writeln!(out, "  ! --full found {} memberships that differed from the known state", t.drift);
+        }
+        if let Some(g) = &p.guard {
+            let verdict = if g.overridden { "OVERRIDDEN by --allow-mass-removal" } else { "REFUSED by the safety guard" };
+            let _ = writeln!(out, "  ! {verdict}: {g}");
+        }
+        target_ops(&mut out, p);
+        for u in dedup_unresolved(t) {
+            let _ = writeln!(out, "  ? {u}");
+        }
+        for w in &t.warnings {
+            let _ = writeln!(out, "  ! {w}");
+        }
+        if !p.ops.is_empty() {
+            touched += 1;
+        }
+        for op in &p.ops {
+            match op {
+                Op::Create(_) => creates += 1,
+                Op::Update(_) => updates += 1,
+                Op::Delete(_) => deletes += 1,
+            }
+        }
+        adds += p.additions();
+        rems += p.removals();
+    }
+    let _ = writeln!(
+        out,
+        "Plan: {creates} create, {updates} update, {deletes} delete; +{adds} -{rems} members on {touched} targets."
+    );
+    out
+}
+
+fn dedup_unresolved(t: &TargetReport) -> Vec<String> {
+    let mut seen = std::collections::BTreeMap::<&str, (Vec<&str>, &str)>::new();
+    for u in &t.unresolved {
+        let e = seen.entry(&u.email).or_insert((Vec::new(), &u.reason));
+        e.0.push(&u.group);
+    }
+    seen.into_iter()
+        .map(|(email, (groups, reason))| format!("{email} skipped in {}: {reason}", groups.join(", ")))
+        .collect()
+}
+
+fn target_ops(out: &mut String, p: &TargetPlan) {
+    for op in &p.ops {
+        match op {
+            Op::Create(c) => {
+                let resumed = if c.resumed { " (resuming an unconfirmed create)" } else { "" };
+                let _ = writeln!(out, "  + create {:<24} {} members{resumed}", quoted(&c.name), c.members.len());
+                for m in &c.owners {
+                    let _ = writeln!(out, "      + owner {}", m.label());
+                }
+            }
+            Op::Update(u) => {
+                let mut what = format!("+{} -{}", u.add.len() + u.add_owners.len(), u.remove.len() + u.remove_owners.len());
+                if let Some(from) = &u.rename_from {
+                    what = format!("{what}, rename from {}", quoted(from));
+                }
+                if u.receive_call.is_some() {
+                    what += ", receive_call changed";
+                }
+                let _ = writeln!(out, "  ~ update {:<24} {what}", quoted(&u.name));
+                for m in &u.add {
+                    let _ = writeln!(out, "      + {}", m.label());
+                }
+                for m in &u.remove {
+                    let _ = writeln!(out, "      - {}", m.label());
+                }
+                for m in &u.add_owners {
+                    let _ = writeln!(out, "      + owner {}", m.label());
+                }
+                for m in &u.remove_owners {
+                    let _ = writeln!(out, "      - owner {}", m.label());
+                }
+            }
+            Op::Delete(d) => {
+                let _ = writeln!(out, "  - delete {:<24} {} members", quoted(&d.name), d.members);
+            }
+        }
+    }
+    if p.unchanged > 0 {
+        let _ = writeln!(out, "  = {} groups unchanged", p.unchanged);
+    }
+    if !p.left_alone.is_empty() {
+        let _ = writeln!(
+            out,
+            "  . {} groups no longer in the source left alone (safety.delete_groups = false): {}",
+            p.left_alone.len(),
+            p.left_alone.join(", ")
+        );
+    }
+}
+
+fn quoted(s: &str) -> String {
+    format!("\"{s}\"")
+}
+
+/// After a real run: what failed, and the summary.
+pub fn results(report: &RunReport) -> String {
+    let mut out = String::new();
+    for t in &report.targets {
+        for f in &t.failed {
+            let _ = writeln!(out, "{}: {} \"{}\" failed: {}", t.name, f.op, f.group, f.error);
+        }
+    }
+    let _ = writeln!(out, "{}", report.summary());
+    out
+}
+
+/// `history` as text: runs, then their calls.
+pub fn history(runs: &[RunRow], calls: &[CallRow]) -> String {
+    let mut out = String::new();
+    for r in runs {
+        let _ = writeln!(
+            out,
+            "run {} {} {}{} exit={} {}",
+            r.id,
+            r.started_at,
+            r.command,
+            if r.full { " --full" } else { "" },
+            r.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            r.summary.as_deref().unwrap_or("(unfinished: the process stopped before the end of the run)")
+        );
+    }
+    if !calls.is_empty() {
+        let _ = writeln!(out);
+    }
+    for c in calls {
+        let status = c.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
+        let group = c.group_name.as_deref().or(c.group_key.as_deref()).unwrap_or("-");
+        let _ = write!(
+            out,
+            "{} run {} {} {:<8} {:<28} {:<7} +{} -{} {} {} {}ms",
+            c.at, c.run, c.target, c.op, quoted(group), c.outcome, c.added, c.removed, c.method, status, c.latency_ms
+        );
+        if c.attempts > 1 {
+            let _ = write!(out, " ({} attempts)", c.attempts);
+        }
+        if let Some(e) = &c.error {
+            let _ = write!(out, " error: {e}");
+        }
+        let _ = writeln!(out);
+    }
+    out
+}

@@ -1,0 +1,230 @@
+//! The source of truth (SPEC section 3): a file or a directory of YAML, TOML, JSON and CSV
+//! files, loaded into a validated [`Desired`] state.
+//!
+//! Invariants:
+//! - this module reads files and nothing else: no state database, no target, no clock;
+//! - each file is read exactly once, and its bytes feed both the parser and the digest;
+//! - loading never stops at the first problem: every error in every file is reported
+//!   (up to [`MAX_ERRORS`]), each naming the file, the line and the offending value;
+//! - a source with no groups at all is an error unless explicitly allowed, so that an
+//!   empty or truncated file is never read as "remove everybody".
+//!
+//! Code map: `structured` parses YAML/TOML/JSON, `csv` parses CSV rows, `merge` checks
+//! values and merges all files, `error` holds the error types.
+
+mod csv;
+mod error;
+mod merge;
+mod structured;
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use self::error::Errors;
+pub use self::error::{MAX_ERRORS, SourceError, SourceErrors};
+use self::merge::Builder;
+use crate::model::{Desired, Origin};
+
+/// Loads the source at `path`: one file, or every `*.yaml`, `*.yml`, `*.toml`, `*.json`
+/// and `*.csv` file below a directory, in sorted path order (hidden files and
+/// directories and editor leftovers skipped). `targets` are the configured target names;
+/// `allow_empty` is the config's `allow_empty_source`.
+///
+/// On error, returns every problem found in every file.
+pub fn load(path: &Path, targets: &[&str], allow_empty: bool) -> Result<Desired, SourceErrors> {
+    let mut errors = Errors::default();
+    let listed = list_files(path, &mut errors);
+    let mut builder = Builder::new(targets, errors);
+    let mut hasher = Sha256::new();
+    let mut files = Vec::with_capacity(listed.len());
+
+    for (file, format) in listed {
+        let errors = &mut builder.errors;
+        let at = |line| Origin {
+            file: file.clone(),
+            line,
+        };
+        let bytes = match fs::read(&file) {
+            Ok(b) => b,
+            Err(e) => {
+                errors.push(at(None), format!("cannot read the file: {e}"));
+                continue;
+            }
+        };
+        let path_bytes = file.as_os_str().as_encoded_bytes();
+        hasher.update((path_bytes.len() as u64).to_le_bytes());
+        hasher.update(path_bytes);
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(&bytes);
+
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                let at_byte = e.utf8_error().valid_up_to();
+                let line = 1 + e.as_bytes()[..at_byte]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count();
+                errors.push(
+                    at(Some(line)),
+                    "the file is not valid UTF-8; save it as UTF-8",
+                );
+                continue;
+            }
+        };
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        let errors_before = errors.total();
+        let defines_something = if text.trim().is_empty() {
+            false
+        } else if format == Format::Csv {
+            let rows = csv::parse(text, &file, errors);
+            let any = !rows.is_empty();
+            builder.add_rows(&file, rows);
+            any
+        } else {
+            match structured::parse(format, text, &file, errors) {
+                Some(def) => {
+                    let any = def.people.as_ref().is_some_and(|p| !p.is_empty())
+                        || def.groups.as_ref().is_some_and(|g| !g.is_empty());
+                    builder.add_file(&file, def);
+                    any
+                }
+                None => false,
+            }
+        };
+        if !defines_something && !allow_empty && builder.errors.total() == errors_before {
+            builder.errors.push(
+                at(None),
+                "the file defines no groups, people or memberships (empty or truncated?); \
+                 delete it or fill it in, or set allow_empty_source = true",
+            );
+        }
+        files.push(file);
+    }
+
+    let empty_origin = Origin {
+        file: path.to_path_buf(),
+        line: None,
+    };
+    let (people, groups, errors) = builder.finish(allow_empty, empty_origin);
+    errors.into_result(Desired {
+        people,
+        groups,
+        files,
+        digest: hex::encode(hasher.finalize()),
+    })
+}
+
+/// The kinds of file a source may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Yaml,
+    Toml,
+    Json,
+    Csv,
+}
+
+impl Format {
+    /// The format of `path`, from its extension (in any case).
+    fn of(path: &Path) -> Option<Format> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "yaml" | "yml" => Some(Format::Yaml),
+            "toml" => Some(Format::Toml),
+            "json" => Some(Format::Json),
+            "csv" => Some(Format::Csv),
+            _ => None,
+        }
+    }
+}
+
+/// The files of the source at `path`, in sorted path order, with their formats.
+fn list_files(path: &Path, errors: &mut Errors) -> Vec<(PathBuf, Format)> {
+    let at = |file: &Path| Origin {
+        file: file.to_path_buf(),
+        line: None,
+    };
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            errors.push(
+                at(path),
+                "the source does not exist; check `source` in the config",
+            );
+            return Vec::new();
+        }
+        Err(e) => {
+            errors.push(at(path), format!("cannot read the source: {e}"));
+            return Vec::new();
+        }
+    };
+    if !meta.is_dir() {
+        return match Format::of(path) {
+            Some(format) => vec![(path.to_path_buf(), format)],
+            None => {
+                errors.push(
+                    at(path),
+                    "unsupported file type; the source must be a directory or a .yaml, .yml, \
+                     .toml, .json or .csv file",
+                );
+                Vec::new()
+            }
+        };
+    }
+    let mut files = Vec::new();
+    let mut seen = HashSet::new();
+    walk(path, &mut files, &mut seen, errors);
+    // Path order is by component, so this is a depth-first walk with sorted entries.
+    files.sort();
+    files
+        .into_iter()
+        .filter_map(|f| Some((f.clone(), Format::of(&f)?)))
+        .collect()
+}
+
+/// Adds the source files below `dir` to `out`. `seen` holds the directories already
+/// walked (canonical paths), so a symlink loop is walked once.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>, seen: &mut HashSet<PathBuf>, errors: &mut Errors) {
+    let at = |file: &Path| Origin {
+        file: file.to_path_buf(),
+        line: None,
+    };
+    if !seen.insert(fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())) {
+        return;
+    }
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            errors.push(at(dir), format!("cannot read the directory: {e}"));
+            return;
+        }
+    };
+    for entry in entries {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                errors.push(at(dir), format!("cannot read the directory: {e}"));
+                continue;
+            }
+        };
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || name.ends_with('~') || name.ends_with(".swp") {
+            continue;
+        }
+        let path = entry.path();
+        match fs::metadata(&path) {
+            Ok(m) if m.is_dir() => walk(&path, out, seen, errors),
+            Ok(_) if Format::of(&path).is_some() => out.push(path),
+            Ok(_) => {}
+            Err(e) => errors.push(at(&path), format!("cannot read: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,105 @@
+use super::*;
+
+fn m(owned: bool) -> KnownMember {
+    KnownMember { owned, receive_call: false, email: Some("a@x".into()) }
+}
+
+fn call(op: &str) -> CallRecord {
+    CallRecord {
+        target: "t".into(),
+        group_key: Some("g".into()),
+        op: op.into(),
+        method: "POST".into(),
+        path: "/Groups".into(),
+        ok: true,
+        status: Some(201),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn migrations_are_forward_only_and_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/state.db");
+    drop(Store::open(&path).unwrap());
+    let s = Store::open(&path).unwrap();
+    let v: i64 = s.conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(v as usize, MIGRATIONS.len());
+}
+
+#[test]
+fn record_changes_known_state_with_its_history_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("s.db")).unwrap();
+    let run = s.begin_run("sync", false, "d").unwrap();
+    s.write_intent(run, "t", "g", "G").unwrap();
+    assert!(s.known("t").unwrap().intents.contains("g"));
+    let members = BTreeMap::from([("1".to_string(), m(true)), ("2".to_string(), m(false))]);
+    let delta = Delta::Group {
+        key: "g".into(),
+        remote_id: "r1".into(),
+        name: "G".into(),
+        members,
+        owners: BTreeMap::new(),
+    };
+    s.record(run, &call("create"), &delta).unwrap();
+    let k = s.known("t").unwrap();
+    assert!(k.intents.is_empty(), "a confirmed create clears its intent");
+    assert_eq!(k.groups["g"].remote_id, "r1");
+    assert_eq!(k.groups["g"].members.len(), 2);
+    assert!(k.groups["g"].members["1"].owned && !k.groups["g"].members["2"].owned);
+
+    let delta = Delta::Members {
+        key: "g".into(),
+        added: vec![("3".into(), m(true))],
+        removed: vec!["1".into()],
+        owners_added: vec![],
+        owners_removed: vec![],
+        receive_call: Some(vec!["3".into()]),
+    };
+    s.record(run, &call("update"), &delta).unwrap();
+    let k = s.known("t").unwrap();
+    let ids: Vec<_> = k.groups["g"].members.keys().cloned().collect();
+    assert_eq!(ids, ["2", "3"]);
+    assert!(k.groups["g"].members["3"].receive_call);
+    s.record(run, &call("rename"), &Delta::Renamed { key: "g".into(), name: "H".into() }).unwrap();
+    assert_eq!(s.known("t").unwrap().groups["g"].name, "H");
+    s.record(run, &call("delete"), &Delta::Forget { key: "g".into() }).unwrap();
+    assert!(s.known("t").unwrap().groups.is_empty());
+    let h = s.history(&HistoryFilter { limit: 10, ..Default::default() }).unwrap();
+    assert_eq!(h.iter().map(|c| c.op.as_str()).collect::<Vec<_>>(), ["delete", "rename", "update", "create"]);
+    // other targets are untouched
+    assert!(s.known("other").unwrap().groups.is_empty());
+}
+
+#[test]
+fn resolution_cache_keeps_negative_answers_until_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.db")).unwrap();
+    s.cache_resolution("t", "a@x", Some("1")).unwrap();
+    s.cache_resolution("t", "b@x", None).unwrap();
+    let c = s.resolution_cache("t").unwrap();
+    assert_eq!(c["a@x"].as_deref(), Some("1"));
+    assert_eq!(c["b@x"], None);
+    s.forget_unresolved("t").unwrap();
+    assert!(!s.resolution_cache("t").unwrap().contains_key("b@x"));
+}
+
+#[test]
+fn read_only_open_of_a_missing_database_knows_nothing_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("none.db");
+    assert!(Store::open_read_only(&path).unwrap().is_none());
+    assert!(!path.exists());
+}
+
+#[test]
+fn second_writer_is_refused_with_the_holders_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let _held = StateLock::acquire(&db).unwrap();
+    match StateLock::acquire(&db) {
+        Err(LockError::Held { pid, .. }) => assert_eq!(pid, std::process::id().to_string()),
+        other => panic!("expected Held, got {other:?}"),
+    }
+}

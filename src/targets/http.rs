@@ -1,0 +1,321 @@
+//! The one place that sends HTTP: rate limit (governor), concurrency cap, timeout, retries
+//! with exponential backoff and jitter (backon) honoring `Retry-After`, and secret scrubbing
+//! of every message that leaves it.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::BackoffBuilder;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::Method;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use secrecy::ExposeSecret;
+use tokio::sync::Semaphore;
+
+use crate::config::TargetConfig;
+
+/// How a target reads an answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    /// Worth retrying (429, 5xx, a vendor's "try again" code).
+    Retry(String),
+    /// Final refusal (other 4xx, vendor error bodies).
+    Fail(String),
+    /// The resource is gone (404).
+    NotFound(String),
+    /// Credentials refused (401).
+    Unauthorized(String),
+}
+
+/// Why a call did not succeed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailKind {
+    /// Transient errors that outlived the retries (or were not retried, for creates).
+    Transient,
+    Permanent,
+    NotFound,
+    Unauthorized,
+}
+
+/// A call that did not succeed, with what the history needs.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub kind: FailKind,
+    pub status: Option<u16>,
+    /// The vendor's message or the transport error, secrets scrubbed.
+    pub message: String,
+    pub latency_ms: u64,
+    pub attempts: u32,
+    /// The request may have reached the target and been applied (timeouts, dropped
+    /// connections, 5xx): a create must be looked up again before it is re-sent.
+    pub maybe_applied: bool,
+}
+
+/// A successful answer.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub latency_ms: u64,
+    pub attempts: u32,
+}
+
+impl Reply {
+    /// The body as JSON, leniently (an empty body is `null`).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// One request to send.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: Method,
+    /// Absolute URL.
+    pub url: String,
+    pub body: Option<serde_json::Value>,
+    /// Extra headers (auth is added by the target through `Http::with_header`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Request {
+    pub fn new(method: Method, url: impl Into<String>) -> Request {
+        Request { method, url: url.into(), body: None, headers: Vec::new() }
+    }
+    pub fn json(mut self, body: serde_json::Value) -> Request {
+        self.body = Some(body);
+        self
+    }
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Request {
+        self.headers.push((name, value));
+        self
+    }
+    /// Path and query, for the history (never carries a secret: secrets travel in headers
+    /// or bodies).
+    pub fn path(&self) -> String {
+        match url::Url::parse(&self.url) {
+            Ok(u) => match u.query() {
+                Some(q) => format!("{}?{}", u.path(), q),
+                None => u.path().to_string(),
+            },
+            Err(_) => self.url.clone(),
+        }
+    }
+}
+
+/// Whether transient failures are retried in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Retry every transient failure (reads, idempotent writes).
+    Always,
+    /// Retry only failures that surely did not apply (429, refused connections): for
+    /// creates, which must be looked up again instead of being re-sent blindly.
+    OnlyIfNotApplied,
+}
+
+/// The HTTP client of one target.
+pub struct Http {
+    client: reqwest::Client,
+    limiter: Option<DefaultDirectRateLimiter>,
+    in_flight: Semaphore,
+    max_retries: u32,
+    retry_base: Duration,
+    /// Secret values to scrub from any text that leaves this module.
+    secrets: Vec<String>,
+    /// Default headers (auth) sent with every request.
+    headers: HeaderMap,
+}
+
+/// The default reading of an HTTP status: 2xx ok, 404 gone, 401 unauthorized,
+/// 408/429/5xx retried, any other 4xx final, with the vendor's message.
+pub fn default_verdict(status: u16, body: &[u8]) -> Verdict {
+    match status {
+        200..=299 => Verdict::Ok,
+        404 => Verdict::NotFound(message(status, body)),
+        401 => Verdict::Unauthorized(message(status, body)),
+        408 | 429 | 500..=599 => Verdict::Retry(message(status, body)),
+        _ => Verdict::Fail(message(status, body)),
+    }
+}
+
+/// A short message from an error body: SCIM `detail`, `message`, `error`, or the text.
+pub fn message(status: u16, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let from_json = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| {
+        ["detail", "message", "error", "error_description"]
+            .iter()
+            .find_map(|k| v.get(k).and_then(|m| m.as_str().map(str::to_string)))
+    });
+    let text = from_json.unwrap_or_else(|| text.trim().to_string());
+    let mut text: String = text.chars().take(300).collect();
+    if text.is_empty() {
+        text = "no message".into();
+    }
+    format!("HTTP {status}: {text}")
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(|s| Duration::from_secs(s.min(300)))
+}
+
+impl Http {
+    pub fn new(cfg: &TargetConfig, headers: HeaderMap) -> Result<Http, String> {
+        let mut b = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("rostersync/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(cfg.concurrency);
+        if let Some(ca) = &cfg.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+            b = b.add_root_certificate(cert);
+        }
+        let client = b.build().map_err(|e| format!("HTTP client: {e}"))?;
+        let limiter = cfg.rate_limit.map(|r| {
+            let period = Duration::from_secs_f64(1.0 / r);
+            let quota = Quota::with_period(period)
+                .expect("positive rate")
+                .allow_burst(NonZeroU32::new(cfg.burst.max(1)).expect("burst >= 1"));
+            RateLimiter::direct(quota)
+        });
+        let secrets = [&cfg.token, &cfg.user_id, &cfg.api_key, &cfg.ssid]
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.value.as_ref().map(|v| v.expose_secret().to_string()))
+            .filter(|s| s.len() >= 4)
+            .collect();
+        Ok(Http {
+            client,
+            limiter,
+            in_flight: Semaphore::new(cfg.concurrency),
+            max_retries: cfg.max_retries,
+            retry_base: cfg.retry_base,
+            secrets,
+            headers,
+        })
+    }
+
+    /// Adds a secret value to scrub (e.g. a session token obtained at login).
+    pub fn add_secret(&mut self, s: &str) {
+        if s.len() >= 4 {
+            self.secrets.push(s.to_string());
+        }
+    }
+
+    /// Replaces every secret value in `s` by `[REDACTED]`.
+    pub fn scrub(&self, s: &str) -> String {
+        let mut out = s.to_string();
+        for secret in &self.secrets {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), "[REDACTED]");
+            }
+        }
+        out
+    }
+
+    /// Sends `req`, retrying as `retry` allows; `verdict` reads each answer.
+    pub async fn send(
+        &self,
+        req: &Request,
+        retry: Retry,
+        verdict: &(dyn Fn(u16, &[u8]) -> Verdict + Sync),
+    ) -> Result<Reply, Failure> {
+        let _permit = self.in_flight.acquire().await.expect("semaphore never closed");
+        let mut delays = backon::ExponentialBuilder::default()
+            .with_min_delay(self.retry_base)
+            .with_max_delay(Duration::from_secs(30))
+            .with_max_times(self.max_retries as usize)
+            .with_jitter()
+            .build();
+        let started = Instant::now();
+        let mut attempts = 0u32;
+        loop {
+            if let Some(l) = &self.limiter {
+                l.until_ready().await;
+            }
+            attempts += 1;
+            let mut rb = self.client.request(req.method.clone(), &req.url).headers(self.headers.clone());
+            for (k, v) in &req.headers {
+                rb = rb.header(k, v);
+            }
+            if let Some(b) = &req.body {
+                rb = rb.json(b);
+            }
+            let outcome = match rb.send().await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let headers = resp.headers().clone();
+                    match resp.bytes().await {
+                        Ok(body) => Ok((status, headers, body.to_vec())),
+                        Err(e) => Err((e, true)),
+                    }
+                }
+                Err(e) => {
+                    // A refused connection never reached the server.
+                    let applied = !e.is_connect();
+                    Err((e, applied))
+                }
+            };
+            let latency_ms = started.elapsed().as_millis() as u64;
+            let (verdict, status, after, maybe_applied) = match outcome {
+                Ok((status, headers, body)) => {
+                    let v = verdict(status, &body);
+                    if v == Verdict::Ok {
+                        return Ok(Reply { status, body, latency_ms, attempts });
+                    }
+                    // 429 was surely not applied; 408/5xx may have been.
+                    (v, Some(status), retry_after(&headers), status != 429)
+                }
+                Err((e, applied)) => {
+                    let what = if e.is_timeout() { "timed out" } else { "failed" };
+                    let mut msg = format!("request {what}: {e}");
+                    let mut src = std::error::Error::source(&e);
+                    while let Some(s) = src {
+                        msg += &format!(": {s}");
+                        src = s.source();
+                    }
+                    (Verdict::Retry(msg), None, None, applied)
+                }
+            };
+            let fail = |kind, message: String| Failure {
+                kind,
+                status,
+                message: self.scrub(&message),
+                latency_ms,
+                attempts,
+                maybe_applied,
+            };
+            match verdict {
+                Verdict::Ok => unreachable!("returned above"),
+                Verdict::Fail(m) => return Err(fail(FailKind::Permanent, m)),
+                Verdict::NotFound(m) => return Err(fail(FailKind::NotFound, m)),
+                Verdict::Unauthorized(m) => return Err(fail(FailKind::Unauthorized, m)),
+                Verdict::Retry(m) => {
+                    let may_retry = retry == Retry::Always || !maybe_applied;
+                    match delays.next() {
+                        Some(d) if may_retry => {
+                            let wait = after.unwrap_or(d);
+                            tracing::debug!(url = %req.path(), attempt = attempts, wait_ms = wait.as_millis() as u64, error = %self.scrub(&m), "retrying");
+                            metrics::counter!("rostersync_retries_total").increment(1);
+                            tokio::time::sleep(wait).await;
+                        }
+                        _ => return Err(fail(FailKind::Transient, m)),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Builds a header value from a secret, marked sensitive so it never prints.
+pub fn secret_header(value: &str) -> Result<HeaderValue, String> {
+    let mut v = HeaderValue::from_str(value).map_err(|_| "secret is not a valid header value".to_string())?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+pub type SharedHttp = Arc<Http>;

@@ -1,0 +1,240 @@
+//! The `scim` kind: MaestroQA (`maestroqa` flavor, seed 000) or any RFC 7644 service.
+
+pub mod wire;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use reqwest::Method;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName};
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+use super::http::{default_verdict, secret_header};
+use super::{CallInfo, Ctx, Http, OpError, RemoteGroup, Request, Retry, Target, Verdict, batches};
+use crate::config::{Auth, Flavor, TargetConfig};
+use crate::plan::{Create, Delete, KnownGroup, Update};
+use crate::store::Delta;
+use wire::PatchParts;
+
+/// Page size when listing groups.
+const PAGE: usize = 100;
+/// Upper bound on pages read when looking for a group by name (100,000 groups).
+const MAX_PAGES: usize = 1000;
+
+pub struct Scim {
+    base: String,
+    flavor: Flavor,
+    batch_size: usize,
+}
+
+pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), String> {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        reqwest::header::CONTENT_TYPE,
+        "application/scim+json; charset=utf-8".parse().expect("static header"),
+    );
+    headers.insert(reqwest::header::ACCEPT, "application/scim+json, application/json".parse().expect("static"));
+    if let Some(token) = cfg.token.as_ref().and_then(|t| t.value.as_ref()) {
+        let token = token.expose_secret();
+        match cfg.auth {
+            Auth::ApiToken => {
+                headers.insert(HeaderName::from_static("apitoken"), secret_header(token)?);
+            }
+            Auth::Basic => {
+                let enc = base64::engine::general_purpose::STANDARD.encode(token);
+                headers.insert(AUTHORIZATION, secret_header(&format!("Basic {enc}"))?);
+            }
+            Auth::Bearer => {
+                headers.insert(AUTHORIZATION, secret_header(&format!("Bearer {token}"))?);
+            }
+        }
+    }
+    let http = Http::new(cfg, headers)?;
+    let t = Scim { base: cfg.base_url.clone(), flavor: cfg.flavor, batch_size: cfg.batch_size };
+    Ok((Box::new(t), http))
+}
+
+/// 409 on a membership change means "already there": done.
+fn membership_verdict(status: u16, body: &[u8]) -> Verdict {
+    if status == 409 { Verdict::Ok } else { default_verdict(status, body) }
+}
+
+/// 409 on a create means a group of that name exists: look again (and adopt) rather than fail.
+fn create_verdict(status: u16, body: &[u8]) -> Verdict {
+    if status == 409 {
+        Verdict::Retry(super::http::message(status, body))
+    } else {
+        default_verdict(status, body)
+    }
+}
+
+fn remote(v: &Value) -> Option<RemoteGroup> {
+    Some(RemoteGroup {
+        id: wire::id_of(v)?,
+        name: v.get("displayName").and_then(Value::as_str).unwrap_or_default().to_string(),
+        members: wire::ids(v.get("members")),
+        owners: wire::ids(v.get("owners")),
+        receive_call: Vec::new(),
+    })
+}
+
+impl Scim {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn get_group(&self, ctx: &Ctx, key: &str, name: &str, id: &str) -> Result<Option<RemoteGroup>, OpError> {
+        let req = Request::new(Method::GET, self.url(&format!("/Groups/{id}")));
+        match ctx.read(CallInfo::new("read").group(key, name), req, &default_verdict).await {
+            Ok(reply) => Ok(remote(&reply.json())),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Pages through `GET /Groups` looking for an exact name (no filter support assumed).
+    async fn find_by_paging(&self, ctx: &Ctx, key: &str, name: &str) -> Result<Option<RemoteGroup>, OpError> {
+        let mut start = 1;
+        for _ in 0..MAX_PAGES {
+            let req = Request::new(Method::GET, self.url(&format!("/Groups?startIndex={start}&count={PAGE}")));
+            let page = ctx.read(CallInfo::new("find").group(key, name), req, &default_verdict).await?.json();
+            let items = wire::resources(&page);
+            if let Some(g) = items.iter().find(|g| g.get("displayName").and_then(Value::as_str) == Some(name)) {
+                return self.complete(ctx, key, name, g).await;
+            }
+            let total = page.get("totalResults").and_then(Value::as_u64).unwrap_or(0) as usize;
+            start += items.len();
+            if items.is_empty() || start > total {
+                return Ok(None);
+            }
+        }
+        Ok(None)
+    }
+
+    /// A listed group may come without its members: read it whole then.
+    async fn complete(&self, ctx: &Ctx, key: &str, name: &str, g: &Value) -> Result<Option<RemoteGroup>, OpError> {
+        match (g.get("members"), wire::id_of(g)) {
+            (Some(_), _) => Ok(remote(g)),
+            (None, Some(id)) => self.get_group(ctx, key, name, &id).await,
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+#[async_trait]
+impl Target for Scim {
+    fn can_lookup(&self) -> bool {
+        self.flavor == Flavor::Rfc7644
+    }
+
+    async fn lookup(&self, ctx: &Ctx, email: &str) -> Result<Option<String>, OpError> {
+        let filter = format!("userName eq {}", wire::quote(email));
+        let url = format!("{}?filter={}", self.url("/Users"), urlencode(&filter));
+        let reply = ctx.read(CallInfo::new("lookup"), Request::new(Method::GET, url), &default_verdict).await?;
+        let body = reply.json();
+        let found = wire::resources(&body).into_iter().find(|u| {
+            u.get("userName").and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case(email))
+        });
+        Ok(found.as_ref().and_then(wire::id_of))
+    }
+
+    async fn find(&self, ctx: &Ctx, key: &str, name: &str) -> Result<Option<RemoteGroup>, OpError> {
+        if self.flavor == Flavor::Maestroqa {
+            return self.find_by_paging(ctx, key, name).await;
+        }
+        let filter = format!("displayName eq {}", wire::quote(name));
+        let url = format!("{}?filter={}", self.url("/Groups"), urlencode(&filter));
+        let info = CallInfo::new("find").group(key, name);
+        match ctx.read(info, Request::new(Method::GET, url), &default_verdict).await {
+            Ok(reply) => {
+                let body = reply.json();
+                let items = wire::resources(&body);
+                match items.iter().find(|g| g.get("displayName").and_then(Value::as_str) == Some(name)) {
+                    Some(g) => self.complete(ctx, key, name, g).await,
+                    None => Ok(None),
+                }
+            }
+            // Filtering not supported (400 invalidFilter / 501): page instead.
+            Err(OpError::Call(f)) if matches!(f.status, Some(400) | Some(501)) => {
+                self.find_by_paging(ctx, key, name).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn read(&self, ctx: &Ctx, g: &KnownGroup) -> Result<Option<RemoteGroup>, OpError> {
+        self.get_group(ctx, &g.key, &g.name, &g.remote_id).await
+    }
+
+    async fn create(&self, ctx: &Ctx, op: &Create) -> Result<String, OpError> {
+        let body = wire::create_body(self.flavor, &op.name, &op.members, &op.owners);
+        let req = Request::new(Method::POST, self.url("/Groups")).json(body);
+        let mut all = op.members.clone();
+        all.extend(op.owners.iter().cloned());
+        let info = CallInfo::new("create").group(&op.key, &op.name).adds(&all);
+        let p = ctx.send(info, req, Retry::OnlyIfNotApplied, &create_verdict).await?;
+        let Some(id) = wire::id_of(&p.json()) else {
+            let msg = "the create answer carries no group id".to_string();
+            ctx.confirm(p, Delta::None)?;
+            return Err(OpError::Unsupported(msg));
+        };
+        ctx.confirm(p, super::created_delta(op, &id))?;
+        Ok(id)
+    }
+
+    async fn update(&self, ctx: &Ctx, u: &Update) -> Result<(), OpError> {
+        let size = self.batch_size;
+        let (add, rem) = (batches(&u.add, size), batches(&u.remove, size));
+        let (oadd, orem) = (batches(&u.add_owners, size), batches(&u.remove_owners, size));
+        let n = add.len().max(rem.len()).max(oadd.len()).max(orem.len());
+        let empty: &[crate::plan::Member] = &[];
+        for i in 0..n {
+            let parts = PatchParts {
+                rename: if i == 0 { u.rename_from.as_ref().map(|_| u.name.as_str()) } else { None },
+                add: add.get(i).copied().unwrap_or(empty),
+                remove: rem.get(i).copied().unwrap_or(empty),
+                add_owners: oadd.get(i).copied().unwrap_or(empty),
+                remove_owners: orem.get(i).copied().unwrap_or(empty),
+            };
+            let Some(body) = wire::patch_body(self.flavor, &parts) else { continue };
+            let mut added = parts.add.to_vec();
+            added.extend(parts.add_owners.iter().cloned());
+            let mut removed = parts.remove.to_vec();
+            removed.extend(parts.remove_owners.iter().cloned());
+            let op = if parts.rename.is_some() && added.is_empty() && removed.is_empty() { "rename" } else { "update" };
+            let info = CallInfo::new(op).group(&u.key, &u.name).adds(&added).removes(&removed);
+            let req = Request::new(Method::PATCH, self.url(&format!("/Groups/{}", u.remote_id))).json(body);
+            let p = ctx.send(info, req, Retry::Always, &membership_verdict).await?;
+            // One transaction: the history row, the members, and the rename.
+            let mut delta = super::members_delta(&u.key, parts.add, parts.remove, false);
+            if let Delta::Members { owners_added, owners_removed, .. } = &mut delta {
+                if let Delta::Members { owners_added: oa, owners_removed: or, .. } =
+                    super::members_delta(&u.key, parts.add_owners, parts.remove_owners, true)
+                {
+                    *owners_added = oa;
+                    *owners_removed = or;
+                }
+            }
+            ctx.confirm(p, delta)?;
+            if parts.rename.is_some() {
+                ctx.note("rename", &u.key, &u.name, Delta::Renamed { key: u.key.clone(), name: u.name.clone() })?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, ctx: &Ctx, d: &Delete) -> Result<(), OpError> {
+        let req = Request::new(Method::DELETE, self.url(&format!("/Groups/{}", d.remote_id)));
+        let info = CallInfo::new("delete").group(&d.key, &d.name);
+        match ctx.send(info, req, Retry::Always, &default_verdict).await {
+            Ok(p) => ctx.confirm(p, Delta::Forget { key: d.key.clone() }),
+            Err(e) if e.is_not_found() => ctx.note("forget", &d.key, &d.name, Delta::Forget { key: d.key.clone() }),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20")
+}

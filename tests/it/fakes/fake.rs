@@ -1,0 +1,44 @@
+//! The one interface the conformance suite uses for every fake target.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::http::{Fault, Logged, Match};
+
+/// What the conformance suite needs from a fake target, whatever its kind.
+///
+/// People are named by email everywhere in the suite; each fake keeps its own user
+/// directory (email -> the vendor's member id) and maps back to emails in `groups()`.
+pub trait Fake: Send + Sync {
+    /// The target kind this fake stands for (`scim`, `teams`, `assign_group`, `kazoo`).
+    fn kind(&self) -> &'static str;
+    /// The `[[target]]` block for rostersync.toml, with this `name`. Secrets are named by
+    /// `*_env` keys whose values `env()` gives.
+    fn target_toml(&self, name: &str) -> String;
+    /// Environment variables (secret values) the target block refers to.
+    fn env(&self) -> Vec<(String, String)>;
+    /// Every secret value, so tests can check none of them leaks.
+    fn secrets(&self) -> Vec<String>;
+    /// Registers an agent on the vendor side (idempotent) and returns its member id.
+    fn add_user(&self, email: &str) -> String;
+    /// The id the source file must carry for this person under `people[].ids.<target>`,
+    /// or None when rostersync is expected to resolve it itself (email or lookup).
+    fn source_id(&self, email: &str) -> Option<String>;
+    /// Groups on the server now: name -> member emails (members unknown to the
+    /// directory appear as their raw id).
+    fn groups(&self) -> BTreeMap<String, BTreeSet<String>>;
+    /// Creates a group directly on the server, as an operator clicking in the console would.
+    fn create_group_by_hand(&self, name: &str, members: &[&str]);
+    /// Replaces a group's members directly on the server (drift behind rostersync's back).
+    fn set_members_by_hand(&self, name: &str, members: &[&str]);
+    /// Deletes a group directly on the server.
+    fn delete_group_by_hand(&self, name: &str);
+    /// Every request received so far.
+    fn requests(&self) -> Vec<Logged>;
+    fn clear_requests(&self);
+    /// Arms `fault` for the next `times` requests matching `when`.
+    fn inject(&self, when: Match, fault: Fault, times: usize);
+    /// The `Match` for this kind's membership-change requests (used by fault scenarios).
+    fn membership_write(&self) -> Match;
+    /// The `Match` for this kind's group-create request.
+    fn create_request(&self) -> Match;
+}

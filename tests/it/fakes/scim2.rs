@@ -1,0 +1,829 @@
+//! A standard RFC 7644 SCIM target (`kind = "scim"`, `flavor = "rfc7644"`) that nobody here
+//! wrote: the `scim2-server` program from PyPI, run as a child process on 127.0.0.1, behind
+//! a logging and fault-injecting proxy built on `http::Server`.
+//!
+//! rostersync talks to the proxy (`base_url` = `http://127.0.0.1:PROXY/v2`); the proxy
+//! forwards every request, unchanged (the `Host` header too, so the `Location`s and
+//! `meta.location`s the server builds name the proxy), to the real server over a blocking
+//! `TcpStream` with `Connection: close`. `requests()` and `inject()` therefore work as for
+//! the other fakes. The knobs (`add_user`, `groups`, `*_by_hand`) talk to the real server
+//! directly, so they are not logged and no fault applies to them.
+//!
+//! The program comes from `bash tests/run.sh`, which creates `target/scim-venv` and exports
+//! `SCIM2_SERVER_BIN`. What scim2-server 0.8.3 does (tried by hand, see the tests below):
+//! - Serves `/v2/...` (the root answers too); bearer token required on every request, else
+//!   401 with a SCIM Error body and `WWW-Authenticate: Bearer realm="SCIM"`.
+//! - Answers HTTP/1.0 with `Content-Length` and closes the connection; content type
+//!   `application/scim+json`; accepts `application/json` bodies too.
+//! - `POST /Users` -> 201; a second user with the same `userName` -> 409 `uniqueness`.
+//!   `filter=userName eq "E"` matches case-insensitively.
+//! - `POST /Groups` -> 201 with `members: [{"value": id}]` as sent; unknown member ids are
+//!   accepted (no referential check); duplicate `displayName`s are accepted; `owners` is
+//!   refused (400 invalidSyntax "Extra inputs are not permitted: owners").
+//! - `GET /Groups?filter=displayName eq "N"` works, case-insensitively, with `\"` escapes.
+//!   Listing order is by id (random hex), not by creation. Without `count`, up to 1000.
+//! - `PATCH` answers 204 with no body (200 with the resource when `attributes` is given);
+//!   `add` of a member already there is a no-op; `remove` with path
+//!   `members[value eq "id"]` (also `... or value eq "id2"`) of an absent member is a no-op;
+//!   `remove` with path `members` and a value list is a 400 ("a remove operation carries no
+//!   value"), and `remove` with path `members` and no value empties the group. `replace`
+//!   of `displayName` works with a path or with a value object. A PATCH is atomic.
+//!   `schemas` may be missing; `Operations: []` is a 400.
+//! - Unknown id -> 404 SCIM Error `"Group '<id>' not found"`; `DELETE` -> 204.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::Fake;
+use super::http::{Fault, Handler, Logged, Match, Reply, Req, Server};
+
+const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+/// Path prefix the server serves.
+pub const PREFIX: &str = "/v2";
+
+/// One HTTP answer read off the wire.
+#[derive(Clone, Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// Headers that belong to one connection and are never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+    "expect",
+];
+
+fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// Sends one request over a fresh blocking connection (`Connection: close`) and reads the
+/// whole answer. `path_q` is the path with its query string.
+pub fn http_call(
+    addr: SocketAddr,
+    method: &str,
+    path_q: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<RawResponse> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout.min(Duration::from_secs(5)))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let mut head = format!("{method} {path_q} HTTP/1.1\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers.iter().filter(|(k, _)| !is_hop_by_hop(k)) {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    ));
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    s.flush()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+fn bad(msg: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_string())
+}
+
+/// Parses a complete HTTP/1.x response (the connection was closed after it).
+pub fn parse_response(raw: &[u8]) -> std::io::Result<RawResponse> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers in the upstream answer"))?;
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(&format!("bad status line {status_line:?}")))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let find = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v)
+    };
+    let rest = &raw[end + 4..];
+    let body =
+        if find("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+            dechunk(rest)?
+        } else if let Some(n) = find("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            rest[..n.min(rest.len())].to_vec()
+        } else {
+            rest.to_vec()
+        };
+    Ok(RawResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Decodes a chunked body (trailers ignored).
+pub fn dechunk(mut data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    // Each round consumes at least one line, so this ends; bound it anyway.
+    for _ in 0..=data.len() {
+        let eol = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| bad("truncated chunk size"))?;
+        let size_line = String::from_utf8_lossy(&data[..eol]);
+        let size_hex = size_line.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_hex, 16)
+            .map_err(|_| bad(&format!("bad chunk size {size_hex:?}")))?;
+        data = &data[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if data.len() < size {
+            return Err(bad("truncated chunk"));
+        }
+        out.extend_from_slice(&data[..size]);
+        data = data.get(size + 2..).unwrap_or(&[]);
+    }
+    Err(bad("too many chunks"))
+}
+
+/// Percent-encodes a query value.
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A SCIM string literal for a filter: quoted, with `"` and `\` escaped.
+pub fn scim_quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The proxy's vendor logic: forward to the real server and hand its answer back.
+pub struct Scim2Proxy {
+    pub upstream: SocketAddr,
+}
+
+impl Handler for Scim2Proxy {
+    fn handle(&self, req: &Req) -> Reply {
+        let path_q = if req.query.is_empty() {
+            req.path.clone()
+        } else {
+            format!("{}?{}", req.path, req.query)
+        };
+        let answer = http_call(
+            self.upstream,
+            &req.method,
+            &path_q,
+            &req.headers,
+            req.body.as_bytes(),
+            Duration::from_secs(30),
+        );
+        match answer {
+            Ok(r) => Reply {
+                status: r.status,
+                headers: r
+                    .headers
+                    .into_iter()
+                    .filter(|(k, _)| !is_hop_by_hop(k))
+                    .collect(),
+                body: String::from_utf8_lossy(&r.body).into_owned(),
+            },
+            Err(e) => Reply::json(
+                502,
+                json!({
+                    "schemas": [ERROR_SCHEMA],
+                    "status": "502",
+                    "detail": format!("fake proxy: scim2-server did not answer: {e}"),
+                }),
+            ),
+        }
+    }
+}
+
+/// Where the scim2-server program is: `SCIM2_SERVER_BIN`, else the venv that
+/// `tests/run.sh` makes under the crate's `target/`.
+pub fn server_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SCIM2_SERVER_BIN") {
+        let p = PathBuf::from(p);
+        assert!(
+            p.exists(),
+            "SCIM2_SERVER_BIN={} does not exist: run `bash tests/run.sh` (it installs \
+             scim2-server into target/scim-venv)",
+            p.display()
+        );
+        return p;
+    }
+    let candidates = [
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/scim-venv/bin/scim2-server"),
+        PathBuf::from("/work/main/target/scim-venv/bin/scim2-server"),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "scim2-server not found (looked at {}): run the suite with `bash tests/run.sh`, \
+             which creates target/scim-venv and pip-installs scim2-server, or set \
+             SCIM2_SERVER_BIN",
+                candidates[0].display()
+            )
+        })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// A running scim2-server behind the fault-injecting proxy.
+pub struct Scim2Server {
+    /// The proxy rostersync talks to.
+    pub proxy: Server<Scim2Proxy>,
+    /// The real server's address (knobs talk to it directly).
+    pub upstream: SocketAddr,
+    token: String,
+    child: Mutex<Child>,
+    log_path: PathBuf,
+    /// email (lowercase) -> user id, for the users this fake created or looked up.
+    users: Mutex<BTreeMap<String, String>>,
+}
+
+impl Scim2Server {
+    /// Starts scim2-server on a free port (retrying if another process took the port),
+    /// waits until it answers (at most 30 s), and puts the proxy in front of it.
+    pub fn start() -> Arc<Scim2Server> {
+        let bin = server_bin();
+        let mut last_log = String::new();
+        for _attempt in 0..3 {
+            let port = free_port();
+            let token = format!("s3cret-scim2-{port}-Vw4Rt9");
+            let log_path = std::env::temp_dir()
+                .join(format!("scim2-server-{}-{port}.log", std::process::id()));
+            let log = std::fs::File::create(&log_path).expect("create scim2-server log file");
+            let mut child = Command::new(&bin)
+                .args(["--hostname", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--bearer-token", &token])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("clone log handle"))
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+            let upstream: SocketAddr = ([127, 0, 0, 1], port).into();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut ready = false;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                let probe = http_call(
+                    upstream,
+                    "GET",
+                    "/v2/ServiceProviderConfig",
+                    &[("Authorization".into(), format!("Bearer {token}"))],
+                    b"",
+                    Duration::from_secs(2),
+                );
+                if probe.is_ok_and(|r| r.status == 200) {
+                    ready = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if ready {
+                let proxy = Server::start(Scim2Proxy { upstream });
+                return Arc::new(Scim2Server {
+                    proxy,
+                    upstream,
+                    token,
+                    child: Mutex::new(child),
+                    log_path,
+                    users: Mutex::new(BTreeMap::new()),
+                });
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            last_log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let _ = std::fs::remove_file(&log_path);
+        }
+        panic!(
+            "scim2-server ({}) did not start in 3 tries; its last output:\n{last_log}",
+            bin.display()
+        );
+    }
+
+    pub fn port(&self) -> u16 {
+        self.proxy.addr.port()
+    }
+    /// The base URL rostersync uses (through the proxy).
+    pub fn base_url(&self) -> String {
+        format!("{}{PREFIX}", self.proxy.base_url())
+    }
+    /// The real server's base URL (bypasses the log and the faults).
+    pub fn upstream_url(&self) -> String {
+        format!("http://{}{PREFIX}", self.upstream)
+    }
+    pub fn token(&self) -> String {
+        self.token.clone()
+    }
+    fn token_env(&self) -> String {
+        format!("FAKE_SCIM2_TOKEN_{}", self.port())
+    }
+    pub fn clear_faults(&self) {
+        self.proxy.clear_faults();
+    }
+
+    /// Calls the real server directly, as an administrator; panics if it does not answer.
+    pub fn api(&self, method: &str, path_q: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut headers = vec![(
+            "Authorization".to_string(),
+            format!("Bearer {}", self.token),
+        )];
+        let body = body.map(Value::to_string).unwrap_or_default();
+        if !body.is_empty() {
+            headers.push(("Content-Type".into(), "application/scim+json".into()));
+        }
+        let r = http_call(
+            self.upstream,
+            method,
+            &format!("{PREFIX}{path_q}"),
+            &headers,
+            body.as_bytes(),
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|e| panic!("scim2-server did not answer {method} {path_q}: {e}"));
+        (r.status, r.json())
+    }
+
+    fn list_all(&self, endpoint: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut start = 1;
+        for _page in 0..1000 {
+            let (s, v) = self.api(
+                "GET",
+                &format!("/{endpoint}?startIndex={start}&count=500"),
+                None,
+            );
+            assert_eq!(s, 200, "GET /{endpoint}: {v}");
+            let items = v["Resources"].as_array().cloned().unwrap_or_default();
+            let total = v["totalResults"].as_u64().unwrap_or(0) as usize;
+            let n = items.len();
+            out.extend(items);
+            start += n;
+            if n == 0 || out.len() >= total {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Id of the user with this userName, if the server has one (no creation).
+    pub fn user_id(&self, email: &str) -> Option<String> {
+        let key = email.to_ascii_lowercase();
+        if let Some(id) = self.users.lock().unwrap().get(&key) {
+            return Some(id.clone());
+        }
+        let filter = url_encode(&format!("userName eq {}", scim_quote(email)));
+        let (s, v) = self.api("GET", &format!("/Users?filter={filter}"), None);
+        assert_eq!(s, 200, "user lookup: {v}");
+        let id = v["Resources"][0]["id"].as_str()?.to_string();
+        self.users.lock().unwrap().insert(key, id.clone());
+        Some(id)
+    }
+
+    /// All groups as the server has them (raw JSON), oldest first.
+    pub fn raw_groups(&self) -> Vec<Value> {
+        let mut gs = self.list_all("Groups");
+        gs.sort_by_key(|g| {
+            (
+                g["meta"]["created"].as_str().unwrap_or("").to_string(),
+                g["id"].as_str().unwrap_or("").to_string(),
+            )
+        });
+        gs
+    }
+
+    /// The first (oldest) group with exactly this displayName.
+    pub fn group(&self, name: &str) -> Option<Value> {
+        self.raw_groups()
+            .into_iter()
+            .find(|g| g["displayName"] == name)
+    }
+    pub fn group_id(&self, name: &str) -> Option<String> {
+        self.group(name)
+            .and_then(|g| g["id"].as_str().map(str::to_string))
+    }
+    /// Number of groups with exactly this displayName (duplicates show failed adoption).
+    pub fn count_named(&self, name: &str) -> usize {
+        self.raw_groups()
+            .iter()
+            .filter(|g| g["displayName"] == name)
+            .count()
+    }
+
+    fn member_values(&self, members: &[&str]) -> Vec<Value> {
+        members
+            .iter()
+            .map(|m| {
+                let id = if m.contains('@') {
+                    self.user_id(m)
+                } else {
+                    None
+                };
+                json!({"value": id.unwrap_or_else(|| m.to_string())})
+            })
+            .collect()
+    }
+
+    fn must_group_id(&self, name: &str) -> String {
+        self.group_id(name)
+            .unwrap_or_else(|| panic!("no group named {name:?} on scim2-server"))
+    }
+}
+
+impl Drop for Scim2Server {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.child.lock() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.log_path);
+    }
+}
+
+impl Fake for Scim2Server {
+    fn kind(&self) -> &'static str {
+        "scim"
+    }
+
+    fn target_toml(&self, name: &str) -> String {
+        format!(
+            "[[target]]\nname = \"{name}\"\nkind = \"scim\"\nflavor = \"rfc7644\"\n\
+             base_url = \"{}\"\nauth = \"bearer\"\ntoken_env = \"{}\"\ntimeout = \"5s\"\n\
+             max_retries = 3\nretry_base = \"20ms\"\n",
+            self.base_url(),
+            self.token_env()
+        )
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        vec![(self.token_env(), self.token())]
+    }
+
+    fn secrets(&self) -> Vec<String> {
+        vec![self.token()]
+    }
+
+    fn add_user(&self, email: &str) -> String {
+        if let Some(id) = self.user_id(email) {
+            return id;
+        }
+        let body = json!({
+            "schemas": [USER_SCHEMA],
+            "userName": email,
+            "emails": [{"value": email, "primary": true}],
+        });
+        let (s, v) = self.api("POST", "/Users", Some(&body));
+        assert_eq!(s, 201, "create user {email}: {v}");
+        let id = v["id"].as_str().expect("user id").to_string();
+        self.users
+            .lock()
+            .unwrap()
+            .insert(email.to_ascii_lowercase(), id.clone());
+        id
+    }
+
+    fn source_id(&self, _email: &str) -> Option<String> {
+        None
+    }
+
+    fn groups(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let names: BTreeMap<String, String> = self
+            .list_all("Users")
+            .iter()
+            .filter_map(|u| {
+                Some((
+                    u["id"].as_str()?.to_string(),
+                    u["userName"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        let mut out = BTreeMap::new();
+        for g in self.raw_groups() {
+            let name = g["displayName"].as_str().unwrap_or("").to_string();
+            let members: BTreeSet<String> = g["members"]
+                .as_array()
+                .map(|ms| {
+                    ms.iter()
+                        .filter_map(|m| m["value"].as_str())
+                        .map(|v| names.get(v).cloned().unwrap_or_else(|| v.to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let key = if out.contains_key(&name) {
+                format!("{name} [duplicate {}]", g["id"].as_str().unwrap_or(""))
+            } else {
+                name
+            };
+            out.insert(key, members);
+        }
+        out
+    }
+
+    fn create_group_by_hand(&self, name: &str, members: &[&str]) {
+        let body = json!({
+            "schemas": [GROUP_SCHEMA],
+            "displayName": name,
+            "members": self.member_values(members),
+        });
+        let (s, v) = self.api("POST", "/Groups", Some(&body));
+        assert_eq!(s, 201, "create group {name}: {v}");
+    }
+
+    fn set_members_by_hand(&self, name: &str, members: &[&str]) {
+        let id = self.must_group_id(name);
+        let body = json!({
+            "schemas": [GROUP_SCHEMA],
+            "id": id,
+            "displayName": name,
+            "members": self.member_values(members),
+        });
+        let (s, v) = self.api("PUT", &format!("/Groups/{id}"), Some(&body));
+        assert_eq!(s, 200, "replace members of {name}: {v}");
+    }
+
+    fn delete_group_by_hand(&self, name: &str) {
+        let id = self.must_group_id(name);
+        let (s, v) = self.api("DELETE", &format!("/Groups/{id}"), None);
+        assert_eq!(s, 204, "delete group {name}: {v}");
+    }
+
+    fn requests(&self) -> Vec<Logged> {
+        self.proxy.requests()
+    }
+
+    fn clear_requests(&self) {
+        self.proxy.clear_requests();
+    }
+
+    fn inject(&self, when: Match, fault: Fault, times: usize) {
+        self.proxy.inject(when, fault, times);
+    }
+
+    fn membership_write(&self) -> Match {
+        Match::new("PATCH", "/Groups/")
+    }
+
+    fn create_request(&self) -> Match {
+        Match::new("POST", "/Groups")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_and_chunked_answers() {
+        let r = parse_response(
+            b"HTTP/1.0 201 Created\r\nContent-Type: application/scim+json\r\n\
+              Content-Length: 7\r\n\r\n{\"a\":1}junk",
+        )
+        .unwrap();
+        assert_eq!(r.status, 201);
+        assert_eq!(r.header("content-type"), Some("application/scim+json"));
+        assert_eq!(r.json(), json!({"a": 1}));
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3;x=y\r\n:1}\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.json(), json!({"a": 1}));
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
+        assert!(dechunk(b"zz\r\n").is_err());
+        assert_eq!(
+            url_encode("userName eq \"a b\""),
+            "userName%20eq%20%22a%20b%22"
+        );
+        assert_eq!(scim_quote(r#"Q "x" \ y"#), r#""Q \"x\" \\ y""#);
+    }
+
+    /// Calls through the proxy, as rostersync would.
+    fn via_proxy(f: &Scim2Server, method: &str, path_q: &str, body: Option<Value>) -> RawResponse {
+        let mut headers = vec![
+            ("Host".to_string(), f.proxy.addr.to_string()),
+            ("Authorization".to_string(), format!("Bearer {}", f.token())),
+        ];
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        if !body.is_empty() {
+            headers.push(("Content-Type".into(), "application/scim+json".into()));
+        }
+        http_call(
+            f.proxy.addr,
+            method,
+            &format!("{PREFIX}{path_q}"),
+            &headers,
+            body.as_bytes(),
+            Duration::from_secs(30),
+        )
+        .unwrap()
+    }
+
+    fn set(v: &[&str]) -> BTreeSet<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn real_server_behind_the_proxy() {
+        let f = Scim2Server::start();
+        let ana = f.add_user("ana@example.com");
+        let bo = f.add_user("bo@example.com");
+        assert_eq!(f.add_user("ANA@example.com"), ana, "add_user is idempotent");
+        assert!(f.source_id("ana@example.com").is_none());
+        let t = f.target_toml("scim");
+        assert!(t.contains("flavor = \"rfc7644\"") && t.contains("auth = \"bearer\""));
+        assert!(t.contains(&f.base_url()) && t.contains(&f.env()[0].0));
+
+        // rostersync's user lookup.
+        let filter = url_encode("userName eq \"bo@example.com\"");
+        let r = via_proxy(&f, "GET", &format!("/Users?filter={filter}"), None);
+        assert_eq!(r.json()["Resources"][0]["id"], bo.as_str());
+
+        // Create; the Location names the proxy, not the real server.
+        let r = via_proxy(
+            &f,
+            "POST",
+            "/Groups",
+            Some(json!({"schemas": [GROUP_SCHEMA], "displayName": "Tier 1",
+                        "members": [{"value": ana}]})),
+        );
+        assert_eq!(r.status, 201, "{}", r.json());
+        let id = r.json()["id"].as_str().unwrap().to_string();
+        assert!(
+            r.header("location")
+                .unwrap()
+                .contains(&f.proxy.addr.to_string())
+        );
+        assert_eq!(f.groups()["Tier 1"], set(&["ana@example.com"]));
+
+        // Adoption lookup by displayName.
+        let filter = url_encode("displayName eq \"tier 1\"");
+        let r = via_proxy(&f, "GET", &format!("/Groups?filter={filter}"), None);
+        assert_eq!(r.json()["totalResults"], 1);
+
+        // One PATCH with add + remove; 204 without a body.
+        let patch = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [
+            {"op": "add", "path": "members", "value": [{"value": bo}]},
+            {"op": "remove", "path": format!("members[value eq \"{ana}\"]")},
+        ]});
+        let gpath = format!("/Groups/{id}");
+        f.inject(f.membership_write(), Fault::status(503), 1);
+        assert_eq!(
+            via_proxy(&f, "PATCH", &gpath, Some(patch.clone())).status,
+            503
+        );
+        assert_eq!(
+            f.groups()["Tier 1"],
+            set(&["ana@example.com"]),
+            "fault left state alone"
+        );
+        let r = via_proxy(&f, "PATCH", &gpath, Some(patch.clone()));
+        assert_eq!(r.status, 204);
+        assert!(r.body.is_empty());
+        assert_eq!(f.groups()["Tier 1"], set(&["bo@example.com"]));
+        // The same again is a no-op, still 204.
+        assert_eq!(via_proxy(&f, "PATCH", &gpath, Some(patch)).status, 204);
+        assert_eq!(f.groups()["Tier 1"], set(&["bo@example.com"]));
+
+        // RFC 7644 errors.
+        let r = via_proxy(&f, "GET", "/Groups/nope", None);
+        assert_eq!(r.status, 404);
+        assert_eq!(r.json()["schemas"][0], ERROR_SCHEMA);
+        let r = via_proxy(
+            &f,
+            "POST",
+            "/Groups",
+            Some(json!({"schemas": [GROUP_SCHEMA], "displayName": "X", "owners": ["a"]})),
+        );
+        assert_eq!(r.status, 400);
+        let r = via_proxy(
+            &f,
+            "PATCH",
+            &gpath,
+            Some(json!({"Operations": [
+                {"op": "remove", "path": "members", "value": [{"value": bo}]}]})),
+        );
+        assert_eq!(r.status, 400, "remove with a value list is refused");
+        let r = http_call(
+            f.proxy.addr,
+            "GET",
+            "/v2/Groups",
+            &[],
+            b"",
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        assert_eq!(r.status, 401);
+
+        // A create whose answer is lost still happened.
+        f.inject(f.create_request(), Fault::DropAfter, 1);
+        let lost = http_call(
+            f.proxy.addr,
+            "POST",
+            "/v2/Groups",
+            &[
+                ("Authorization".into(), format!("Bearer {}", f.token())),
+                ("Content-Type".into(), "application/scim+json".into()),
+            ],
+            json!({"schemas": [GROUP_SCHEMA], "displayName": "Tier 1"})
+                .to_string()
+                .as_bytes(),
+            Duration::from_secs(30),
+        );
+        assert!(lost.is_err());
+        assert_eq!(f.count_named("Tier 1"), 2);
+        assert!(
+            f.groups()
+                .keys()
+                .any(|k| k.starts_with("Tier 1 [duplicate "))
+        );
+
+        let statuses: Vec<u16> = f.requests().iter().map(|l| l.status).collect();
+        assert_eq!(
+            statuses,
+            vec![200, 201, 200, 503, 204, 204, 404, 400, 400, 401, 0]
+        );
+        f.clear_requests();
+        assert!(f.requests().is_empty());
+    }
+
+    #[test]
+    fn by_hand_knobs_and_drop() {
+        let f = Scim2Server::start();
+        f.add_user("ana@example.com");
+        f.create_group_by_hand("Legacy", &["ana@example.com", "raw-id-7"]);
+        assert_eq!(f.groups()["Legacy"], set(&["ana@example.com", "raw-id-7"]));
+        f.add_user("bo@example.com");
+        f.set_members_by_hand("Legacy", &["bo@example.com"]);
+        assert_eq!(f.groups()["Legacy"], set(&["bo@example.com"]));
+        f.delete_group_by_hand("Legacy");
+        assert!(f.groups().is_empty());
+        assert!(f.requests().is_empty(), "knobs bypass the proxy");
+        let pid = f.child.lock().unwrap().id();
+        let upstream = f.upstream;
+        drop(f);
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+        assert!(TcpStream::connect_timeout(&upstream, Duration::from_secs(1)).is_err());
+    }
+}

@@ -1,0 +1,1108 @@
+//! Fake Dixa-style Teams API (target kind `teams`), written from
+//! `shared/seeds/001_0562aab02ffe9a67.txt` and SPEC.md section 5.
+//!
+//! Served under the path prefix `/v1` (`base_url = http://127.0.0.1:PORT/v1`):
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /v1/teams` | 200 `{"data":[{id,name}]}`, creation order, no paging |
+//! | `POST /v1/teams {name}` | 201 `{"data":{id,name}}` (duplicate names are allowed, as in the document) |
+//! | `GET /v1/teams/{id}` | 200 `{"data":{id,name}}` |
+//! | `DELETE /v1/teams/{id}` | 204 |
+//! | `GET /v1/teams/{id}/agents` | 200 `{"data":[{id,name,email}]}` |
+//! | `PATCH /v1/teams/{id}/agents {agentIds}` | 204 (200 with `set_add_status(200)`), no body |
+//! | `DELETE /v1/teams/{id}/agents {agentIds}` | 204, no body |
+//! | `GET /v1/agents[?email=E][&pageKey=K][&pageLimit=N]` | 200 `{"data":[{id,name,email}]}` plus `"meta":{"next":PATH}` while more remain |
+//!
+//! Errors are `{"message": ...}` bodies: 401 for anything but the raw key in `Authorization`;
+//! 429 with `Retry-After: 1` past the token bucket (burst 4, refill 10/s); 400
+//! `Invalid value for: path parameter teamId` for an id that is not a UUID; 404 `An entity in
+//! this request could not be found` for a well-formed unknown team id; 400 `Invalid value for:
+//! body` for malformed JSON, a missing/empty `name`, a missing `agentIds`, or any agent id that
+//! is not a known agent (the whole request is then refused, nothing applied); 415 when a body
+//! is sent without `Content-Type: application/json`; 404/405 for unknown routes/methods.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+use super::Fake;
+use super::http::{Fault, Handler, Logged, Match, Reply, Req, Server};
+
+/// The API path prefix this fake serves under.
+pub const PREFIX: &str = "/v1";
+/// The documented limit: 10 requests/s with a burst of 4, per token.
+pub const DIXA_RATE_LIMIT: (u32, u32) = (10, 4);
+/// Default largest page of `GET /v1/agents` (also the size when `pageLimit` is absent).
+pub const DEFAULT_AGENTS_PAGE_CAP: usize = 100;
+
+const NOT_FOUND: &str = "An entity in this request could not be found";
+const BAD_BODY: &str = "Invalid value for: body";
+const BAD_TEAM_ID: &str = "Invalid value for: path parameter teamId";
+const BAD_PAGE_KEY: &str = "Invalid value for: query parameter pageKey";
+const BAD_PAGE_LIMIT: &str = "Invalid value for: query parameter pageLimit";
+
+#[derive(Clone, Debug)]
+struct Agent {
+    id: String,
+    name: String,
+    email: String,
+}
+
+#[derive(Clone, Debug)]
+struct Team {
+    id: String,
+    name: String,
+    /// Agent ids, in the order they were added.
+    members: Vec<String>,
+}
+
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// Everything the server knows, behind one mutex.
+struct State {
+    /// Teams in creation order (ids are never reused after a delete).
+    teams: Vec<Team>,
+    /// The agent directory, in registration order.
+    agents: Vec<Agent>,
+    next_team: u64,
+    next_agent: u64,
+    /// (requests per second, burst), None = no limiter.
+    limit: Option<(u32, u32)>,
+    bucket: Bucket,
+    rate_limited: usize,
+    add_status: u16,
+    agents_page_cap: usize,
+}
+
+impl State {
+    fn team_index(&self, id: &str) -> Option<usize> {
+        let id = id.to_ascii_lowercase();
+        self.teams.iter().position(|t| t.id == id)
+    }
+
+    fn agent_by_id(&self, id: &str) -> Option<&Agent> {
+        let id = id.to_ascii_lowercase();
+        self.agents.iter().find(|a| a.id == id)
+    }
+
+    fn agent_by_email(&self, email: &str) -> Option<&Agent> {
+        self.agents
+            .iter()
+            .find(|a| a.email.eq_ignore_ascii_case(email))
+    }
+
+    /// Registers `email` (idempotent, case-insensitive) and returns its agent id.
+    fn add_agent(&mut self, email: &str) -> String {
+        if let Some(a) = self.agent_by_email(email) {
+            return a.id.clone();
+        }
+        self.next_agent += 1;
+        let n = self.next_agent;
+        let id = format!("a9{n:06x}-0000-4000-8000-{n:012x}");
+        let local = email.split('@').next().unwrap_or(email);
+        let name = local
+            .split(['.', '_', '-'])
+            .filter(|w| !w.is_empty())
+            .map(|w| {
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        self.agents.push(Agent {
+            id: id.clone(),
+            name,
+            email: email.to_string(),
+        });
+        id
+    }
+
+    fn new_team(&mut self, name: &str, members: Vec<String>) -> Team {
+        self.next_team += 1;
+        let n = self.next_team;
+        let team = Team {
+            id: format!("7e{n:06x}-0000-4000-a000-{n:012x}"),
+            name: name.into(),
+            members,
+        };
+        self.teams.push(team.clone());
+        team
+    }
+
+    /// A by-hand member: an existing agent id, else an email (registered when unknown).
+    fn resolve_by_hand(&mut self, member: &str) -> String {
+        match self.agent_by_id(member) {
+            Some(a) => a.id.clone(),
+            None => self.add_agent(member),
+        }
+    }
+
+    fn agent_json(&self, id: &str) -> serde_json::Value {
+        match self.agent_by_id(id) {
+            Some(a) => serde_json::json!({"id": a.id, "name": a.name, "email": a.email}),
+            None => serde_json::json!({"id": id, "name": "", "email": ""}),
+        }
+    }
+
+    /// Token bucket: true when the request may proceed (and takes a token).
+    fn admit(&mut self) -> bool {
+        let Some((rate, burst)) = self.limit else {
+            return true;
+        };
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.bucket.last).as_secs_f64();
+        self.bucket.last = now;
+        self.bucket.tokens = (self.bucket.tokens + elapsed * f64::from(rate)).min(f64::from(burst));
+        if self.bucket.tokens >= 1.0 {
+            self.bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The vendor logic. Usable on its own (without HTTP) through `Handler::handle`.
+pub struct TeamsHandler {
+    /// The accepted key; every request is refused until it is set.
+    token: OnceLock<String>,
+    state: Mutex<State>,
+}
+
+fn msg(status: u16, message: &str) -> Reply {
+    Reply::json(status, serde_json::json!({ "message": message }))
+}
+
+/// `8-4-4-4-12` hex digits, either case (the server parses ids as UUIDs).
+pub fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+impl TeamsHandler {
+    /// A handler accepting `token`, with the documented rate limit on.
+    pub fn new(token: &str) -> TeamsHandler {
+        let h = Self::without_token();
+        let _ = h.token.set(token.to_string());
+        h
+    }
+
+    fn without_token() -> TeamsHandler {
+        let (_, burst) = DIXA_RATE_LIMIT;
+        TeamsHandler {
+            token: OnceLock::new(),
+            state: Mutex::new(State {
+                teams: Vec::new(),
+                agents: Vec::new(),
+                next_team: 0,
+                next_agent: 0,
+                limit: Some(DIXA_RATE_LIMIT),
+                bucket: Bucket {
+                    tokens: f64::from(burst),
+                    last: Instant::now(),
+                },
+                rate_limited: 0,
+                add_status: 204,
+                agents_page_cap: DEFAULT_AGENTS_PAGE_CAP,
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The JSON body of a write, or the error reply (415 without a JSON content type, 400
+    /// when it does not parse as a JSON object).
+    fn body(req: &Req) -> Result<serde_json::Map<String, serde_json::Value>, Reply> {
+        let json_ct = req
+            .header("content-type")
+            .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/json"));
+        if !json_ct {
+            return Err(msg(415, "Unsupported Media Type"));
+        }
+        match serde_json::from_str::<serde_json::Value>(&req.body) {
+            Ok(serde_json::Value::Object(m)) => Ok(m),
+            _ => Err(msg(400, BAD_BODY)),
+        }
+    }
+
+    /// `{"agentIds": [uuid, ...]}` naming known agents only; ids lowercased, deduplicated.
+    fn agent_ids(st: &State, req: &Req) -> Result<Vec<String>, Reply> {
+        let body = Self::body(req)?;
+        let Some(serde_json::Value::Array(items)) = body.get("agentIds") else {
+            return Err(msg(400, BAD_BODY));
+        };
+        let mut ids: Vec<String> = Vec::new();
+        for item in items {
+            let Some(id) = item.as_str().filter(|s| is_uuid(s)) else {
+                return Err(msg(400, BAD_BODY));
+            };
+            let Some(agent) = st.agent_by_id(id) else {
+                return Err(msg(400, BAD_BODY));
+            };
+            if !ids.contains(&agent.id) {
+                ids.push(agent.id.clone());
+            }
+        }
+        Ok(ids)
+    }
+
+    fn list_teams(st: &State) -> Reply {
+        let data: Vec<_> = st
+            .teams
+            .iter()
+            .map(|t| serde_json::json!({"id": t.id, "name": t.name}))
+            .collect();
+        Reply::json(200, serde_json::json!({ "data": data }))
+    }
+
+    fn create_team(st: &mut State, req: &Req) -> Reply {
+        let body = match Self::body(req) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let Some(name) = body.get("name").and_then(|v| v.as_str()) else {
+            return msg(400, BAD_BODY);
+        };
+        if name.trim().is_empty() {
+            return msg(400, BAD_BODY);
+        }
+        let team = st.new_team(name, Vec::new());
+        Reply::json(
+            201,
+            serde_json::json!({"data": {"id": team.id, "name": team.name}}),
+        )
+    }
+
+    fn team_route(st: &mut State, req: &Req, id: &str, agents: bool) -> Reply {
+        if !is_uuid(id) {
+            return msg(400, BAD_TEAM_ID);
+        }
+        let Some(i) = st.team_index(id) else {
+            return msg(404, NOT_FOUND);
+        };
+        match (req.method.as_str(), agents) {
+            ("GET", false) => {
+                let t = &st.teams[i];
+                Reply::json(
+                    200,
+                    serde_json::json!({"data": {"id": t.id, "name": t.name}}),
+                )
+            }
+            ("DELETE", false) => {
+                st.teams.remove(i);
+                Reply::empty(204)
+            }
+            ("GET", true) => {
+                let data: Vec<_> = st.teams[i]
+                    .members
+                    .iter()
+                    .map(|m| st.agent_json(m))
+                    .collect();
+                Reply::json(200, serde_json::json!({ "data": data }))
+            }
+            ("PATCH", true) => {
+                let ids = match Self::agent_ids(st, req) {
+                    Ok(ids) => ids,
+                    Err(r) => return r,
+                };
+                let team = &mut st.teams[i];
+                for id in ids {
+                    if !team.members.contains(&id) {
+                        team.members.push(id);
+                    }
+                }
+                Reply::empty(st.add_status)
+            }
+            ("DELETE", true) => {
+                let ids = match Self::agent_ids(st, req) {
+                    Ok(ids) => ids,
+                    Err(r) => return r,
+                };
+                st.teams[i].members.retain(|m| !ids.contains(m));
+                Reply::empty(204)
+            }
+            _ => msg(405, "Method Not Allowed"),
+        }
+    }
+
+    fn list_agents(st: &State, req: &Req) -> Reply {
+        let (mut offset, mut limit) = (0usize, st.agents_page_cap);
+        if let Some(key) = req.query_param("pageKey") {
+            match decode_page_key(&key) {
+                Some((o, l)) => (offset, limit) = (o, l),
+                None => return msg(400, BAD_PAGE_KEY),
+            }
+        }
+        if let Some(l) = req.query_param("pageLimit") {
+            match l.parse::<i32>() {
+                Ok(n) if n > 0 => limit = n as usize,
+                _ => return msg(400, BAD_PAGE_LIMIT),
+            }
+        }
+        let limit = limit.clamp(1, st.agents_page_cap.max(1));
+        let email = req.query_param("email");
+        let matching: Vec<&Agent> = st
+            .agents
+            .iter()
+            .filter(|a| {
+                email
+                    .as_ref()
+                    .is_none_or(|e| a.email.eq_ignore_ascii_case(e))
+            })
+            .collect();
+        let page: Vec<_> = matching
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|a| serde_json::json!({"id": a.id, "name": a.name, "email": a.email}))
+            .collect();
+        let mut out = serde_json::json!({ "data": page });
+        if offset + limit < matching.len() {
+            let mut next = format!(
+                "{PREFIX}/agents?pageKey={}",
+                pct_encode(&encode_page_key(offset + limit, limit))
+            );
+            if let Some(e) = &email {
+                next.push_str(&format!("&email={}", pct_encode(e)));
+            }
+            out["meta"] = serde_json::json!({ "next": next });
+        }
+        Reply::json(200, out)
+    }
+}
+
+impl Handler for TeamsHandler {
+    fn handle(&self, req: &Req) -> Reply {
+        let key = req.header("authorization");
+        if key.is_none() || key != self.token.get().map(String::as_str) {
+            return msg(401, "Unauthorized");
+        }
+        let mut st = self.state();
+        if !st.admit() {
+            st.rate_limited += 1;
+            let mut r = msg(429, "Too Many Requests");
+            r.headers.push(("retry-after".into(), "1".into()));
+            return r;
+        }
+        let Some(rest) = req
+            .path
+            .strip_prefix(PREFIX)
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            return msg(404, "Not Found");
+        };
+        let segs: Vec<&str> = rest.split('/').collect();
+        let m = req.method.as_str();
+        match segs.as_slice() {
+            ["teams"] => match m {
+                "GET" => Self::list_teams(&st),
+                "POST" => Self::create_team(&mut st, req),
+                _ => msg(405, "Method Not Allowed"),
+            },
+            ["teams", id] => Self::team_route(&mut st, req, id, false),
+            ["teams", id, "agents"] => Self::team_route(&mut st, req, id, true),
+            ["agents"] => match m {
+                "GET" => Self::list_agents(&st, req),
+                _ => msg(405, "Method Not Allowed"),
+            },
+            _ => msg(404, "Not Found"),
+        }
+    }
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn b64_encode(data: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn b64_decode(s: &str) -> Option<Vec<u8>> {
+    if s.is_empty() || !s.len().is_multiple_of(4) {
+        return None;
+    }
+    let mut out = Vec::new();
+    for chunk in s.as_bytes().chunks(4) {
+        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 {
+            return None;
+        }
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            let v = if i >= 4 - pad {
+                0
+            } else {
+                B64.iter().position(|&x| x == c)? as u32
+            };
+            n = (n << 6) | v;
+        }
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..3 - pad]);
+    }
+    Some(out)
+}
+
+/// The opaque `pageKey`: base64 of `offset=N&limit=M`.
+fn encode_page_key(offset: usize, limit: usize) -> String {
+    b64_encode(format!("offset={offset}&limit={limit}").as_bytes())
+}
+
+fn decode_page_key(key: &str) -> Option<(usize, usize)> {
+    let text = String::from_utf8(b64_decode(key)?).ok()?;
+    let (o, l) = text.strip_prefix("offset=")?.split_once("&limit=")?;
+    let limit: usize = l.parse().ok()?;
+    (limit > 0).then_some(())?;
+    Some((o.parse().ok()?, limit))
+}
+
+fn pct_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The fake Teams target: a `TeamsHandler` behind real HTTP on 127.0.0.1.
+pub struct FakeTeams {
+    server: Server<TeamsHandler>,
+    token: String,
+    token_env: String,
+    ids_in_source: bool,
+}
+
+impl FakeTeams {
+    /// Lookup mode: `source_id()` is always None, so rostersync must resolve every agent
+    /// through `GET /v1/agents?email=`.
+    pub fn start() -> Arc<FakeTeams> {
+        Self::start_inner(false)
+    }
+
+    /// `source_id()` gives the agent id of every person registered with `add_user`.
+    pub fn start_with_ids_in_source() -> Arc<FakeTeams> {
+        Self::start_inner(true)
+    }
+
+    fn start_inner(ids_in_source: bool) -> Arc<FakeTeams> {
+        // The token names the port, known only once bound: set it right after the start.
+        let server = Server::start(TeamsHandler::without_token());
+        let port = server.addr.port();
+        let token = format!("s3cret-teams-{port}-Zq9-rawkey-7f3c1d");
+        let token_env = format!("FAKE_TEAMS_TOKEN_{port}");
+        let _ = server.handler.token.set(token.clone());
+        Arc::new(FakeTeams {
+            server,
+            token,
+            token_env,
+            ids_in_source,
+        })
+    }
+
+    fn st(&self) -> MutexGuard<'_, State> {
+        self.server.handler.state()
+    }
+
+    /// `http://127.0.0.1:PORT/v1`.
+    pub fn base_url(&self) -> String {
+        format!("{}{PREFIX}", self.server.base_url())
+    }
+
+    /// The raw API key the server accepts in `Authorization`.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The agent id of a registered email (case-insensitive).
+    pub fn agent_id(&self, email: &str) -> Option<String> {
+        self.st().agent_by_email(email).map(|a| a.id.clone())
+    }
+
+    /// Teams as (id, name), in creation order (shows duplicates that `groups()` would name
+    /// `"<name> (duplicate N)"`).
+    pub fn teams(&self) -> Vec<(String, String)> {
+        self.st()
+            .teams
+            .iter()
+            .map(|t| (t.id.clone(), t.name.clone()))
+            .collect()
+    }
+
+    /// The id of the first team named `name`.
+    pub fn team_id(&self, name: &str) -> Option<String> {
+        self.st()
+            .teams
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.id.clone())
+    }
+
+    /// How many requests were refused with 429 by the rate limiter (not by injected faults).
+    pub fn rate_limited_count(&self) -> usize {
+        self.st().rate_limited
+    }
+
+    /// `Some((per_second, burst))` sets the token bucket (starting full); `None` disables it.
+    /// The default is `DIXA_RATE_LIMIT` = (10, 4).
+    pub fn set_rate_limit(&self, limit: Option<(u32, u32)>) {
+        let mut st = self.st();
+        st.limit = limit;
+        st.bucket = Bucket {
+            tokens: f64::from(limit.map_or(0, |l| l.1)),
+            last: Instant::now(),
+        };
+    }
+
+    /// The status of a successful `PATCH .../agents`: 204 by default; the vendor document
+    /// lists 200, so a client must accept either.
+    pub fn set_add_status(&self, status: u16) {
+        self.st().add_status = status;
+    }
+
+    /// The largest page `GET /v1/agents` returns, and its size when `pageLimit` is absent.
+    pub fn set_agents_page_cap(&self, cap: usize) {
+        self.st().agents_page_cap = cap.max(1);
+    }
+
+    pub fn clear_faults(&self) {
+        self.server.clear_faults();
+    }
+
+    fn team_named(st: &State, name: &str) -> usize {
+        st.teams
+            .iter()
+            .position(|t| t.name == name)
+            .unwrap_or_else(|| panic!("fake teams: no team named {name:?}"))
+    }
+}
+
+impl Fake for FakeTeams {
+    fn kind(&self) -> &'static str {
+        "teams"
+    }
+
+    fn target_toml(&self, name: &str) -> String {
+        format!(
+            "[[target]]\nname = \"{name}\"\nkind = \"teams\"\nbase_url = \"{}\"\n\
+             token_env = \"{}\"\ntimeout = \"2s\"\nmax_retries = 3\nretry_base = \"20ms\"\n",
+            self.base_url(),
+            self.token_env
+        )
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        vec![(self.token_env.clone(), self.token.clone())]
+    }
+
+    fn secrets(&self) -> Vec<String> {
+        vec![self.token.clone()]
+    }
+
+    fn add_user(&self, email: &str) -> String {
+        self.st().add_agent(email)
+    }
+
+    fn source_id(&self, email: &str) -> Option<String> {
+        if self.ids_in_source {
+            self.agent_id(email)
+        } else {
+            None
+        }
+    }
+
+    fn groups(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let st = self.st();
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for t in &st.teams {
+            let n = seen.entry(t.name.as_str()).or_insert(0);
+            *n += 1;
+            let key = if *n == 1 {
+                t.name.clone()
+            } else {
+                format!("{} (duplicate {n})", t.name)
+            };
+            let members = t
+                .members
+                .iter()
+                .map(|id| {
+                    st.agent_by_id(id)
+                        .map_or_else(|| id.clone(), |a| a.email.clone())
+                })
+                .collect();
+            out.insert(key, members);
+        }
+        out
+    }
+
+    fn create_group_by_hand(&self, name: &str, members: &[&str]) {
+        let mut st = self.st();
+        let mut ids: Vec<String> = Vec::new();
+        for m in members {
+            let id = st.resolve_by_hand(m);
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        st.new_team(name, ids);
+    }
+
+    fn set_members_by_hand(&self, name: &str, members: &[&str]) {
+        let mut st = self.st();
+        let i = Self::team_named(&st, name);
+        let mut ids: Vec<String> = Vec::new();
+        for m in members {
+            let id = st.resolve_by_hand(m);
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        st.teams[i].members = ids;
+    }
+
+    fn delete_group_by_hand(&self, name: &str) {
+        let mut st = self.st();
+        let i = Self::team_named(&st, name);
+        st.teams.remove(i);
+    }
+
+    fn requests(&self) -> Vec<Logged> {
+        self.server.requests()
+    }
+
+    fn clear_requests(&self) {
+        self.server.clear_requests();
+    }
+
+    fn inject(&self, when: Match, fault: Fault, times: usize) {
+        self.server.inject(when, fault, times);
+    }
+
+    fn membership_write(&self) -> Match {
+        Match::new("PATCH", "/agents")
+    }
+
+    fn create_request(&self) -> Match {
+        Match::new("POST", "/v1/teams")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+    use std::io::{Read, Write};
+
+    const KEY: &str = "test-key-123";
+
+    fn req(method: &str, target: &str, body: Option<Value>) -> Req {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let mut headers = vec![("authorization".to_string(), KEY.to_string())];
+        if body.is_some() {
+            headers.push(("content-type".into(), "application/json".into()));
+        }
+        Req {
+            method: method.into(),
+            path: path.into(),
+            query: query.into(),
+            headers,
+            body: body.map(|b| b.to_string()).unwrap_or_default(),
+        }
+    }
+
+    fn handler() -> TeamsHandler {
+        let h = TeamsHandler::new(KEY);
+        h.state().limit = None;
+        h
+    }
+
+    fn call(h: &TeamsHandler, method: &str, target: &str, body: Option<Value>) -> (u16, Value) {
+        let r = h.handle(&req(method, target, body));
+        (
+            r.status,
+            serde_json::from_str(&r.body).unwrap_or(Value::Null),
+        )
+    }
+
+    fn create(h: &TeamsHandler, name: &str) -> String {
+        let (s, v) = call(h, "POST", "/v1/teams", Some(json!({ "name": name })));
+        assert_eq!(s, 201, "{v}");
+        v["data"]["id"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn auth_is_the_raw_key() {
+        let h = handler();
+        let mut r = req("GET", "/v1/teams", None);
+        assert_eq!(h.handle(&r).status, 200);
+        r.headers[0].1 = format!("Bearer {KEY}");
+        let rep = h.handle(&r);
+        assert_eq!(
+            (rep.status, rep.body.as_str()),
+            (401, r#"{"message":"Unauthorized"}"#)
+        );
+        r.headers.clear();
+        assert_eq!(h.handle(&r).status, 401);
+        assert_eq!(
+            TeamsHandler::without_token()
+                .handle(&req("GET", "/v1/teams", None))
+                .status,
+            401
+        );
+    }
+
+    #[test]
+    fn team_lifecycle() {
+        let h = handler();
+        let a = create(&h, "Tier 1");
+        let b = create(&h, "Tier 2");
+        assert!(is_uuid(&a) && is_uuid(&b) && a != b);
+        let (s, v) = call(&h, "GET", "/v1/teams", None);
+        assert_eq!(s, 200);
+        assert_eq!(
+            v,
+            json!({"data": [{"id": a, "name": "Tier 1"}, {"id": b, "name": "Tier 2"}]})
+        );
+        let (s, v) = call(&h, "GET", &format!("/v1/teams/{}", a.to_uppercase()), None);
+        assert_eq!((s, v), (200, json!({"data": {"id": a, "name": "Tier 1"}})));
+        let r = h.handle(&req("DELETE", &format!("/v1/teams/{a}"), None));
+        assert_eq!((r.status, r.body.as_str()), (204, ""));
+        for (m, p) in [("GET", ""), ("DELETE", ""), ("GET", "/agents")] {
+            let (s, v) = call(&h, m, &format!("/v1/teams/{a}{p}"), None);
+            assert_eq!((s, v), (404, json!({"message": NOT_FOUND})), "{m} {p}");
+        }
+        let (s, v) = call(&h, "GET", "/v1/teams/not-a-uuid", None);
+        assert_eq!((s, v), (400, json!({"message": BAD_TEAM_ID})));
+        // Ids are never reused, duplicate names are allowed.
+        let c = create(&h, "Tier 2");
+        assert!(c != a && c != b);
+    }
+
+    #[test]
+    fn create_rejects_bad_bodies() {
+        let h = handler();
+        for body in [
+            json!({}),
+            json!({"name": ""}),
+            json!({"name": 5}),
+            json!(["x"]),
+        ] {
+            let (s, v) = call(&h, "POST", "/v1/teams", Some(body));
+            assert_eq!((s, v), (400, json!({"message": BAD_BODY})));
+        }
+        let mut r = req("POST", "/v1/teams", Some(json!({})));
+        r.body = "{\"name\": ".into();
+        assert_eq!(h.handle(&r).status, 400);
+        r.body = json!({"name": "x"}).to_string();
+        r.headers.retain(|(k, _)| k != "content-type");
+        assert_eq!(h.handle(&r).status, 415);
+        assert!(h.state().teams.is_empty());
+    }
+
+    #[test]
+    fn membership_add_remove_list() {
+        let h = handler();
+        let t = create(&h, "T");
+        let (ana, bo) = {
+            let mut st = h.state();
+            (
+                st.add_agent("ana.silva@example.com"),
+                st.add_agent("bo@example.com"),
+            )
+        };
+        let path = format!("/v1/teams/{t}/agents");
+        let r = h.handle(&req(
+            "PATCH",
+            &path,
+            Some(json!({"agentIds": [ana, bo, ana]})),
+        ));
+        assert_eq!((r.status, r.body.as_str()), (204, ""));
+        // Adding again is fine.
+        assert_eq!(
+            call(&h, "PATCH", &path, Some(json!({"agentIds": [bo]}))).0,
+            204
+        );
+        let (s, v) = call(&h, "GET", &path, None);
+        assert_eq!(s, 200);
+        let want = json!({"data": [
+            {"id": ana, "name": "Ana Silva", "email": "ana.silva@example.com"},
+            {"id": bo, "name": "Bo", "email": "bo@example.com"},
+        ]});
+        assert_eq!(v, want);
+        // Unknown or malformed agent ids refuse the whole request.
+        let ghost = "a9ffffff-0000-4000-8000-00000000ffff";
+        for body in [
+            json!({"agentIds": [ghost]}),
+            json!({"agentIds": ["x"]}),
+            json!({}),
+        ] {
+            let (s, v) = call(&h, "DELETE", &path, Some(body.clone()));
+            assert_eq!((s, v), (400, json!({"message": BAD_BODY})), "{body}");
+        }
+        let (s, _) = call(&h, "PATCH", &path, Some(json!({"agentIds": [ghost, ana]})));
+        assert_eq!(s, 400);
+        assert_eq!(h.state().teams[0].members, vec![ana.clone(), bo.clone()]);
+        // Removal, also of somebody absent.
+        let r = h.handle(&req("DELETE", &path, Some(json!({"agentIds": [ana]}))));
+        assert_eq!((r.status, r.body.as_str()), (204, ""));
+        assert_eq!(
+            call(&h, "DELETE", &path, Some(json!({"agentIds": [ana]}))).0,
+            204
+        );
+        assert_eq!(
+            call(&h, "GET", &path, None).1["data"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        // A deleted team answers 404 to membership writes.
+        assert_eq!(call(&h, "DELETE", &format!("/v1/teams/{t}"), None).0, 204);
+        let (s, v) = call(&h, "PATCH", &path, Some(json!({"agentIds": [bo]})));
+        assert_eq!((s, v), (404, json!({"message": NOT_FOUND})));
+        h.state().add_status = 200;
+        let t2 = create(&h, "T2");
+        let p2 = format!("/v1/teams/{t2}/agents");
+        assert_eq!(
+            call(&h, "PATCH", &p2, Some(json!({"agentIds": [bo]}))).0,
+            200
+        );
+    }
+
+    #[test]
+    fn agents_lookup_and_paging() {
+        let h = handler();
+        let ids: Vec<String> = {
+            let mut st = h.state();
+            (0..7)
+                .map(|i| st.add_agent(&format!("p{i}@example.com")))
+                .collect()
+        };
+        let (s, v) = call(&h, "GET", "/v1/agents?email=P3%40Example.com", None);
+        assert_eq!(s, 200);
+        assert_eq!(
+            v,
+            json!({"data": [{"id": ids[3], "name": "P3", "email": "p3@example.com"}]})
+        );
+        let (s, v) = call(&h, "GET", "/v1/agents?email=nobody%40example.com", None);
+        assert_eq!((s, v), (200, json!({"data": []})));
+        // Follow meta.next until it is gone.
+        let mut seen = Vec::new();
+        let mut next = Some("/v1/agents?pageLimit=3".to_string());
+        let mut pages = 0;
+        while let Some(target) = next.take() {
+            pages += 1;
+            assert!(pages <= 10, "paging does not end");
+            let (s, v) = call(&h, "GET", &target, None);
+            assert_eq!(s, 200, "{v}");
+            for a in v["data"].as_array().unwrap() {
+                seen.push(a["id"].as_str().unwrap().to_string());
+            }
+            next = v["meta"]["next"].as_str().map(String::from);
+        }
+        assert_eq!((pages, seen), (3, ids.clone()));
+        h.state().agents_page_cap = 5;
+        let (_, v) = call(&h, "GET", "/v1/agents?pageLimit=1000", None);
+        assert_eq!(v["data"].as_array().unwrap().len(), 5);
+        assert!(
+            v["meta"]["next"]
+                .as_str()
+                .unwrap()
+                .starts_with("/v1/agents?pageKey=")
+        );
+        let (s, v) = call(&h, "GET", "/v1/agents?pageKey=bogus", None);
+        assert_eq!((s, v), (400, json!({"message": BAD_PAGE_KEY})));
+        let (s, v) = call(&h, "GET", "/v1/agents?pageLimit=0", None);
+        assert_eq!((s, v), (400, json!({"message": BAD_PAGE_LIMIT})));
+    }
+
+    #[test]
+    fn page_keys_round_trip() {
+        for (o, l) in [(0, 1), (3, 3), (123, 45), (99999, 100)] {
+            let k = encode_page_key(o, l);
+            assert_eq!(decode_page_key(&k), Some((o, l)), "{k}");
+        }
+        assert_eq!(b64_encode(b"ab"), "YWI=");
+        assert_eq!(b64_decode("YWI="), Some(b"ab".to_vec()));
+        assert_eq!(b64_decode("YQ=="), Some(b"a".to_vec()));
+        assert_eq!(decode_page_key("YWI="), None);
+    }
+
+    #[test]
+    fn rate_limit_bucket() {
+        let h = TeamsHandler::new(KEY);
+        let statuses: Vec<u16> = (0..6)
+            .map(|_| call(&h, "GET", "/v1/teams", None).0)
+            .collect();
+        assert_eq!(statuses, [200, 200, 200, 200, 429, 429]);
+        let r = h.handle(&req("GET", "/v1/teams", None));
+        assert_eq!(r.status, 429);
+        assert!(
+            r.headers
+                .iter()
+                .any(|(k, v)| k == "retry-after" && v == "1")
+        );
+        assert_eq!(h.state().rate_limited, 3);
+        std::thread::sleep(std::time::Duration::from_millis(120));
+        assert_eq!(call(&h, "GET", "/v1/teams", None).0, 200);
+        // Unauthorized requests take no token.
+        let mut bad = req("GET", "/v1/teams", None);
+        bad.headers.clear();
+        assert_eq!(h.handle(&bad).status, 401);
+    }
+
+    /// One HTTP/1.1 exchange over a raw socket: (status, lowercase headers, body).
+    fn raw(addr: std::net::SocketAddr, head: &str, body: &str) -> (u16, String, String) {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let msg = format!(
+            "{head}\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(msg.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, head.to_ascii_lowercase(), body.to_string())
+    }
+
+    #[test]
+    fn round_trip_over_http() {
+        let f = FakeTeams::start();
+        f.set_rate_limit(None);
+        let addr = f.server.addr;
+        let key = f.token().to_string();
+        assert!(f.base_url().ends_with("/v1") && f.base_url().starts_with("http://127.0.0.1:"));
+        assert!(
+            f.target_toml("dixa")
+                .contains(&format!("base_url = \"{}\"", f.base_url()))
+        );
+        assert_eq!(f.env(), vec![(f.token_env.clone(), key.clone())]);
+        let ana = f.add_user("ana@example.com");
+        assert_eq!(f.add_user("ANA@example.com"), ana);
+        assert_eq!(f.source_id("ana@example.com"), None);
+        assert_eq!(f.agent_id("ana@example.com"), Some(ana.clone()));
+
+        let json = "Content-Type: application/json";
+        let (s, _, b) = raw(addr, "GET /v1/teams HTTP/1.1\r\nAuthorization: x", "");
+        assert_eq!((s, b.as_str()), (401, r#"{"message":"Unauthorized"}"#));
+        let head = format!("POST /v1/teams HTTP/1.1\r\nAuthorization: {key}\r\n{json}");
+        let (s, _, b) = raw(addr, &head, r#"{"name":"Tier 1"}"#);
+        assert_eq!(s, 201, "{b}");
+        let id = serde_json::from_str::<Value>(&b).unwrap()["data"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(f.team_id("Tier 1"), Some(id.clone()));
+        let head =
+            format!("PATCH /v1/teams/{id}/agents HTTP/1.1\r\nAuthorization: {key}\r\n{json}");
+        let (s, _, b) = raw(addr, &head, &json!({"agentIds": [ana]}).to_string());
+        assert_eq!((s, b.as_str()), (204, ""));
+        let email = "/v1/agents?email=ana%40example.com";
+        let (s, _, b) = raw(
+            addr,
+            &format!("GET {email} HTTP/1.1\r\nAuthorization: {key}"),
+            "",
+        );
+        assert_eq!(s, 200);
+        assert_eq!(
+            serde_json::from_str::<Value>(&b).unwrap()["data"][0]["id"],
+            json!(ana)
+        );
+        let mut want = BTreeMap::new();
+        want.insert(
+            "Tier 1".to_string(),
+            BTreeSet::from(["ana@example.com".to_string()]),
+        );
+        assert_eq!(f.groups(), want);
+        let head =
+            format!("DELETE /v1/teams/{id}/agents HTTP/1.1\r\nAuthorization: {key}\r\n{json}");
+        let (s, _, _) = raw(addr, &head, &json!({"agentIds": [ana]}).to_string());
+        assert_eq!(s, 204);
+        assert!(f.groups()["Tier 1"].is_empty());
+
+        // The limiter over HTTP, and the request log.
+        f.set_rate_limit(Some((1, 1)));
+        let get = format!("GET /v1/teams HTTP/1.1\r\nAuthorization: {key}");
+        assert_eq!(raw(addr, &get, "").0, 200);
+        let (s, h, _) = raw(addr, &get, "");
+        assert_eq!(s, 429);
+        assert!(h.contains("retry-after: 1"), "{h}");
+        assert_eq!(f.rate_limited_count(), 1);
+        let log = f.requests();
+        assert_eq!(log.len(), 7);
+        assert_eq!(log[3].path, email);
+        assert_eq!(log.last().unwrap().status, 429);
+        let creates = log
+            .iter()
+            .filter(|l| l.method == "POST" && l.path == "/v1/teams")
+            .count();
+        assert_eq!(creates, 1);
+    }
+
+    #[test]
+    fn by_hand_and_trait_views() {
+        let f = FakeTeams::start_with_ids_in_source();
+        let bo = f.add_user("bo@example.com");
+        assert_eq!(f.source_id("bo@example.com"), Some(bo.clone()));
+        assert_eq!(f.source_id("nobody@example.com"), None);
+        f.create_group_by_hand("Sales", &["bo@example.com", "cy@example.com"]);
+        f.create_group_by_hand("Sales", &[bo.as_str()]);
+        f.create_group_by_hand("Ops", &[]);
+        let g = f.groups();
+        assert_eq!(g.len(), 3);
+        assert_eq!(g["Sales"].len(), 2);
+        assert_eq!(
+            g["Sales (duplicate 2)"],
+            BTreeSet::from(["bo@example.com".to_string()])
+        );
+        assert!(f.agent_id("cy@example.com").is_some());
+        f.set_members_by_hand("Ops", &["dee@example.com"]);
+        assert_eq!(f.groups()["Ops"].len(), 1);
+        f.delete_group_by_hand("Sales");
+        assert_eq!(f.teams().len(), 2);
+        assert_eq!(f.groups()["Sales"].len(), 1);
+        assert_eq!(f.kind(), "teams");
+        assert_eq!(f.secrets(), vec![f.token().to_string()]);
+        let m = f.membership_write();
+        assert_eq!(
+            (m.method.as_str(), m.path_contains.as_str()),
+            ("PATCH", "/agents")
+        );
+        let c = f.create_request();
+        assert_eq!(
+            (c.method.as_str(), c.path_contains.as_str()),
+            ("POST", "/v1/teams")
+        );
+    }
+}

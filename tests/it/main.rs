@@ -1,0 +1,3 @@
+//! The integration test binary: CLI, end-to-end runs against fake servers, conformance.
+
+mod fakes;
