@@ -125,7 +125,7 @@ impl RunReport {
     pub fn exit_code(&self) -> u8 {
         if self.targets.iter().any(TargetReport::refused) {
             3
-        } else if self.calls_failed > 0 || self.targets.iter().any(|t| !t.failed.is_empty()) {
+        } else if self.targets.iter().any(|t| !t.failed.is_empty()) {
             1
         } else {
             0

@@ -298,8 +298,13 @@ pub fn plan_group(desired: &DesiredGroup, known: &KnownGroup, mode: Mode) -> Opt
         })
         .cloned()
         .collect();
-    let rc_known: BTreeSet<String> =
-        known.members.iter().filter(|(_, k)| k.receive_call).map(|(id, _)| id.clone()).collect();
+    // Flags of members that stay; a removed member's flag goes with it.
+    let rc_known: BTreeSet<String> = known
+        .members
+        .iter()
+        .filter(|(id, k)| k.receive_call && after.contains(*id))
+        .map(|(id, _)| id.clone())
+        .collect();
     let receive_call = (rc_after != rc_known).then(|| rc_after.iter().cloned().collect());
     let rename_from = (desired.name != known.name).then(|| known.name.clone());
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::csv::Row;
 use super::error::Errors;
-use super::structured::{FileDef, GroupDef, Loc, PersonDef};
+use super::structured::{FileDef, GroupDef, Loc, MapOf, PersonDef};
 use crate::model::{Group, Origin, Person};
 
 /// Accumulates the source, file by file.
@@ -70,10 +70,10 @@ impl<'t> Builder<'t> {
     /// Adds one YAML, TOML or JSON file.
     pub(super) fn add_file(&mut self, file: &Path, def: FileDef) {
         self.file = file.to_path_buf();
-        for person in def.people.unwrap_or_default() {
+        for MapOf(person) in def.people.unwrap_or_default() {
             self.add_person(person);
         }
-        for group in def.groups.unwrap_or_default() {
+        for MapOf(group) in def.groups.unwrap_or_default() {
             self.add_group(group);
         }
     }
