@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "rostersync", version, about = "Keeps agent groups in step across SCIM, teams, DeepCall and Kazoo")]
+#[command(
+    name = "rostersync",
+    version,
+    about = "Keeps agent groups in step across SCIM, teams, DeepCall and Kazoo"
+)]
 pub struct Cli {
     /// Config file (default: $ROSTERSYNC_CONFIG, ./config/rostersync.toml, /etc/rostersync/rostersync.toml).
     #[arg(long, global = true, value_name = "PATH")]
@@ -74,7 +78,5 @@ pub enum Command {
         output: Format,
     },
     /// Where a person is meant to be on every target, and the last call that touched them.
-    Explain {
-        email: String,
-    },
+    Explain { email: String },
 }

@@ -193,10 +193,18 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
     if !opts.dry_run {
         let missing: Vec<String> = selected
             .iter()
-            .flat_map(|t| t.missing_secrets().into_iter().map(move |m| format!("target \"{}\": {m} is not set", t.name)))
+            .flat_map(|t| {
+                t.missing_secrets()
+                    .into_iter()
+                    .map(move |m| format!("target \"{}\": {m} is not set", t.name))
+            })
             .collect();
         if !missing.is_empty() {
-            return Err(SyncError::Usage(format!("{}: {}", cfg.path.display(), missing.join("; "))));
+            return Err(SyncError::Usage(format!(
+                "{}: {}",
+                cfg.path.display(),
+                missing.join("; ")
+            )));
         }
     }
     let (_lock, store) = if opts.dry_run {
@@ -223,7 +231,9 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
             groups = desired.groups.len(),
             full = opts.full,
             "run {} started",
-            run_id.map(|r| r.to_string()).unwrap_or_else(|| "(dry-run)".into())
+            run_id
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "(dry-run)".into())
         );
     }
     .instrument(span.clone())
@@ -234,7 +244,7 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
         let desired = desired.clone();
         let store = store.clone();
         let recorder = recorder.clone();
-        let span = tracing::info_span!(parent: &span, "target", target = %t.name);
+        let span = tracing::info_span!(parent: &span, "target", run = run_id.unwrap_or(0), target = %t.name);
         async move { sync_target(cfg, t, &desired, store, recorder, opts).await }.instrument(span)
     });
     let reports = futures::future::join_all(futs).await;
@@ -255,7 +265,12 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
     };
     if let (Some(run), Some(store)) = (run_id, &store) {
         let s = store.lock().expect("store");
-        s.finish_run(run, report.outcome(), report.exit_code() as i32, &report.summary())?;
+        s.finish_run(
+            run,
+            report.outcome(),
+            report.exit_code() as i32,
+            &report.summary(),
+        )?;
     }
     metrics::counter!("rostersync_runs_total", "outcome" => report.outcome()).increment(1);
     metrics::histogram!("rostersync_run_duration_seconds").record(report.duration.as_secs_f64());
@@ -266,7 +281,11 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
 }
 
 fn plan_options(cfg: &Config, t: &TargetConfig, opts: &SyncOptions) -> PlanOptions {
-    PlanOptions { mode: t.membership, safety: cfg.safety, allow_mass_removal: opts.allow_mass_removal }
+    PlanOptions {
+        mode: t.membership,
+        safety: cfg.safety,
+        allow_mass_removal: opts.allow_mass_removal,
+    }
 }
 
 async fn sync_target(
@@ -286,7 +305,12 @@ async fn sync_target(
             return report;
         }
     };
-    let ctx = Ctx { target: t.name.clone(), kind: t.kind, http, recorder };
+    let ctx = Ctx {
+        target: t.name.clone(),
+        kind: t.kind,
+        http,
+        recorder,
+    };
     let (mut known, cache) = match &store {
         Some(s) => {
             let s = s.lock().expect("store");
@@ -305,22 +329,42 @@ async fn sync_target(
     let missing = t.missing_secrets();
     if opts.full {
         if !missing.is_empty() {
-            report.skipped = Some(format!("--full needs {} to read the target", missing.join(", ")));
+            report.skipped = Some(format!(
+                "--full needs {} to read the target",
+                missing.join(", ")
+            ));
             return report;
         }
-        if let Err(e) = read_back(&ctx, target.as_ref(), &mut known, &mut report, opts.dry_run).await {
+        if let Err(e) =
+            read_back(&ctx, target.as_ref(), &mut known, &mut report, opts.dry_run).await
+        {
             report.skipped = Some(format!("--full read-back failed: {e}"));
             return report;
         }
     }
     let can_call = missing.is_empty();
-    let dt = resolve(&ctx, target.as_ref(), t, desired, &known, cache, opts, can_call, store.as_ref(), &mut report).await;
+    let dt = resolve(
+        &ctx,
+        target.as_ref(),
+        t,
+        desired,
+        &known,
+        cache,
+        opts,
+        can_call,
+        store.as_ref(),
+        &mut report,
+    )
+    .await;
     let plan = plan_target(&dt, &known, &plan_options(cfg, t, opts));
     if let Some(g) = &plan.guard {
         if g.overridden {
             warn!("safety guard overridden by --allow-mass-removal: {g}");
         } else {
-            warn!("target {} refused by the safety guard: {g}; rerun with --allow-mass-removal if this is intended", t.name);
+            warn!(
+                "target {} refused by the safety guard: {g}; rerun with --allow-mass-removal if this is intended",
+                t.name
+            );
         }
     }
     metrics::gauge!("rostersync_plan_ops", "target" => t.name.clone()).set(plan.ops.len() as f64);
@@ -343,7 +387,10 @@ async fn sync_target(
 }
 
 fn unix_now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// `--full`: reads every managed group back and replaces the known state with it.
@@ -355,10 +402,14 @@ async fn read_back(
     dry_run: bool,
 ) -> Result<(), OpError> {
     let groups: Vec<KnownGroup> = known.groups.values().cloned().collect();
-    let reads = futures::stream::iter(groups.iter().map(|g| async move { (g, target.read(ctx, g).await) }))
-        .buffer_unordered(4)
-        .collect::<Vec<_>>()
-        .await;
+    let reads = futures::stream::iter(
+        groups
+            .iter()
+            .map(|g| async move { (g, target.read(ctx, g).await) }),
+    )
+    .buffer_unordered(4)
+    .collect::<Vec<_>>()
+    .await;
     let mut drift = 0;
     for (g, r) in reads {
         match r? {
@@ -367,15 +418,35 @@ async fn read_back(
                 drift += g.members.len();
                 known.groups.remove(&g.key);
                 if !dry_run {
-                    ctx.note("forget", &g.key, &g.name, Delta::Forget { key: g.key.clone() })?;
+                    ctx.note(
+                        "forget",
+                        &g.key,
+                        &g.name,
+                        Delta::Forget { key: g.key.clone() },
+                    )?;
                 }
             }
             Some(rg) => {
                 let fresh = known_from_remote(g, &rg);
-                let d = g.members.keys().filter(|id| !fresh.members.contains_key(*id)).count()
-                    + fresh.members.keys().filter(|id| !g.members.contains_key(*id)).count()
-                    + g.owners.keys().filter(|id| !fresh.owners.contains_key(*id)).count()
-                    + fresh.owners.keys().filter(|id| !g.owners.contains_key(*id)).count();
+                let d = g
+                    .members
+                    .keys()
+                    .filter(|id| !fresh.members.contains_key(*id))
+                    .count()
+                    + fresh
+                        .members
+                        .keys()
+                        .filter(|id| !g.members.contains_key(*id))
+                        .count()
+                    + g.owners
+                        .keys()
+                        .filter(|id| !fresh.owners.contains_key(*id))
+                        .count()
+                    + fresh
+                        .owners
+                        .keys()
+                        .filter(|id| !g.owners.contains_key(*id))
+                        .count();
                 if d > 0 || fresh.name != g.name {
                     warn!(group = %g.name, drift = d, "drift found: the target differs from the known state");
                     drift += d;
@@ -395,7 +466,8 @@ async fn read_back(
         }
     }
     report.drift = drift;
-    metrics::counter!("rostersync_drift_found_total", "target" => ctx.target.clone()).increment(drift as u64);
+    metrics::counter!("rostersync_drift_found_total", "target" => ctx.target.clone())
+        .increment(drift as u64);
     Ok(())
 }
 
@@ -418,7 +490,11 @@ fn known_from_remote(prev: &KnownGroup, rg: &RemoteGroup) -> KnownGroup {
     KnownGroup {
         key: prev.key.clone(),
         remote_id: rg.id.clone(),
-        name: if rg.name.is_empty() { prev.name.clone() } else { rg.name.clone() },
+        name: if rg.name.is_empty() {
+            prev.name.clone()
+        } else {
+            rg.name.clone()
+        },
         members: carry(&prev.members, &rg.members, true),
         owners: carry(&prev.owners, &rg.owners, false),
     }
@@ -438,14 +514,22 @@ async fn resolve(
     store: Option<&Arc<Mutex<Store>>>,
     report: &mut TargetReport,
 ) -> DesiredTarget {
-    let groups: Vec<_> = desired.groups.values().filter(|g| g.is_for(&t.name)).collect();
+    let groups: Vec<_> = desired
+        .groups
+        .values()
+        .filter(|g| g.is_for(&t.name))
+        .collect();
     let owners_supported = t.kind == Kind::Scim && t.flavor == Flavor::Maestroqa;
     let email_is_id = t.kind == Kind::Scim && t.flavor == Flavor::Maestroqa;
     if opts.full {
         cache.retain(|_, v| v.is_some());
     }
     let id_from_source = |email: &str| -> Option<String> {
-        desired.people.get(email).and_then(|p| p.ids.get(&t.name)).cloned()
+        desired
+            .people
+            .get(email)
+            .and_then(|p| p.ids.get(&t.name))
+            .cloned()
     };
     // Who must be looked up through the API.
     let mut wanted: BTreeSet<&str> = BTreeSet::new();
@@ -458,19 +542,27 @@ async fn resolve(
     }
     let mut looked_up: HashMap<String, Result<Option<String>, String>> = HashMap::new();
     if !wanted.is_empty() && target.can_lookup() && can_call {
-        let results = futures::stream::iter(wanted.iter().map(|e| async move { (*e, target.lookup(ctx, e).await) }))
-            .buffer_unordered(t.concurrency)
-            .collect::<Vec<_>>()
-            .await;
+        let results = futures::stream::iter(
+            wanted
+                .iter()
+                .map(|e| async move { (*e, target.lookup(ctx, e).await) }),
+        )
+        .buffer_unordered(t.concurrency)
+        .collect::<Vec<_>>()
+        .await;
         for (email, r) in results {
             match r {
                 Ok(id) => {
-                    if !opts.dry_run {
-                        if let Some(s) = store {
-                            if let Err(e) = s.lock().expect("store").cache_resolution(&t.name, email, id.as_deref()) {
-                                warn!("cannot cache the resolution of {email}: {e}");
-                            }
+                    let cached = match store {
+                        Some(s) if !opts.dry_run => {
+                            s.lock()
+                                .expect("store")
+                                .cache_resolution(&t.name, email, id.as_deref())
                         }
+                        _ => Ok(()),
+                    };
+                    if let Err(e) = cached {
+                        warn!("cannot cache the resolution of {email}: {e}");
                     }
                     cache.insert(email.to_string(), id.clone());
                     looked_up.insert(email.to_string(), Ok(id));
@@ -494,7 +586,11 @@ async fn resolve(
     let mut warned = BTreeSet::new();
     let mut dt = DesiredTarget::default();
     for g in groups {
-        let mut dg = DesiredGroup { key: g.key.clone(), name: g.name.clone(), ..Default::default() };
+        let mut dg = DesiredGroup {
+            key: g.key.clone(),
+            name: g.name.clone(),
+            ..Default::default()
+        };
         for e in &g.members {
             let id = id_from_source(e)
                 .or_else(|| email_is_id.then(|| e.clone()))
@@ -514,7 +610,11 @@ async fn resolve(
                     if warned.insert(e.clone()) {
                         warn!(person = %e, group = %g.name, target = %t.name, "member skipped: {reason}");
                     }
-                    report.unresolved.push(Unresolved { email: e.clone(), group: g.name.clone(), reason });
+                    report.unresolved.push(Unresolved {
+                        email: e.clone(),
+                        group: g.name.clone(),
+                        reason,
+                    });
                 }
             }
         }
@@ -525,12 +625,20 @@ async fn resolve(
                 dg.owners.insert(id, e.clone());
             }
         } else if !g.owners.is_empty() && t.kind == Kind::Scim {
-            report.warnings.push(format!("group \"{}\": owners are only sent to maestroqa-flavored SCIM targets", g.name));
+            report.warnings.push(format!(
+                "group \"{}\": owners are only sent to maestroqa-flavored SCIM targets",
+                g.name
+            ));
         }
         if t.kind == Kind::AssignGroup {
             dg.receive_call = match &g.receive_call {
                 None => dg.members.keys().cloned().collect(),
-                Some(rc) => dg.members.iter().filter(|(_, e)| rc.contains(e)).map(|(id, _)| id.clone()).collect(),
+                Some(rc) => dg
+                    .members
+                    .iter()
+                    .filter(|(_, e)| rc.contains(e))
+                    .map(|(id, _)| id.clone())
+                    .collect(),
             };
         }
         dt.groups.insert(g.key.clone(), dg);
@@ -586,14 +694,23 @@ async fn apply_target(
                 Op::Delete(_) => "delete",
             };
             warn!(group = %name, op = kind, error = %e, "operation failed");
-            report.failed.push(Failed { group: name, op: kind.into(), error: e.to_string() });
+            report.failed.push(Failed {
+                group: name,
+                op: kind.into(),
+                error: e.to_string(),
+            });
         }
     }
 }
 
 fn create_op(d: &DesiredGroup, resumed: bool) -> Create {
     let ms = |m: &BTreeMap<String, String>| {
-        m.iter().map(|(id, e)| crate::plan::Member { id: id.clone(), email: Some(e.clone()) }).collect()
+        m.iter()
+            .map(|(id, e)| crate::plan::Member {
+                id: id.clone(),
+                email: Some(e.clone()),
+            })
+            .collect()
     };
     Create {
         key: d.key.clone(),

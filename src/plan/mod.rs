@@ -80,7 +80,10 @@ pub struct Known {
 impl Known {
     /// Memberships under management (members and owners of every known group).
     pub fn managed(&self) -> usize {
-        self.groups.values().map(|g| g.members.len() + g.owners.len()).sum()
+        self.groups
+            .values()
+            .map(|g| g.members.len() + g.owners.len())
+            .sum()
     }
 }
 
@@ -241,7 +244,12 @@ impl TargetPlan {
 }
 
 fn members_of(m: &BTreeMap<String, String>) -> Vec<Member> {
-    m.iter().map(|(id, email)| Member { id: id.clone(), email: Some(email.clone()) }).collect()
+    m.iter()
+        .map(|(id, email)| Member {
+            id: id.clone(),
+            email: Some(email.clone()),
+        })
+        .collect()
 }
 
 /// Which known members to remove, given the mode.
@@ -260,15 +268,24 @@ fn removals(
                     Mode::AddOnly => false,
                 }
         })
-        .map(|(id, k)| Member { id: id.clone(), email: k.email.clone() })
+        .map(|(id, k)| Member {
+            id: id.clone(),
+            email: k.email.clone(),
+        })
         .collect()
 }
 
-fn additions(known: &BTreeMap<String, KnownMember>, desired: &BTreeMap<String, String>) -> Vec<Member> {
+fn additions(
+    known: &BTreeMap<String, KnownMember>,
+    desired: &BTreeMap<String, String>,
+) -> Vec<Member> {
     desired
         .iter()
         .filter(|(id, _)| !known.contains_key(*id))
-        .map(|(id, email)| Member { id: id.clone(), email: Some(email.clone()) })
+        .map(|(id, email)| Member {
+            id: id.clone(),
+            email: Some(email.clone()),
+        })
         .collect()
 }
 
@@ -369,7 +386,7 @@ pub fn plan_target(desired: &DesiredTarget, known: &Known, opts: &PlanOptions) -
     let over_count = removals > opts.safety.max_removals;
     let over_ratio =
         managed > 0 && removals as f64 > opts.safety.max_removal_ratio * managed as f64;
-    let guard = (over_count || over_ratio).then(|| Guard {
+    let guard = (over_count || over_ratio).then_some(Guard {
         removals,
         managed,
         deletes,
@@ -377,5 +394,10 @@ pub fn plan_target(desired: &DesiredTarget, known: &Known, opts: &PlanOptions) -
         max_removal_ratio: opts.safety.max_removal_ratio,
         overridden: opts.allow_mass_removal,
     });
-    TargetPlan { ops, unchanged, left_alone, guard }
+    TargetPlan {
+        ops,
+        unchanged,
+        left_alone,
+        guard,
+    }
 }

@@ -11,7 +11,9 @@ use crate::harness::*;
 
 /// Requests the fake answered with 2xx that match `m`.
 pub fn count_ok(reqs: &[Logged], m: &Match) -> usize {
-    reqs.iter().filter(|r| matches(r, m) && (200..300).contains(&r.status)).count()
+    reqs.iter()
+        .filter(|r| matches(r, m) && (200..300).contains(&r.status))
+        .count()
 }
 
 pub fn matches(r: &Logged, m: &Match) -> bool {
@@ -30,11 +32,21 @@ fn summary(reqs: &[Logged]) -> String {
         let path: String = r.path.split('?').next().unwrap_or("").to_string();
         let shape: Vec<&str> = path
             .split('/')
-            .map(|s| if s.len() > 12 || s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() { "{id}" } else { s })
+            .map(|s| {
+                if s.len() > 12 || s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() {
+                    "{id}"
+                } else {
+                    s
+                }
+            })
             .collect();
-        *by.entry(format!("{} {} -> {}", r.method, shape.join("/"), r.status)).or_default() += 1;
+        *by.entry(format!("{} {} -> {}", r.method, shape.join("/"), r.status))
+            .or_default() += 1;
     }
-    by.iter().map(|(k, v)| format!("{v} x {k}")).collect::<Vec<_>>().join("; ")
+    by.iter()
+        .map(|(k, v)| format!("{v} x {k}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn e(i: usize) -> String {
@@ -60,14 +72,29 @@ pub fn initial_noop_churn(fake: Arc<dyn Fake>) {
     let r = env.sync().expect(0);
     env.assert_converged(&groups);
     let reqs = fake.requests();
-    assert_eq!(count_ok(&reqs, &fake.create_request()), 4, "one create per group: {}", summary(&reqs));
-    eprintln!("[{}] initial (4 groups, 9 memberships): {} requests, {} writes: {}", fake.kind(), reqs.len(), writes(&reqs), summary(&reqs));
+    assert_eq!(
+        count_ok(&reqs, &fake.create_request()),
+        4,
+        "one create per group: {}",
+        summary(&reqs)
+    );
+    eprintln!(
+        "[{}] initial (4 groups, 9 memberships): {} requests, {} writes: {}",
+        fake.kind(),
+        reqs.len(),
+        writes(&reqs),
+        summary(&reqs)
+    );
     assert!(r.stderr.contains("done in"), "summary line: {}", r.stderr);
 
     fake.clear_requests();
     let r = env.sync().expect(0);
     let reqs = fake.requests();
-    assert!(reqs.is_empty(), "a no-op run sends nothing: {}", summary(&reqs));
+    assert!(
+        reqs.is_empty(),
+        "a no-op run sends nothing: {}",
+        summary(&reqs)
+    );
     assert!(r.stdout.contains("4 groups unchanged"), "{}", r.stdout);
     eprintln!("[{}] no-op: {} requests", fake.kind(), reqs.len());
 
@@ -77,24 +104,58 @@ pub fn initial_noop_churn(fake: Arc<dyn Fake>) {
     env.write_source(&groups);
     fake.clear_requests();
     let dry = env.run(&["sync", "--dry-run"]).expect(0);
-    assert!(dry.stdout.contains("+ agent008@example.com"), "{}", dry.stdout);
-    assert!(dry.stdout.contains("- agent003@example.com"), "{}", dry.stdout);
+    assert!(
+        dry.stdout.contains("+ agent008@example.com"),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout.contains("- agent003@example.com"),
+        "{}",
+        dry.stdout
+    );
     let reqs = fake.requests();
-    assert_eq!(writes(&reqs), 0, "a dry-run writes nothing: {}", summary(&reqs));
+    assert_eq!(
+        writes(&reqs),
+        0,
+        "a dry-run writes nothing: {}",
+        summary(&reqs)
+    );
     fake.clear_requests();
     env.sync().expect(0);
     env.assert_converged(&groups);
     let reqs = fake.requests();
-    assert_eq!(count_ok(&reqs, &fake.membership_write()), 2, "one membership write per changed group: {}", summary(&reqs));
+    assert_eq!(
+        count_ok(&reqs, &fake.membership_write()),
+        2,
+        "one membership write per changed group: {}",
+        summary(&reqs)
+    );
     assert_eq!(count_ok(&reqs, &fake.create_request()), 0);
-    eprintln!("[{}] churn (2 groups, +2 -1): {} requests, {} writes: {}", fake.kind(), reqs.len(), writes(&reqs), summary(&reqs));
+    eprintln!(
+        "[{}] churn (2 groups, +2 -1): {} requests, {} writes: {}",
+        fake.kind(),
+        reqs.len(),
+        writes(&reqs),
+        summary(&reqs)
+    );
 
     // history and state tell what happened
     let h = env.run(&["history", "--output", "json"]).expect(0);
     let v: serde_json::Value = serde_json::from_str(&h.stdout).expect("history json");
-    assert!(v["calls"].as_array().unwrap().iter().any(|c| c["op"] == "create"));
+    assert!(
+        v["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["op"] == "create")
+    );
     let s = env.run(&["state"]).expect(0);
-    assert!(s.stdout.contains("Tier 1 Support") && s.stdout.contains("agent008@example.com"), "{}", s.stdout);
+    assert!(
+        s.stdout.contains("Tier 1 Support") && s.stdout.contains("agent008@example.com"),
+        "{}",
+        s.stdout
+    );
 }
 
 /// Drift behind rostersync's back is not seen by a normal run (no requests) and is
@@ -108,17 +169,34 @@ pub fn drift_repaired_by_full(fake: Arc<dyn Fake>) {
     fake.set_members_by_hand("Tier 2 Support", &[&e(4), &e(20)]);
     fake.clear_requests();
     env.sync().expect(0);
-    assert!(fake.requests().is_empty(), "a normal run trusts the known state");
+    assert!(
+        fake.requests().is_empty(),
+        "a normal run trusts the known state"
+    );
     let dry = env.run(&["sync", "--full", "--dry-run"]).expect(0);
-    assert!(dry.stdout.contains("+ agent003@example.com"), "{}", dry.stdout);
+    assert!(
+        dry.stdout.contains("+ agent003@example.com"),
+        "{}",
+        dry.stdout
+    );
     assert!(writes(&fake.requests()) == 0, "dry-run --full only reads");
     fake.clear_requests();
     let r = env.run(&["sync", "--full"]).expect(0);
     env.assert_converged(&groups);
     let reqs = fake.requests();
-    assert_eq!(count_ok(&reqs, &fake.membership_write()), 1, "{}", summary(&reqs));
+    assert_eq!(
+        count_ok(&reqs, &fake.membership_write()),
+        1,
+        "{}",
+        summary(&reqs)
+    );
     assert!(r.stderr.contains("drift"), "{}", r.stderr);
-    eprintln!("[{}] --full with one drifted group: {} requests: {}", fake.kind(), reqs.len(), summary(&reqs));
+    eprintln!(
+        "[{}] --full with one drifted group: {} requests: {}",
+        fake.kind(),
+        reqs.len(),
+        summary(&reqs)
+    );
     fake.clear_requests();
     env.sync().expect(0);
     assert!(fake.requests().is_empty(), "converged after --full");
@@ -140,7 +218,12 @@ pub fn adoption(fake: Arc<dyn Fake>) {
     env.sync().expect(0);
     env.assert_converged(&groups);
     let reqs = fake.requests();
-    assert_eq!(count_ok(&reqs, &fake.create_request()), 3, "{}", summary(&reqs));
+    assert_eq!(
+        count_ok(&reqs, &fake.create_request()),
+        3,
+        "{}",
+        summary(&reqs)
+    );
     let h = env.run(&["history", "--group", "Tier 1 Support"]).expect(0);
     assert!(h.stdout.contains("adopt"), "{}", h.stdout);
 }
@@ -161,17 +244,29 @@ pub fn faults(fake: Arc<dyn Fake>) {
     let reqs = fake.requests();
     assert!(reqs.iter().any(|r| r.status == 429), "the 429 was seen");
     assert!(reqs.iter().any(|r| r.status == 500), "the 500 was seen");
-    eprintln!("[{}] initial with 429+500+drop+lost answer: {}", fake.kind(), summary(&reqs));
+    eprintln!(
+        "[{}] initial with 429+500+drop+lost answer: {}",
+        fake.kind(),
+        summary(&reqs)
+    );
 
     groups[1] = g("Tier 2 Support", &[&e(3), &e(4), &e(10)]);
     env.write_source(&groups);
     fake.clear_requests();
-    fake.inject(fake.membership_write(), Fault::Delay(Duration::from_millis(1500)), 1);
+    fake.inject(
+        fake.membership_write(),
+        Fault::Delay(Duration::from_millis(1500)),
+        1,
+    );
     fake.inject(fake.membership_write(), Fault::status(503), 1);
     env.sync().expect(0);
     env.assert_converged(&groups);
     let h = env.run(&["history", "--limit", "5"]).expect(0);
-    assert!(h.stdout.contains("attempts"), "retries show in the history: {}", h.stdout);
+    assert!(
+        h.stdout.contains("attempts"),
+        "retries show in the history: {}",
+        h.stdout
+    );
 }
 
 /// A permanent refusal fails that group only: exit 1, the others converge, and the next
@@ -180,12 +275,20 @@ pub fn one_failure_does_not_stop_the_others(fake: Arc<dyn Fake>) {
     let env = Env::new(fake.clone());
     let groups = four_groups();
     env.write_source(&groups);
-    fake.inject(fake.create_request().body("Night Shift"), Fault::status(400), 1);
+    fake.inject(
+        fake.create_request().body("Night Shift"),
+        Fault::status(400),
+        1,
+    );
     let r = env.sync().expect(1);
     assert!(r.stdout.contains("Night Shift"), "{}", r.stdout);
     let got = fake.groups();
     for gr in &groups[..3] {
-        assert!(got.contains_key(&gr.name), "{} converged despite the other's failure", gr.name);
+        assert!(
+            got.contains_key(&gr.name),
+            "{} converged despite the other's failure",
+            gr.name
+        );
     }
     env.sync().expect(0);
     env.assert_converged(&groups);
@@ -195,12 +298,28 @@ pub fn one_failure_does_not_stop_the_others(fake: Arc<dyn Fake>) {
 /// equal to the source, and no group was created twice.
 pub fn crash_mid_run(fake: Arc<dyn Fake>) {
     let env = Env::new(fake.clone());
-    let groups: Vec<G> = (0..40).map(|i| g(&format!("Group {i:02}"), &[&e(i), &e(i + 1)])).collect();
+    let groups: Vec<G> = (0..40)
+        .map(|i| g(&format!("Group {i:02}"), &[&e(i), &e(i + 1)]))
+        .collect();
     env.write_source(&groups);
-    fake.inject(fake.create_request(), Fault::Delay(Duration::from_millis(120)), 40);
+    fake.inject(
+        fake.create_request(),
+        Fault::Delay(Duration::from_millis(120)),
+        40,
+    );
     let mut child = env.spawn(&["sync"]);
-    let creates = || count_ok(&fake.requests(), &fake.create_request()) + fake.requests().iter().filter(|r| matches(r, &fake.create_request()) && r.status == 0).count();
-    assert!(wait_until(Duration::from_secs(60), || creates() >= 8), "the run got going");
+    let creates = || {
+        count_ok(&fake.requests(), &fake.create_request())
+            + fake
+                .requests()
+                .iter()
+                .filter(|r| matches(r, &fake.create_request()) && r.status == 0)
+                .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || creates() >= 8),
+        "the run got going"
+    );
     child.kill().expect("kill -9");
     let _ = child.wait();
     let before = fake.all_group_names().len();
@@ -208,7 +327,11 @@ pub fn crash_mid_run(fake: Arc<dyn Fake>) {
     env.sync().expect(0);
     env.assert_converged(&groups);
     let h = env.run(&["history"]).expect(0);
-    assert!(h.stdout.contains("unfinished"), "the killed run shows as unfinished: {}", h.stdout);
+    assert!(
+        h.stdout.contains("unfinished"),
+        "the killed run shows as unfinished: {}",
+        h.stdout
+    );
 }
 
 /// Every bad input: exit 2, nothing sent, a message naming the file.
@@ -220,18 +343,40 @@ pub fn bad_input(fake: Arc<dyn Fake>) {
     let cases: &[(&str, &str)] = &[
         ("", "empty"),
         ("groups: []\n", "empty"),
-        ("groups:\n  - name: A\n    members: [not-an-email]\n", "not-an-email"),
-        ("groups:\n  - name: A\n    members: [a@example.com]\n    colour: red\n", "colour"),
-        ("groups:\n  - name: A\n    members: [a@example.com]\n    targets: [nowhere]\n", "nowhere"),
-        ("groups:\n  - name: A\n    members: [a@example.com]\n  - name: A\n    members: [b@example.com]\n", "A"),
-        ("groups:\n  - name: A\n    members: a@example.com, [\n", "groups.yaml"),
-        ("people:\n  - email: a@example.com\n    ids: {t1: \"1\"}\n  - email: a@example.com\n    ids: {t1: \"2\"}\ngroups:\n  - name: A\n    members: [a@example.com]\n", "a@example.com"),
+        (
+            "groups:\n  - name: A\n    members: [not-an-email]\n",
+            "not-an-email",
+        ),
+        (
+            "groups:\n  - name: A\n    members: [a@example.com]\n    colour: red\n",
+            "colour",
+        ),
+        (
+            "groups:\n  - name: A\n    members: [a@example.com]\n    targets: [nowhere]\n",
+            "nowhere",
+        ),
+        (
+            "groups:\n  - name: A\n    members: [a@example.com]\n  - name: A\n    members: [b@example.com]\n",
+            "A",
+        ),
+        (
+            "groups:\n  - name: A\n    members: a@example.com, [\n",
+            "groups.yaml",
+        ),
+        (
+            "people:\n  - email: a@example.com\n    ids: {t1: \"1\"}\n  - email: a@example.com\n    ids: {t1: \"2\"}\ngroups:\n  - name: A\n    members: [a@example.com]\n",
+            "a@example.com",
+        ),
     ];
     for (text, needle) in cases {
         env.write_raw_source("groups.yaml", text);
         let r = env.sync();
         assert_eq!(r.code, 2, "source {text:?}\n{}", r.stderr);
-        assert!(r.stderr.contains("groups.yaml"), "names the file: {}", r.stderr);
+        assert!(
+            r.stderr.contains("groups.yaml"),
+            "names the file: {}",
+            r.stderr
+        );
         assert!(r.stderr.contains(needle), "names {needle:?}: {}", r.stderr);
         assert!(fake.requests().is_empty(), "nothing sent for {text:?}");
         let d = env.run(&["sync", "--dry-run"]);
@@ -247,7 +392,11 @@ pub fn bad_input(fake: Arc<dyn Fake>) {
     }
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("_env"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("_env"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(fake.requests().is_empty());
 }
 
@@ -260,16 +409,31 @@ pub fn safety_guard(fake: Arc<dyn Fake>) {
     env.sync().expect(0);
     std::fs::write(
         env.config_path(),
-        std::fs::read_to_string(env.config_path()).unwrap().replace("max_removal_ratio = 1.0", "max_removal_ratio = 0.25"),
+        std::fs::read_to_string(env.config_path())
+            .unwrap()
+            .replace("max_removal_ratio = 1.0", "max_removal_ratio = 0.25"),
     )
     .unwrap();
-    let shrunk = vec![g("Tier 1 Support", &[&e(1)]), g("Tier 2 Support", &[&e(3)]), groups[2].clone(), g("Night Shift", &[&e(1)])];
+    let shrunk = vec![
+        g("Tier 1 Support", &[&e(1)]),
+        g("Tier 2 Support", &[&e(3)]),
+        groups[2].clone(),
+        g("Night Shift", &[&e(1)]),
+    ];
     env.write_source(&shrunk);
     fake.clear_requests();
     let r = env.sync().expect(3);
     assert!(r.stdout.contains("REFUSED"), "{}", r.stdout);
-    assert!(r.stderr.contains("max_removal"), "shows the limits: {}", r.stderr);
-    assert_eq!(writes(&fake.requests()), 0, "nothing sent to a refused target");
+    assert!(
+        r.stderr.contains("max_removal"),
+        "shows the limits: {}",
+        r.stderr
+    );
+    assert_eq!(
+        writes(&fake.requests()),
+        0,
+        "nothing sent to a refused target"
+    );
     env.run(&["sync", "--allow-mass-removal"]).expect(0);
     env.assert_converged(&shrunk);
 }
@@ -279,7 +443,10 @@ pub fn secrets_never_leak(fake: Arc<dyn Fake>) {
     let env = Env::new(fake.clone());
     env.write_source(&four_groups());
     fake.inject(fake.create_request(), Fault::status(500), 1);
-    let mut outs = vec![env.run(&["-vv", "sync"]), env.run(&["--log-format", "json", "sync", "--full"])];
+    let mut outs = vec![
+        env.run(&["-vv", "sync"]),
+        env.run(&["--log-format", "json", "sync", "--full"]),
+    ];
     outs.push(env.run(&["history", "--output", "json"]));
     outs.push(env.run(&["state", "--output", "json"]));
     outs.push(env.run(&["check"]));
@@ -287,9 +454,15 @@ pub fn secrets_never_leak(fake: Arc<dyn Fake>) {
     assert!(!db.is_empty());
     for s in fake.secrets() {
         for o in &outs {
-            assert!(!o.stdout.contains(&s) && !o.stderr.contains(&s), "secret leaked in output");
+            assert!(
+                !o.stdout.contains(&s) && !o.stderr.contains(&s),
+                "secret leaked in output"
+            );
         }
-        assert!(!contains_bytes(&db, s.as_bytes()), "secret leaked into the database");
+        assert!(
+            !contains_bytes(&db, s.as_bytes()),
+            "secret leaked into the database"
+        );
     }
 }
 

@@ -34,7 +34,11 @@ impl Run {
     }
     #[track_caller]
     pub fn expect(self, code: i32) -> Run {
-        assert_eq!(self.code, code, "exit code\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -48,7 +52,11 @@ pub struct G {
 }
 
 pub fn g(name: &str, members: &[&str]) -> G {
-    G { name: name.into(), key: None, members: members.iter().map(|s| s.to_string()).collect() }
+    G {
+        name: name.into(),
+        key: None,
+        members: members.iter().map(|s| s.to_string()).collect(),
+    }
 }
 
 pub fn email(i: usize) -> String {
@@ -152,7 +160,9 @@ impl Env {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
         c.arg("--config").arg(self.config_path()).args(args);
-        c.env_remove("ROSTERSYNC_CONFIG").env_remove("ROSTERSYNC_LOG").env("NO_COLOR", "1");
+        c.env_remove("ROSTERSYNC_CONFIG")
+            .env_remove("ROSTERSYNC_LOG")
+            .env("NO_COLOR", "1");
         for (k, v) in self.fake.env() {
             c.env(k, v);
         }
@@ -170,18 +180,29 @@ impl Env {
     }
 
     pub fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn")
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn")
     }
 
     /// The desired groups as the fake should end up: name -> emails.
     pub fn expected(groups: &[G]) -> BTreeMap<String, BTreeSet<String>> {
-        groups.iter().map(|g| (g.name.clone(), g.members.iter().cloned().collect())).collect()
+        groups
+            .iter()
+            .map(|g| (g.name.clone(), g.members.iter().cloned().collect()))
+            .collect()
     }
 
     /// Asserts the fake holds exactly these groups, each once.
     #[track_caller]
     pub fn assert_converged(&self, groups: &[G]) {
-        assert_eq!(self.fake.groups(), Env::expected(groups), "the target differs from the source");
+        assert_eq!(
+            self.fake.groups(),
+            Env::expected(groups),
+            "the target differs from the source"
+        );
         let mut names = self.fake.all_group_names();
         names.sort();
         let mut want: Vec<String> = groups.iter().map(|g| g.name.clone()).collect();

@@ -1,5 +1,6 @@
 //! The integration test binary: CLI, end-to-end runs against fake servers, conformance.
 
+mod cli;
 mod fakes;
 mod harness;
 
