@@ -92,21 +92,33 @@ pub fn main(cli: Cli) -> u8 {
     };
     match &cli.command {
         Command::Check => check(&cfg),
-        Command::Sync {
-            dry_run,
-            targets,
-            full,
-            allow_mass_removal,
-            output,
-        } => {
-            let opts = SyncOptions {
+        Command::Sync { dry_run, targets, full, allow_mass_removal, output, save_plan, plan_file } => {
+            let mut opts = SyncOptions {
                 dry_run: *dry_run,
                 full: *full,
                 targets: targets.clone(),
                 allow_mass_removal: *allow_mass_removal,
                 command: "sync".into(),
+                expect: None,
             };
-            sync(&rt, &cfg, &opts, *output)
+            if let Some(file) = plan_file {
+                let saved = std::fs::read(file).map_err(|e| e.to_string()).and_then(|b| {
+                    serde_json::from_slice::<crate::sync::SavedPlan>(&b).map_err(|e| e.to_string())
+                });
+                match saved {
+                    Ok(p) => {
+                        opts.full = p.full;
+                        opts.allow_mass_removal = p.allow_mass_removal;
+                        opts.targets = p.targets.keys().cloned().collect();
+                        opts.expect = Some(p);
+                    }
+                    Err(e) => {
+                        eprintln!("error: --plan {}: not a saved plan: {e}", file.display());
+                        return EXIT_USAGE;
+                    }
+                }
+            }
+            sync(&rt, &cfg, &opts, *output, save_plan.as_deref())
         }
         Command::Daemon => match rt.block_on(crate::daemon::run(path.clone(), cfg.clone())) {
             Ok(code) => code,
@@ -145,9 +157,24 @@ pub fn exit_code_of(e: &SyncError) -> u8 {
     }
 }
 
-fn sync(rt: &tokio::runtime::Runtime, cfg: &Config, opts: &SyncOptions, output: Format) -> u8 {
+fn sync(
+    rt: &tokio::runtime::Runtime,
+    cfg: &Config,
+    opts: &SyncOptions,
+    output: Format,
+    save_plan: Option<&std::path::Path>,
+) -> u8 {
     match rt.block_on(crate::sync::run(cfg, opts)) {
         Ok(report) => {
+            if let Some(path) = save_plan {
+                let saved = crate::sync::SavedPlan::from_report(&report, opts.allow_mass_removal);
+                let text = serde_json::to_string_pretty(&saved).unwrap_or_default();
+                if let Err(e) = std::fs::write(path, text) {
+                    eprintln!("error: cannot write the plan to {}: {e}", path.display());
+                    return EXIT_FAILED;
+                }
+                eprintln!("plan saved to {}; apply it with `rostersync sync --plan {}`", path.display(), path.display());
+            }
             match output {
                 Format::Json => println!(
                     "{}",

@@ -53,6 +53,13 @@ pub enum Command {
         allow_mass_removal: bool,
         #[arg(long, value_enum, default_value = "text")]
         output: Format,
+        /// With --dry-run: write the plan to FILE, to review and then apply with --plan.
+        #[arg(long, value_name = "FILE", requires = "dry_run")]
+        save_plan: Option<PathBuf>,
+        /// Apply exactly the plan in FILE; refused (exit 2) if the source or the known
+        /// state changed since it was saved.
+        #[arg(long = "plan", value_name = "FILE", conflicts_with_all = ["dry_run", "full", "targets", "allow_mass_removal"])]
+        plan_file: Option<PathBuf>,
     },
     /// Scheduler loop for systemd.
     Daemon,

@@ -31,6 +31,55 @@ pub struct SyncOptions {
     pub allow_mass_removal: bool,
     /// `sync` or `daemon`, for the runs table.
     pub command: String,
+    /// `sync --plan FILE`: apply exactly this saved plan, or refuse if anything changed.
+    pub expect: Option<SavedPlan>,
+}
+
+/// A plan saved by `sync --dry-run --save-plan FILE`, applied by `sync --plan FILE`.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct SavedPlan {
+    /// Format version.
+    pub rostersync_plan: u32,
+    pub source_digest: String,
+    pub full: bool,
+    pub allow_mass_removal: bool,
+    pub targets: BTreeMap<String, SavedTarget>,
+}
+
+/// One target's part of a saved plan.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct SavedTarget {
+    /// Digest of the known state the plan was made from.
+    pub known_digest: String,
+    pub plan: TargetPlan,
+}
+
+impl SavedPlan {
+    /// The plan of a dry-run, to save.
+    pub fn from_report(r: &RunReport, allow_mass_removal: bool) -> SavedPlan {
+        let targets = r
+            .targets
+            .iter()
+            .filter_map(|t| {
+                let plan = t.plan.clone()?;
+                Some((t.name.clone(), SavedTarget { known_digest: t.known_digest.clone(), plan }))
+            })
+            .collect();
+        SavedPlan {
+            rostersync_plan: 1,
+            source_digest: r.source_digest.clone(),
+            full: r.full,
+            allow_mass_removal,
+            targets,
+        }
+    }
+}
+
+/// Digest of one target's known state (to tell whether it changed since a plan was saved).
+pub fn known_digest(known: &Known) -> String {
+    use sha2::Digest as _;
+    let bytes = serde_json::to_vec(known).unwrap_or_default();
+    hex::encode(sha2::Sha256::digest(&bytes))
 }
 
 /// Errors that stop a run before anything is sent, or the state lock.
@@ -78,6 +127,10 @@ pub struct TargetReport {
     pub drift: usize,
     /// Warnings for the operator (renames a kind cannot do, ...).
     pub warnings: Vec<String>,
+    /// Digest of the known state the plan was made from (before any `--full` read).
+    pub known_digest: String,
+    /// `--plan FILE`: the fresh plan differs from the saved one, so nothing was sent.
+    pub stale: bool,
 }
 
 impl TargetReport {
@@ -91,6 +144,8 @@ impl TargetReport {
             failed: Vec::new(),
             drift: 0,
             warnings: Vec::new(),
+            known_digest: String::new(),
+            stale: false,
         }
     }
     pub fn refused(&self) -> bool {
@@ -121,9 +176,11 @@ fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 }
 
 impl RunReport {
-    /// 0 ok, 1 some ops failed, 3 a safety guard refused a target.
+    /// 0 ok, 1 some ops failed, 2 a saved plan was stale, 3 a safety guard refused a target.
     pub fn exit_code(&self) -> u8 {
-        if self.targets.iter().any(TargetReport::refused) {
+        if self.targets.iter().any(|t| t.stale) {
+            2
+        } else if self.targets.iter().any(TargetReport::refused) {
             3
         } else if self.targets.iter().any(|t| !t.failed.is_empty()) {
             1
@@ -135,6 +192,7 @@ impl RunReport {
     pub fn outcome(&self) -> &'static str {
         match self.exit_code() {
             0 => "ok",
+            2 => "stale plan",
             3 => "refused",
             _ => "failed",
         }
@@ -213,6 +271,9 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
         let lock = StateLock::acquire(&cfg.state)?;
         (Some(lock), Some(Store::open(&cfg.state)?))
     };
+    if let Some(saved) = &opts.expect {
+        check_saved(saved, &desired, store.as_ref(), &selected)?;
+    }
     let run_id = match (&store, opts.dry_run) {
         (Some(s), false) => Some(s.begin_run(&opts.command, opts.full, &desired.digest)?),
         _ => None,
@@ -280,6 +341,35 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
     Ok(report)
 }
 
+/// `--plan FILE`: refuses (nothing sent) if the source or a target's known state changed
+/// since the plan was saved.
+fn check_saved(
+    saved: &SavedPlan,
+    desired: &Desired,
+    store: Option<&Store>,
+    selected: &[&TargetConfig],
+) -> Result<(), SyncError> {
+    if saved.source_digest != desired.digest {
+        return Err(SyncError::Usage(
+            "the source changed since the plan was saved; make a new plan with `sync --dry-run --save-plan FILE`".into(),
+        ));
+    }
+    for t in selected {
+        let Some(st) = saved.targets.get(&t.name) else { continue };
+        let known = match store {
+            Some(s) => s.known(&t.name)?,
+            None => Known::default(),
+        };
+        if known_digest(&known) != st.known_digest {
+            return Err(SyncError::Usage(format!(
+                "the known state of target {} changed since the plan was saved (another run happened); make a new plan",
+                t.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn plan_options(cfg: &Config, t: &TargetConfig, opts: &SyncOptions) -> PlanOptions {
     PlanOptions {
         mode: t.membership,
@@ -326,6 +416,7 @@ async fn sync_target(
         }
         None => (Known::default(), HashMap::new()),
     };
+    report.known_digest = known_digest(&known);
     let missing = t.missing_secrets();
     if opts.full {
         if !missing.is_empty() {
@@ -357,6 +448,14 @@ async fn sync_target(
     )
     .await;
     let plan = plan_target(&dt, &known, &plan_options(cfg, t, opts));
+    if let Some(saved) = opts.expect.as_ref().and_then(|p| p.targets.get(&t.name)) {
+        if saved.plan != plan {
+            warn!("target {}: the plan differs from the saved one (a member lookup gave another answer); nothing sent, make a new plan", t.name);
+            report.stale = true;
+            report.plan = Some(plan);
+            return report;
+        }
+    }
     if let Some(g) = &plan.guard {
         if g.overridden {
             warn!("safety guard overridden by --allow-mass-removal: {g}");

@@ -298,11 +298,14 @@ impl<'t> Builder<'t> {
         allow_empty: bool,
         empty_origin: Origin,
     ) -> (BTreeMap<String, Person>, BTreeMap<String, Group>, Errors) {
+        let t = std::time::Instant::now();
         let people = std::mem::take(&mut self.people)
             .into_iter()
             .map(|(email, acc)| (email, acc.person))
             .collect();
 
+        eprintln!("  people {:?}", t.elapsed());
+        let t = std::time::Instant::now();
         let mut groups = BTreeMap::new();
         // Lower-cased display name -> (key, origin): targets adopt groups by name,
         // DeepCall even case-insensitively, so two keys must not share one name.
@@ -371,6 +374,7 @@ impl<'t> Builder<'t> {
             groups.insert(group.key.clone(), group);
         }
 
+        eprintln!("  groups {:?}", t.elapsed());
         if groups.is_empty() && !allow_empty && self.errors.total() == 0 {
             self.errors.push(
                 empty_origin,
