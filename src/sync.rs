@@ -62,7 +62,13 @@ impl SavedPlan {
             .iter()
             .filter_map(|t| {
                 let plan = t.plan.clone()?;
-                Some((t.name.clone(), SavedTarget { known_digest: t.known_digest.clone(), plan }))
+                Some((
+                    t.name.clone(),
+                    SavedTarget {
+                        known_digest: t.known_digest.clone(),
+                        plan,
+                    },
+                ))
             })
             .collect();
         SavedPlan {
@@ -355,7 +361,9 @@ fn check_saved(
         ));
     }
     for t in selected {
-        let Some(st) = saved.targets.get(&t.name) else { continue };
+        let Some(st) = saved.targets.get(&t.name) else {
+            continue;
+        };
         let known = match store {
             Some(s) => s.known(&t.name)?,
             None => Known::default(),
@@ -450,7 +458,10 @@ async fn sync_target(
     let plan = plan_target(&dt, &known, &plan_options(cfg, t, opts));
     if let Some(saved) = opts.expect.as_ref().and_then(|p| p.targets.get(&t.name)) {
         if saved.plan != plan {
-            warn!("target {}: the plan differs from the saved one (a member lookup gave another answer); nothing sent, make a new plan", t.name);
+            warn!(
+                "target {}: the plan differs from the saved one (a member lookup gave another answer); nothing sent, make a new plan",
+                t.name
+            );
             report.stale = true;
             report.plan = Some(plan);
             return report;

@@ -3,6 +3,7 @@
 mod cli;
 mod fakes;
 mod harness;
+mod scim;
 
 #[macro_use]
 mod conformance;
