@@ -456,8 +456,9 @@ async fn sync_target(
     )
     .await;
     let plan = plan_target(&dt, &known, &plan_options(cfg, t, opts));
-    if let Some(saved) = opts.expect.as_ref().and_then(|p| p.targets.get(&t.name)) {
-        if saved.plan != plan {
+    let saved = opts.expect.as_ref().and_then(|p| p.targets.get(&t.name));
+    if saved.is_some_and(|s| s.plan != plan) {
+        {
             warn!(
                 "target {}: the plan differs from the saved one (a member lookup gave another answer); nothing sent, make a new plan",
                 t.name
