@@ -458,15 +458,13 @@ async fn sync_target(
     let plan = plan_target(&dt, &known, &plan_options(cfg, t, opts));
     let saved = opts.expect.as_ref().and_then(|p| p.targets.get(&t.name));
     if saved.is_some_and(|s| s.plan != plan) {
-        {
-            warn!(
-                "target {}: the plan differs from the saved one (a member lookup gave another answer); nothing sent, make a new plan",
-                t.name
-            );
-            report.stale = true;
-            report.plan = Some(plan);
-            return report;
-        }
+        warn!(
+            "target {}: the plan differs from the saved one (a member lookup gave another answer); nothing sent, make a new plan",
+            t.name
+        );
+        report.stale = true;
+        report.plan = Some(plan);
+        return report;
     }
     if let Some(g) = &plan.guard {
         if g.overridden {
