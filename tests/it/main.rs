@@ -5,3 +5,5 @@ mod harness;
 
 #[macro_use]
 mod conformance;
+
+mod kazoo;
