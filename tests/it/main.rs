@@ -7,3 +7,5 @@ mod scim;
 
 #[macro_use]
 mod conformance;
+
+mod kazoo;
