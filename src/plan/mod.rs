@@ -129,6 +129,11 @@ pub struct Update {
     pub members_after: Vec<String>,
     /// receive_call ids after this op.
     pub receive_call_after: Vec<String>,
+    /// Ids of `members_after` that the source does not want: known members kept only
+    /// because the mode never removes them (`owned`: not added by rostersync; `add_only`).
+    /// A replace API keeps them only while the group still has them.
+    #[serde(default)]
+    pub kept: Vec<String>,
 }
 
 impl Update {
@@ -324,6 +329,7 @@ pub fn plan_group(desired: &DesiredGroup, known: &KnownGroup, mode: Mode) -> Opt
         .collect();
     let receive_call = (rc_after != rc_known).then(|| rc_after.iter().cloned().collect());
     let rename_from = (desired.name != known.name).then(|| known.name.clone());
+    let kept = after.iter().filter(|id| !desired.members.contains_key(*id)).cloned().collect();
 
     let u = Update {
         key: desired.key.clone(),
@@ -337,6 +343,7 @@ pub fn plan_group(desired: &DesiredGroup, known: &KnownGroup, mode: Mode) -> Opt
         receive_call,
         members_after: after.into_iter().collect(),
         receive_call_after: rc_after.into_iter().collect(),
+        kept,
     };
     (u.rename_from.is_some() || u.changes_members()).then_some(u)
 }

@@ -728,6 +728,11 @@ impl Fake for FakeDeepCall {
         self.server.inject(when, fault, times)
     }
 
+    /// Every call is a POST; `Group/list` and `Group/getGroupAgentRelation` only read.
+    fn is_write(&self, r: &Logged) -> bool {
+        !(r.path.contains("Group/list") || r.path.contains("Group/getGroupAgentRelation"))
+    }
+
     fn membership_write(&self) -> Match {
         Match::new("POST", "submitAssignGroupToAgent")
     }

@@ -34,6 +34,11 @@ pub trait Fake: Send + Sync {
     fn set_members_by_hand(&self, name: &str, members: &[&str]);
     /// Deletes a group directly on the server.
     fn delete_group_by_hand(&self, name: &str);
+    /// Whether a request changes something on the server. Most APIs read with GET; an API
+    /// whose every call is a POST (DeepCall) says which of its endpoints only read.
+    fn is_write(&self, r: &Logged) -> bool {
+        r.is_write()
+    }
     /// Every request received so far.
     fn requests(&self) -> Vec<Logged>;
     fn clear_requests(&self);

@@ -1,0 +1,553 @@
+//! DeepCall Group API v2 wire types and the pure lowering of changes into request bodies
+//! (no IO). Seeds 002 (`submitAssignGroupToAgent`) and 004 (`delete`, error bodies).
+//!
+//! Every call is `POST {base}/Group/<endpoint>` with a JSON body; the credentials are merged
+//! into it by `mod.rs` (never here, so nothing in this file ever holds a secret). The
+//! vendor answers HTTP 200 for its own errors: the body decides (`classify`).
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value, json};
+
+use crate::config::Mode;
+use crate::plan::Update;
+use crate::targets::http::{Verdict, default_verdict, message};
+
+/// The endpoints rostersync calls. Vendor error codes mean different things per endpoint
+/// (1501/1502/1503 are the Group module's; other modules reuse the numbers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Add,
+    List,
+    Update,
+    Delete,
+    Assign,
+    Relation,
+}
+
+impl Endpoint {
+    /// The path below the base URL.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Add => "/Group/add",
+            Endpoint::List => "/Group/list",
+            Endpoint::Update => "/Group/update",
+            Endpoint::Delete => "/Group/delete",
+            Endpoint::Assign => "/Group/submitAssignGroupToAgent",
+            Endpoint::Relation => "/Group/getGroupAgentRelation",
+        }
+    }
+
+    /// Whether the call names a group by `groupId` (so 1503 means "not found or not
+    /// authorized" for that group).
+    fn names_group(self) -> bool {
+        !matches!(self, Endpoint::Add | Endpoint::List)
+    }
+}
+
+/// Vendor error codes (seeds 002 and 004, plus the transient 1010).
+pub mod code {
+    pub const INVALID_PARAMETERS: i64 = 1000;
+    /// "Something went wrong (Generic error)": transient.
+    pub const SOMETHING_WENT_WRONG: i64 = 1009;
+    /// Transient as well (a busy backend).
+    pub const TRY_AGAIN: i64 = 1010;
+    pub const PERMISSION_DENIED: i64 = 1015;
+    pub const INVALID_REQUEST_DATA: i64 = 1047;
+    pub const NAME_MISSING: i64 = 1501;
+    pub const GROUP_ID_MISSING: i64 = 1502;
+    pub const GROUP_NOT_FOUND: i64 = 1503;
+}
+
+/// A vendor error body: `{"status": "error", "code": N, "message": ...}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VendorError {
+    pub code: Option<i64>,
+    pub message: String,
+}
+
+impl std::fmt::Display for VendorError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.code {
+            Some(c) => write!(f, "DeepCall error {c}: {}", self.message),
+            None => write!(f, "DeepCall error: {}", self.message),
+        }
+    }
+}
+
+/// A number that may come as a JSON number or a numeric string.
+fn loose_i64(v: Option<&Value>) -> Option<i64> {
+    match v? {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// An id that may come as a string or a number; None when absent or empty.
+pub fn loose_id(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A flag as `getGroupAgentRelation` may spell it: `1`/`0`, `"1"`/`"0"`, `true`/`false`,
+/// `"true"`/`"yes"`/`"y"`/`"on"`. Anything else is false.
+pub fn loose_flag(v: Option<&Value>) -> bool {
+    match v {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
+        Some(Value::String(s)) => {
+            matches!(s.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "y" | "on")
+        }
+        _ => false,
+    }
+}
+
+/// The vendor error an answer carries, if any: `status` "error" (or "fail"/"failed"/`false`),
+/// or no `status` but a `code` other than 200.
+pub fn vendor_error(v: &Value) -> Option<VendorError> {
+    let o = v.as_object()?;
+    let code = loose_i64(o.get("code"));
+    let is_error = match o.get("status") {
+        Some(Value::String(s)) => {
+            matches!(s.trim().to_ascii_lowercase().as_str(), "error" | "fail" | "failed" | "failure")
+        }
+        Some(Value::Bool(b)) => !b,
+        _ => code.is_some_and(|c| c != 200),
+    };
+    if !is_error {
+        return None;
+    }
+    let text = ["message", "msg", "error"]
+        .iter()
+        .find_map(|k| o.get(*k).and_then(Value::as_str))
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .unwrap_or("no message");
+    Some(VendorError { code, message: text.chars().take(300).collect() })
+}
+
+/// How an answer of `ep` reads: the body decides, not the HTTP status.
+///
+/// - 429, 408 and 5xx: retried (as for every kind);
+/// - a vendor error body: 1009/1010 retried; 1503 on a call naming a group "maybe gone"
+///   (NotFound: the target checks the listing before anything is forgotten); 1015
+///   refused credentials or rights; every other code final, with the vendor's message;
+/// - 2xx with a JSON object that is no error: success; a 2xx that is not a JSON object
+///   proves nothing and is retried (as a lost answer would be);
+/// - HTTP 404 is a wrong `base_url` (every path is a fixed endpoint), never a gone group.
+pub fn classify(ep: Endpoint, status: u16, body: &[u8]) -> Verdict {
+    if matches!(status, 408 | 429 | 500..=599) {
+        return default_verdict(status, body);
+    }
+    let v: Option<Value> = serde_json::from_slice(body).ok();
+    if let Some(e) = v.as_ref().and_then(vendor_error) {
+        let msg = e.to_string();
+        return match e.code {
+            Some(code::SOMETHING_WENT_WRONG | code::TRY_AGAIN) => Verdict::Retry(msg),
+            Some(code::GROUP_NOT_FOUND) if ep.names_group() => Verdict::NotFound(msg),
+            Some(code::PERMISSION_DENIED) => Verdict::Unauthorized(msg),
+            _ => Verdict::Fail(msg),
+        };
+    }
+    match status {
+        200..=299 if v.as_ref().is_some_and(Value::is_object) => Verdict::Ok,
+        200..=299 => Verdict::Retry(format!("HTTP {status}: the answer is not a DeepCall JSON body")),
+        404 => Verdict::Fail(format!("{} (no such endpoint: check base_url)", message(status, body))),
+        _ => default_verdict(status, body),
+    }
+}
+
+/// `Group/add {name}`.
+pub fn add_body(name: &str) -> Value {
+    json!({ "name": name })
+}
+
+/// `Group/list {name}` (the vendor filters by case-insensitive substring); no name lists all.
+pub fn list_body(name: Option<&str>) -> Value {
+    match name {
+        Some(n) => json!({ "name": n }),
+        None => json!({}),
+    }
+}
+
+/// `Group/update {groupId, name}`.
+pub fn rename_body(group_id: &str, name: &str) -> Value {
+    json!({ "groupId": group_id, "name": name })
+}
+
+/// `Group/delete {groupId}` and `Group/getGroupAgentRelation {groupId}`.
+pub fn group_body(group_id: &str) -> Value {
+    json!({ "groupId": group_id })
+}
+
+/// `Group/submitAssignGroupToAgent`: both lists, always whole (the call replaces them).
+pub fn assign_body(group_id: &str, a: &Assignment) -> Value {
+    json!({
+        "groupId": group_id,
+        "agent_unique_id": a.agents,
+        "receive_call": a.receive_call,
+    })
+}
+
+/// Merges the credential fields into a request body.
+pub fn with_auth(mut body: Value, auth: &Map<String, Value>) -> Value {
+    if let Value::Object(o) = &mut body {
+        for (k, v) in auth {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    body
+}
+
+/// The `groupId` of a `Group/add` answer (top level or under `data`).
+pub fn created_id(v: &Value) -> Option<String> {
+    let keys = ["groupId", "group_id", "id"];
+    let at = |o: &Value| keys.iter().find_map(|k| loose_id(o.get(*k)));
+    at(v).or_else(|| v.get("data").and_then(at))
+}
+
+/// The name a `Group/add` answer reports, when it reports one (the vendor appends a number
+/// to a duplicate name).
+pub fn created_name(v: &Value) -> Option<String> {
+    let keys = ["name", "groupName", "group_name"];
+    let at = |o: &Value| keys.iter().find_map(|k| o.get(*k).and_then(Value::as_str).map(str::to_string));
+    at(v).or_else(|| v.get("data").and_then(at))
+}
+
+/// One group of a `Group/list` answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub id: String,
+    pub name: String,
+}
+
+/// The items of an answer: `data` as an array, or an array under `data.<key>`, or `<key>`.
+fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    let arr = match v.get("data") {
+        Some(Value::Array(a)) => Some(a),
+        Some(d @ Value::Object(_)) => d.get(key).and_then(Value::as_array),
+        _ => None,
+    };
+    arr.or_else(|| v.get(key).and_then(Value::as_array))
+        .or_else(|| v.as_array())
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+/// The groups of a `Group/list` answer (lenient about key names and id types).
+pub fn listed(v: &Value) -> Vec<Listed> {
+    items(v, "groups")
+        .iter()
+        .filter_map(|g| {
+            let id = ["groupId", "group_id", "id"].iter().find_map(|k| loose_id(g.get(*k)))?;
+            let name = ["name", "groupName", "group_name"]
+                .iter()
+                .find_map(|k| g.get(*k).and_then(Value::as_str))?
+                .to_string();
+            Some(Listed { id, name })
+        })
+        .collect()
+}
+
+/// The group of exactly this name, compared case-insensitively on our side (the vendor's
+/// filter is a substring match): the exact-case match first, else the lowest id.
+pub fn exact_match<'a>(groups: &'a [Listed], name: &str) -> Option<&'a Listed> {
+    groups.iter().find(|g| g.name == name).or_else(|| {
+        groups
+            .iter()
+            .filter(|g| g.name.to_lowercase() == name.to_lowercase())
+            .min_by_key(|g| (g.id.parse::<u64>().unwrap_or(u64::MAX), g.id.clone()))
+    })
+}
+
+/// A group's agents and which of them receive calls, from a `getGroupAgentRelation`
+/// answer, whose shape is not documented: rows of `{agent_unique_id, receive_call}` (under
+/// `data`, `data.agents` or `agents`), rows that are bare ids, or the two lists of the
+/// assign call's own shape.
+pub fn relation(v: &Value) -> (Vec<String>, Vec<String>) {
+    let data = v.get("data").unwrap_or(v);
+    if let Some(Value::Array(ids)) = data.get("agent_unique_id") {
+        let agents: Vec<String> = ids.iter().filter_map(|i| loose_id(Some(i))).collect();
+        let rc = match data.get("receive_call") {
+            Some(Value::Array(r)) => r.iter().filter_map(|i| loose_id(Some(i))).collect(),
+            _ => Vec::new(),
+        };
+        return (agents, rc);
+    }
+    let mut agents = Vec::new();
+    let mut rc = Vec::new();
+    let mut seen = BTreeSet::new();
+    for row in items(v, "agents") {
+        let (id, flag) = match row {
+            Value::Object(_) => {
+                let id = ["agent_unique_id", "agentUniqueId", "agent_id", "agentId", "id"]
+                    .iter()
+                    .find_map(|k| loose_id(row.get(*k)));
+                let flag = ["receive_call", "receiveCall"].iter().find_map(|k| row.get(*k));
+                (id, loose_flag(flag))
+            }
+            other => (loose_id(Some(other)), false),
+        };
+        let Some(id) = id else { continue };
+        if seen.insert(id.clone()) {
+            if flag {
+                rc.push(id.clone());
+            }
+            agents.push(id);
+        }
+    }
+    (agents, rc)
+}
+
+/// The two whole lists one assign call sends, and what it proves beyond the plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Assignment {
+    /// Every agent the group has after the call (sorted).
+    pub agents: Vec<String>,
+    /// The agents among them that receive calls (sorted).
+    pub receive_call: Vec<String>,
+    /// Agents on the group that rostersync did not know of, kept as they are (owned and
+    /// add_only modes): recorded as members rostersync did not add.
+    pub foreign: Vec<String>,
+    /// Known members the source does not want, kept only by the mode, that somebody has
+    /// removed from the group since: not put back, and forgotten.
+    pub dropped: Vec<String>,
+}
+
+/// The whole lists for one update. `authoritative`: exactly what the plan says the group
+/// has after the op. `owned`/`add_only` with the group's current lists (`current`, from a
+/// relation read): what the plan says, plus the agents the group has now that rostersync
+/// does not know of (with their current flags), minus the planned removals, and without
+/// the merely kept members (`Update::kept`) that the group no longer has.
+pub fn assignment(u: &Update, mode: Mode, current: Option<&(Vec<String>, Vec<String>)>) -> Assignment {
+    let mut agents: BTreeSet<String> = u.members_after.iter().cloned().collect();
+    let mut rc: BTreeSet<String> = u.receive_call_after.iter().cloned().collect();
+    let mut foreign = Vec::new();
+    let mut dropped = Vec::new();
+    if let (Some((now, now_rc)), false) = (current, mode == Mode::Authoritative) {
+        let now_set: BTreeSet<&String> = now.iter().collect();
+        for id in &u.kept {
+            if !now_set.contains(id) && agents.remove(id) {
+                dropped.push(id.clone());
+            }
+        }
+        let removed: BTreeSet<&str> = u.remove.iter().map(|m| m.id.as_str()).collect();
+        let now_rc: BTreeSet<&String> = now_rc.iter().collect();
+        for id in now {
+            if removed.contains(id.as_str()) || agents.contains(id) || dropped.contains(id) {
+                continue;
+            }
+            agents.insert(id.clone());
+            if now_rc.contains(id) {
+                rc.insert(id.clone());
+            }
+            foreign.push(id.clone());
+        }
+    }
+    rc.retain(|id| agents.contains(id));
+    foreign.sort();
+    foreign.dedup();
+    dropped.sort();
+    Assignment { agents: agents.into_iter().collect(), receive_call: rc.into_iter().collect(), foreign, dropped }
+}
+
+/// Whether the group already has exactly these lists (nothing to send).
+pub fn already(a: &Assignment, current: &(Vec<String>, Vec<String>)) -> bool {
+    let set = |v: &[String]| v.iter().cloned().collect::<BTreeSet<_>>();
+    set(&a.agents) == set(&current.0) && set(&a.receive_call) == set(&current.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Member;
+
+    fn m(id: &str) -> Member {
+        Member { id: id.into(), email: Some(format!("{id}@x")) }
+    }
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn the_body_decides_not_the_status() {
+        let err = |c: i64| json!({"status": "error", "code": c, "message": "m"}).to_string().into_bytes();
+        let ok = br#"{"status":"success","message":"done","code":200}"#;
+        assert_eq!(classify(Endpoint::Assign, 200, ok), Verdict::Ok);
+        assert_eq!(classify(Endpoint::Assign, 200, &err(1009)), Verdict::Retry("DeepCall error 1009: m".into()));
+        assert!(matches!(classify(Endpoint::Add, 200, &err(1010)), Verdict::Retry(_)));
+        assert!(matches!(classify(Endpoint::Assign, 200, &err(1503)), Verdict::NotFound(_)));
+        assert!(matches!(classify(Endpoint::Relation, 200, &err(1503)), Verdict::NotFound(_)));
+        assert!(matches!(classify(Endpoint::Delete, 200, &err(1503)), Verdict::NotFound(_)));
+        // 1503 on an endpoint that names no group is no "gone group".
+        assert!(matches!(classify(Endpoint::Add, 200, &err(1503)), Verdict::Fail(_)));
+        assert!(matches!(classify(Endpoint::List, 200, &err(1503)), Verdict::Fail(_)));
+        for c in [1000, 1047, 1501, 1502, 4242] {
+            assert!(matches!(classify(Endpoint::Update, 200, &err(c)), Verdict::Fail(_)), "{c}");
+        }
+        assert!(matches!(classify(Endpoint::Assign, 200, &err(1015)), Verdict::Unauthorized(_)));
+        // Even under another status, a vendor body wins; transport statuses retry.
+        assert!(matches!(classify(Endpoint::Assign, 400, &err(1503)), Verdict::NotFound(_)));
+        assert!(matches!(classify(Endpoint::Assign, 503, &err(1503)), Verdict::Retry(_)));
+        assert!(matches!(classify(Endpoint::Add, 429, b""), Verdict::Retry(_)));
+        // A 2xx that is no JSON object proves nothing.
+        assert!(matches!(classify(Endpoint::Assign, 200, b"<html>ok</html>"), Verdict::Retry(_)));
+        assert!(matches!(classify(Endpoint::Assign, 200, b""), Verdict::Retry(_)));
+        // 404 is a wrong base_url, never a gone group.
+        match classify(Endpoint::Update, 404, b"Cannot POST /x") {
+            Verdict::Fail(m) => assert!(m.contains("base_url"), "{m}"),
+            v => panic!("{v:?}"),
+        }
+        assert!(matches!(classify(Endpoint::Update, 401, b""), Verdict::Unauthorized(_)));
+    }
+
+    #[test]
+    fn vendor_errors_are_read_leniently() {
+        let e = vendor_error(&json!({"status": "error", "code": "1503", "message": "Group not found or not authorized"}));
+        assert_eq!(e.unwrap().to_string(), "DeepCall error 1503: Group not found or not authorized");
+        assert_eq!(vendor_error(&json!({"status": "ERROR", "code": 1009})).unwrap().message, "no message");
+        assert!(vendor_error(&json!({"status": false, "msg": "x"})).is_some());
+        assert!(vendor_error(&json!({"code": 1047, "message": "Invalid Request Data"})).is_some());
+        assert!(vendor_error(&json!({"code": 200})).is_none());
+        assert!(vendor_error(&json!({"status": "success", "code": 200})).is_none());
+        assert!(vendor_error(&json!({"groupId": "3"})).is_none());
+        assert!(vendor_error(&json!([1, 2])).is_none());
+    }
+
+    #[test]
+    fn bodies() {
+        assert_eq!(add_body("Tier 1"), json!({"name": "Tier 1"}));
+        assert_eq!(list_body(Some("T")), json!({"name": "T"}));
+        assert_eq!(list_body(None), json!({}));
+        assert_eq!(rename_body("4", "N"), json!({"groupId": "4", "name": "N"}));
+        assert_eq!(group_body("4"), json!({"groupId": "4"}));
+        let a = Assignment { agents: s(&["1", "2"]), receive_call: s(&["2"]), ..Default::default() };
+        assert_eq!(assign_body("4", &a), json!({"groupId": "4", "agent_unique_id": ["1", "2"], "receive_call": ["2"]}));
+        // Emptying a group still sends both (empty) lists.
+        assert_eq!(
+            assign_body("4", &Assignment::default()),
+            json!({"groupId": "4", "agent_unique_id": [], "receive_call": []})
+        );
+        let mut auth = Map::new();
+        auth.insert("userId".into(), json!("u"));
+        auth.insert("token".into(), json!("t"));
+        assert_eq!(with_auth(group_body("4"), &auth), json!({"groupId": "4", "userId": "u", "token": "t"}));
+    }
+
+    #[test]
+    fn answers_are_decoded_leniently() {
+        assert_eq!(created_id(&json!({"status": "success", "groupId": "7"})), Some("7".into()));
+        assert_eq!(created_id(&json!({"groupId": 7})), Some("7".into()));
+        assert_eq!(created_id(&json!({"data": {"id": 8}})), Some("8".into()));
+        assert_eq!(created_id(&json!({"groupId": ""})), None);
+        assert_eq!(created_name(&json!({"data": {"name": "Tier 11"}})), Some("Tier 11".into()));
+        assert_eq!(created_name(&json!({"groupId": "1"})), None);
+
+        let l = listed(&json!({"data": [
+            {"groupId": "1", "name": "Tier 1"}, {"group_id": 2, "groupName": "tier 1"},
+            {"id": "3", "name": "Tier 11"}, {"name": "no id"}
+        ]}));
+        assert_eq!(l.len(), 3);
+        assert_eq!(listed(&json!({"data": {"groups": [{"id": 5, "name": "A"}]}})), vec![Listed { id: "5".into(), name: "A".into() }]);
+        assert_eq!(listed(&json!([{"id": 5, "name": "A"}])).len(), 1);
+        assert!(listed(&json!({"status": "success"})).is_empty());
+    }
+
+    #[test]
+    fn exact_case_insensitive_match_on_our_side() {
+        let l = |v: &[(&str, &str)]| v.iter().map(|(i, n)| Listed { id: i.to_string(), name: n.to_string() }).collect::<Vec<_>>();
+        // The vendor's substring filter returns "Tier 11" and "Tier 1 Support" for "Tier 1".
+        let g = l(&[("3", "Tier 11"), ("4", "Tier 1 Support"), ("9", "TIER 1")]);
+        assert_eq!(exact_match(&g, "Tier 1").unwrap().id, "9");
+        assert!(exact_match(&g, "Tier").is_none());
+        let g = l(&[("12", "tier 1"), ("10", "TIER 1"), ("11", "Tier 1")]);
+        assert_eq!(exact_match(&g, "Tier 1").unwrap().id, "11");
+        assert_eq!(exact_match(&g, "tIER 1").unwrap().id, "10");
+    }
+
+    #[test]
+    fn relation_flags_in_every_spelling() {
+        for (on, off) in [(json!(1), json!(0)), (json!("1"), json!("0")), (json!(true), json!(false)), (json!("true"), json!("false"))] {
+            let v = json!({"status": "success", "data": [
+                {"groupId": "1", "agent_unique_id": "1001", "receive_call": on},
+                {"groupId": "1", "agent_unique_id": 1002, "receive_call": off},
+            ]});
+            assert_eq!(relation(&v), (s(&["1001", "1002"]), s(&["1001"])));
+        }
+        let v = json!({"data": {"agent_unique_id": ["1", 2], "receive_call": ["2"]}});
+        assert_eq!(relation(&v), (s(&["1", "2"]), s(&["2"])));
+        let v = json!({"data": {"agents": [{"agentId": "5", "receiveCall": "yes"}, "6", "6"]}});
+        assert_eq!(relation(&v), (s(&["5", "6"]), s(&["5"])));
+        assert_eq!(relation(&json!({"data": []})), (vec![], vec![]));
+    }
+
+    fn update(after: &[&str], rc_after: &[&str], remove: &[&str]) -> Update {
+        Update {
+            key: "k".into(),
+            remote_id: "1".into(),
+            name: "G".into(),
+            remove: remove.iter().map(|i| m(i)).collect(),
+            members_after: s(after),
+            receive_call_after: s(rc_after),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn authoritative_sends_exactly_the_plan() {
+        let u = update(&["1", "2"], &["2"], &["3"]);
+        let now = (s(&["1", "3", "9"]), s(&["9"]));
+        let a = assignment(&u, Mode::Authoritative, Some(&now));
+        assert_eq!(a, Assignment { agents: s(&["1", "2"]), receive_call: s(&["2"]), ..Default::default() });
+        assert_eq!(assignment(&u, Mode::Authoritative, None), a);
+    }
+
+    #[test]
+    fn owned_and_add_only_keep_agents_rostersync_does_not_know() {
+        // Known after the op: 1, 2 (2 receives calls); 3 is an owned member being removed;
+        // 9 and 8 were put on the group by somebody else (9 receives calls).
+        let u = update(&["1", "2"], &["2"], &["3"]);
+        let now = (s(&["1", "3", "9", "8"]), s(&["9", "3"]));
+        for mode in [Mode::Owned, Mode::AddOnly] {
+            let a = assignment(&u, mode, Some(&now));
+            assert_eq!(a.agents, s(&["1", "2", "8", "9"]));
+            assert_eq!(a.receive_call, s(&["2", "9"]));
+            assert_eq!(a.foreign, s(&["8", "9"]));
+        }
+        // Without a read there is nothing foreign to keep.
+        assert_eq!(assignment(&u, Mode::Owned, None).agents, s(&["1", "2"]));
+    }
+
+    #[test]
+    fn kept_members_removed_by_hand_are_not_put_back() {
+        // 5 is known but unwanted, kept by the mode; 1 is wanted. Both were removed by hand.
+        let mut u = update(&["1", "2", "5"], &["2", "5"], &[]);
+        u.kept = s(&["5"]);
+        let now = (s(&["2"]), s(&["2"]));
+        let a = assignment(&u, Mode::Owned, Some(&now));
+        assert_eq!(a.agents, s(&["1", "2"]), "a wanted member comes back, an unwanted one does not");
+        assert_eq!(a.receive_call, s(&["2"]));
+        assert_eq!(a.dropped, s(&["5"]));
+        assert!(a.foreign.is_empty());
+        // Still there: kept as it is.
+        let now = (s(&["2", "5"]), s(&[]));
+        let a = assignment(&u, Mode::AddOnly, Some(&now));
+        assert_eq!(a.agents, s(&["1", "2", "5"]));
+        assert!(a.dropped.is_empty());
+        // Authoritative never keeps anything the plan does not say.
+        assert_eq!(assignment(&u, Mode::Authoritative, Some(&now)).agents, s(&["1", "2", "5"]));
+    }
+
+    #[test]
+    fn nothing_to_send_when_the_group_already_matches() {
+        let a = Assignment { agents: s(&["1", "2"]), receive_call: s(&["2"]), ..Default::default() };
+        assert!(already(&a, &(s(&["2", "1"]), s(&["2"]))));
+        assert!(!already(&a, &(s(&["1", "2"]), s(&[]))));
+        assert!(!already(&a, &(s(&["1"]), s(&["2"]))));
+    }
+}
