@@ -329,7 +329,11 @@ pub fn plan_group(desired: &DesiredGroup, known: &KnownGroup, mode: Mode) -> Opt
         .collect();
     let receive_call = (rc_after != rc_known).then(|| rc_after.iter().cloned().collect());
     let rename_from = (desired.name != known.name).then(|| known.name.clone());
-    let kept = after.iter().filter(|id| !desired.members.contains_key(*id)).cloned().collect();
+    let kept = after
+        .iter()
+        .filter(|id| !desired.members.contains_key(*id))
+        .cloned()
+        .collect();
 
     let u = Update {
         key: desired.key.clone(),

@@ -451,7 +451,11 @@ fn members_after_for_replace_apis() {
     };
     assert_eq!(u.members_after, ["a", "b", "c"]);
     assert_eq!(u.receive_call_after, ["c"]);
-    assert_eq!(u.kept, ["b"], "b stays only because owned mode does not remove it");
+    assert_eq!(
+        u.kept,
+        ["b"],
+        "b stays only because owned mode does not remove it"
+    );
 }
 
 #[test]

@@ -35,7 +35,8 @@ fn summary(reqs: &[Logged]) -> String {
             .map(|s| {
                 // Ids (UUIDs, hex, numbers) carry digits; endpoint names do not.
                 let digits = s.chars().any(|c| c.is_ascii_digit());
-                if s.len() > 12 && digits || s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() {
+                if s.len() > 12 && digits || s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty()
+                {
                     "{id}"
                 } else {
                     s
@@ -181,7 +182,10 @@ pub fn drift_repaired_by_full(fake: Arc<dyn Fake>) {
         "{}",
         dry.stdout
     );
-    assert!(writes(&*fake, &fake.requests()) == 0, "dry-run --full only reads");
+    assert!(
+        writes(&*fake, &fake.requests()) == 0,
+        "dry-run --full only reads"
+    );
     fake.clear_requests();
     let r = env.run(&["sync", "--full"]).expect(0);
     env.assert_converged(&groups);

@@ -28,7 +28,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 use tracing::warn;
 
-use super::{CallInfo, Ctx, FailKind, Failure, Http, OpError, RemoteGroup, Request, Retry, Target, Verdict};
+use super::{
+    CallInfo, Ctx, FailKind, Failure, Http, OpError, RemoteGroup, Request, Retry, Target, Verdict,
+};
 use crate::config::{Mode, TargetConfig};
 use crate::plan::{Create, Delete, KnownGroup, KnownMember, Update};
 use crate::store::Delta;
@@ -63,7 +65,12 @@ pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), String> {
     let mut headers = HeaderMap::new();
     headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
     let http = Http::new(cfg, headers)?;
-    let t = AssignGroup { base: cfg.base_url.clone(), mode: cfg.membership, auth, fresh: Mutex::new(HashMap::new()) };
+    let t = AssignGroup {
+        base: cfg.base_url.clone(),
+        mode: cfg.membership,
+        auth,
+        fresh: Mutex::new(HashMap::new()),
+    };
     Ok((Box::new(t), http))
 }
 
@@ -99,13 +106,23 @@ fn permanent(e: OpError, context: &str) -> OpError {
 impl AssignGroup {
     /// A `POST` to `ep` with the credentials merged into `body`.
     fn request(&self, ep: Endpoint, body: Value) -> Request {
-        let auth: Map<String, Value> =
-            self.auth.iter().map(|(k, v)| (k.to_string(), Value::String(v.expose_secret().to_string()))).collect();
-        Request::new(Method::POST, format!("{}{}", self.base, ep.path())).json(wire::with_auth(body, &auth))
+        let auth: Map<String, Value> = self
+            .auth
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.expose_secret().to_string())))
+            .collect();
+        Request::new(Method::POST, format!("{}{}", self.base, ep.path()))
+            .json(wire::with_auth(body, &auth))
     }
 
     /// `Group/list`, filtered by `filter` (a substring match on the vendor's side) or whole.
-    async fn list(&self, ctx: &Ctx, key: &str, name: &str, filter: Option<&str>) -> Result<Vec<wire::Listed>, OpError> {
+    async fn list(
+        &self,
+        ctx: &Ctx,
+        key: &str,
+        name: &str,
+        filter: Option<&str>,
+    ) -> Result<Vec<wire::Listed>, OpError> {
         let info = CallInfo::new("find").group(key, name);
         let req = self.request(Endpoint::List, wire::list_body(filter));
         let reply = ctx.read(info, req, &verdict(Endpoint::List)).await?;
@@ -127,7 +144,14 @@ impl AssignGroup {
     /// gone (NotFound: the engine forgets it and creates it again); a group still listed,
     /// or a listing that fails, makes the failure final: rostersync must not create a
     /// second group beside one the operator lost the rights to.
-    async fn disambiguate(&self, ctx: &Ctx, key: &str, name: &str, id: &str, e: OpError) -> OpError {
+    async fn disambiguate(
+        &self,
+        ctx: &Ctx,
+        key: &str,
+        name: &str,
+        id: &str,
+        e: OpError,
+    ) -> OpError {
         if !e.is_not_found() {
             return e;
         }
@@ -135,9 +159,14 @@ impl AssignGroup {
             Ok(groups) if !groups.iter().any(|g| g.id == id) => e,
             Ok(_) => permanent(
                 e,
-                &format!("group {id} is still listed, so rostersync lacks the rights to it (not re-created)"),
+                &format!(
+                    "group {id} is still listed, so rostersync lacks the rights to it (not re-created)"
+                ),
             ),
-            Err(le) => permanent(e, &format!("could not check whether group {id} still exists ({le})")),
+            Err(le) => permanent(
+                e,
+                &format!("could not check whether group {id} still exists ({le})"),
+            ),
         }
     }
 
@@ -159,11 +188,19 @@ impl AssignGroup {
             // The read just proved the group has both lists already.
             return ctx.note("update", &u.key, &u.name, delta);
         }
-        let info = CallInfo::new("update").group(&u.key, &u.name).adds(&u.add).removes(&u.remove);
+        let info = CallInfo::new("update")
+            .group(&u.key, &u.name)
+            .adds(&u.add)
+            .removes(&u.remove);
         let req = self.request(Endpoint::Assign, wire::assign_body(&u.remote_id, &a));
-        match ctx.send(info, req, Retry::Always, &verdict(Endpoint::Assign)).await {
+        match ctx
+            .send(info, req, Retry::Always, &verdict(Endpoint::Assign))
+            .await
+        {
             Ok(p) => ctx.confirm(p, delta),
-            Err(e) => Err(self.disambiguate(ctx, &u.key, &u.name, &u.remote_id, e).await),
+            Err(e) => Err(self
+                .disambiguate(ctx, &u.key, &u.name, &u.remote_id, e)
+                .await),
         }
     }
 
@@ -184,9 +221,20 @@ impl AssignGroup {
         }
         let info = CallInfo::new("rename").group(&u.key, &u.name);
         let req = self.request(Endpoint::Update, wire::rename_body(&u.remote_id, &u.name));
-        match ctx.send(info, req, Retry::Always, &verdict(Endpoint::Update)).await {
-            Ok(p) => ctx.confirm(p, Delta::Renamed { key: u.key.clone(), name: u.name.clone() }),
-            Err(e) => Err(self.disambiguate(ctx, &u.key, &u.name, &u.remote_id, e).await),
+        match ctx
+            .send(info, req, Retry::Always, &verdict(Endpoint::Update))
+            .await
+        {
+            Ok(p) => ctx.confirm(
+                p,
+                Delta::Renamed {
+                    key: u.key.clone(),
+                    name: u.name.clone(),
+                },
+            ),
+            Err(e) => Err(self
+                .disambiguate(ctx, &u.key, &u.name, &u.remote_id, e)
+                .await),
         }
     }
 }
@@ -198,9 +246,22 @@ fn members_delta(u: &Update, a: &Assignment) -> Delta {
     let mut added: Vec<(String, KnownMember)> = u
         .add
         .iter()
-        .map(|m| (m.id.clone(), KnownMember { owned: true, receive_call: false, email: m.email.clone() }))
+        .map(|m| {
+            (
+                m.id.clone(),
+                KnownMember {
+                    owned: true,
+                    receive_call: false,
+                    email: m.email.clone(),
+                },
+            )
+        })
         .collect();
-    added.extend(a.foreign.iter().map(|id| (id.clone(), KnownMember::default())));
+    added.extend(
+        a.foreign
+            .iter()
+            .map(|id| (id.clone(), KnownMember::default())),
+    );
     let mut removed: Vec<String> = u.remove.iter().map(|m| m.id.clone()).collect();
     removed.extend(a.dropped.iter().cloned());
     Delta::Members {
@@ -217,11 +278,22 @@ fn members_delta(u: &Update, a: &Assignment) -> Delta {
 impl Target for AssignGroup {
     async fn find(&self, ctx: &Ctx, key: &str, name: &str) -> Result<Option<RemoteGroup>, OpError> {
         let groups = self.list(ctx, key, name, Some(name)).await?;
-        let Some(g) = wire::exact_match(&groups, name) else { return Ok(None) };
+        let Some(g) = wire::exact_match(&groups, name) else {
+            return Ok(None);
+        };
         match self.relation(ctx, key, name, &g.id).await {
             Ok((members, receive_call)) => {
-                self.fresh.lock().expect("fresh lock").insert(g.id.clone(), (members.clone(), receive_call.clone()));
-                Ok(Some(RemoteGroup { id: g.id.clone(), name: g.name.clone(), members, owners: vec![], receive_call }))
+                self.fresh
+                    .lock()
+                    .expect("fresh lock")
+                    .insert(g.id.clone(), (members.clone(), receive_call.clone()));
+                Ok(Some(RemoteGroup {
+                    id: g.id.clone(),
+                    name: g.name.clone(),
+                    members,
+                    owners: vec![],
+                    receive_call,
+                }))
             }
             // Deleted since the listing.
             Err(e) if e.is_not_found() => Ok(None),
@@ -237,7 +309,13 @@ impl Target for AssignGroup {
                     .expect("fresh lock")
                     .insert(g.remote_id.clone(), (members.clone(), receive_call.clone()));
                 // The relation does not carry the name: the known one stays.
-                Ok(Some(RemoteGroup { id: g.remote_id.clone(), name: String::new(), members, owners: vec![], receive_call }))
+                Ok(Some(RemoteGroup {
+                    id: g.remote_id.clone(),
+                    name: String::new(),
+                    members,
+                    owners: vec![],
+                    receive_call,
+                }))
             }
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -248,27 +326,38 @@ impl Target for AssignGroup {
         let info = CallInfo::new("create").group(&op.key, &op.name);
         let req = self.request(Endpoint::Add, wire::add_body(&op.name));
         // Never re-sent in place once it may have been applied: the engine looks again.
-        let p = ctx.send(info, req, Retry::OnlyIfNotApplied, &verdict(Endpoint::Add)).await?;
+        let p = ctx
+            .send(info, req, Retry::OnlyIfNotApplied, &verdict(Endpoint::Add))
+            .await?;
         let answer = p.json();
         let Some(id) = wire::created_id(&answer) else {
             ctx.confirm(p, Delta::None)?;
             return Err(look_again("the Group/add answer carries no groupId".into()));
         };
-        if let Some(got) = wire::created_name(&answer).filter(|n| n.to_lowercase() != op.name.to_lowercase()) {
+        if let Some(got) =
+            wire::created_name(&answer).filter(|n| n.to_lowercase() != op.name.to_lowercase())
+        {
             // Another group of this name appeared since the lookup and the vendor numbered
             // ours: remove the duplicate and look again (the other one is then adopted).
             ctx.confirm(p, Delta::None)?;
             warn!(group = %op.name, created = %got, "DeepCall gave the new group a numbered name; deleting it");
             let info = CallInfo::new("delete").group(&op.key, &got);
             let req = self.request(Endpoint::Delete, wire::group_body(&id));
-            return match ctx.send(info, req, Retry::Always, &verdict(Endpoint::Delete)).await {
+            return match ctx
+                .send(info, req, Retry::Always, &verdict(Endpoint::Delete))
+                .await
+            {
                 Ok(p) => {
                     ctx.confirm(p, Delta::None)?;
-                    Err(look_again(format!("DeepCall named the new group {got:?} (a duplicate, deleted)")))
+                    Err(look_again(format!(
+                        "DeepCall named the new group {got:?} (a duplicate, deleted)"
+                    )))
                 }
                 Err(e) => Err(permanent(
                     e,
-                    &format!("DeepCall named the new group {got:?} (id {id}), a duplicate; delete it by hand"),
+                    &format!(
+                        "DeepCall named the new group {got:?} (id {id}), a duplicate; delete it by hand"
+                    ),
                 )),
             };
         }
@@ -293,16 +382,24 @@ impl Target for AssignGroup {
             ..Default::default()
         };
         let a = wire::assignment(&u, Mode::Authoritative, None);
-        let info = CallInfo::new("add").group(&op.key, &op.name).adds(&op.members);
+        let info = CallInfo::new("add")
+            .group(&op.key, &op.name)
+            .adds(&op.members);
         let req = self.request(Endpoint::Assign, wire::assign_body(&id, &a));
-        match ctx.send(info, req, Retry::Always, &verdict(Endpoint::Assign)).await {
+        match ctx
+            .send(info, req, Retry::Always, &verdict(Endpoint::Assign))
+            .await
+        {
             Ok(p) => {
                 ctx.confirm(p, members_delta(&u, &a))?;
                 Ok(id)
             }
             // The group is recorded: the next run plans the assignment as an update. Not
             // transient, or the engine would look the group up and adopt it again now.
-            Err(e) => Err(permanent(e, "group created, but its members are not assigned yet")),
+            Err(e) => Err(permanent(
+                e,
+                "group created, but its members are not assigned yet",
+            )),
         }
     }
 
@@ -319,10 +416,21 @@ impl Target for AssignGroup {
     async fn delete(&self, ctx: &Ctx, d: &Delete) -> Result<(), OpError> {
         let info = CallInfo::new("delete").group(&d.key, &d.name);
         let req = self.request(Endpoint::Delete, wire::group_body(&d.remote_id));
-        match ctx.send(info, req, Retry::Always, &verdict(Endpoint::Delete)).await {
+        match ctx
+            .send(info, req, Retry::Always, &verdict(Endpoint::Delete))
+            .await
+        {
             Ok(p) => ctx.confirm(p, Delta::Forget { key: d.key.clone() }),
-            Err(e) => match self.disambiguate(ctx, &d.key, &d.name, &d.remote_id, e).await {
-                e if e.is_not_found() => ctx.note("forget", &d.key, &d.name, Delta::Forget { key: d.key.clone() }),
+            Err(e) => match self
+                .disambiguate(ctx, &d.key, &d.name, &d.remote_id, e)
+                .await
+            {
+                e if e.is_not_found() => ctx.note(
+                    "forget",
+                    &d.key,
+                    &d.name,
+                    Delta::Forget { key: d.key.clone() },
+                ),
                 e => Err(e),
             },
         }

@@ -100,7 +100,10 @@ pub fn loose_flag(v: Option<&Value>) -> bool {
         Some(Value::Bool(b)) => *b,
         Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
         Some(Value::String(s)) => {
-            matches!(s.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "y" | "on")
+            matches!(
+                s.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "y" | "on"
+            )
         }
         _ => false,
     }
@@ -113,7 +116,10 @@ pub fn vendor_error(v: &Value) -> Option<VendorError> {
     let code = loose_i64(o.get("code"));
     let is_error = match o.get("status") {
         Some(Value::String(s)) => {
-            matches!(s.trim().to_ascii_lowercase().as_str(), "error" | "fail" | "failed" | "failure")
+            matches!(
+                s.trim().to_ascii_lowercase().as_str(),
+                "error" | "fail" | "failed" | "failure"
+            )
         }
         Some(Value::Bool(b)) => !b,
         _ => code.is_some_and(|c| c != 200),
@@ -127,7 +133,10 @@ pub fn vendor_error(v: &Value) -> Option<VendorError> {
         .map(str::trim)
         .filter(|m| !m.is_empty())
         .unwrap_or("no message");
-    Some(VendorError { code, message: text.chars().take(300).collect() })
+    Some(VendorError {
+        code,
+        message: text.chars().take(300).collect(),
+    })
 }
 
 /// How an answer of `ep` reads: the body decides, not the HTTP status.
@@ -155,8 +164,13 @@ pub fn classify(ep: Endpoint, status: u16, body: &[u8]) -> Verdict {
     }
     match status {
         200..=299 if v.as_ref().is_some_and(Value::is_object) => Verdict::Ok,
-        200..=299 => Verdict::Retry(format!("HTTP {status}: the answer is not a DeepCall JSON body")),
-        404 => Verdict::Fail(format!("{} (no such endpoint: check base_url)", message(status, body))),
+        200..=299 => Verdict::Retry(format!(
+            "HTTP {status}: the answer is not a DeepCall JSON body"
+        )),
+        404 => Verdict::Fail(format!(
+            "{} (no such endpoint: check base_url)",
+            message(status, body)
+        )),
         _ => default_verdict(status, body),
     }
 }
@@ -214,7 +228,10 @@ pub fn created_id(v: &Value) -> Option<String> {
 /// to a duplicate name).
 pub fn created_name(v: &Value) -> Option<String> {
     let keys = ["name", "groupName", "group_name"];
-    let at = |o: &Value| keys.iter().find_map(|k| o.get(*k).and_then(Value::as_str).map(str::to_string));
+    let at = |o: &Value| {
+        keys.iter()
+            .find_map(|k| o.get(*k).and_then(Value::as_str).map(str::to_string))
+    };
     at(v).or_else(|| v.get("data").and_then(at))
 }
 
@@ -243,7 +260,9 @@ pub fn listed(v: &Value) -> Vec<Listed> {
     items(v, "groups")
         .iter()
         .filter_map(|g| {
-            let id = ["groupId", "group_id", "id"].iter().find_map(|k| loose_id(g.get(*k)))?;
+            let id = ["groupId", "group_id", "id"]
+                .iter()
+                .find_map(|k| loose_id(g.get(*k)))?;
             let name = ["name", "groupName", "group_name"]
                 .iter()
                 .find_map(|k| g.get(*k).and_then(Value::as_str))?
@@ -284,10 +303,18 @@ pub fn relation(v: &Value) -> (Vec<String>, Vec<String>) {
     for row in items(v, "agents") {
         let (id, flag) = match row {
             Value::Object(_) => {
-                let id = ["agent_unique_id", "agentUniqueId", "agent_id", "agentId", "id"]
+                let id = [
+                    "agent_unique_id",
+                    "agentUniqueId",
+                    "agent_id",
+                    "agentId",
+                    "id",
+                ]
+                .iter()
+                .find_map(|k| loose_id(row.get(*k)));
+                let flag = ["receive_call", "receiveCall"]
                     .iter()
-                    .find_map(|k| loose_id(row.get(*k)));
-                let flag = ["receive_call", "receiveCall"].iter().find_map(|k| row.get(*k));
+                    .find_map(|k| row.get(*k));
                 (id, loose_flag(flag))
             }
             other => (loose_id(Some(other)), false),
@@ -323,7 +350,11 @@ pub struct Assignment {
 /// relation read): what the plan says, plus the agents the group has now that rostersync
 /// does not know of (with their current flags), minus the planned removals, and without
 /// the merely kept members (`Update::kept`) that the group no longer has.
-pub fn assignment(u: &Update, mode: Mode, current: Option<&(Vec<String>, Vec<String>)>) -> Assignment {
+pub fn assignment(
+    u: &Update,
+    mode: Mode,
+    current: Option<&(Vec<String>, Vec<String>)>,
+) -> Assignment {
     let mut agents: BTreeSet<String> = u.members_after.iter().cloned().collect();
     let mut rc: BTreeSet<String> = u.receive_call_after.iter().cloned().collect();
     let mut foreign = Vec::new();
@@ -352,7 +383,12 @@ pub fn assignment(u: &Update, mode: Mode, current: Option<&(Vec<String>, Vec<Str
     foreign.sort();
     foreign.dedup();
     dropped.sort();
-    Assignment { agents: agents.into_iter().collect(), receive_call: rc.into_iter().collect(), foreign, dropped }
+    Assignment {
+        agents: agents.into_iter().collect(),
+        receive_call: rc.into_iter().collect(),
+        foreign,
+        dropped,
+    }
 }
 
 /// Whether the group already has exactly these lists (nothing to send).
@@ -367,7 +403,10 @@ mod tests {
     use crate::plan::Member;
 
     fn m(id: &str) -> Member {
-        Member { id: id.into(), email: Some(format!("{id}@x")) }
+        Member {
+            id: id.into(),
+            email: Some(format!("{id}@x")),
+        }
     }
 
     fn s(v: &[&str]) -> Vec<String> {
@@ -376,41 +415,100 @@ mod tests {
 
     #[test]
     fn the_body_decides_not_the_status() {
-        let err = |c: i64| json!({"status": "error", "code": c, "message": "m"}).to_string().into_bytes();
+        let err = |c: i64| {
+            json!({"status": "error", "code": c, "message": "m"})
+                .to_string()
+                .into_bytes()
+        };
         let ok = br#"{"status":"success","message":"done","code":200}"#;
         assert_eq!(classify(Endpoint::Assign, 200, ok), Verdict::Ok);
-        assert_eq!(classify(Endpoint::Assign, 200, &err(1009)), Verdict::Retry("DeepCall error 1009: m".into()));
-        assert!(matches!(classify(Endpoint::Add, 200, &err(1010)), Verdict::Retry(_)));
-        assert!(matches!(classify(Endpoint::Assign, 200, &err(1503)), Verdict::NotFound(_)));
-        assert!(matches!(classify(Endpoint::Relation, 200, &err(1503)), Verdict::NotFound(_)));
-        assert!(matches!(classify(Endpoint::Delete, 200, &err(1503)), Verdict::NotFound(_)));
+        assert_eq!(
+            classify(Endpoint::Assign, 200, &err(1009)),
+            Verdict::Retry("DeepCall error 1009: m".into())
+        );
+        assert!(matches!(
+            classify(Endpoint::Add, 200, &err(1010)),
+            Verdict::Retry(_)
+        ));
+        assert!(matches!(
+            classify(Endpoint::Assign, 200, &err(1503)),
+            Verdict::NotFound(_)
+        ));
+        assert!(matches!(
+            classify(Endpoint::Relation, 200, &err(1503)),
+            Verdict::NotFound(_)
+        ));
+        assert!(matches!(
+            classify(Endpoint::Delete, 200, &err(1503)),
+            Verdict::NotFound(_)
+        ));
         // 1503 on an endpoint that names no group is no "gone group".
-        assert!(matches!(classify(Endpoint::Add, 200, &err(1503)), Verdict::Fail(_)));
-        assert!(matches!(classify(Endpoint::List, 200, &err(1503)), Verdict::Fail(_)));
+        assert!(matches!(
+            classify(Endpoint::Add, 200, &err(1503)),
+            Verdict::Fail(_)
+        ));
+        assert!(matches!(
+            classify(Endpoint::List, 200, &err(1503)),
+            Verdict::Fail(_)
+        ));
         for c in [1000, 1047, 1501, 1502, 4242] {
-            assert!(matches!(classify(Endpoint::Update, 200, &err(c)), Verdict::Fail(_)), "{c}");
+            assert!(
+                matches!(classify(Endpoint::Update, 200, &err(c)), Verdict::Fail(_)),
+                "{c}"
+            );
         }
-        assert!(matches!(classify(Endpoint::Assign, 200, &err(1015)), Verdict::Unauthorized(_)));
+        assert!(matches!(
+            classify(Endpoint::Assign, 200, &err(1015)),
+            Verdict::Unauthorized(_)
+        ));
         // Even under another status, a vendor body wins; transport statuses retry.
-        assert!(matches!(classify(Endpoint::Assign, 400, &err(1503)), Verdict::NotFound(_)));
-        assert!(matches!(classify(Endpoint::Assign, 503, &err(1503)), Verdict::Retry(_)));
-        assert!(matches!(classify(Endpoint::Add, 429, b""), Verdict::Retry(_)));
+        assert!(matches!(
+            classify(Endpoint::Assign, 400, &err(1503)),
+            Verdict::NotFound(_)
+        ));
+        assert!(matches!(
+            classify(Endpoint::Assign, 503, &err(1503)),
+            Verdict::Retry(_)
+        ));
+        assert!(matches!(
+            classify(Endpoint::Add, 429, b""),
+            Verdict::Retry(_)
+        ));
         // A 2xx that is no JSON object proves nothing.
-        assert!(matches!(classify(Endpoint::Assign, 200, b"<html>ok</html>"), Verdict::Retry(_)));
-        assert!(matches!(classify(Endpoint::Assign, 200, b""), Verdict::Retry(_)));
+        assert!(matches!(
+            classify(Endpoint::Assign, 200, b"<html>ok</html>"),
+            Verdict::Retry(_)
+        ));
+        assert!(matches!(
+            classify(Endpoint::Assign, 200, b""),
+            Verdict::Retry(_)
+        ));
         // 404 is a wrong base_url, never a gone group.
         match classify(Endpoint::Update, 404, b"Cannot POST /x") {
             Verdict::Fail(m) => assert!(m.contains("base_url"), "{m}"),
             v => panic!("{v:?}"),
         }
-        assert!(matches!(classify(Endpoint::Update, 401, b""), Verdict::Unauthorized(_)));
+        assert!(matches!(
+            classify(Endpoint::Update, 401, b""),
+            Verdict::Unauthorized(_)
+        ));
     }
 
     #[test]
     fn vendor_errors_are_read_leniently() {
-        let e = vendor_error(&json!({"status": "error", "code": "1503", "message": "Group not found or not authorized"}));
-        assert_eq!(e.unwrap().to_string(), "DeepCall error 1503: Group not found or not authorized");
-        assert_eq!(vendor_error(&json!({"status": "ERROR", "code": 1009})).unwrap().message, "no message");
+        let e = vendor_error(
+            &json!({"status": "error", "code": "1503", "message": "Group not found or not authorized"}),
+        );
+        assert_eq!(
+            e.unwrap().to_string(),
+            "DeepCall error 1503: Group not found or not authorized"
+        );
+        assert_eq!(
+            vendor_error(&json!({"status": "ERROR", "code": 1009}))
+                .unwrap()
+                .message,
+            "no message"
+        );
         assert!(vendor_error(&json!({"status": false, "msg": "x"})).is_some());
         assert!(vendor_error(&json!({"code": 1047, "message": "Invalid Request Data"})).is_some());
         assert!(vendor_error(&json!({"code": 200})).is_none());
@@ -426,8 +524,15 @@ mod tests {
         assert_eq!(list_body(None), json!({}));
         assert_eq!(rename_body("4", "N"), json!({"groupId": "4", "name": "N"}));
         assert_eq!(group_body("4"), json!({"groupId": "4"}));
-        let a = Assignment { agents: s(&["1", "2"]), receive_call: s(&["2"]), ..Default::default() };
-        assert_eq!(assign_body("4", &a), json!({"groupId": "4", "agent_unique_id": ["1", "2"], "receive_call": ["2"]}));
+        let a = Assignment {
+            agents: s(&["1", "2"]),
+            receive_call: s(&["2"]),
+            ..Default::default()
+        };
+        assert_eq!(
+            assign_body("4", &a),
+            json!({"groupId": "4", "agent_unique_id": ["1", "2"], "receive_call": ["2"]})
+        );
         // Emptying a group still sends both (empty) lists.
         assert_eq!(
             assign_body("4", &Assignment::default()),
@@ -436,16 +541,25 @@ mod tests {
         let mut auth = Map::new();
         auth.insert("userId".into(), json!("u"));
         auth.insert("token".into(), json!("t"));
-        assert_eq!(with_auth(group_body("4"), &auth), json!({"groupId": "4", "userId": "u", "token": "t"}));
+        assert_eq!(
+            with_auth(group_body("4"), &auth),
+            json!({"groupId": "4", "userId": "u", "token": "t"})
+        );
     }
 
     #[test]
     fn answers_are_decoded_leniently() {
-        assert_eq!(created_id(&json!({"status": "success", "groupId": "7"})), Some("7".into()));
+        assert_eq!(
+            created_id(&json!({"status": "success", "groupId": "7"})),
+            Some("7".into())
+        );
         assert_eq!(created_id(&json!({"groupId": 7})), Some("7".into()));
         assert_eq!(created_id(&json!({"data": {"id": 8}})), Some("8".into()));
         assert_eq!(created_id(&json!({"groupId": ""})), None);
-        assert_eq!(created_name(&json!({"data": {"name": "Tier 11"}})), Some("Tier 11".into()));
+        assert_eq!(
+            created_name(&json!({"data": {"name": "Tier 11"}})),
+            Some("Tier 11".into())
+        );
         assert_eq!(created_name(&json!({"groupId": "1"})), None);
 
         let l = listed(&json!({"data": [
@@ -453,14 +567,27 @@ mod tests {
             {"id": "3", "name": "Tier 11"}, {"name": "no id"}
         ]}));
         assert_eq!(l.len(), 3);
-        assert_eq!(listed(&json!({"data": {"groups": [{"id": 5, "name": "A"}]}})), vec![Listed { id: "5".into(), name: "A".into() }]);
+        assert_eq!(
+            listed(&json!({"data": {"groups": [{"id": 5, "name": "A"}]}})),
+            vec![Listed {
+                id: "5".into(),
+                name: "A".into()
+            }]
+        );
         assert_eq!(listed(&json!([{"id": 5, "name": "A"}])).len(), 1);
         assert!(listed(&json!({"status": "success"})).is_empty());
     }
 
     #[test]
     fn exact_case_insensitive_match_on_our_side() {
-        let l = |v: &[(&str, &str)]| v.iter().map(|(i, n)| Listed { id: i.to_string(), name: n.to_string() }).collect::<Vec<_>>();
+        let l = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(i, n)| Listed {
+                    id: i.to_string(),
+                    name: n.to_string(),
+                })
+                .collect::<Vec<_>>()
+        };
         // The vendor's substring filter returns "Tier 11" and "Tier 1 Support" for "Tier 1".
         let g = l(&[("3", "Tier 11"), ("4", "Tier 1 Support"), ("9", "TIER 1")]);
         assert_eq!(exact_match(&g, "Tier 1").unwrap().id, "9");
@@ -472,7 +599,12 @@ mod tests {
 
     #[test]
     fn relation_flags_in_every_spelling() {
-        for (on, off) in [(json!(1), json!(0)), (json!("1"), json!("0")), (json!(true), json!(false)), (json!("true"), json!("false"))] {
+        for (on, off) in [
+            (json!(1), json!(0)),
+            (json!("1"), json!("0")),
+            (json!(true), json!(false)),
+            (json!("true"), json!("false")),
+        ] {
             let v = json!({"status": "success", "data": [
                 {"groupId": "1", "agent_unique_id": "1001", "receive_call": on},
                 {"groupId": "1", "agent_unique_id": 1002, "receive_call": off},
@@ -503,7 +635,14 @@ mod tests {
         let u = update(&["1", "2"], &["2"], &["3"]);
         let now = (s(&["1", "3", "9"]), s(&["9"]));
         let a = assignment(&u, Mode::Authoritative, Some(&now));
-        assert_eq!(a, Assignment { agents: s(&["1", "2"]), receive_call: s(&["2"]), ..Default::default() });
+        assert_eq!(
+            a,
+            Assignment {
+                agents: s(&["1", "2"]),
+                receive_call: s(&["2"]),
+                ..Default::default()
+            }
+        );
         assert_eq!(assignment(&u, Mode::Authoritative, None), a);
     }
 
@@ -530,7 +669,11 @@ mod tests {
         u.kept = s(&["5"]);
         let now = (s(&["2"]), s(&["2"]));
         let a = assignment(&u, Mode::Owned, Some(&now));
-        assert_eq!(a.agents, s(&["1", "2"]), "a wanted member comes back, an unwanted one does not");
+        assert_eq!(
+            a.agents,
+            s(&["1", "2"]),
+            "a wanted member comes back, an unwanted one does not"
+        );
         assert_eq!(a.receive_call, s(&["2"]));
         assert_eq!(a.dropped, s(&["5"]));
         assert!(a.foreign.is_empty());
@@ -540,12 +683,19 @@ mod tests {
         assert_eq!(a.agents, s(&["1", "2", "5"]));
         assert!(a.dropped.is_empty());
         // Authoritative never keeps anything the plan does not say.
-        assert_eq!(assignment(&u, Mode::Authoritative, Some(&now)).agents, s(&["1", "2", "5"]));
+        assert_eq!(
+            assignment(&u, Mode::Authoritative, Some(&now)).agents,
+            s(&["1", "2", "5"])
+        );
     }
 
     #[test]
     fn nothing_to_send_when_the_group_already_matches() {
-        let a = Assignment { agents: s(&["1", "2"]), receive_call: s(&["2"]), ..Default::default() };
+        let a = Assignment {
+            agents: s(&["1", "2"]),
+            receive_call: s(&["2"]),
+            ..Default::default()
+        };
         assert!(already(&a, &(s(&["2", "1"]), s(&["2"]))));
         assert!(!already(&a, &(s(&["1", "2"]), s(&[]))));
         assert!(!already(&a, &(s(&["1"]), s(&["2"]))));
