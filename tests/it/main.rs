@@ -1,5 +1,6 @@
 //! The integration test binary: CLI, end-to-end runs against fake servers, conformance.
 
+mod assign_group;
 mod cli;
 mod fakes;
 mod harness;
