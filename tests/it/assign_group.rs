@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::conformance::{count_ok, matches};
+use crate::conformance::count_ok;
 use crate::fakes::deepcall::{FakeDeepCall, Style};
 use crate::fakes::{Fake, Fault, Logged, Match};
 use crate::harness::*;
