@@ -521,7 +521,22 @@ async fn read_back(
     .await;
     let mut drift = 0;
     for (g, r) in reads {
-        match r? {
+        let r = match r {
+            Ok(r) => r,
+            Err(e @ OpError::Record(_)) => return Err(e),
+            // Contained: this group fails and is planned from its known state; the others
+            // are still read and repaired.
+            Err(e) => {
+                warn!(group = %g.name, error = %e, "--full could not read the group; it keeps its known state");
+                report.failed.push(Failed {
+                    group: g.name.clone(),
+                    op: "read".into(),
+                    error: e.to_string(),
+                });
+                continue;
+            }
+        };
+        match r {
             None => {
                 warn!(group = %g.name, "managed group is gone from the target; it will be created again");
                 drift += g.members.len();

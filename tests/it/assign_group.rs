@@ -561,3 +561,32 @@ fn slow_and_failing_reads_are_retried() {
     );
     assert_eq!(f.group_count_with_prefix("R"), 1);
 }
+
+#[test]
+fn full_with_a_refused_group_repairs_the_others() {
+    let (f, env) = start();
+    let groups = four(&f, &env);
+    let id = f.group_id("Tier 1 Support").unwrap();
+    f.fail_group(&id, 1503);
+    f.set_members_by_hand("Tier 2 Support", &[&email(4)]);
+    let r = env.run(&["sync", "--full"]).expect(1);
+    assert!(
+        r.stderr.contains("could not read the group"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        f.groups()["Tier 2 Support"],
+        emails(&[3, 4]),
+        "the drifted group is repaired"
+    );
+    assert_eq!(
+        f.group_names().len(),
+        4,
+        "nothing created: {:?}",
+        f.group_names()
+    );
+    f.clear_fail_group(&id);
+    env.run(&["sync", "--full"]).expect(0);
+    env.assert_converged(&groups);
+}
