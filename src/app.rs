@@ -85,6 +85,7 @@ pub fn main(cli: Cli) -> u8 {
                 targets: targets.clone(),
                 allow_mass_removal: *allow_mass_removal,
                 command: "sync".into(),
+                ..Default::default()
             };
             sync(&rt, &cfg, &opts, *output)
         }
