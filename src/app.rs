@@ -43,17 +43,28 @@ fn init_logging(cli: &Cli, cfg: Option<&Config>) {
         "warn".to_string()
     } else {
         match cli.verbose {
-            0 => cfg.map(|c| c.log.level.clone()).unwrap_or_else(|| "info".into()),
+            0 => cfg
+                .map(|c| c.log.level.clone())
+                .unwrap_or_else(|| "info".into()),
             1 => "debug".into(),
             _ => "trace".into(),
         }
     };
     let filter = EnvFilter::try_from_env("ROSTERSYNC_LOG")
         .unwrap_or_else(|_| EnvFilter::new(format!("warn,rostersync={level}")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
     };
 }
 
@@ -69,7 +80,10 @@ pub fn main(cli: Cli) -> u8 {
         }
     };
     init_logging(&cli, Some(&cfg));
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             report(&e);
@@ -78,16 +92,34 @@ pub fn main(cli: Cli) -> u8 {
     };
     match &cli.command {
         Command::Check => check(&cfg),
-        Command::Sync { dry_run, targets, full, allow_mass_removal, output } => {
-            let opts = SyncOptions {
+        Command::Sync { dry_run, targets, full, allow_mass_removal, output, save_plan, plan_file } => {
+            let mut opts = SyncOptions {
                 dry_run: *dry_run,
                 full: *full,
                 targets: targets.clone(),
                 allow_mass_removal: *allow_mass_removal,
                 command: "sync".into(),
+                expect: None,
                 ..Default::default()
             };
-            sync(&rt, &cfg, &opts, *output)
+            if let Some(file) = plan_file {
+                let saved = std::fs::read(file).map_err(|e| e.to_string()).and_then(|b| {
+                    serde_json::from_slice::<crate::sync::SavedPlan>(&b).map_err(|e| e.to_string())
+                });
+                match saved {
+                    Ok(p) => {
+                        opts.full = p.full;
+                        opts.allow_mass_removal = p.allow_mass_removal;
+                        opts.targets = p.targets.keys().cloned().collect();
+                        opts.expect = Some(p);
+                    }
+                    Err(e) => {
+                        eprintln!("error: --plan {}: not a saved plan: {e}", file.display());
+                        return EXIT_USAGE;
+                    }
+                }
+            }
+            sync(&rt, &cfg, &opts, *output, save_plan.as_deref())
         }
         Command::Daemon => match rt.block_on(crate::daemon::run(path.clone(), cfg.clone())) {
             Ok(code) => code,
@@ -96,8 +128,20 @@ pub fn main(cli: Cli) -> u8 {
                 EXIT_USAGE
             }
         },
-        Command::History { limit, target, group, run, output } => {
-            let f = HistoryFilter { limit: *limit, target: target.clone(), group: group.clone(), run: *run, email: None };
+        Command::History {
+            limit,
+            target,
+            group,
+            run,
+            output,
+        } => {
+            let f = HistoryFilter {
+                limit: *limit,
+                target: target.clone(),
+                group: group.clone(),
+                run: *run,
+                email: None,
+            };
             history(&cfg, &f, *output)
         }
         Command::State { target, output } => state(&cfg, target.as_deref(), *output),
@@ -114,11 +158,29 @@ pub fn exit_code_of(e: &SyncError) -> u8 {
     }
 }
 
-fn sync(rt: &tokio::runtime::Runtime, cfg: &Config, opts: &SyncOptions, output: Format) -> u8 {
+fn sync(
+    rt: &tokio::runtime::Runtime,
+    cfg: &Config,
+    opts: &SyncOptions,
+    output: Format,
+    save_plan: Option<&std::path::Path>,
+) -> u8 {
     match rt.block_on(crate::sync::run(cfg, opts)) {
         Ok(report) => {
+            if let Some(path) = save_plan {
+                let saved = crate::sync::SavedPlan::from_report(&report, opts.allow_mass_removal);
+                let text = serde_json::to_string_pretty(&saved).unwrap_or_default();
+                if let Err(e) = std::fs::write(path, text) {
+                    eprintln!("error: cannot write the plan to {}: {e}", path.display());
+                    return EXIT_FAILED;
+                }
+                eprintln!("plan saved to {}; apply it with `rostersync sync --plan {}`", path.display(), path.display());
+            }
             match output {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default()),
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                ),
                 Format::Text => {
                     print!("{}", crate::render::plan(&report));
                     if !opts.dry_run {
@@ -130,7 +192,10 @@ fn sync(rt: &tokio::runtime::Runtime, cfg: &Config, opts: &SyncOptions, output: 
         }
         Err(e) => {
             if output == Format::Json {
-                println!("{}", json!({ "error": e.to_string(), "exit_code": exit_code_of(&e) }));
+                println!(
+                    "{}",
+                    json!({ "error": e.to_string(), "exit_code": exit_code_of(&e) })
+                );
             }
             report(&e);
             exit_code_of(&e)
@@ -160,7 +225,11 @@ fn check(cfg: &Config) -> u8 {
     println!(
         "state    {}{}",
         cfg.state.display(),
-        if cfg.state.exists() { "" } else { " (not created yet)" }
+        if cfg.state.exists() {
+            ""
+        } else {
+            " (not created yet)"
+        }
     );
     println!(
         "safety   max_removals={} max_removal_ratio={} delete_groups={}",
@@ -168,7 +237,11 @@ fn check(cfg: &Config) -> u8 {
     );
     let mut code = EXIT_OK;
     for t in &cfg.targets {
-        let groups = desired.groups.values().filter(|g| g.is_for(&t.name)).count();
+        let groups = desired
+            .groups
+            .values()
+            .filter(|g| g.is_for(&t.name))
+            .count();
         let missing = t.missing_secrets();
         let built = crate::targets::build(t).err();
         let status = match (&built, missing.is_empty()) {
@@ -179,7 +252,14 @@ fn check(cfg: &Config) -> u8 {
             }
             (None, true) => "ok".into(),
         };
-        println!("target   {:<12} {:<13} {:>5} groups  {}  {}", t.name, t.kind.as_str(), groups, t.base_url, status);
+        println!(
+            "target   {:<12} {:<13} {:>5} groups  {}  {}",
+            t.name,
+            t.kind.as_str(),
+            groups,
+            t.base_url,
+            status
+        );
     }
     if code == EXIT_OK {
         println!("ok");
@@ -212,7 +292,11 @@ fn history(cfg: &Config, f: &HistoryFilter, output: Format) -> u8 {
     match (calls, runs) {
         (Ok(calls), Ok(runs)) => {
             match output {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&json!({ "runs": runs, "calls": calls })).unwrap_or_default()),
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({ "runs": runs, "calls": calls }))
+                        .unwrap_or_default()
+                ),
                 Format::Text => print!("{}", crate::render::history(&runs, &calls)),
             }
             EXIT_OK
@@ -257,26 +341,51 @@ fn state(cfg: &Config, target: Option<&str>, output: Format) -> u8 {
         Format::Json => println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default()),
         Format::Text => {
             for (name, known) in &all {
-                let kind = cfg.target(name).map(|t| t.kind.as_str()).unwrap_or("not configured");
-                println!("{name} ({kind}): {} groups, {} memberships", known.groups.len(), known.managed());
+                let kind = cfg
+                    .target(name)
+                    .map(|t| t.kind.as_str())
+                    .unwrap_or("not configured");
+                println!(
+                    "{name} ({kind}): {} groups, {} memberships",
+                    known.groups.len(),
+                    known.managed()
+                );
                 for g in known.groups.values() {
-                    println!("  {:<28} key={} id={} {} members", format!("\"{}\"", g.name), g.key, g.remote_id, g.members.len());
+                    println!(
+                        "  {:<28} key={} id={} {} members",
+                        format!("\"{}\"", g.name),
+                        g.key,
+                        g.remote_id,
+                        g.members.len()
+                    );
                     for (id, m) in &g.members {
                         let who = m.email.as_deref().unwrap_or("?");
-                        let flags = [(m.owned, "added by rostersync"), (m.receive_call, "receives calls")]
-                            .iter()
-                            .filter(|(on, _)| *on)
-                            .map(|(_, s)| *s)
-                            .collect::<Vec<_>>()
-                            .join(", ");
-                        println!("      {who} ({id}){}", if flags.is_empty() { String::new() } else { format!(" [{flags}]") });
+                        let flags = [
+                            (m.owned, "added by rostersync"),
+                            (m.receive_call, "receives calls"),
+                        ]
+                        .iter()
+                        .filter(|(on, _)| *on)
+                        .map(|(_, s)| *s)
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                        println!(
+                            "      {who} ({id}){}",
+                            if flags.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" [{flags}]")
+                            }
+                        );
                     }
                     for (id, m) in &g.owners {
                         println!("      owner {} ({id})", m.email.as_deref().unwrap_or("?"));
                     }
                 }
                 for k in &known.intents {
-                    println!("  ! unconfirmed create of key {k}: the next sync looks it up before creating");
+                    println!(
+                        "  ! unconfirmed create of key {k}: the next sync looks it up before creating"
+                    );
                 }
             }
         }
@@ -300,18 +409,32 @@ fn explain(cfg: &Config, email: &str) -> u8 {
     };
     let person = desired.people.get(&email);
     match person {
-        Some(p) => println!("{email}{} (defined at {})", p.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default(), p.origin),
+        Some(p) => println!(
+            "{email}{} (defined at {})",
+            p.name
+                .as_ref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default(),
+            p.origin
+        ),
         None => println!("{email} (not in people:)"),
     }
     for t in &cfg.targets {
-        let cache = store.as_ref().and_then(|s| s.resolution_cache(&t.name).ok()).unwrap_or_default();
+        let cache = store
+            .as_ref()
+            .and_then(|s| s.resolution_cache(&t.name).ok())
+            .unwrap_or_default();
         let id = person
             .and_then(|p| p.ids.get(&t.name).cloned())
             .or_else(|| cache.get(&email).cloned().flatten())
             .map(|id| format!("member id {id}"))
             .unwrap_or_else(|| "member id not resolved yet".into());
         println!("{} ({}): {id}", t.name, t.kind);
-        let groups: Vec<_> = desired.groups.values().filter(|g| g.is_for(&t.name) && g.members.contains(&email)).collect();
+        let groups: Vec<_> = desired
+            .groups
+            .values()
+            .filter(|g| g.is_for(&t.name) && g.members.contains(&email))
+            .collect();
         if groups.is_empty() {
             println!("  in no group");
         }
@@ -320,7 +443,12 @@ fn explain(cfg: &Config, email: &str) -> u8 {
             println!("  in \"{}\" (key {}), put there by {at}", g.name, g.key);
         }
         if let Some(s) = &store {
-            let f = HistoryFilter { limit: 1, target: Some(t.name.clone()), email: Some(email.clone()), ..Default::default() };
+            let f = HistoryFilter {
+                limit: 1,
+                target: Some(t.name.clone()),
+                email: Some(email.clone()),
+                ..Default::default()
+            };
             match s.history(&f) {
                 Ok(rows) => match rows.first() {
                     Some(c) => println!(
@@ -330,7 +458,9 @@ fn explain(cfg: &Config, email: &str) -> u8 {
                         c.op,
                         c.group_name.as_deref().unwrap_or("-"),
                         c.outcome,
-                        c.status.map(|s| s.to_string()).unwrap_or_else(|| "no answer".into())
+                        c.status
+                            .map(|s| s.to_string())
+                            .unwrap_or_else(|| "no answer".into())
                     ),
                     None => println!("  no call has touched them yet"),
                 },

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "rostersync", version, about = "Keeps agent groups in step across SCIM, teams, DeepCall and Kazoo")]
+#[command(
+    name = "rostersync",
+    version,
+    about = "Keeps agent groups in step across SCIM, teams, DeepCall and Kazoo"
+)]
 pub struct Cli {
     /// Config file (default: $ROSTERSYNC_CONFIG, ./config/rostersync.toml, /etc/rostersync/rostersync.toml).
     #[arg(long, global = true, value_name = "PATH")]
@@ -49,6 +53,13 @@ pub enum Command {
         allow_mass_removal: bool,
         #[arg(long, value_enum, default_value = "text")]
         output: Format,
+        /// With --dry-run: write the plan to FILE, to review and then apply with --plan.
+        #[arg(long, value_name = "FILE", requires = "dry_run")]
+        save_plan: Option<PathBuf>,
+        /// Apply exactly the plan in FILE; refused (exit 2) if the source or the known
+        /// state changed since it was saved.
+        #[arg(long = "plan", value_name = "FILE", conflicts_with_all = ["dry_run", "full", "targets", "allow_mass_removal"])]
+        plan_file: Option<PathBuf>,
     },
     /// Scheduler loop for systemd.
     Daemon,
@@ -74,7 +85,5 @@ pub enum Command {
         output: Format,
     },
     /// Where a person is meant to be on every target, and the last call that touched them.
-    Explain {
-        email: String,
-    },
+    Explain { email: String },
 }

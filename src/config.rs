@@ -23,7 +23,10 @@ pub struct ConfigError {
 }
 
 fn err(file: &Path, message: impl Into<String>) -> ConfigError {
-    ConfigError { file: file.to_path_buf(), message: message.into() }
+    ConfigError {
+        file: file.to_path_buf(),
+        message: message.into(),
+    }
 }
 
 /// The kinds of target rostersync can drive (SPEC section 5).
@@ -257,7 +260,11 @@ impl TargetConfig {
         };
         needed
             .into_iter()
-            .filter_map(|s| s.as_ref().filter(|s| s.value.is_none()).map(|s| s.from.clone()))
+            .filter_map(|s| {
+                s.as_ref()
+                    .filter(|s| s.value.is_none())
+                    .map(|s| s.from.clone())
+            })
             .collect()
     }
 }
@@ -329,7 +336,10 @@ fn resolve(dir: &Path, p: &str) -> PathBuf {
 
 fn duration(file: &Path, key: &str, v: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(v).map_err(|e| {
-        err(file, format!("{key} = \"{v}\" is not a duration ({e}); write e.g. \"30s\" or \"500ms\""))
+        err(
+            file,
+            format!("{key} = \"{v}\" is not a duration ({e}); write e.g. \"30s\" or \"500ms\""),
+        )
     })
 }
 
@@ -352,17 +362,28 @@ fn validate(file: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigErr
     validate_cron(&cron).map_err(|e| err(file, format!("schedule.cron = \"{cron}\": {e}")))?;
     let ratio = raw.safety.max_removal_ratio.unwrap_or(0.25);
     if !(0.0..=1.0).contains(&ratio) {
-        return Err(err(file, format!("safety.max_removal_ratio = {ratio} must be between 0 and 1")));
+        return Err(err(
+            file,
+            format!("safety.max_removal_ratio = {ratio} must be between 0 and 1"),
+        ));
     }
     let format = match raw.log.format.as_deref().unwrap_or("text") {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
-        other => return Err(err(file, format!("log.format = \"{other}\" is not one of text, json"))),
+        other => {
+            return Err(err(
+                file,
+                format!("log.format = \"{other}\" is not one of text, json"),
+            ));
+        }
     };
     let listen = match raw.metrics.listen.as_deref().unwrap_or("") {
         "" => None,
         s => Some(s.parse::<SocketAddr>().map_err(|_| {
-            err(file, format!("metrics.listen = \"{s}\" is not an address like \"127.0.0.1:9464\""))
+            err(
+                file,
+                format!("metrics.listen = \"{s}\" is not an address like \"127.0.0.1:9464\""),
+            )
         })?),
     };
     let max_age = match raw.metrics.max_age.as_deref() {
@@ -375,7 +396,13 @@ fn validate(file: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigErr
     for (i, t) in raw.target.into_iter().enumerate() {
         let tc = validate_target(file, dir, i, t)?;
         if !names.insert(tc.name.clone()) {
-            return Err(err(file, format!("target[{i}].name = \"{}\" is used by two targets; names must be unique", tc.name)));
+            return Err(err(
+                file,
+                format!(
+                    "target[{i}].name = \"{}\" is used by two targets; names must be unique",
+                    tc.name
+                ),
+            ));
         }
         targets.push(tc);
     }
@@ -394,7 +421,10 @@ fn validate(file: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigErr
             max_removal_ratio: ratio,
             delete_groups: raw.safety.delete_groups.unwrap_or(false),
         },
-        log: Log { format, level: raw.log.level.unwrap_or_else(|| "info".into()) },
+        log: Log {
+            format,
+            level: raw.log.level.unwrap_or_else(|| "info".into()),
+        },
         metrics: Metrics { listen, max_age },
         targets,
     })
@@ -409,7 +439,9 @@ pub fn validate_cron(expr: &str) -> Result<(), String> {
 pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
     let fields = expr.split_whitespace().count();
     if !(expr.starts_with('@') || fields == 5 || fields == 6) {
-        return Err(format!("has {fields} fields; write 5 (minute hour day month weekday) or 6 (seconds first)"));
+        return Err(format!(
+            "has {fields} fields; write 5 (minute hour day month weekday) or 6 (seconds first)"
+        ));
     }
     croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Optional)
@@ -427,18 +459,32 @@ fn secret(
     path: Option<String>,
 ) -> Result<Option<Secret>, ConfigError> {
     match (env, path) {
-        (Some(_), Some(_)) => Err(err(file, format!("{ctx}: give {what}_env or {what}_file, not both"))),
+        (Some(_), Some(_)) => Err(err(
+            file,
+            format!("{ctx}: give {what}_env or {what}_file, not both"),
+        )),
         (Some(var), None) => {
             if var.is_empty() {
-                return Err(err(file, format!("{ctx}.{what}_env is empty: name an environment variable")));
+                return Err(err(
+                    file,
+                    format!("{ctx}.{what}_env is empty: name an environment variable"),
+                ));
             }
-            let value = std::env::var(&var).ok().filter(|v| !v.is_empty()).map(SecretString::from);
-            Ok(Some(Secret { from: format!("{what}_env ({var})"), value }))
+            let value = std::env::var(&var)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(SecretString::from);
+            Ok(Some(Secret {
+                from: format!("{what}_env ({var})"),
+                value,
+            }))
         }
         (None, Some(p)) => {
             // `$CREDENTIALS_DIRECTORY` works for systemd's LoadCredential=.
             let expanded = match std::env::var("CREDENTIALS_DIRECTORY") {
-                Ok(d) => p.replace("$CREDENTIALS_DIRECTORY", &d).replace("${CREDENTIALS_DIRECTORY}", &d),
+                Ok(d) => p
+                    .replace("$CREDENTIALS_DIRECTORY", &d)
+                    .replace("${CREDENTIALS_DIRECTORY}", &d),
                 Err(_) => p.clone(),
             };
             let full = resolve(dir, &expanded);
@@ -447,25 +493,57 @@ fn secret(
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
                 .map(SecretString::from);
-            Ok(Some(Secret { from: format!("{what}_file ({})", full.display()), value }))
+            Ok(Some(Secret {
+                from: format!("{what}_file ({})", full.display()),
+                value,
+            }))
         }
         (None, None) => Ok(None),
     }
 }
 
-fn validate_target(file: &Path, dir: &Path, i: usize, t: RawTarget) -> Result<TargetConfig, ConfigError> {
-    let name = t.name.ok_or_else(|| err(file, format!("target[{i}].name is missing")))?;
+fn validate_target(
+    file: &Path,
+    dir: &Path,
+    i: usize,
+    t: RawTarget,
+) -> Result<TargetConfig, ConfigError> {
+    let name = t
+        .name
+        .ok_or_else(|| err(file, format!("target[{i}].name is missing")))?;
     if name.is_empty() || name.chars().any(|c| c.is_whitespace()) {
-        return Err(err(file, format!("target[{i}].name = \"{name}\" must be a non-empty word")));
+        return Err(err(
+            file,
+            format!("target[{i}].name = \"{name}\" must be a non-empty word"),
+        ));
     }
     let ctx = format!("target \"{name}\"");
-    let kind_s = t.kind.ok_or_else(|| err(file, format!("{ctx}: `kind` is missing (scim, teams, assign_group or kazoo)")))?;
-    let kind: Kind = one_of(file, &format!("{ctx}: kind"), &kind_s, "scim, teams, assign_group, kazoo")?;
-    let base = t.base_url.ok_or_else(|| err(file, format!("{ctx}: `base_url` is missing")))?;
-    let parsed = url::Url::parse(&base)
-        .map_err(|e| err(file, format!("{ctx}: base_url = \"{base}\" is not a URL ({e})")))?;
+    let kind_s = t.kind.ok_or_else(|| {
+        err(
+            file,
+            format!("{ctx}: `kind` is missing (scim, teams, assign_group or kazoo)"),
+        )
+    })?;
+    let kind: Kind = one_of(
+        file,
+        &format!("{ctx}: kind"),
+        &kind_s,
+        "scim, teams, assign_group, kazoo",
+    )?;
+    let base = t
+        .base_url
+        .ok_or_else(|| err(file, format!("{ctx}: `base_url` is missing")))?;
+    let parsed = url::Url::parse(&base).map_err(|e| {
+        err(
+            file,
+            format!("{ctx}: base_url = \"{base}\" is not a URL ({e})"),
+        )
+    })?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-        return Err(err(file, format!("{ctx}: base_url = \"{base}\" must be an http:// or https:// URL with a host")));
+        return Err(err(
+            file,
+            format!("{ctx}: base_url = \"{base}\" must be an http:// or https:// URL with a host"),
+        ));
     }
     let flavor = match t.flavor.as_deref() {
         Some(f) => one_of(file, &format!("{ctx}: flavor"), f, "maestroqa, rfc7644")?,
@@ -477,7 +555,12 @@ fn validate_target(file: &Path, dir: &Path, i: usize, t: RawTarget) -> Result<Ta
         None => Auth::Bearer,
     };
     let membership = match t.membership.as_deref() {
-        Some(m) => one_of(file, &format!("{ctx}: membership"), m, "authoritative, owned, add_only")?,
+        Some(m) => one_of(
+            file,
+            &format!("{ctx}: membership"),
+            m,
+            "authoritative, owned, add_only",
+        )?,
         None => Mode::Authoritative,
     };
     let token = secret(file, dir, &ctx, "token", t.token_env, t.token_file)?;
@@ -486,10 +569,16 @@ fn validate_target(file: &Path, dir: &Path, i: usize, t: RawTarget) -> Result<Ta
     let ssid = secret(file, dir, &ctx, "ssid", t.ssid_env, t.ssid_file)?;
     match kind {
         Kind::Scim | Kind::Teams if token.is_none() => {
-            return Err(err(file, format!("{ctx}: token_env or token_file is missing")));
+            return Err(err(
+                file,
+                format!("{ctx}: token_env or token_file is missing"),
+            ));
         }
         Kind::AssignGroup if ssid.is_none() && (user_id.is_none() || token.is_none()) => {
-            return Err(err(file, format!("{ctx}: give user_id_env and token_env (or ssid_env)")));
+            return Err(err(
+                file,
+                format!("{ctx}: give user_id_env and token_env (or ssid_env)"),
+            ));
         }
         Kind::Kazoo if api_key.is_none() && token.is_none() => {
             return Err(err(file, format!("{ctx}: give api_key_env (or token_env)")));
@@ -499,8 +588,16 @@ fn validate_target(file: &Path, dir: &Path, i: usize, t: RawTarget) -> Result<Ta
         }
         _ => {}
     }
-    let timeout = duration(file, &format!("{ctx}: timeout"), t.timeout.as_deref().unwrap_or("30s"))?;
-    let retry_base = duration(file, &format!("{ctx}: retry_base"), t.retry_base.as_deref().unwrap_or("500ms"))?;
+    let timeout = duration(
+        file,
+        &format!("{ctx}: timeout"),
+        t.timeout.as_deref().unwrap_or("30s"),
+    )?;
+    let retry_base = duration(
+        file,
+        &format!("{ctx}: retry_base"),
+        t.retry_base.as_deref().unwrap_or("500ms"),
+    )?;
     let concurrency = t.concurrency.unwrap_or(4);
     if concurrency == 0 {
         return Err(err(file, format!("{ctx}: concurrency must be at least 1")));
@@ -511,9 +608,12 @@ fn validate_target(file: &Path, dir: &Path, i: usize, t: RawTarget) -> Result<Ta
     }
     let rate_limit = match t.rate_limit {
         Some(r) if r < 0.0 || !r.is_finite() => {
-            return Err(err(file, format!("{ctx}: rate_limit = {r} must be a positive number (0 = unlimited)")));
+            return Err(err(
+                file,
+                format!("{ctx}: rate_limit = {r} must be a positive number (0 = unlimited)"),
+            ));
         }
-        Some(r) if r == 0.0 => None,
+        Some(0.0) => None,
         Some(r) => Some(r),
         None if matches!(kind, Kind::Teams | Kind::Kazoo) => Some(10.0),
         None => None,

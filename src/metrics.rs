@@ -31,7 +31,10 @@ pub fn install() -> Result<PrometheusHandle, String> {
         return Ok(h.clone());
     }
     let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full("rostersync_run_duration_seconds".into()), RUN_BUCKETS)
+        .set_buckets_for_metric(
+            Matcher::Full("rostersync_run_duration_seconds".into()),
+            RUN_BUCKETS,
+        )
         .map_err(|e| format!("metrics: {e}"))?
         .install_recorder()
         .map_err(|e| format!("metrics: {e}"))?;
@@ -41,15 +44,44 @@ pub fn install() -> Result<PrometheusHandle, String> {
 
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!("rostersync_runs_total", "Runs by outcome: ok, failed (some operations failed), refused (a safety guard stopped a target), skipped (source error, lock held: nothing sent).");
-    describe_counter!("rostersync_calls_total", "Calls sent, by target, operation and outcome (ok or failed); retries of one call count once.");
-    describe_counter!("rostersync_retries_total", "Retries of calls after a 429, 5xx, timeout or dropped connection.");
-    describe_counter!("rostersync_members_added_total", "Memberships added on targets, as confirmed by them.");
-    describe_counter!("rostersync_members_removed_total", "Memberships removed on targets, as confirmed by them.");
-    describe_counter!("rostersync_drift_found_total", "Memberships a --full run found different from the known state, by target.");
-    describe_histogram!("rostersync_run_duration_seconds", Unit::Seconds, "Duration of runs.");
-    describe_gauge!("rostersync_last_success_timestamp_seconds", Unit::Seconds, "Unix time of the last run that synced the target without a failed operation.");
-    describe_gauge!("rostersync_plan_ops", "Operations the last plan held, by target.");
+    describe_counter!(
+        "rostersync_runs_total",
+        "Runs by outcome: ok, failed (some operations failed), refused (a safety guard stopped a target), skipped (source error, lock held: nothing sent)."
+    );
+    describe_counter!(
+        "rostersync_calls_total",
+        "Calls sent, by target, operation and outcome (ok or failed); retries of one call count once."
+    );
+    describe_counter!(
+        "rostersync_retries_total",
+        "Retries of calls after a 429, 5xx, timeout or dropped connection."
+    );
+    describe_counter!(
+        "rostersync_members_added_total",
+        "Memberships added on targets, as confirmed by them."
+    );
+    describe_counter!(
+        "rostersync_members_removed_total",
+        "Memberships removed on targets, as confirmed by them."
+    );
+    describe_counter!(
+        "rostersync_drift_found_total",
+        "Memberships a --full run found different from the known state, by target."
+    );
+    describe_histogram!(
+        "rostersync_run_duration_seconds",
+        Unit::Seconds,
+        "Duration of runs."
+    );
+    describe_gauge!(
+        "rostersync_last_success_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time of the last run that synced the target without a failed operation."
+    );
+    describe_gauge!(
+        "rostersync_plan_ops",
+        "Operations the last plan held, by target."
+    );
     // Series that exist from the start, so that rate() and absent() work before the first event.
     for outcome in ["ok", "failed", "refused", "skipped"] {
         metrics::counter!("rostersync_runs_total", "outcome" => outcome).increment(0);
@@ -60,7 +92,11 @@ fn describe() {
 }
 
 /// Serves `/metrics` and `/healthz` on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, handle: PrometheusHandle, health: Arc<Health>) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    handle: PrometheusHandle,
+    health: Arc<Health>,
+) {
     // Histograms are folded into their buckets by the upkeep, not at each scrape.
     let upkeep = handle.clone();
     tokio::spawn(async move {
@@ -96,7 +132,12 @@ pub async fn serve(listener: tokio::net::TcpListener, handle: PrometheusHandle, 
     }
 }
 
-fn respond(method: &Method, path: &str, handle: &PrometheusHandle, health: &Health) -> Response<Full<Bytes>> {
+fn respond(
+    method: &Method,
+    path: &str,
+    handle: &PrometheusHandle,
+    health: &Health,
+) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, kind: &'static str, body: String| {
         Response::builder()
             .status(status)
@@ -105,14 +146,28 @@ fn respond(method: &Method, path: &str, handle: &PrometheusHandle, health: &Heal
             .expect("static response parts")
     };
     match (method, path) {
-        (&Method::GET, "/metrics") => reply(StatusCode::OK, "text/plain; version=0.0.4", handle.render()),
+        (&Method::GET, "/metrics") => {
+            reply(StatusCode::OK, "text/plain; version=0.0.4", handle.render())
+        }
         (&Method::GET, "/healthz") => {
             let (ok, body) = health.check(Instant::now());
-            let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let status = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             reply(status, "application/json", body.to_string() + "\n")
         }
-        (_, "/metrics" | "/healthz") => reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into()),
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics or /healthz\n".into()),
+        (_, "/metrics" | "/healthz") => reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".into(),
+        ),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /metrics or /healthz\n".into(),
+        ),
     }
 }
 
@@ -153,7 +208,8 @@ impl Health {
 
     /// The loop is alive: called at every tick.
     pub fn beat(&self) {
-        self.heartbeat_ms.store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.heartbeat_ms
+            .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Time since the loop's last tick.
@@ -192,7 +248,11 @@ impl Health {
             let age = now.saturating_duration_since(*since);
             let fresh = age <= f.max_age;
             ok &= fresh;
-            let key = if *succeeded { "last_success_age_seconds" } else { "no_success_since_start_seconds" };
+            let key = if *succeeded {
+                "last_success_age_seconds"
+            } else {
+                "no_success_since_start_seconds"
+            };
             targets.insert(name.clone(), json!({ key: secs(age), "ok": fresh }));
         }
         let body = json!({
@@ -219,7 +279,11 @@ mod tests {
 
     #[test]
     fn healthy_while_the_loop_ticks_and_targets_are_fresh() {
-        let h = Health::new(&names(&["a", "b"]), Duration::from_secs(60), Duration::from_secs(30));
+        let h = Health::new(
+            &names(&["a", "b"]),
+            Duration::from_secs(60),
+            Duration::from_secs(30),
+        );
         h.beat();
         let t0 = Instant::now();
         assert!(h.check(t0).0);
@@ -228,12 +292,19 @@ mod tests {
         let (ok, body) = h.check(t0 + Duration::from_secs(61));
         assert!(!ok, "{body}");
         assert_eq!(body["status"], "unhealthy");
-        assert_eq!(body["loop"]["ok"], false, "the loop did not tick for 61 s either");
+        assert_eq!(
+            body["loop"]["ok"], false,
+            "the loop did not tick for 61 s either"
+        );
     }
 
     #[test]
     fn a_stale_target_makes_it_unhealthy() {
-        let h = Health::new(&names(&["a", "b"]), Duration::from_secs(60), Duration::from_secs(3600));
+        let h = Health::new(
+            &names(&["a", "b"]),
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+        );
         let t0 = Instant::now();
         h.succeeded("a", t0 + Duration::from_secs(50));
         let (ok, body) = h.check(t0 + Duration::from_secs(100));
@@ -246,7 +317,11 @@ mod tests {
 
     #[test]
     fn reload_adds_and_forgets_targets() {
-        let h = Health::new(&names(&["a"]), Duration::from_secs(60), Duration::from_secs(3600));
+        let h = Health::new(
+            &names(&["a"]),
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+        );
         h.configure(&names(&["b"]), Duration::from_secs(10));
         let (_, body) = h.check(Instant::now());
         assert!(body["targets"].get("a").is_none());
@@ -259,9 +334,21 @@ mod tests {
         let handle = PrometheusBuilder::new().build_recorder().handle();
         let h = Health::new(&[], Duration::from_secs(60), Duration::from_secs(30));
         h.beat();
-        assert_eq!(respond(&Method::GET, "/metrics", &handle, &h).status(), StatusCode::OK);
-        assert_eq!(respond(&Method::GET, "/healthz", &handle, &h).status(), StatusCode::OK);
-        assert_eq!(respond(&Method::POST, "/metrics", &handle, &h).status(), StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(respond(&Method::GET, "/", &handle, &h).status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            respond(&Method::GET, "/metrics", &handle, &h).status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            respond(&Method::GET, "/healthz", &handle, &h).status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            respond(&Method::POST, "/metrics", &handle, &h).status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            respond(&Method::GET, "/", &handle, &h).status(),
+            StatusCode::NOT_FOUND
+        );
     }
 }

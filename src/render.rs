@@ -10,7 +10,8 @@ use crate::sync::{RunReport, TargetReport};
 /// The plan of every target, as `terraform plan` would show it (SPEC section 8).
 pub fn plan(report: &RunReport) -> String {
     let mut out = String::new();
-    let (mut creates, mut updates, mut deletes, mut adds, mut rems, mut touched) = (0, 0, 0, 0, 0, 0);
+    let (mut creates, mut updates, mut deletes, mut adds, mut rems, mut touched) =
+        (0, 0, 0, 0, 0, 0);
     for t in &report.targets {
         let _ = writeln!(out, "{} ({})", t.name, t.kind);
         if let Some(why) = &t.skipped {
@@ -19,10 +20,18 @@ pub fn plan(report: &RunReport) -> String {
         }
         let Some(p) = &t.plan else { continue };
         if t.drift > 0 {
-            let _ = writeln!(out, "  ! --full found {} memberships that differed from the known state", t.drift);
+            let _ = writeln!(
+                out,
+                "  ! --full found {} memberships that differed from the known state",
+                t.drift
+            );
         }
         if let Some(g) = &p.guard {
-            let verdict = if g.overridden { "OVERRIDDEN by --allow-mass-removal" } else { "REFUSED by the safety guard" };
+            let verdict = if g.overridden {
+                "OVERRIDDEN by --allow-mass-removal"
+            } else {
+                "REFUSED by the safety guard"
+            };
             let _ = writeln!(out, "  ! {verdict}: {g}");
         }
         target_ops(&mut out, p);
@@ -59,7 +68,9 @@ fn dedup_unresolved(t: &TargetReport) -> Vec<String> {
         e.0.push(&u.group);
     }
     seen.into_iter()
-        .map(|(email, (groups, reason))| format!("{email} skipped in {}: {reason}", groups.join(", ")))
+        .map(|(email, (groups, reason))| {
+            format!("{email} skipped in {}: {reason}", groups.join(", "))
+        })
         .collect()
 }
 
@@ -67,14 +78,27 @@ fn target_ops(out: &mut String, p: &TargetPlan) {
     for op in &p.ops {
         match op {
             Op::Create(c) => {
-                let resumed = if c.resumed { " (resuming an unconfirmed create)" } else { "" };
-                let _ = writeln!(out, "  + create {:<24} {} members{resumed}", quoted(&c.name), c.members.len());
+                let resumed = if c.resumed {
+                    " (resuming an unconfirmed create)"
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    out,
+                    "  + create {:<24} {} members{resumed}",
+                    quoted(&c.name),
+                    c.members.len()
+                );
                 for m in &c.owners {
                     let _ = writeln!(out, "      + owner {}", m.label());
                 }
             }
             Op::Update(u) => {
-                let mut what = format!("+{} -{}", u.add.len() + u.add_owners.len(), u.remove.len() + u.remove_owners.len());
+                let mut what = format!(
+                    "+{} -{}",
+                    u.add.len() + u.add_owners.len(),
+                    u.remove.len() + u.remove_owners.len()
+                );
                 if let Some(from) = &u.rename_from {
                     what = format!("{what}, rename from {}", quoted(from));
                 }
@@ -96,7 +120,12 @@ fn target_ops(out: &mut String, p: &TargetPlan) {
                 }
             }
             Op::Delete(d) => {
-                let _ = writeln!(out, "  - delete {:<24} {} members", quoted(&d.name), d.members);
+                let _ = writeln!(
+                    out,
+                    "  - delete {:<24} {} members",
+                    quoted(&d.name),
+                    d.members
+                );
             }
         }
     }
@@ -122,7 +151,11 @@ pub fn results(report: &RunReport) -> String {
     let mut out = String::new();
     for t in &report.targets {
         for f in &t.failed {
-            let _ = writeln!(out, "{}: {} \"{}\" failed: {}", t.name, f.op, f.group, f.error);
+            let _ = writeln!(
+                out,
+                "{}: {} \"{}\" failed: {}",
+                t.name, f.op, f.group, f.error
+            );
         }
     }
     let _ = writeln!(out, "{}", report.summary());
@@ -140,20 +173,41 @@ pub fn history(runs: &[RunRow], calls: &[CallRow]) -> String {
             r.started_at,
             r.command,
             if r.full { " --full" } else { "" },
-            r.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-            r.summary.as_deref().unwrap_or("(unfinished: the process stopped before the end of the run)")
+            r.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+            r.summary
+                .as_deref()
+                .unwrap_or("(unfinished: the process stopped before the end of the run)")
         );
     }
     if !calls.is_empty() {
         let _ = writeln!(out);
     }
     for c in calls {
-        let status = c.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
-        let group = c.group_name.as_deref().or(c.group_key.as_deref()).unwrap_or("-");
+        let status = c
+            .status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "-".into());
+        let group = c
+            .group_name
+            .as_deref()
+            .or(c.group_key.as_deref())
+            .unwrap_or("-");
         let _ = write!(
             out,
             "{} run {} {} {:<8} {:<28} {:<7} +{} -{} {} {} {}ms",
-            c.at, c.run, c.target, c.op, quoted(group), c.outcome, c.added, c.removed, c.method, status, c.latency_ms
+            c.at,
+            c.run,
+            c.target,
+            c.op,
+            quoted(group),
+            c.outcome,
+            c.added,
+            c.removed,
+            c.method,
+            status,
+            c.latency_ms
         );
         if c.attempts > 1 {
             let _ = write!(out, " ({} attempts)", c.attempts);

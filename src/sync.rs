@@ -32,9 +32,58 @@ pub struct SyncOptions {
     pub allow_mass_removal: bool,
     /// `sync` or `daemon`, for the runs table.
     pub command: String,
+    /// `sync --plan FILE`: apply exactly this saved plan, or refuse if anything changed.
+    pub expect: Option<SavedPlan>,
     /// Cancelled by the daemon on SIGTERM: no operation starts after that, calls in flight
     /// finish and are recorded, and the next run re-plans what was not sent.
     pub stop: CancellationToken,
+}
+
+/// A plan saved by `sync --dry-run --save-plan FILE`, applied by `sync --plan FILE`.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct SavedPlan {
+    /// Format version.
+    pub rostersync_plan: u32,
+    pub source_digest: String,
+    pub full: bool,
+    pub allow_mass_removal: bool,
+    pub targets: BTreeMap<String, SavedTarget>,
+}
+
+/// One target's part of a saved plan.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct SavedTarget {
+    /// Digest of the known state the plan was made from.
+    pub known_digest: String,
+    pub plan: TargetPlan,
+}
+
+impl SavedPlan {
+    /// The plan of a dry-run, to save.
+    pub fn from_report(r: &RunReport, allow_mass_removal: bool) -> SavedPlan {
+        let targets = r
+            .targets
+            .iter()
+            .filter_map(|t| {
+                let plan = t.plan.clone()?;
+                Some((t.name.clone(), SavedTarget { known_digest: t.known_digest.clone(), plan }))
+            })
+            .collect();
+        SavedPlan {
+            rostersync_plan: 1,
+            source_digest: r.source_digest.clone(),
+            full: r.full,
+            allow_mass_removal,
+            targets,
+        }
+    }
+}
+
+/// Digest of one target's known state (to tell whether it changed since a plan was saved).
+pub fn known_digest(known: &Known) -> String {
+    use sha2::Digest as _;
+    let bytes = serde_json::to_vec(known).unwrap_or_default();
+    hex::encode(sha2::Sha256::digest(&bytes))
 }
 
 /// Errors that stop a run before anything is sent, or the state lock.
@@ -82,6 +131,10 @@ pub struct TargetReport {
     pub drift: usize,
     /// Warnings for the operator (renames a kind cannot do, ...).
     pub warnings: Vec<String>,
+    /// Digest of the known state the plan was made from (before any `--full` read).
+    pub known_digest: String,
+    /// `--plan FILE`: the fresh plan differs from the saved one, so nothing was sent.
+    pub stale: bool,
 }
 
 impl TargetReport {
@@ -95,6 +148,8 @@ impl TargetReport {
             failed: Vec::new(),
             drift: 0,
             warnings: Vec::new(),
+            known_digest: String::new(),
+            stale: false,
         }
     }
     pub fn refused(&self) -> bool {
@@ -125,11 +180,13 @@ fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 }
 
 impl RunReport {
-    /// 0 ok, 1 some ops failed, 3 a safety guard refused a target.
+    /// 0 ok, 1 some ops failed, 2 a saved plan was stale, 3 a safety guard refused a target.
     pub fn exit_code(&self) -> u8 {
-        if self.targets.iter().any(TargetReport::refused) {
+        if self.targets.iter().any(|t| t.stale) {
+            2
+        } else if self.targets.iter().any(TargetReport::refused) {
             3
-        } else if self.calls_failed > 0 || self.targets.iter().any(|t| !t.failed.is_empty()) {
+        } else if self.targets.iter().any(|t| !t.failed.is_empty()) {
             1
         } else {
             0
@@ -139,6 +196,7 @@ impl RunReport {
     pub fn outcome(&self) -> &'static str {
         match self.exit_code() {
             0 => "ok",
+            2 => "stale plan",
             3 => "refused",
             _ => "failed",
         }
@@ -197,10 +255,18 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
     if !opts.dry_run {
         let missing: Vec<String> = selected
             .iter()
-            .flat_map(|t| t.missing_secrets().into_iter().map(move |m| format!("target \"{}\": {m} is not set", t.name)))
+            .flat_map(|t| {
+                t.missing_secrets()
+                    .into_iter()
+                    .map(move |m| format!("target \"{}\": {m} is not set", t.name))
+            })
             .collect();
         if !missing.is_empty() {
-            return Err(SyncError::Usage(format!("{}: {}", cfg.path.display(), missing.join("; "))));
+            return Err(SyncError::Usage(format!(
+                "{}: {}",
+                cfg.path.display(),
+                missing.join("; ")
+            )));
         }
     }
     let (_lock, store) = if opts.dry_run {
@@ -209,6 +275,9 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
         let lock = StateLock::acquire(&cfg.state)?;
         (Some(lock), Some(Store::open(&cfg.state)?))
     };
+    if let Some(saved) = &opts.expect {
+        check_saved(saved, &desired, store.as_ref(), &selected)?;
+    }
     let run_id = match (&store, opts.dry_run) {
         (Some(s), false) => Some(s.begin_run(&opts.command, opts.full, &desired.digest)?),
         _ => None,
@@ -227,7 +296,9 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
             groups = desired.groups.len(),
             full = opts.full,
             "run {} started",
-            run_id.map(|r| r.to_string()).unwrap_or_else(|| "(dry-run)".into())
+            run_id
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "(dry-run)".into())
         );
     }
     .instrument(span.clone())
@@ -238,7 +309,7 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
         let desired = desired.clone();
         let store = store.clone();
         let recorder = recorder.clone();
-        let span = tracing::info_span!(parent: &span, "target", target = %t.name);
+        let span = tracing::info_span!(parent: &span, "target", run = run_id.unwrap_or(0), target = %t.name);
         async move { sync_target(cfg, t, &desired, store, recorder, opts).await }.instrument(span)
     });
     let reports = futures::future::join_all(futs).await;
@@ -259,7 +330,12 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
     };
     if let (Some(run), Some(store)) = (run_id, &store) {
         let s = store.lock().expect("store");
-        s.finish_run(run, report.outcome(), report.exit_code() as i32, &report.summary())?;
+        s.finish_run(
+            run,
+            report.outcome(),
+            report.exit_code() as i32,
+            &report.summary(),
+        )?;
     }
     metrics::counter!("rostersync_runs_total", "outcome" => report.outcome()).increment(1);
     metrics::histogram!("rostersync_run_duration_seconds").record(report.duration.as_secs_f64());
@@ -269,8 +345,41 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
     Ok(report)
 }
 
+/// `--plan FILE`: refuses (nothing sent) if the source or a target's known state changed
+/// since the plan was saved.
+fn check_saved(
+    saved: &SavedPlan,
+    desired: &Desired,
+    store: Option<&Store>,
+    selected: &[&TargetConfig],
+) -> Result<(), SyncError> {
+    if saved.source_digest != desired.digest {
+        return Err(SyncError::Usage(
+            "the source changed since the plan was saved; make a new plan with `sync --dry-run --save-plan FILE`".into(),
+        ));
+    }
+    for t in selected {
+        let Some(st) = saved.targets.get(&t.name) else { continue };
+        let known = match store {
+            Some(s) => s.known(&t.name)?,
+            None => Known::default(),
+        };
+        if known_digest(&known) != st.known_digest {
+            return Err(SyncError::Usage(format!(
+                "the known state of target {} changed since the plan was saved (another run happened); make a new plan",
+                t.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn plan_options(cfg: &Config, t: &TargetConfig, opts: &SyncOptions) -> PlanOptions {
-    PlanOptions { mode: t.membership, safety: cfg.safety, allow_mass_removal: opts.allow_mass_removal }
+    PlanOptions {
+        mode: t.membership,
+        safety: cfg.safety,
+        allow_mass_removal: opts.allow_mass_removal,
+    }
 }
 
 async fn sync_target(
@@ -290,7 +399,12 @@ async fn sync_target(
             return report;
         }
     };
-    let ctx = Ctx { target: t.name.clone(), kind: t.kind, http, recorder };
+    let ctx = Ctx {
+        target: t.name.clone(),
+        kind: t.kind,
+        http,
+        recorder,
+    };
     let (mut known, cache) = match &store {
         Some(s) => {
             let s = s.lock().expect("store");
@@ -306,25 +420,54 @@ async fn sync_target(
         }
         None => (Known::default(), HashMap::new()),
     };
+    report.known_digest = known_digest(&known);
     let missing = t.missing_secrets();
     if opts.full {
         if !missing.is_empty() {
-            report.skipped = Some(format!("--full needs {} to read the target", missing.join(", ")));
+            report.skipped = Some(format!(
+                "--full needs {} to read the target",
+                missing.join(", ")
+            ));
             return report;
         }
-        if let Err(e) = read_back(&ctx, target.as_ref(), &mut known, &mut report, opts.dry_run).await {
+        if let Err(e) =
+            read_back(&ctx, target.as_ref(), &mut known, &mut report, opts.dry_run).await
+        {
             report.skipped = Some(format!("--full read-back failed: {e}"));
             return report;
         }
     }
     let can_call = missing.is_empty();
-    let dt = resolve(&ctx, target.as_ref(), t, desired, &known, cache, opts, can_call, store.as_ref(), &mut report).await;
+    let dt = resolve(
+        &ctx,
+        target.as_ref(),
+        t,
+        desired,
+        &known,
+        cache,
+        opts,
+        can_call,
+        store.as_ref(),
+        &mut report,
+    )
+    .await;
     let plan = plan_target(&dt, &known, &plan_options(cfg, t, opts));
+    if let Some(saved) = opts.expect.as_ref().and_then(|p| p.targets.get(&t.name)) {
+        if saved.plan != plan {
+            warn!("target {}: the plan differs from the saved one (a member lookup gave another answer); nothing sent, make a new plan", t.name);
+            report.stale = true;
+            report.plan = Some(plan);
+            return report;
+        }
+    }
     if let Some(g) = &plan.guard {
         if g.overridden {
             warn!("safety guard overridden by --allow-mass-removal: {g}");
         } else {
-            warn!("target {} refused by the safety guard: {g}; rerun with --allow-mass-removal if this is intended", t.name);
+            warn!(
+                "target {} refused by the safety guard: {g}; rerun with --allow-mass-removal if this is intended",
+                t.name
+            );
         }
     }
     metrics::gauge!("rostersync_plan_ops", "target" => t.name.clone()).set(plan.ops.len() as f64);
@@ -336,7 +479,17 @@ async fn sync_target(
                 let _ = s.lock().expect("store").drop_intent(&t.name, key);
             }
         }
-        let not_started = apply_target(&ctx, target.as_ref(), t, &plan, &dt, &store, &opts.stop, &mut report).await;
+        let not_started = apply_target(
+            &ctx,
+            target.as_ref(),
+            t,
+            &plan,
+            &dt,
+            &store,
+            &opts.stop,
+            &mut report,
+        )
+        .await;
         if report.failed.is_empty() && not_started == 0 {
             metrics::gauge!("rostersync_last_success_timestamp_seconds", "target" => t.name.clone())
                 .set(unix_now());
@@ -347,7 +500,10 @@ async fn sync_target(
 }
 
 fn unix_now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// `--full`: reads every managed group back and replaces the known state with it.
@@ -359,10 +515,14 @@ async fn read_back(
     dry_run: bool,
 ) -> Result<(), OpError> {
     let groups: Vec<KnownGroup> = known.groups.values().cloned().collect();
-    let reads = futures::stream::iter(groups.iter().map(|g| async move { (g, target.read(ctx, g).await) }))
-        .buffer_unordered(4)
-        .collect::<Vec<_>>()
-        .await;
+    let reads = futures::stream::iter(
+        groups
+            .iter()
+            .map(|g| async move { (g, target.read(ctx, g).await) }),
+    )
+    .buffer_unordered(4)
+    .collect::<Vec<_>>()
+    .await;
     let mut drift = 0;
     for (g, r) in reads {
         match r? {
@@ -371,15 +531,35 @@ async fn read_back(
                 drift += g.members.len();
                 known.groups.remove(&g.key);
                 if !dry_run {
-                    ctx.note("forget", &g.key, &g.name, Delta::Forget { key: g.key.clone() })?;
+                    ctx.note(
+                        "forget",
+                        &g.key,
+                        &g.name,
+                        Delta::Forget { key: g.key.clone() },
+                    )?;
                 }
             }
             Some(rg) => {
                 let fresh = known_from_remote(g, &rg);
-                let d = g.members.keys().filter(|id| !fresh.members.contains_key(*id)).count()
-                    + fresh.members.keys().filter(|id| !g.members.contains_key(*id)).count()
-                    + g.owners.keys().filter(|id| !fresh.owners.contains_key(*id)).count()
-                    + fresh.owners.keys().filter(|id| !g.owners.contains_key(*id)).count();
+                let d = g
+                    .members
+                    .keys()
+                    .filter(|id| !fresh.members.contains_key(*id))
+                    .count()
+                    + fresh
+                        .members
+                        .keys()
+                        .filter(|id| !g.members.contains_key(*id))
+                        .count()
+                    + g.owners
+                        .keys()
+                        .filter(|id| !fresh.owners.contains_key(*id))
+                        .count()
+                    + fresh
+                        .owners
+                        .keys()
+                        .filter(|id| !g.owners.contains_key(*id))
+                        .count();
                 if d > 0 || fresh.name != g.name {
                     warn!(group = %g.name, drift = d, "drift found: the target differs from the known state");
                     drift += d;
@@ -399,7 +579,8 @@ async fn read_back(
         }
     }
     report.drift = drift;
-    metrics::counter!("rostersync_drift_found_total", "target" => ctx.target.clone()).increment(drift as u64);
+    metrics::counter!("rostersync_drift_found_total", "target" => ctx.target.clone())
+        .increment(drift as u64);
     Ok(())
 }
 
@@ -422,7 +603,11 @@ fn known_from_remote(prev: &KnownGroup, rg: &RemoteGroup) -> KnownGroup {
     KnownGroup {
         key: prev.key.clone(),
         remote_id: rg.id.clone(),
-        name: if rg.name.is_empty() { prev.name.clone() } else { rg.name.clone() },
+        name: if rg.name.is_empty() {
+            prev.name.clone()
+        } else {
+            rg.name.clone()
+        },
         members: carry(&prev.members, &rg.members, true),
         owners: carry(&prev.owners, &rg.owners, false),
     }
@@ -442,14 +627,22 @@ async fn resolve(
     store: Option<&Arc<Mutex<Store>>>,
     report: &mut TargetReport,
 ) -> DesiredTarget {
-    let groups: Vec<_> = desired.groups.values().filter(|g| g.is_for(&t.name)).collect();
+    let groups: Vec<_> = desired
+        .groups
+        .values()
+        .filter(|g| g.is_for(&t.name))
+        .collect();
     let owners_supported = t.kind == Kind::Scim && t.flavor == Flavor::Maestroqa;
     let email_is_id = t.kind == Kind::Scim && t.flavor == Flavor::Maestroqa;
     if opts.full {
         cache.retain(|_, v| v.is_some());
     }
     let id_from_source = |email: &str| -> Option<String> {
-        desired.people.get(email).and_then(|p| p.ids.get(&t.name)).cloned()
+        desired
+            .people
+            .get(email)
+            .and_then(|p| p.ids.get(&t.name))
+            .cloned()
     };
     // Who must be looked up through the API.
     let mut wanted: BTreeSet<&str> = BTreeSet::new();
@@ -462,19 +655,27 @@ async fn resolve(
     }
     let mut looked_up: HashMap<String, Result<Option<String>, String>> = HashMap::new();
     if !wanted.is_empty() && target.can_lookup() && can_call {
-        let results = futures::stream::iter(wanted.iter().map(|e| async move { (*e, target.lookup(ctx, e).await) }))
-            .buffer_unordered(t.concurrency)
-            .collect::<Vec<_>>()
-            .await;
+        let results = futures::stream::iter(
+            wanted
+                .iter()
+                .map(|e| async move { (*e, target.lookup(ctx, e).await) }),
+        )
+        .buffer_unordered(t.concurrency)
+        .collect::<Vec<_>>()
+        .await;
         for (email, r) in results {
             match r {
                 Ok(id) => {
-                    if !opts.dry_run {
-                        if let Some(s) = store {
-                            if let Err(e) = s.lock().expect("store").cache_resolution(&t.name, email, id.as_deref()) {
-                                warn!("cannot cache the resolution of {email}: {e}");
-                            }
+                    let cached = match store {
+                        Some(s) if !opts.dry_run => {
+                            s.lock()
+                                .expect("store")
+                                .cache_resolution(&t.name, email, id.as_deref())
                         }
+                        _ => Ok(()),
+                    };
+                    if let Err(e) = cached {
+                        warn!("cannot cache the resolution of {email}: {e}");
                     }
                     cache.insert(email.to_string(), id.clone());
                     looked_up.insert(email.to_string(), Ok(id));
@@ -498,7 +699,11 @@ async fn resolve(
     let mut warned = BTreeSet::new();
     let mut dt = DesiredTarget::default();
     for g in groups {
-        let mut dg = DesiredGroup { key: g.key.clone(), name: g.name.clone(), ..Default::default() };
+        let mut dg = DesiredGroup {
+            key: g.key.clone(),
+            name: g.name.clone(),
+            ..Default::default()
+        };
         for e in &g.members {
             let id = id_from_source(e)
                 .or_else(|| email_is_id.then(|| e.clone()))
@@ -518,7 +723,11 @@ async fn resolve(
                     if warned.insert(e.clone()) {
                         warn!(person = %e, group = %g.name, target = %t.name, "member skipped: {reason}");
                     }
-                    report.unresolved.push(Unresolved { email: e.clone(), group: g.name.clone(), reason });
+                    report.unresolved.push(Unresolved {
+                        email: e.clone(),
+                        group: g.name.clone(),
+                        reason,
+                    });
                 }
             }
         }
@@ -529,12 +738,20 @@ async fn resolve(
                 dg.owners.insert(id, e.clone());
             }
         } else if !g.owners.is_empty() && t.kind == Kind::Scim {
-            report.warnings.push(format!("group \"{}\": owners are only sent to maestroqa-flavored SCIM targets", g.name));
+            report.warnings.push(format!(
+                "group \"{}\": owners are only sent to maestroqa-flavored SCIM targets",
+                g.name
+            ));
         }
         if t.kind == Kind::AssignGroup {
             dg.receive_call = match &g.receive_call {
                 None => dg.members.keys().cloned().collect(),
-                Some(rc) => dg.members.iter().filter(|(_, e)| rc.contains(e)).map(|(id, _)| id.clone()).collect(),
+                Some(rc) => dg
+                    .members
+                    .iter()
+                    .filter(|(_, e)| rc.contains(e))
+                    .map(|(id, _)| id.clone())
+                    .collect(),
             };
         }
         dt.groups.insert(g.key.clone(), dg);
@@ -560,7 +777,9 @@ async fn apply_target(
             return (op, None);
         }
         let r = match op {
-            Op::Create(c) => create_or_adopt(ctx, target, t, c, &dt.groups[&c.key], store, stop).await,
+            Op::Create(c) => {
+                create_or_adopt(ctx, target, t, c, &dt.groups[&c.key], store, stop).await
+            }
             Op::Update(u) => match target.update(ctx, u).await {
                 Err(e) if e.is_not_found() => {
                     warn!(group = %u.name, "managed group is gone from the target (404); creating it again");
@@ -585,7 +804,10 @@ async fn apply_target(
     .await;
     let not_started = results.iter().filter(|(_, r)| r.is_none()).count();
     if not_started > 0 {
-        warn!(not_started, "stopping: {not_started} operations not started; the next run sends them");
+        warn!(
+            not_started,
+            "stopping: {not_started} operations not started; the next run sends them"
+        );
     }
     for (op, r) in results {
         if let Some(Err(e)) = r {
@@ -600,7 +822,11 @@ async fn apply_target(
                 Op::Delete(_) => "delete",
             };
             warn!(group = %name, op = kind, error = %e, "operation failed");
-            report.failed.push(Failed { group: name, op: kind.into(), error: e.to_string() });
+            report.failed.push(Failed {
+                group: name,
+                op: kind.into(),
+                error: e.to_string(),
+            });
         }
     }
     not_started
@@ -608,7 +834,12 @@ async fn apply_target(
 
 fn create_op(d: &DesiredGroup, resumed: bool) -> Create {
     let ms = |m: &BTreeMap<String, String>| {
-        m.iter().map(|(id, e)| crate::plan::Member { id: id.clone(), email: Some(e.clone()) }).collect()
+        m.iter()
+            .map(|(id, e)| crate::plan::Member {
+                id: id.clone(),
+                email: Some(e.clone()),
+            })
+            .collect()
     };
     Create {
         key: d.key.clone(),

@@ -87,7 +87,8 @@ struct Signals {
 
 impl Signals {
     fn register() -> Result<Signals, String> {
-        let reg = |k: SignalKind, name: &str| signal(k).map_err(|e| format!("cannot handle {name}: {e}"));
+        let reg =
+            |k: SignalKind, name: &str| signal(k).map_err(|e| format!("cannot handle {name}: {e}"));
         Ok(Signals {
             hup: reg(SignalKind::hangup(), "SIGHUP")?,
             term: reg(SignalKind::terminate(), "SIGTERM")?,
@@ -128,7 +129,8 @@ struct Daemon {
 /// Errors are startup failures (the source does not load, a secret is missing, the metrics
 /// address is taken...): nothing has been sent then.
 pub async fn run(cfg_path: PathBuf, cfg: Config) -> Result<u8, String> {
-    validate(&cfg).map_err(|e| format!("{e}\nnothing was sent; fix it and start the daemon again"))?;
+    validate(&cfg)
+        .map_err(|e| format!("{e}\nnothing was sent; fix it and start the daemon again"))?;
     // Before READY=1: systemd's reload must never meet SIGHUP's default action (exit).
     let mut signals = Signals::register()?;
     let cron = Cron::parse(&cfg.schedule.cron).map_err(|e| format!("schedule.cron: {e}"))?;
@@ -136,17 +138,26 @@ pub async fn run(cfg_path: PathBuf, cfg: Config) -> Result<u8, String> {
     let health = Arc::new(Health::new(&names, cfg.metrics.max_age, TICK * 6));
     health.beat();
     let watchdog = systemd::spawn_watchdog(health.clone());
-    let tick = watchdog.map(|w| (w / 4).clamp(Duration::from_millis(100), TICK)).unwrap_or(TICK);
+    let tick = watchdog
+        .map(|w| (w / 4).clamp(Duration::from_millis(100), TICK))
+        .unwrap_or(TICK);
     if let Some(addr) = cfg.metrics.listen {
         let handle = crate::metrics::install()?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("{}: metrics.listen = \"{addr}\": cannot listen: {e}", cfg.path.display()))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            format!(
+                "{}: metrics.listen = \"{addr}\": cannot listen: {e}",
+                cfg.path.display()
+            )
+        })?;
         info!(listen = %addr, "serving Prometheus metrics on http://{addr}/metrics and health on /healthz");
         tokio::spawn(crate::metrics::serve(listener, handle, health.clone()));
     }
     let (changes_tx, changes) = mpsc::unbounded_channel();
-    let watcher = if cfg.schedule.watch { Some(watch::start(&cfg.source, changes_tx.clone())?) } else { None };
+    let watcher = if cfg.schedule.watch {
+        Some(watch::start(&cfg.source, changes_tx.clone())?)
+    } else {
+        None
+    };
     let next_cron = cron.next_after(&Local::now());
     let mut d = Daemon {
         path: cfg_path,
@@ -176,7 +187,10 @@ pub async fn run(cfg_path: PathBuf, cfg: Config) -> Result<u8, String> {
         d.next_text()
     );
     systemd::ready("first run starting");
-    d.trigger(Trigger { why: Why::Start, full: false });
+    d.trigger(Trigger {
+        why: Why::Start,
+        full: false,
+    });
     d.main_loop(&mut signals).await
 }
 
@@ -188,7 +202,11 @@ fn validate(cfg: &Config) -> Result<(), String> {
     let missing: Vec<String> = cfg
         .targets
         .iter()
-        .flat_map(|t| t.missing_secrets().into_iter().map(move |m| format!("target \"{}\": {m} is not set", t.name)))
+        .flat_map(|t| {
+            t.missing_secrets()
+                .into_iter()
+                .map(move |m| format!("target \"{}\": {m} is not set", t.name))
+        })
         .collect();
     if !missing.is_empty() {
         return Err(format!("{}: {}", cfg.path.display(), missing.join("; ")));
@@ -251,17 +269,26 @@ impl Daemon {
             self.next_cron = self.cron.next_after(&now);
             let full = self.full.next();
             debug!(due = %at.format("%F %T"), full, "scheduled run due");
-            self.trigger(Trigger { why: Why::Schedule, full });
+            self.trigger(Trigger {
+                why: Why::Schedule,
+                full,
+            });
         }
         if self.settle_at.is_some_and(|s| Instant::now() >= s) {
             self.settle_at = None;
-            self.trigger(Trigger { why: Why::Watch, full: false });
+            self.trigger(Trigger {
+                why: Why::Watch,
+                full: false,
+            });
         }
     }
 
     fn on_change(&mut self) {
         if self.settle_at.is_none() {
-            info!("the source changed; a run follows once it has been quiet for {}s", SETTLE.as_secs());
+            info!(
+                "the source changed; a run follows once it has been quiet for {}s",
+                SETTLE.as_secs()
+            );
         }
         self.settle_at = Some(Instant::now() + SETTLE);
     }
@@ -278,10 +305,17 @@ impl Daemon {
         match &mut self.queued {
             Some(q) => {
                 q.full |= t.full;
-                debug!(trigger = t.why.as_str(), "a run is already queued; this trigger joins it");
+                debug!(
+                    trigger = t.why.as_str(),
+                    "a run is already queued; this trigger joins it"
+                );
             }
             None => {
-                info!(trigger = t.why.as_str(), full = t.full, "a run is in progress; one more run is queued after it");
+                info!(
+                    trigger = t.why.as_str(),
+                    full = t.full,
+                    "a run is in progress; one more run is queued after it"
+                );
                 self.queued = Some(t);
             }
         }
@@ -298,7 +332,13 @@ impl Daemon {
             ..Default::default()
         };
         let cfg = self.cfg.clone();
-        info!(trigger = t.why.as_str(), full = t.full, "starting a run ({}{})", t.why.as_str(), if t.full { ", full" } else { "" });
+        info!(
+            trigger = t.why.as_str(),
+            full = t.full,
+            "starting a run ({}{})",
+            t.why.as_str(),
+            if t.full { ", full" } else { "" }
+        );
         let fut: RunFuture = Box::pin(async move { crate::sync::run(&cfg, &opts).await });
         self.running = Some(Running { trigger: t, fut });
     }
@@ -318,22 +358,41 @@ impl Daemon {
                 let run = report.run.unwrap_or(0);
                 match code {
                     0 => {}
-                    3 => warn!(run, exit = code, "run {run}: the safety guard refused a target (see above); it stays refused at every run until the source is fixed or `rostersync sync --allow-mass-removal` is run by hand"),
-                    _ => warn!(run, exit = code, "run {run}: some operations failed (see above); the next run retries them"),
+                    3 => warn!(
+                        run,
+                        exit = code,
+                        "run {run}: the safety guard refused a target (see above); it stays refused at every run until the source is fixed or `rostersync sync --allow-mass-removal` is run by hand"
+                    ),
+                    _ => warn!(
+                        run,
+                        exit = code,
+                        "run {run}: some operations failed (see above); the next run retries them"
+                    ),
                 }
-                systemd::status(&format!("{}; next scheduled run {}", report.summary(), self.next_text()));
+                systemd::status(&format!(
+                    "{}; next scheduled run {}",
+                    report.summary(),
+                    self.next_text()
+                ));
             }
             Err(e) => {
                 metrics::counter!("rostersync_runs_total", "outcome" => "skipped").increment(1);
                 let what = match &e {
-                    SyncError::Source(_) => "the source has errors; nothing was sent and the known state is unchanged. The run is skipped until the source is fixed",
-                    SyncError::Lock(_) => "another rostersync holds the state database; the run is skipped",
+                    SyncError::Source(_) => {
+                        "the source has errors; nothing was sent and the known state is unchanged. The run is skipped until the source is fixed"
+                    }
+                    SyncError::Lock(_) => {
+                        "another rostersync holds the state database; the run is skipped"
+                    }
                     SyncError::Usage(_) => "the run is skipped; fix the config and reload",
                     SyncError::Store(_) => "the state database failed; the run is skipped",
                 };
                 error!(trigger = why, error = %e, "{what}");
                 let first = e.to_string().lines().next().unwrap_or_default().to_string();
-                systemd::status(&format!("last run skipped: {first}; next scheduled run {}", self.next_text()));
+                systemd::status(&format!(
+                    "last run skipped: {first}; next scheduled run {}",
+                    self.next_text()
+                ));
             }
         }
     }
@@ -343,7 +402,9 @@ impl Daemon {
     fn reload(&mut self) {
         systemd::reloading();
         info!(config = %self.path.display(), "SIGHUP: reloading the config and the source");
-        let loaded = Config::load(&self.path).map_err(|e| e.to_string()).and_then(|c| validate(&c).map(|()| c));
+        let loaded = Config::load(&self.path)
+            .map_err(|e| e.to_string())
+            .and_then(|c| validate(&c).map(|()| c));
         match loaded {
             Err(e) => {
                 error!(error = %e, "reload failed; the previous config and source stay in force");
@@ -352,10 +413,17 @@ impl Daemon {
             }
             Ok(new) => {
                 self.apply(new);
-                let watch = self.watcher.as_ref().map(|w| w.scope.describe()).unwrap_or_else(|| "off".into());
+                let watch = self
+                    .watcher
+                    .as_ref()
+                    .map(|w| w.scope.describe())
+                    .unwrap_or_else(|| "off".into());
                 info!(cron = %self.cron.expr, watch, "reloaded; next scheduled run {}", self.next_text());
                 systemd::ready("reloaded; run starting");
-                self.trigger(Trigger { why: Why::Reload, full: false });
+                self.trigger(Trigger {
+                    why: Why::Reload,
+                    full: false,
+                });
             }
         }
     }
@@ -379,7 +447,9 @@ impl Daemon {
             if new.schedule.watch {
                 match watch::start(&new.source, self.changes_tx.clone()) {
                     Ok(w) => self.watcher = Some(w),
-                    Err(e) => warn!(error = %e, "the source is not watched; runs follow the cron schedule only"),
+                    Err(e) => {
+                        warn!(error = %e, "the source is not watched; runs follow the cron schedule only")
+                    }
                 }
             }
         }
@@ -389,7 +459,8 @@ impl Daemon {
         if new.log.level != old.log.level || new.log.format != old.log.format {
             warn!("[log] changed: it takes effect when the daemon restarts");
         }
-        self.health.configure(&target_names(&new), new.metrics.max_age);
+        self.health
+            .configure(&target_names(&new), new.metrics.max_age);
         self.cfg = Arc::new(new);
     }
 
@@ -441,7 +512,10 @@ impl Daemon {
     fn next_text(&self) -> String {
         match self.next_cron {
             Some(t) => t.format("%F %T %Z").to_string(),
-            None => format!("never (schedule.cron = \"{}\" matches no future time)", self.cron.expr),
+            None => format!(
+                "never (schedule.cron = \"{}\" matches no future time)",
+                self.cron.expr
+            ),
         }
     }
 }

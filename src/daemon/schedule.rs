@@ -13,7 +13,10 @@ pub struct Cron {
 impl Cron {
     pub fn parse(expr: &str) -> Result<Cron, String> {
         let cron = crate::config::parse_cron(expr)?;
-        Ok(Cron { expr: expr.to_string(), cron })
+        Ok(Cron {
+            expr: expr.to_string(),
+            cron,
+        })
     }
 
     /// The first time strictly after `t` that the expression matches; None if it never does
@@ -56,12 +59,24 @@ mod tests {
     #[test]
     fn five_and_six_fields() {
         let c = Cron::parse("*/10 * * * *").unwrap();
-        assert_eq!(c.next_after(&at("2026-01-01T10:00:00Z")), Some(at("2026-01-01T10:10:00Z")));
-        assert_eq!(c.next_after(&at("2026-01-01T10:03:07Z")), Some(at("2026-01-01T10:10:00Z")));
+        assert_eq!(
+            c.next_after(&at("2026-01-01T10:00:00Z")),
+            Some(at("2026-01-01T10:10:00Z"))
+        );
+        assert_eq!(
+            c.next_after(&at("2026-01-01T10:03:07Z")),
+            Some(at("2026-01-01T10:10:00Z"))
+        );
         let c = Cron::parse("*/15 * * * * *").unwrap();
-        assert_eq!(c.next_after(&at("2026-01-01T10:00:00Z")), Some(at("2026-01-01T10:00:15Z")));
+        assert_eq!(
+            c.next_after(&at("2026-01-01T10:00:00Z")),
+            Some(at("2026-01-01T10:00:15Z"))
+        );
         let c = Cron::parse("0 3 * * 1").unwrap();
-        assert_eq!(c.next_after(&at("2026-01-01T10:00:00Z")), Some(at("2026-01-05T03:00:00Z")));
+        assert_eq!(
+            c.next_after(&at("2026-01-01T10:00:00Z")),
+            Some(at("2026-01-05T03:00:00Z"))
+        );
         assert!(Cron::parse("* * *").is_err());
         assert!(Cron::parse("61 * * * *").is_err());
     }

@@ -17,7 +17,11 @@ fn send(states: &[NotifyState]) {
 
 /// `STATUS=` takes one line.
 fn one_line(s: &str) -> String {
-    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `READY=1`: startup (or a reload) is done.
@@ -41,7 +45,10 @@ pub fn reloading() {
 
 /// `STOPPING=1`.
 pub fn stopping(status: &str) {
-    send(&[NotifyState::Stopping, NotifyState::Status(&one_line(status))]);
+    send(&[
+        NotifyState::Stopping,
+        NotifyState::Status(&one_line(status)),
+    ]);
 }
 
 /// When `WATCHDOG_USEC` is set: a task that sends `WATCHDOG=1` at half that period, but only
@@ -49,7 +56,10 @@ pub fn stopping(status: &str) {
 /// service restarted. Returns the watchdog period.
 pub fn spawn_watchdog(health: Arc<Health>) -> Option<Duration> {
     let period = sd_notify::watchdog_enabled()?;
-    info!(watchdog_ms = period.as_millis() as u64, "systemd watchdog enabled");
+    info!(
+        watchdog_ms = period.as_millis() as u64,
+        "systemd watchdog enabled"
+    );
     tokio::spawn(async move {
         let mut every = tokio::time::interval(period / 2);
         let mut withheld = false;

@@ -21,7 +21,10 @@ const SOURCE_EXTENSIONS: &[&str] = &["yaml", "yml", "toml", "json", "csv"];
 #[derive(Clone, Debug)]
 pub enum Scope {
     /// One file, watched through its directory: only this file name counts.
-    File { dir: PathBuf, name: std::ffi::OsString },
+    File {
+        dir: PathBuf,
+        name: std::ffi::OsString,
+    },
     /// A directory tree: source files below it count, and directories (a renamed or removed
     /// directory carries its files along without an event for each).
     Dir(PathBuf),
@@ -30,21 +33,35 @@ pub enum Scope {
 impl Scope {
     /// The scope for a configured source path (which must exist).
     pub fn of(source: &Path) -> Result<Scope, String> {
-        let canon = source.canonicalize().map_err(|e| format!("{}: {e}", source.display()))?;
+        let canon = source
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", source.display()))?;
         if canon.is_dir() {
             return Ok(Scope::Dir(canon));
         }
         // Watch the directory the configured path is in (not the symlink target's).
-        let name = source.file_name().ok_or_else(|| format!("{}: not a file name", source.display()))?;
-        let parent = source.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let dir = parent.canonicalize().map_err(|e| format!("{}: {e}", parent.display()))?;
-        Ok(Scope::File { dir, name: name.to_os_string() })
+        let name = source
+            .file_name()
+            .ok_or_else(|| format!("{}: not a file name", source.display()))?;
+        let parent = source
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let dir = parent
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", parent.display()))?;
+        Ok(Scope::File {
+            dir,
+            name: name.to_os_string(),
+        })
     }
 
     /// What is watched, for the log.
     pub fn describe(&self) -> String {
         match self {
-            Scope::File { dir, name } => format!("{} (through {})", dir.join(name).display(), dir.display()),
+            Scope::File { dir, name } => {
+                format!("{} (through {})", dir.join(name).display(), dir.display())
+            }
             Scope::Dir(d) => format!("{} and below", d.display()),
         }
     }
@@ -66,7 +83,9 @@ impl Scope {
                     return false;
                 }
                 match path.extension().and_then(|e| e.to_str()) {
-                    Some(ext) => SOURCE_EXTENSIONS.iter().any(|s| s.eq_ignore_ascii_case(ext)),
+                    Some(ext) => SOURCE_EXTENSIONS
+                        .iter()
+                        .any(|s| s.eq_ignore_ascii_case(ext)),
                     // Most likely a directory (created, renamed or removed with files in it).
                     None => true,
                 }
@@ -95,25 +114,31 @@ pub struct SourceWatcher {
 pub fn start(source: &Path, changes: UnboundedSender<()>) -> Result<SourceWatcher, String> {
     let scope = Scope::of(source)?;
     let filter = scope.clone();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-        Ok(ev) => {
-            if relevant_kind(&ev.kind) && ev.paths.iter().any(|p| filter.relevant_path(p)) {
+    let mut watcher =
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            Ok(ev) => {
+                if relevant_kind(&ev.kind) && ev.paths.iter().any(|p| filter.relevant_path(p)) {
+                    let _ = changes.send(());
+                }
+            }
+            Err(e) => {
+                // A lost event (queue overflow, ...) may hide a change: treat it as one.
+                warn!(error = %e, "watching the source: {e}; running as if it changed");
                 let _ = changes.send(());
             }
-        }
-        Err(e) => {
-            // A lost event (queue overflow, ...) may hide a change: treat it as one.
-            warn!(error = %e, "watching the source: {e}; running as if it changed");
-            let _ = changes.send(());
-        }
-    })
-    .map_err(|e| watch_error(source, e))?;
+        })
+        .map_err(|e| watch_error(source, e))?;
     let (path, mode) = match &scope {
         Scope::File { dir, .. } => (dir.clone(), RecursiveMode::NonRecursive),
         Scope::Dir(d) => (d.clone(), RecursiveMode::Recursive),
     };
-    watcher.watch(&path, mode).map_err(|e| watch_error(&path, e))?;
-    Ok(SourceWatcher { _watcher: watcher, scope })
+    watcher
+        .watch(&path, mode)
+        .map_err(|e| watch_error(&path, e))?;
+    Ok(SourceWatcher {
+        _watcher: watcher,
+        scope,
+    })
 }
 
 fn watch_error(path: &Path, e: notify::Error) -> String {
@@ -134,16 +159,25 @@ mod tests {
     #[test]
     fn reads_and_metadata_do_not_count() {
         assert!(!relevant_kind(&EventKind::Access(AccessKind::Any)));
-        assert!(!relevant_kind(&EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime))));
-        assert!(relevant_kind(&EventKind::Modify(ModifyKind::Data(DataChange::Any))));
-        assert!(relevant_kind(&EventKind::Modify(ModifyKind::Name(RenameMode::To))));
+        assert!(!relevant_kind(&EventKind::Modify(ModifyKind::Metadata(
+            MetadataKind::AccessTime
+        ))));
+        assert!(relevant_kind(&EventKind::Modify(ModifyKind::Data(
+            DataChange::Any
+        ))));
+        assert!(relevant_kind(&EventKind::Modify(ModifyKind::Name(
+            RenameMode::To
+        ))));
         assert!(relevant_kind(&EventKind::Create(CreateKind::File)));
         assert!(relevant_kind(&EventKind::Remove(RemoveKind::File)));
     }
 
     #[test]
     fn a_file_source_counts_only_its_own_name() {
-        let s = Scope::File { dir: "/etc/rs".into(), name: "groups.yaml".into() };
+        let s = Scope::File {
+            dir: "/etc/rs".into(),
+            name: "groups.yaml".into(),
+        };
         assert!(s.relevant_path(Path::new("/etc/rs/groups.yaml")));
         assert!(!s.relevant_path(Path::new("/etc/rs/.groups.yaml.swp")));
         assert!(!s.relevant_path(Path::new("/etc/rs/rostersync.db-wal")));
@@ -153,7 +187,11 @@ mod tests {
     #[test]
     fn a_directory_source_counts_source_files_and_directories() {
         let s = Scope::Dir("/srv/.git-roster/groups".into());
-        for p in ["/srv/.git-roster/groups/a.yaml", "/srv/.git-roster/groups/sub/b.CSV", "/srv/.git-roster/groups/sub"] {
+        for p in [
+            "/srv/.git-roster/groups/a.yaml",
+            "/srv/.git-roster/groups/sub/b.CSV",
+            "/srv/.git-roster/groups/sub",
+        ] {
             assert!(s.relevant_path(Path::new(p)), "{p}");
         }
         for p in [

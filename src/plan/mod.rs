@@ -80,7 +80,10 @@ pub struct Known {
 impl Known {
     /// Memberships under management (members and owners of every known group).
     pub fn managed(&self) -> usize {
-        self.groups.values().map(|g| g.members.len() + g.owners.len()).sum()
+        self.groups
+            .values()
+            .map(|g| g.members.len() + g.owners.len())
+            .sum()
     }
 }
 
@@ -241,7 +244,12 @@ impl TargetPlan {
 }
 
 fn members_of(m: &BTreeMap<String, String>) -> Vec<Member> {
-    m.iter().map(|(id, email)| Member { id: id.clone(), email: Some(email.clone()) }).collect()
+    m.iter()
+        .map(|(id, email)| Member {
+            id: id.clone(),
+            email: Some(email.clone()),
+        })
+        .collect()
 }
 
 /// Which known members to remove, given the mode.
@@ -260,15 +268,24 @@ fn removals(
                     Mode::AddOnly => false,
                 }
         })
-        .map(|(id, k)| Member { id: id.clone(), email: k.email.clone() })
+        .map(|(id, k)| Member {
+            id: id.clone(),
+            email: k.email.clone(),
+        })
         .collect()
 }
 
-fn additions(known: &BTreeMap<String, KnownMember>, desired: &BTreeMap<String, String>) -> Vec<Member> {
+fn additions(
+    known: &BTreeMap<String, KnownMember>,
+    desired: &BTreeMap<String, String>,
+) -> Vec<Member> {
     desired
         .iter()
         .filter(|(id, _)| !known.contains_key(*id))
-        .map(|(id, email)| Member { id: id.clone(), email: Some(email.clone()) })
+        .map(|(id, email)| Member {
+            id: id.clone(),
+            email: Some(email.clone()),
+        })
         .collect()
 }
 
@@ -298,8 +315,13 @@ pub fn plan_group(desired: &DesiredGroup, known: &KnownGroup, mode: Mode) -> Opt
         })
         .cloned()
         .collect();
-    let rc_known: BTreeSet<String> =
-        known.members.iter().filter(|(_, k)| k.receive_call).map(|(id, _)| id.clone()).collect();
+    // Flags of members that stay; a removed member's flag goes with it.
+    let rc_known: BTreeSet<String> = known
+        .members
+        .iter()
+        .filter(|(id, k)| k.receive_call && after.contains(*id))
+        .map(|(id, _)| id.clone())
+        .collect();
     let receive_call = (rc_after != rc_known).then(|| rc_after.iter().cloned().collect());
     let rename_from = (desired.name != known.name).then(|| known.name.clone());
 
@@ -364,7 +386,7 @@ pub fn plan_target(desired: &DesiredTarget, known: &Known, opts: &PlanOptions) -
     let over_count = removals > opts.safety.max_removals;
     let over_ratio =
         managed > 0 && removals as f64 > opts.safety.max_removal_ratio * managed as f64;
-    let guard = (over_count || over_ratio).then(|| Guard {
+    let guard = (over_count || over_ratio).then_some(Guard {
         removals,
         managed,
         deletes,
@@ -372,5 +394,10 @@ pub fn plan_target(desired: &DesiredTarget, known: &Known, opts: &PlanOptions) -
         max_removal_ratio: opts.safety.max_removal_ratio,
         overridden: opts.allow_mass_removal,
     });
-    TargetPlan { ops, unchanged, left_alone, guard }
+    TargetPlan {
+        ops,
+        unchanged,
+        left_alone,
+        guard,
+    }
 }

@@ -11,7 +11,11 @@ use super::*;
 fn opts() -> PlanOptions {
     PlanOptions {
         mode: Mode::Authoritative,
-        safety: Safety { max_removals: 100, max_removal_ratio: 1.0, delete_groups: false },
+        safety: Safety {
+            max_removals: 100,
+            max_removal_ratio: 1.0,
+            delete_groups: false,
+        },
         allow_mass_removal: false,
     }
 }
@@ -26,7 +30,11 @@ fn desired(groups: &[&str]) -> DesiredTarget {
     for g in groups {
         let (head, rest) = split_head(g);
         let (key, name) = head.split_once('=').unwrap_or((head, head));
-        let mut dg = DesiredGroup { key: key.into(), name: name.into(), ..Default::default() };
+        let mut dg = DesiredGroup {
+            key: key.into(),
+            name: name.into(),
+            ..Default::default()
+        };
         let mut section = "members";
         for tok in rest.split_whitespace() {
             match tok {
@@ -63,8 +71,12 @@ fn known(groups: &[&str]) -> Known {
             None => (head, head.split('#').next().unwrap().to_string()),
         };
         let (key, rid) = key_rid.split_once('#').unwrap();
-        let mut kg =
-            KnownGroup { key: key.into(), remote_id: rid.into(), name, ..Default::default() };
+        let mut kg = KnownGroup {
+            key: key.into(),
+            remote_id: rid.into(),
+            name,
+            ..Default::default()
+        };
         let mut owners = false;
         for tok in rest.split_whitespace() {
             if tok == "owners:" {
@@ -77,7 +89,11 @@ fn known(groups: &[&str]) -> Known {
                 receive_call: tok.contains('*'),
                 email: Some(format!("{id}@x")),
             };
-            if owners { kg.owners.insert(id.into(), m) } else { kg.members.insert(id.into(), m) };
+            if owners {
+                kg.owners.insert(id.into(), m)
+            } else {
+                kg.members.insert(id.into(), m)
+            };
         }
         k.groups.insert(key.into(), kg);
     }
@@ -85,7 +101,10 @@ fn known(groups: &[&str]) -> Known {
 }
 
 fn ids(ms: &[Member]) -> String {
-    ms.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(" ")
+    ms.iter()
+        .map(|m| m.id.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn brief(op: &Op) -> String {
@@ -140,7 +159,11 @@ fn check(d: &[&str], k: &[&str], o: PlanOptions, expected: &[&str]) {
         got.push(format!("left {l}"));
     }
     if let Some(g) = &p.guard {
-        let verdict = if g.overridden { "overridden" } else { "refused" };
+        let verdict = if g.overridden {
+            "overridden"
+        } else {
+            "refused"
+        };
         got.push(format!("guard {}/{} {verdict}", g.removals, g.managed));
     }
     assert_eq!(got, expected, "\ndesired: {d:?}\nknown: {k:?}");
@@ -154,25 +177,53 @@ fn mode(m: Mode) -> PlanOptions {
 
 fn guard(max_removals: usize, ratio: f64) -> PlanOptions {
     PlanOptions {
-        safety: Safety { max_removals, max_removal_ratio: ratio, delete_groups: false },
+        safety: Safety {
+            max_removals,
+            max_removal_ratio: ratio,
+            delete_groups: false,
+        },
         ..opts()
     }
 }
 
 fn deleting() -> PlanOptions {
     PlanOptions {
-        safety: Safety { max_removals: 100, max_removal_ratio: 1.0, delete_groups: true },
+        safety: Safety {
+            max_removals: 100,
+            max_removal_ratio: 1.0,
+            delete_groups: true,
+        },
         ..opts()
     }
 }
 
 #[test]
 fn creates() {
-    check(&["t1=Tier 1: a b"], &[], opts(), &["create t1 \"Tier 1\" +[a b]"]);
+    check(
+        &["t1=Tier 1: a b"],
+        &[],
+        opts(),
+        &["create t1 \"Tier 1\" +[a b]"],
+    );
     check(&["t1: "], &[], opts(), &["create t1 \"t1\" +[]"]);
-    check(&["b: x", "a: y"], &[], opts(), &["create a \"a\" +[y]", "create b \"b\" +[x]"]);
-    check(&["t: a owners: o"], &[], opts(), &["create t \"t\" +[a] owners+[o]"]);
-    check(&["t: a b rc: a"], &[], opts(), &["create t \"t\" +[a b] rc[a]"]);
+    check(
+        &["b: x", "a: y"],
+        &[],
+        opts(),
+        &["create a \"a\" +[y]", "create b \"b\" +[x]"],
+    );
+    check(
+        &["t: a owners: o"],
+        &[],
+        opts(),
+        &["create t \"t\" +[a] owners+[o]"],
+    );
+    check(
+        &["t: a b rc: a"],
+        &[],
+        opts(),
+        &["create t \"t\" +[a b] rc[a]"],
+    );
     check(&["t: a"], &["!t"], opts(), &["create t \"t\" +[a] resumed"]);
 }
 
@@ -180,7 +231,12 @@ fn creates() {
 fn no_change_is_no_op() {
     check(&["t: a b"], &["t#1: a b"], opts(), &["unchanged 1"]);
     check(&["t: "], &["t#1: "], opts(), &["unchanged 1"]);
-    check(&["t: a owners: o"], &["t#1: a owners: o"], opts(), &["unchanged 1"]);
+    check(
+        &["t: a owners: o"],
+        &["t#1: a owners: o"],
+        opts(),
+        &["unchanged 1"],
+    );
     check(&["t: a b rc: a"], &["t#1: a* b"], opts(), &["unchanged 1"]);
 }
 
@@ -189,38 +245,103 @@ fn adds_and_removes() {
     check(&["t: a b c"], &["t#1: a"], opts(), &["update t +[b c]"]);
     check(&["t: a"], &["t#1: a b c"], opts(), &["update t -[b c]"]);
     check(&["t: a d"], &["t#1: a b"], opts(), &["update t +[d] -[b]"]);
-    check(&["t: a owners: p"], &["t#1: a owners: o"], opts(), &["update t owners+[p] owners-[o]"]);
+    check(
+        &["t: a owners: p"],
+        &["t#1: a owners: o"],
+        opts(),
+        &["update t owners+[p] owners-[o]"],
+    );
     check(&["t: "], &["t#1: a"], opts(), &["update t -[a]"]);
 }
 
 #[test]
 fn renames() {
-    check(&["t=New: a"], &["t#1=Old: a"], opts(), &["update t rename \"Old\"->\"New\""]);
-    check(&["t=New: a b"], &["t#1=Old: a"], opts(), &["update t rename \"Old\"->\"New\" +[b]"]);
+    check(
+        &["t=New: a"],
+        &["t#1=Old: a"],
+        opts(),
+        &["update t rename \"Old\"->\"New\""],
+    );
+    check(
+        &["t=New: a b"],
+        &["t#1=Old: a"],
+        opts(),
+        &["update t rename \"Old\"->\"New\" +[b]"],
+    );
 }
 
 #[test]
 fn membership_modes() {
     // authoritative removes everybody not in the source, owned or not
-    check(&["t: a"], &["t#1: a b+ c"], mode(Mode::Authoritative), &["update t -[b c]"]);
+    check(
+        &["t: a"],
+        &["t#1: a b+ c"],
+        mode(Mode::Authoritative),
+        &["update t -[b c]"],
+    );
     // owned removes only what rostersync added
-    check(&["t: a"], &["t#1: a b+ c"], mode(Mode::Owned), &["update t -[b]"]);
-    check(&["t: a"], &["t#1: a c"], mode(Mode::Owned), &["unchanged 1"]);
-    check(&["t: a owners: "], &["t#1: a owners: o p+"], mode(Mode::Owned), &["update t owners-[p]"]);
+    check(
+        &["t: a"],
+        &["t#1: a b+ c"],
+        mode(Mode::Owned),
+        &["update t -[b]"],
+    );
+    check(
+        &["t: a"],
+        &["t#1: a c"],
+        mode(Mode::Owned),
+        &["unchanged 1"],
+    );
+    check(
+        &["t: a owners: "],
+        &["t#1: a owners: o p+"],
+        mode(Mode::Owned),
+        &["update t owners-[p]"],
+    );
     // add_only never removes
-    check(&["t: a d"], &["t#1: a b+ c"], mode(Mode::AddOnly), &["update t +[d]"]);
-    check(&["t: "], &["t#1: a+"], mode(Mode::AddOnly), &["unchanged 1"]);
+    check(
+        &["t: a d"],
+        &["t#1: a b+ c"],
+        mode(Mode::AddOnly),
+        &["update t +[d]"],
+    );
+    check(
+        &["t: "],
+        &["t#1: a+"],
+        mode(Mode::AddOnly),
+        &["unchanged 1"],
+    );
 }
 
 #[test]
 fn receive_call() {
-    check(&["t: a b rc: a b"], &["t#1: a* b"], opts(), &["update t rc[a b]"]);
-    check(&["t: a b rc: b"], &["t#1: a* b"], opts(), &["update t rc[b]"]);
-    check(&["t: a b c rc: a c"], &["t#1: a* b"], opts(), &["update t +[c] rc[a c]"]);
+    check(
+        &["t: a b rc: a b"],
+        &["t#1: a* b"],
+        opts(),
+        &["update t rc[a b]"],
+    );
+    check(
+        &["t: a b rc: b"],
+        &["t#1: a* b"],
+        opts(),
+        &["update t rc[b]"],
+    );
+    check(
+        &["t: a b c rc: a c"],
+        &["t#1: a* b"],
+        opts(),
+        &["update t +[c] rc[a c]"],
+    );
     // a removed member's flag goes with it; no receive_call change left
     check(&["t: a rc: a"], &["t#1: a* b*"], opts(), &["update t -[b]"]);
     // owned mode keeps a foreign member and its flag
-    check(&["t: a rc: a"], &["t#1: a* b*"], mode(Mode::Owned), &["unchanged 1"]);
+    check(
+        &["t: a rc: a"],
+        &["t#1: a* b*"],
+        mode(Mode::Owned),
+        &["unchanged 1"],
+    );
 }
 
 #[test]
@@ -231,32 +352,84 @@ fn id_change_is_remove_plus_add() {
 
 #[test]
 fn groups_that_left_the_source() {
-    check(&["a: x"], &["a#1: x", "b#2: y"], opts(), &["unchanged 1", "left b"]);
-    check(&["a: x"], &["a#1: x", "b#2: y z"], deleting(), &["delete b (2)", "unchanged 1"]);
+    check(
+        &["a: x"],
+        &["a#1: x", "b#2: y"],
+        opts(),
+        &["unchanged 1", "left b"],
+    );
+    check(
+        &["a: x"],
+        &["a#1: x", "b#2: y z"],
+        deleting(),
+        &["delete b (2)", "unchanged 1"],
+    );
     check(&[], &["b#2: "], deleting(), &["delete b (0)"]);
 }
 
 #[test]
 fn safety_guard() {
     // at the limits: allowed
-    check(&["t: a b"], &["t#1: a b c d"], guard(2, 0.5), &["update t -[c d]"]);
+    check(
+        &["t: a b"],
+        &["t#1: a b c d"],
+        guard(2, 0.5),
+        &["update t -[c d]"],
+    );
     // one over max_removals
-    check(&["t: a"], &["t#1: a b c d"], guard(2, 1.0), &["update t -[b c d]", "guard 3/4 refused"]);
+    check(
+        &["t: a"],
+        &["t#1: a b c d"],
+        guard(2, 1.0),
+        &["update t -[b c d]", "guard 3/4 refused"],
+    );
     // over the ratio
-    check(&["t: a b"], &["t#1: a b c d"], guard(100, 0.25), &["update t -[c d]", "guard 2/4 refused"]);
+    check(
+        &["t: a b"],
+        &["t#1: a b c d"],
+        guard(100, 0.25),
+        &["update t -[c d]", "guard 2/4 refused"],
+    );
     // the ratio applies only once something is managed
-    check(&["t: a b"], &[], guard(100, 0.1), &["create t \"t\" +[a b]"]);
+    check(
+        &["t: a b"],
+        &[],
+        guard(100, 0.1),
+        &["create t \"t\" +[a b]"],
+    );
     // additions never count
-    check(&["t: a b c d e f"], &["t#1: a"], guard(0, 0.0), &["update t +[b c d e f]"]);
+    check(
+        &["t: a b c d e f"],
+        &["t#1: a"],
+        guard(0, 0.0),
+        &["update t +[b c d e f]"],
+    );
     // overridden by --allow-mass-removal
-    let o = PlanOptions { allow_mass_removal: true, ..guard(0, 0.0) };
-    check(&["t: "], &["t#1: a"], o, &["update t -[a]", "guard 1/1 overridden"]);
+    let o = PlanOptions {
+        allow_mass_removal: true,
+        ..guard(0, 0.0)
+    };
+    check(
+        &["t: "],
+        &["t#1: a"],
+        o,
+        &["update t -[a]", "guard 1/1 overridden"],
+    );
     // an emptied source is the classic disaster: every removal counts
     let o = PlanOptions {
-        safety: Safety { max_removals: 100, max_removal_ratio: 0.25, delete_groups: true },
+        safety: Safety {
+            max_removals: 100,
+            max_removal_ratio: 0.25,
+            delete_groups: true,
+        },
         ..opts()
     };
-    check(&[], &["a#1: x y", "b#2: z"], o, &["delete a (2)", "delete b (1)", "guard 3/3 refused"]);
+    check(
+        &[],
+        &["a#1: x y", "b#2: z"],
+        o,
+        &["delete a (2)", "delete b (1)", "guard 3/3 refused"],
+    );
     // removals summed across groups of one target
     check(
         &["a: x", "b: y"],
@@ -268,8 +441,14 @@ fn safety_guard() {
 
 #[test]
 fn members_after_for_replace_apis() {
-    let p = plan_target(&desired(&["t: a c rc: c"]), &known(&["t#1: a* b"]), &mode(Mode::Owned));
-    let Op::Update(u) = &p.ops[0] else { panic!("{p:?}") };
+    let p = plan_target(
+        &desired(&["t: a c rc: c"]),
+        &known(&["t#1: a* b"]),
+        &mode(Mode::Owned),
+    );
+    let Op::Update(u) = &p.ops[0] else {
+        panic!("{p:?}")
+    };
     assert_eq!(u.members_after, ["a", "b", "c"]);
     assert_eq!(u.receive_call_after, ["c"]);
 }
@@ -281,8 +460,14 @@ fn plan_group_after_adoption() {
     let k = &known(&["t#9=Tier: b c"]).groups["t"];
     let u = plan_group(d, k, Mode::Owned).unwrap();
     assert_eq!(ids(&u.add), "a");
-    assert!(u.remove.is_empty(), "c was there before: owned mode keeps it");
+    assert!(
+        u.remove.is_empty(),
+        "c was there before: owned mode keeps it"
+    );
     let u = plan_group(d, k, Mode::Authoritative).unwrap();
     assert_eq!(ids(&u.remove), "c");
-    assert_eq!(plan_group(d, &known(&["t#9=Tier: a b"]).groups["t"], Mode::Owned), None);
+    assert_eq!(
+        plan_group(d, &known(&["t#9=Tier: a b"]).groups["t"], Mode::Owned),
+        None
+    );
 }

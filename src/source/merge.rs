@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::csv::Row;
 use super::error::Errors;
-use super::structured::{FileDef, GroupDef, Loc, PersonDef};
+use super::structured::{FileDef, GroupDef, Loc, MapOf, PersonDef};
 use crate::model::{Group, Origin, Person};
 
 /// Accumulates the source, file by file.
@@ -70,10 +70,10 @@ impl<'t> Builder<'t> {
     /// Adds one YAML, TOML or JSON file.
     pub(super) fn add_file(&mut self, file: &Path, def: FileDef) {
         self.file = file.to_path_buf();
-        for person in def.people.unwrap_or_default() {
+        for MapOf(person) in def.people.unwrap_or_default() {
             self.add_person(person);
         }
-        for group in def.groups.unwrap_or_default() {
+        for MapOf(group) in def.groups.unwrap_or_default() {
             self.add_group(group);
         }
     }
@@ -298,11 +298,14 @@ impl<'t> Builder<'t> {
         allow_empty: bool,
         empty_origin: Origin,
     ) -> (BTreeMap<String, Person>, BTreeMap<String, Group>, Errors) {
+        let t = std::time::Instant::now();
         let people = std::mem::take(&mut self.people)
             .into_iter()
             .map(|(email, acc)| (email, acc.person))
             .collect();
 
+        eprintln!("  people {:?}", t.elapsed());
+        let t = std::time::Instant::now();
         let mut groups = BTreeMap::new();
         // Lower-cased display name -> (key, origin): targets adopt groups by name,
         // DeepCall even case-insensitively, so two keys must not share one name.
@@ -371,6 +374,7 @@ impl<'t> Builder<'t> {
             groups.insert(group.key.clone(), group);
         }
 
+        eprintln!("  groups {:?}", t.elapsed());
         if groups.is_empty() && !allow_empty && self.errors.total() == 0 {
             self.errors.push(
                 empty_origin,

@@ -36,6 +36,7 @@ use crate::model::{Desired, Origin};
 ///
 /// On error, returns every problem found in every file.
 pub fn load(path: &Path, targets: &[&str], allow_empty: bool) -> Result<Desired, SourceErrors> {
+    let t0 = std::time::Instant::now();
     let mut errors = Errors::default();
     let listed = list_files(path, &mut errors);
     let mut builder = Builder::new(targets, errors);
@@ -86,7 +87,11 @@ pub fn load(path: &Path, targets: &[&str], allow_empty: bool) -> Result<Desired,
             builder.add_rows(&file, rows);
             any
         } else {
-            match structured::parse(format, text, &file, errors) {
+            let t = std::time::Instant::now();
+            let parsed = structured::parse(format, text, &file, errors);
+            eprintln!("parse {:?}", t.elapsed());
+            let t = std::time::Instant::now();
+            let r = match parsed {
                 Some(def) => {
                     let any = def.people.as_ref().is_some_and(|p| !p.is_empty())
                         || def.groups.as_ref().is_some_and(|g| !g.is_empty());
@@ -94,7 +99,9 @@ pub fn load(path: &Path, targets: &[&str], allow_empty: bool) -> Result<Desired,
                     any
                 }
                 None => false,
-            }
+            };
+            eprintln!("add {:?}", t.elapsed());
+            r
         };
         if !defines_something && !allow_empty && builder.errors.total() == errors_before {
             builder.errors.push(
@@ -110,7 +117,9 @@ pub fn load(path: &Path, targets: &[&str], allow_empty: bool) -> Result<Desired,
         file: path.to_path_buf(),
         line: None,
     };
+    let t = std::time::Instant::now();
     let (people, groups, errors) = builder.finish(allow_empty, empty_origin);
+    eprintln!("finish {:?} total {:?}", t.elapsed(), t0.elapsed());
     errors.into_result(Desired {
         people,
         groups,

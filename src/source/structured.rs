@@ -12,8 +12,10 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::marker::PhantomData;
 use std::path::Path;
 
+use serde::de::value::MapAccessDeserializer;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
@@ -35,9 +37,9 @@ pub(super) struct Loc {
 #[serde(deny_unknown_fields)]
 pub(super) struct FileDef {
     /// `people:`; absent or null means none.
-    pub people: Option<Vec<PersonDef>>,
+    pub people: Option<Vec<MapOf<PersonDef>>>,
     /// `groups:`; absent or null means none.
-    pub groups: Option<Vec<GroupDef>>,
+    pub groups: Option<Vec<MapOf<GroupDef>>>,
 }
 
 /// One entry of `people:`.
@@ -68,6 +70,33 @@ pub(super) struct GroupDef {
     pub receive_call: Option<Vec<Loc>>,
     /// Target names; absent means every target.
     pub targets: Option<Vec<Loc>>,
+}
+
+/// A `T` that must be written as a map. serde's derived structs also accept a list of
+/// their fields in order, which would let `["Tier 1", "t1"]` pass for a group.
+#[derive(Debug)]
+pub(super) struct MapOf<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOf<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MapVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for MapVisitor<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer
+            .deserialize_map(MapVisitor(PhantomData))
+            .map(MapOf)
+    }
 }
 
 /// `ids:` as written: a map from target name to member id, keeping the order and any
@@ -199,7 +228,8 @@ pub(super) fn parse(
     match format {
         Format::Yaml => {
             let _scope = SpansScope::enter(Spans::Yaml);
-            serde_saphyr::from_str_with_options::<FileDef>(text, yaml_options())
+            serde_saphyr::from_str_with_options::<MapOf<FileDef>>(text, yaml_options())
+                .map(|m| m.0)
                 .map_err(|e| {
                     let (line, column) = match e.location() {
                         Some(l) => (usize::try_from(l.line()).ok(), Some(l.column())),
@@ -227,7 +257,8 @@ pub(super) fn parse(
         }
         Format::Json => {
             let _scope = SpansScope::enter(Spans::Json(JsonStrings::scan(text)));
-            serde_json::from_str::<FileDef>(text)
+            serde_json::from_str::<MapOf<FileDef>>(text)
+                .map(|m| m.0)
                 .map_err(|e| {
                     let full = e.to_string();
                     let suffix = format!(" at line {} column {}", e.line(), e.column());

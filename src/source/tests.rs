@@ -94,6 +94,15 @@ fn check(name: &str, load_path: &str, files: &[(&str, &str)], allow_empty: bool,
     );
 }
 
+/// Files of a case: (path relative to the temporary directory, contents).
+type Files<'a> = &'a [(&'a str, &'a str)];
+
+/// A good case: name, path to load ("" = the directory), files, allow_empty, expected.
+type GoodCase<'a> = (&'a str, &'a str, Files<'a>, bool, &'a str);
+
+/// A bad case: name, path to load ("" = the directory), files, expected errors.
+type BadCase<'a> = (&'a str, &'a str, Files<'a>, &'a [Expected<'a>]);
+
 /// An expected error: file (relative, "" for the directory), line, and the texts the
 /// message must contain (at least the offending value).
 type Expected<'a> = (&'a str, Option<usize>, &'a [&'a str]);
@@ -206,7 +215,7 @@ const FULL_JSON: &str = r#"{
 
 #[test]
 fn good_sources() {
-    let cases: &[(&str, &str, &[(&str, &str)], bool, &str)] = &[
+    let cases: &[GoodCase] = &[
         (
             "yaml: every field; emails lower-cased, sorted, de-duplicated",
             "",
@@ -412,7 +421,7 @@ fn good_sources() {
 
 #[test]
 fn bad_sources() {
-    let cases: &[(&str, &str, &[(&str, &str)], &[Expected])] = &[
+    let cases: &[BadCase] = &[
         // Paths.
         (
             "missing path",
@@ -501,6 +510,32 @@ fn bad_sources() {
             "",
             &[("g.json", "{\"groups\": [{\"name\": 7}]}")],
             &[("g.json", Some(1), &["invalid type", "7"])],
+        ),
+        (
+            "json list instead of a map, at the top and for a group",
+            "",
+            &[
+                ("a.json", "[{\"name\": \"A\"}]"),
+                ("b.json", "{\"groups\": [\n[\"A\", \"k\", [], [], [], []]]}"),
+            ],
+            &[
+                (
+                    "a.json",
+                    Some(1),
+                    &["invalid type: sequence, expected a map"],
+                ),
+                (
+                    "b.json",
+                    Some(2),
+                    &["invalid type: sequence, expected a map"],
+                ),
+            ],
+        ),
+        (
+            "toml list instead of a table for a group",
+            "",
+            &[("g.toml", "groups = [[\"A\", \"k\"]]\n")],
+            &[("g.toml", Some(1), &["expected a map"])],
         ),
         (
             "yaml duplicate key",

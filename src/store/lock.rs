@@ -7,10 +7,15 @@ use std::path::{Path, PathBuf};
 /// Another instance holds the lock, or the lock file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("another rostersync (pid {pid}) is using the state database {path}; wait for it to finish or stop it")]
+    #[error(
+        "another rostersync (pid {pid}) is using the state database {path}; wait for it to finish or stop it"
+    )]
     Held { pid: String, path: PathBuf },
     #[error("cannot open the lock file {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Held for the life of a writer; released when dropped (or when the process dies).
@@ -29,9 +34,17 @@ impl StateLock {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(dir);
         }
-        let io = |source| LockError::Io { path: path.clone(), source };
-        let mut file =
-            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
         match file.try_lock() {
             Ok(()) => {
                 file.set_len(0).map_err(io)?;
@@ -43,8 +56,15 @@ impl StateLock {
             Err(std::fs::TryLockError::WouldBlock) => {
                 let mut pid = String::new();
                 let _ = file.read_to_string(&mut pid);
-                let pid = if pid.trim().is_empty() { "unknown".into() } else { pid.trim().to_string() };
-                Err(LockError::Held { pid, path: db.to_path_buf() })
+                let pid = if pid.trim().is_empty() {
+                    "unknown".into()
+                } else {
+                    pid.trim().to_string()
+                };
+                Err(LockError::Held {
+                    pid,
+                    path: db.to_path_buf(),
+                })
             }
             Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
         }

@@ -148,13 +148,23 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(dir);
         }
-        let wrap = |source| StoreError { path: path.to_path_buf(), source };
+        let wrap = |source| StoreError {
+            path: path.to_path_buf(),
+            source,
+        };
         let conn = Connection::open(path).map_err(wrap)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(wrap)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(wrap)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(wrap)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(wrap)?;
-        let mut store = Store { conn, path: path.to_path_buf() };
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(wrap)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(wrap)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(wrap)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(wrap)?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -165,15 +175,24 @@ impl Store {
         if !path.exists() {
             return Ok(None);
         }
-        let wrap = |source| StoreError { path: path.to_path_buf(), source };
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        let wrap = |source| StoreError {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(wrap)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(wrap)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(wrap)?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(wrap)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(wrap)?;
         if version == 0 {
             return Ok(None);
         }
-        Ok(Some(Store { conn, path: path.to_path_buf() }))
+        Ok(Some(Store {
+            conn,
+            path: path.to_path_buf(),
+        }))
     }
 
     pub fn path(&self) -> &Path {
@@ -181,7 +200,10 @@ impl Store {
     }
 
     fn wrap(&self, source: rusqlite::Error) -> StoreError {
-        StoreError { path: self.path.clone(), source }
+        StoreError {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     fn migrate(&mut self) -> Result<()> {
@@ -190,11 +212,23 @@ impl Store {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(|e| self.wrap(e))?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-            let tx = self.conn.transaction().map_err(|e| StoreError { path: self.path.clone(), source: e })?;
-            tx.execute_batch(sql).map_err(|e| StoreError { path: self.path.clone(), source: e })?;
+            let tx = self.conn.transaction().map_err(|e| StoreError {
+                path: self.path.clone(),
+                source: e,
+            })?;
+            tx.execute_batch(sql).map_err(|e| StoreError {
+                path: self.path.clone(),
+                source: e,
+            })?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)
-                .map_err(|e| StoreError { path: self.path.clone(), source: e })?;
-            tx.commit().map_err(|e| StoreError { path: self.path.clone(), source: e })?;
+                .map_err(|e| StoreError {
+                    path: self.path.clone(),
+                    source: e,
+                })?;
+            tx.commit().map_err(|e| StoreError {
+                path: self.path.clone(),
+                source: e,
+            })?;
         }
         Ok(())
     }
@@ -238,11 +272,21 @@ impl Store {
                 receive_call: r.get(5).map_err(w)?,
             };
             if let Some(g) = known.groups.get_mut(&key) {
-                if role == "owner" { g.owners.insert(id, m) } else { g.members.insert(id, m) };
+                if role == "owner" {
+                    g.owners.insert(id, m)
+                } else {
+                    g.members.insert(id, m)
+                };
             }
         }
-        let mut q = self.conn.prepare_cached("SELECT key FROM intents WHERE target = ?1").map_err(w)?;
-        for k in q.query_map([target], |r| r.get::<_, String>(0)).map_err(w)? {
+        let mut q = self
+            .conn
+            .prepare_cached("SELECT key FROM intents WHERE target = ?1")
+            .map_err(w)?;
+        for k in q
+            .query_map([target], |r| r.get::<_, String>(0))
+            .map_err(w)?
+        {
             known.intents.insert(k.map_err(w)?);
         }
         Ok(known)
@@ -255,7 +299,10 @@ impl Store {
             .conn
             .prepare("SELECT DISTINCT target FROM groups UNION SELECT DISTINCT target FROM intents ORDER BY 1")
             .map_err(w)?;
-        q.query_map([], |r| r.get(0)).map_err(w)?.collect::<std::result::Result<_, _>>().map_err(w)
+        q.query_map([], |r| r.get(0))
+            .map_err(w)?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(w)
     }
 
     /// The resolution cache of one target: email -> member id (None = known not found).
@@ -286,7 +333,10 @@ impl Store {
     /// Drops the negative entries (re-asked on `--full` runs).
     pub fn forget_unresolved(&self, target: &str) -> Result<()> {
         self.conn
-            .execute("DELETE FROM resolution WHERE target = ?1 AND member_id IS NULL", [target])
+            .execute(
+                "DELETE FROM resolution WHERE target = ?1 AND member_id IS NULL",
+                [target],
+            )
             .map(|_| ())
             .map_err(|e| self.wrap(e))
     }
@@ -327,7 +377,10 @@ impl Store {
     /// Drops an intent whose group left the source before its create was confirmed.
     pub fn drop_intent(&self, target: &str, key: &str) -> Result<()> {
         self.conn
-            .execute("DELETE FROM intents WHERE target = ?1 AND key = ?2", params![target, key])
+            .execute(
+                "DELETE FROM intents WHERE target = ?1 AND key = ?2",
+                params![target, key],
+            )
             .map(|_| ())
             .map_err(|e| self.wrap(e))
     }
@@ -335,7 +388,10 @@ impl Store {
     /// Records one call and, when it was confirmed, its state change: one transaction.
     pub fn record(&mut self, run: i64, call: &CallRecord, delta: &Delta) -> Result<i64> {
         let path = self.path.clone();
-        let w = |source| StoreError { path: path.clone(), source };
+        let w = |source| StoreError {
+            path: path.clone(),
+            source,
+        };
         let tx = self.conn.transaction().map_err(w)?;
         let at = now();
         tx.execute(
@@ -367,7 +423,8 @@ impl Store {
                 .prepare_cached("INSERT INTO call_members (call_id, change, member_id, email) VALUES (?1, ?2, ?3, ?4)")
                 .map_err(w)?;
             for (change, id, email) in &call.members {
-                q.execute(params![call_id, change.to_string(), id, email]).map_err(w)?;
+                q.execute(params![call_id, change.to_string(), id, email])
+                    .map_err(w)?;
             }
         }
         apply_delta(&tx, &call.target, delta, &at).map_err(w)?;
@@ -379,7 +436,10 @@ impl Store {
     /// found gone is recorded with its read call instead; this is for tests and repairs).
     pub fn apply(&mut self, target: &str, delta: &Delta) -> Result<()> {
         let path = self.path.clone();
-        let w = |source| StoreError { path: path.clone(), source };
+        let w = |source| StoreError {
+            path: path.clone(),
+            source,
+        };
         let tx = self.conn.transaction().map_err(w)?;
         apply_delta(&tx, target, delta, &now()).map_err(w)?;
         tx.commit().map_err(w)
@@ -400,7 +460,10 @@ impl Store {
         }
         if let Some(g) = &f.group {
             args.push(g.clone().into());
-            sql += &format!(" AND (c.group_key = ?{0} OR c.group_name = ?{0})", args.len());
+            sql += &format!(
+                " AND (c.group_key = ?{0} OR c.group_name = ?{0})",
+                args.len()
+            );
         }
         if let Some(r) = f.run {
             args.push(r.into());
@@ -498,7 +561,15 @@ fn member_rows(
             owned = max(owned, excluded.owned)",
     )?;
     for (id, m) in members {
-        q.execute(params![target, key, role, id, m.email, m.owned, m.receive_call])?;
+        q.execute(params![
+            target,
+            key,
+            role,
+            id,
+            m.email,
+            m.owned,
+            m.receive_call
+        ])?;
     }
     Ok(())
 }
@@ -519,23 +590,50 @@ fn remove_rows(
     Ok(())
 }
 
-fn apply_delta(tx: &rusqlite::Transaction<'_>, target: &str, delta: &Delta, at: &str) -> rusqlite::Result<()> {
+fn apply_delta(
+    tx: &rusqlite::Transaction<'_>,
+    target: &str,
+    delta: &Delta,
+    at: &str,
+) -> rusqlite::Result<()> {
     match delta {
         Delta::None => {}
-        Delta::Group { key, remote_id, name, members, owners } => {
+        Delta::Group {
+            key,
+            remote_id,
+            name,
+            members,
+            owners,
+        } => {
             tx.execute(
                 "INSERT INTO groups (target, key, remote_id, name, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (target, key) DO UPDATE SET remote_id = ?3, name = ?4, updated_at = ?5",
                 params![target, key, remote_id, name, at],
             )?;
-            tx.execute("DELETE FROM members WHERE target = ?1 AND key = ?2", params![target, key])?;
-            let m: Vec<_> = members.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            tx.execute(
+                "DELETE FROM members WHERE target = ?1 AND key = ?2",
+                params![target, key],
+            )?;
+            let m: Vec<_> = members
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             let o: Vec<_> = owners.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             member_rows(tx, target, key, "member", &m)?;
             member_rows(tx, target, key, "owner", &o)?;
-            tx.execute("DELETE FROM intents WHERE target = ?1 AND key = ?2", params![target, key])?;
+            tx.execute(
+                "DELETE FROM intents WHERE target = ?1 AND key = ?2",
+                params![target, key],
+            )?;
         }
-        Delta::Members { key, added, removed, owners_added, owners_removed, receive_call } => {
+        Delta::Members {
+            key,
+            added,
+            removed,
+            owners_added,
+            owners_removed,
+            receive_call,
+        } => {
             member_rows(tx, target, key, "member", added)?;
             remove_rows(tx, target, key, "member", removed)?;
             member_rows(tx, target, key, "owner", owners_added)?;
@@ -565,8 +663,14 @@ fn apply_delta(tx: &rusqlite::Transaction<'_>, target: &str, delta: &Delta, at: 
             )?;
         }
         Delta::Forget { key } => {
-            tx.execute("DELETE FROM members WHERE target = ?1 AND key = ?2", params![target, key])?;
-            tx.execute("DELETE FROM groups WHERE target = ?1 AND key = ?2", params![target, key])?;
+            tx.execute(
+                "DELETE FROM members WHERE target = ?1 AND key = ?2",
+                params![target, key],
+            )?;
+            tx.execute(
+                "DELETE FROM groups WHERE target = ?1 AND key = ?2",
+                params![target, key],
+            )?;
         }
     }
     Ok(())

@@ -1,7 +1,11 @@
 use super::*;
 
 fn m(owned: bool) -> KnownMember {
-    KnownMember { owned, receive_call: false, email: Some("a@x".into()) }
+    KnownMember {
+        owned,
+        receive_call: false,
+        email: Some("a@x".into()),
+    }
 }
 
 fn call(op: &str) -> CallRecord {
@@ -23,7 +27,10 @@ fn migrations_are_forward_only_and_idempotent() {
     let path = dir.path().join("sub/state.db");
     drop(Store::open(&path).unwrap());
     let s = Store::open(&path).unwrap();
-    let v: i64 = s.conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    let v: i64 = s
+        .conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
     assert_eq!(v as usize, MIGRATIONS.len());
 }
 
@@ -62,12 +69,29 @@ fn record_changes_known_state_with_its_history_row() {
     let ids: Vec<_> = k.groups["g"].members.keys().cloned().collect();
     assert_eq!(ids, ["2", "3"]);
     assert!(k.groups["g"].members["3"].receive_call);
-    s.record(run, &call("rename"), &Delta::Renamed { key: "g".into(), name: "H".into() }).unwrap();
+    s.record(
+        run,
+        &call("rename"),
+        &Delta::Renamed {
+            key: "g".into(),
+            name: "H".into(),
+        },
+    )
+    .unwrap();
     assert_eq!(s.known("t").unwrap().groups["g"].name, "H");
-    s.record(run, &call("delete"), &Delta::Forget { key: "g".into() }).unwrap();
+    s.record(run, &call("delete"), &Delta::Forget { key: "g".into() })
+        .unwrap();
     assert!(s.known("t").unwrap().groups.is_empty());
-    let h = s.history(&HistoryFilter { limit: 10, ..Default::default() }).unwrap();
-    assert_eq!(h.iter().map(|c| c.op.as_str()).collect::<Vec<_>>(), ["delete", "rename", "update", "create"]);
+    let h = s
+        .history(&HistoryFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        h.iter().map(|c| c.op.as_str()).collect::<Vec<_>>(),
+        ["delete", "rename", "update", "create"]
+    );
     // other targets are untouched
     assert!(s.known("other").unwrap().groups.is_empty());
 }

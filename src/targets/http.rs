@@ -82,7 +82,12 @@ pub struct Request {
 
 impl Request {
     pub fn new(method: Method, url: impl Into<String>) -> Request {
-        Request { method, url: url.into(), body: None, headers: Vec::new() }
+        Request {
+            method,
+            url: url.into(),
+            body: None,
+            headers: Vec::new(),
+        }
     }
     pub fn json(mut self, body: serde_json::Value) -> Request {
         self.body = Some(body);
@@ -143,11 +148,13 @@ pub fn default_verdict(status: u16, body: &[u8]) -> Verdict {
 /// A short message from an error body: SCIM `detail`, `message`, `error`, or the text.
 pub fn message(status: u16, body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
-    let from_json = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| {
-        ["detail", "message", "error", "error_description"]
-            .iter()
-            .find_map(|k| v.get(k).and_then(|m| m.as_str().map(str::to_string)))
-    });
+    let from_json = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            ["detail", "message", "error", "error_description"]
+                .iter()
+                .find_map(|k| v.get(k).and_then(|m| m.as_str().map(str::to_string)))
+        });
     let text = from_json.unwrap_or_else(|| text.trim().to_string());
     let mut text: String = text.chars().take(300).collect();
     if text.is_empty() {
@@ -158,7 +165,10 @@ pub fn message(status: u16, body: &[u8]) -> String {
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<u64>().ok().map(|s| Duration::from_secs(s.min(300)))
+    v.trim()
+        .parse::<u64>()
+        .ok()
+        .map(|s| Duration::from_secs(s.min(300)))
 }
 
 impl Http {
@@ -224,7 +234,11 @@ impl Http {
         retry: Retry,
         verdict: &(dyn Fn(u16, &[u8]) -> Verdict + Sync),
     ) -> Result<Reply, Failure> {
-        let _permit = self.in_flight.acquire().await.expect("semaphore never closed");
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .expect("semaphore never closed");
         let mut delays = backon::ExponentialBuilder::default()
             .with_min_delay(self.retry_base)
             .with_max_delay(Duration::from_secs(30))
@@ -238,7 +252,10 @@ impl Http {
                 l.until_ready().await;
             }
             attempts += 1;
-            let mut rb = self.client.request(req.method.clone(), &req.url).headers(self.headers.clone());
+            let mut rb = self
+                .client
+                .request(req.method.clone(), &req.url)
+                .headers(self.headers.clone());
             for (k, v) in &req.headers {
                 rb = rb.header(k, v);
             }
@@ -265,13 +282,22 @@ impl Http {
                 Ok((status, headers, body)) => {
                     let v = verdict(status, &body);
                     if v == Verdict::Ok {
-                        return Ok(Reply { status, body, latency_ms, attempts });
+                        return Ok(Reply {
+                            status,
+                            body,
+                            latency_ms,
+                            attempts,
+                        });
                     }
                     // 429 was surely not applied; 408/5xx may have been.
                     (v, Some(status), retry_after(&headers), status != 429)
                 }
                 Err((e, applied)) => {
-                    let what = if e.is_timeout() { "timed out" } else { "failed" };
+                    let what = if e.is_timeout() {
+                        "timed out"
+                    } else {
+                        "failed"
+                    };
                     let mut msg = format!("request {what}: {e}");
                     let mut src = std::error::Error::source(&e);
                     while let Some(s) = src {
@@ -313,7 +339,8 @@ impl Http {
 
 /// Builds a header value from a secret, marked sensitive so it never prints.
 pub fn secret_header(value: &str) -> Result<HeaderValue, String> {
-    let mut v = HeaderValue::from_str(value).map_err(|_| "secret is not a valid header value".to_string())?;
+    let mut v = HeaderValue::from_str(value)
+        .map_err(|_| "secret is not a valid header value".to_string())?;
     v.set_sensitive(true);
     Ok(v)
 }

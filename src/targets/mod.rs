@@ -6,11 +6,11 @@
 //! call to `Ctx::confirm` with the state change it proves, and the store writes both in one
 //! transaction.
 
+pub mod assign_group;
 pub mod http;
+pub mod kazoo;
 pub mod scim;
 pub mod teams;
-pub mod assign_group;
-pub mod kazoo;
 
 use std::sync::{Arc, Mutex};
 
@@ -72,7 +72,10 @@ pub struct CallInfo {
 
 impl CallInfo {
     pub fn new(op: &'static str) -> CallInfo {
-        CallInfo { op, ..Default::default() }
+        CallInfo {
+            op,
+            ..Default::default()
+        }
     }
     pub fn group(mut self, key: &str, name: &str) -> CallInfo {
         self.group_key = Some(key.to_string());
@@ -129,8 +132,16 @@ pub struct Ctx {
 impl Ctx {
     fn record_of(&self, info: &CallInfo, req: &Request) -> CallRecord {
         let mut members = Vec::new();
-        members.extend(info.added.iter().map(|m| ('+', m.id.clone(), m.email.clone())));
-        members.extend(info.removed.iter().map(|m| ('-', m.id.clone(), m.email.clone())));
+        members.extend(
+            info.added
+                .iter()
+                .map(|m| ('+', m.id.clone(), m.email.clone())),
+        );
+        members.extend(
+            info.removed
+                .iter()
+                .map(|m| ('-', m.id.clone(), m.email.clone())),
+        );
         CallRecord {
             target: self.target.clone(),
             group_key: info.group_key.clone(),
@@ -195,7 +206,13 @@ impl Ctx {
 
     /// Records a state change that a call already in the history proved (adoption after
     /// a lookup, forgetting a group found gone), as a row of its own.
-    pub fn note(&self, op: &'static str, key: &str, name: &str, delta: Delta) -> Result<(), OpError> {
+    pub fn note(
+        &self,
+        op: &'static str,
+        key: &str,
+        name: &str,
+        delta: Delta,
+    ) -> Result<(), OpError> {
         let record = CallRecord {
             target: self.target.clone(),
             group_key: Some(key.to_string()),
@@ -216,12 +233,12 @@ impl Ctx {
                 "operation" => record.op.clone(), "outcome" => outcome)
             .increment(1);
             if record.ok {
-                tracing::info!(target_name = %record.target, group = record.group_name.as_deref().unwrap_or("-"),
+                tracing::info!(target = %record.target, group = record.group_name.as_deref().unwrap_or("-"),
                     op = %record.op, added = record.added, removed = record.removed,
                     status = record.status.unwrap_or(0), latency_ms = record.latency_ms,
                     attempts = record.attempts, "{} {}", record.method, record.path);
             } else {
-                tracing::warn!(target_name = %record.target, group = record.group_name.as_deref().unwrap_or("-"),
+                tracing::warn!(target = %record.target, group = record.group_name.as_deref().unwrap_or("-"),
                     op = %record.op, added = record.added, removed = record.removed,
                     status = record.status.unwrap_or(0), latency_ms = record.latency_ms,
                     attempts = record.attempts, error = record.error.as_deref().unwrap_or(""),
@@ -238,7 +255,8 @@ impl Ctx {
         }
         if let Some(store) = &self.recorder.store {
             let mut s = store.lock().expect("store lock");
-            s.record(self.recorder.run, &record, delta).map_err(|e| OpError::Record(e.to_string()))?;
+            s.record(self.recorder.run, &record, delta)
+                .map_err(|e| OpError::Record(e.to_string()))?;
         }
         Ok(())
     }
@@ -294,14 +312,35 @@ pub fn members_delta(key: &str, added: &[Member], removed: &[Member], owners: bo
     let add: Vec<_> = added
         .iter()
         .map(|m| {
-            (m.id.clone(), crate::plan::KnownMember { owned: true, receive_call: false, email: m.email.clone() })
+            (
+                m.id.clone(),
+                crate::plan::KnownMember {
+                    owned: true,
+                    receive_call: false,
+                    email: m.email.clone(),
+                },
+            )
         })
         .collect();
     let rem: Vec<_> = removed.iter().map(|m| m.id.clone()).collect();
     if owners {
-        Delta::Members { key: key.into(), added: vec![], removed: vec![], owners_added: add, owners_removed: rem, receive_call: None }
+        Delta::Members {
+            key: key.into(),
+            added: vec![],
+            removed: vec![],
+            owners_added: add,
+            owners_removed: rem,
+            receive_call: None,
+        }
     } else {
-        Delta::Members { key: key.into(), added: add, removed: rem, owners_added: vec![], owners_removed: vec![], receive_call: None }
+        Delta::Members {
+            key: key.into(),
+            added: add,
+            removed: rem,
+            owners_added: vec![],
+            owners_removed: vec![],
+            receive_call: None,
+        }
     }
 }
 

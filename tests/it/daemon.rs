@@ -54,7 +54,8 @@ impl NotifySocket {
     fn bind(dir: &Path) -> NotifySocket {
         let path = dir.join("notify.sock");
         let sock = UnixDatagram::bind(&path).expect("bind the notify socket");
-        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let messages = Arc::new(Mutex::new(Vec::new()));
         let done = Arc::new(AtomicBool::new(false));
         let (m, d) = (messages.clone(), done.clone());
@@ -62,17 +63,26 @@ impl NotifySocket {
             let mut buf = vec![0u8; 8192];
             while !d.load(Ordering::Relaxed) {
                 if let Ok(n) = sock.recv(&mut buf) {
-                    m.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                    m.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&buf[..n]).into_owned());
                 }
             }
         });
-        NotifySocket { path, messages, done, thread: Some(thread) }
+        NotifySocket {
+            path,
+            messages,
+            done,
+            thread: Some(thread),
+        }
     }
 
     /// Every `KEY=value` line received so far, in order.
     fn lines(&self) -> Vec<String> {
         let m = self.messages.lock().unwrap();
-        m.iter().flat_map(|d| d.lines().map(str::to_string).collect::<Vec<_>>()).collect()
+        m.iter()
+            .flat_map(|d| d.lines().map(str::to_string).collect::<Vec<_>>())
+            .collect()
     }
 
     fn count(&self, line: &str) -> usize {
@@ -92,15 +102,19 @@ impl NotifySocket {
     }
 
     fn wait_line(&self, line: &str, n: usize, timeout: Duration) {
-        wait_for(&format!("{n} x {line:?} on NOTIFY_SOCKET (got {:?})", self.lines()), timeout, || {
-            (self.count(line) >= n).then_some(())
-        });
+        wait_for(
+            &format!("{n} x {line:?} on NOTIFY_SOCKET (got {:?})", self.lines()),
+            timeout,
+            || (self.count(line) >= n).then_some(()),
+        );
     }
 
     fn wait_run(&self, run: u64, timeout: Duration) {
-        wait_for(&format!("run {run} done (STATUS lines: {:?})", self.lines()), timeout, || {
-            self.runs_done().contains(&run).then_some(())
-        });
+        wait_for(
+            &format!("run {run} done (STATUS lines: {:?})", self.lines()),
+            timeout,
+            || self.runs_done().contains(&run).then_some(()),
+        );
     }
 }
 
@@ -133,7 +147,13 @@ struct Opts {
 
 impl Default for Opts {
     fn default() -> Opts {
-        Opts { cron: NEVER, full_every: 0, watch: false, metrics: String::new(), target: |t| t }
+        Opts {
+            cron: NEVER,
+            full_every: 0,
+            watch: false,
+            metrics: String::new(),
+            target: |t| t,
+        }
     }
 }
 
@@ -164,7 +184,12 @@ impl Setup {
         );
         std::fs::write(&config, toml).unwrap();
         std::fs::write(&source, groups_yaml(groups)).unwrap();
-        Setup { dir, fake, config, source }
+        Setup {
+            dir,
+            fake,
+            config,
+            source,
+        }
     }
 
     /// Replaces the source as an editor does: write a new file, rename it over the old one.
@@ -188,7 +213,11 @@ impl Setup {
 
     fn history(&self) -> Value {
         let out = self.cli(&["history", "--output", "json", "--limit", "100"]);
-        assert!(out.status.success(), "history: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "history: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
@@ -214,7 +243,14 @@ fn clean_env(c: &mut Command) {
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().into_owned();
         if k.starts_with("ROSTERSYNC_")
-            || ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "INVOCATION_ID", "CREDENTIALS_DIRECTORY"].contains(&k.as_str())
+            || [
+                "NOTIFY_SOCKET",
+                "WATCHDOG_USEC",
+                "WATCHDOG_PID",
+                "INVOCATION_ID",
+                "CREDENTIALS_DIRECTORY",
+            ]
+            .contains(&k.as_str())
         {
             c.env_remove(&k);
         }
@@ -230,7 +266,11 @@ struct Daemon {
 
 impl Daemon {
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
         assert!(ok.success(), "kill -{sig}");
     }
 
@@ -246,7 +286,10 @@ impl Daemon {
         let child = &mut self.child;
         let log = &self.log;
         wait_for(
-            &format!("the daemon to exit; its log:\n{}", std::fs::read_to_string(log).unwrap_or_default()),
+            &format!(
+                "the daemon to exit; its log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            ),
             timeout,
             || child.try_wait().unwrap(),
         )
@@ -254,11 +297,18 @@ impl Daemon {
 
     /// `wait_for`, with the daemon's log in the panic message.
     fn wait_for<T>(&self, what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
-        poll(timeout, f).unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}; log:\n{}", self.log()))
+        poll(timeout, f).unwrap_or_else(|| {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; log:\n{}",
+                self.log()
+            )
+        })
     }
 
     fn wait_log(&self, needle: &str, timeout: Duration) {
-        wait_for(&format!("{needle:?} in the daemon's log"), timeout, || self.log().contains(needle).then_some(()));
+        wait_for(&format!("{needle:?} in the daemon's log"), timeout, || {
+            self.log().contains(needle).then_some(())
+        });
     }
 
     /// SIGTERM, then expects exit 0 and STOPPING=1.
@@ -266,7 +316,8 @@ impl Daemon {
         self.signal("TERM");
         let status = self.wait_exit(Duration::from_secs(35));
         assert_eq!(status.code(), Some(0), "exit status; log:\n{}", self.log());
-        self.notify.wait_line("STOPPING=1", 1, Duration::from_secs(2));
+        self.notify
+            .wait_line("STOPPING=1", 1, Duration::from_secs(2));
     }
 }
 
@@ -285,18 +336,30 @@ fn writes(log: &[Logged]) -> usize {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A plain HTTP/1.1 GET on 127.0.0.1; returns the status and the body.
 fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics listener");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     (status, body.to_string())
 }
 
@@ -326,8 +389,14 @@ fn sum(m: &BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
 fn ready_watchdog_metrics_and_healthz() {
     let port = free_port();
     let s = Setup::new(
-        Opts { metrics: format!("listen = \"127.0.0.1:{port}\"\nmax_age = \"6s\""), ..Default::default() },
-        &[("Tier 1", &["ana@example.com", "bo@example.com"]), ("Tier 2", &["cy@example.com"])],
+        Opts {
+            metrics: format!("listen = \"127.0.0.1:{port}\"\nmax_age = \"6s\""),
+            ..Default::default()
+        },
+        &[
+            ("Tier 1", &["ana@example.com", "bo@example.com"]),
+            ("Tier 2", &["cy@example.com"]),
+        ],
     );
     let d = s.spawn(&[("WATCHDOG_USEC", "1000000")]);
     d.notify.wait_line("READY=1", 1, Duration::from_secs(10));
@@ -340,16 +409,39 @@ fn ready_watchdog_metrics_and_healthz() {
     let m = parse_metrics(&text);
     let requests = s.fake.requests();
     let t = "target=\"maestro\"";
-    assert_eq!(sum(&m, "rostersync_calls_total", &[t]) as usize, requests.len(), "calls vs the fake's log:\n{text}");
-    let posts = requests.iter().filter(|r| r.method == "POST" && r.path.ends_with("/Groups")).count();
+    assert_eq!(
+        sum(&m, "rostersync_calls_total", &[t]) as usize,
+        requests.len(),
+        "calls vs the fake's log:\n{text}"
+    );
+    let posts = requests
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/Groups"))
+        .count();
     assert_eq!(posts, 2);
-    assert_eq!(sum(&m, "rostersync_calls_total", &[t, "operation=\"create\"", "outcome=\"ok\""]) as usize, posts);
+    assert_eq!(
+        sum(
+            &m,
+            "rostersync_calls_total",
+            &[t, "operation=\"create\"", "outcome=\"ok\""]
+        ) as usize,
+        posts
+    );
     let gets = requests.iter().filter(|r| r.method == "GET").count();
-    assert_eq!(sum(&m, "rostersync_calls_total", &[t, "operation=\"find\""]) as usize, gets);
-    assert_eq!(sum(&m, "rostersync_calls_total", &["outcome=\"failed\""]), 0.0);
+    assert_eq!(
+        sum(&m, "rostersync_calls_total", &[t, "operation=\"find\""]) as usize,
+        gets
+    );
+    assert_eq!(
+        sum(&m, "rostersync_calls_total", &["outcome=\"failed\""]),
+        0.0
+    );
     assert_eq!(sum(&m, "rostersync_retries_total", &[]), 0.0);
     assert_eq!(sum(&m, "rostersync_runs_total", &["outcome=\"ok\""]), 1.0);
-    assert_eq!(sum(&m, "rostersync_runs_total", &["outcome=\"failed\""]), 0.0);
+    assert_eq!(
+        sum(&m, "rostersync_runs_total", &["outcome=\"failed\""]),
+        0.0
+    );
     assert_eq!(sum(&m, "rostersync_members_added_total", &[]), 3.0);
     assert_eq!(sum(&m, "rostersync_members_removed_total", &[]), 0.0);
     assert_eq!(sum(&m, "rostersync_run_duration_seconds_count", &[]), 1.0);
@@ -360,10 +452,14 @@ fn ready_watchdog_metrics_and_healthz() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"maestro\""), "{body}");
     // Nothing runs again (the cron never fires), so the target goes stale after max_age.
-    let body = wait_for("/healthz to answer 503 once max_age has passed", Duration::from_secs(15), || {
-        let (status, body) = http_get(port, "/healthz");
-        (status == 503).then_some(body)
-    });
+    let body = wait_for(
+        "/healthz to answer 503 once max_age has passed",
+        Duration::from_secs(15),
+        || {
+            let (status, body) = http_get(port, "/healthz");
+            (status == 503).then_some(body)
+        },
+    );
     assert!(body.contains("unhealthy"), "{body}");
     assert_eq!(http_get(port, "/nope").0, 404);
     d.stop();
@@ -371,24 +467,42 @@ fn ready_watchdog_metrics_and_healthz() {
 
 #[test]
 fn an_edit_runs_within_5s_and_a_burst_of_edits_runs_once() {
-    let s = Setup::new(Opts { watch: true, ..Default::default() }, &[("Tier 1", &["ana@example.com"])]);
+    let s = Setup::new(
+        Opts {
+            watch: true,
+            ..Default::default()
+        },
+        &[("Tier 1", &["ana@example.com"])],
+    );
     let d = s.spawn(&[]);
     d.notify.wait_line("READY=1", 1, Duration::from_secs(10));
     d.notify.wait_run(1, Duration::from_secs(20));
-    assert_eq!(s.members("Tier 1"), BTreeSet::from(["ana@example.com".to_string()]));
+    assert_eq!(
+        s.members("Tier 1"),
+        BTreeSet::from(["ana@example.com".to_string()])
+    );
 
     let edited = Instant::now();
-    s.save_as_rename(&groups_yaml(&[("Tier 1", &["ana@example.com", "bo@example.com"])]));
-    d.wait_for("bo on the fake after the edit", Duration::from_secs(5), || {
-        s.members("Tier 1").contains("bo@example.com").then_some(())
-    });
+    s.save_as_rename(&groups_yaml(&[(
+        "Tier 1",
+        &["ana@example.com", "bo@example.com"],
+    )]));
+    d.wait_for(
+        "bo on the fake after the edit",
+        Duration::from_secs(5),
+        || s.members("Tier 1").contains("bo@example.com").then_some(()),
+    );
     assert!(edited.elapsed() < Duration::from_secs(5));
     d.notify.wait_run(2, Duration::from_secs(5));
 
     // Ten quick edits, in place and by rename, with editor leftovers: one run (two at most).
     for i in 0..10 {
         let last = i == 9;
-        let members: &[&str] = if last { &["ana@example.com", "cy@example.com"] } else { &["ana@example.com", "bo@example.com"] };
+        let members: &[&str] = if last {
+            &["ana@example.com", "cy@example.com"]
+        } else {
+            &["ana@example.com", "bo@example.com"]
+        };
         let text = groups_yaml(&[("Tier 1", members)]) + &format!("# edit {i}\n");
         if i % 2 == 0 {
             std::fs::write(&s.source, text).unwrap();
@@ -409,7 +523,10 @@ fn an_edit_runs_within_5s_and_a_burst_of_edits_runs_once() {
     }
     let runs = d.notify.runs_done();
     let after_burst = runs.iter().filter(|r| **r > 2).count();
-    assert!((1..=2).contains(&after_burst), "runs after the burst: {runs:?}");
+    assert!(
+        (1..=2).contains(&after_burst),
+        "runs after the burst: {runs:?}"
+    );
     d.stop();
 }
 
@@ -423,32 +540,61 @@ fn sighup_with_a_broken_source_keeps_the_old_one_until_a_good_reload() {
     let writes_before = writes(&s.fake.requests());
 
     // Truncated in the middle of a list, as a failed copy would leave it.
-    std::fs::write(&s.source, "groups:\n  - name: Tier 1\n    members: [ana@example.com,\n").unwrap();
+    std::fs::write(
+        &s.source,
+        "groups:\n  - name: Tier 1\n    members: [ana@example.com,\n",
+    )
+    .unwrap();
     d.signal("HUP");
     d.wait_log("reload failed", Duration::from_secs(10));
     d.notify.wait_line("READY=1", 2, Duration::from_secs(5));
     assert_eq!(d.notify.count("RELOADING=1"), 1);
-    assert!(d.alive(), "the daemon died on a bad reload; log:\n{}", d.log());
-    assert!(d.log().contains("groups.yaml"), "the error names the file:\n{}", d.log());
-    assert_eq!(d.notify.runs_done(), BTreeSet::from([1]), "no run on a broken source");
+    assert!(
+        d.alive(),
+        "the daemon died on a bad reload; log:\n{}",
+        d.log()
+    );
+    assert!(
+        d.log().contains("groups.yaml"),
+        "the error names the file:\n{}",
+        d.log()
+    );
+    assert_eq!(
+        d.notify.runs_done(),
+        BTreeSet::from([1]),
+        "no run on a broken source"
+    );
     assert_eq!(writes(&s.fake.requests()), writes_before, "nothing sent");
     assert_eq!(s.fake.requests().len(), sent, "not even a read");
-    assert_eq!(s.members("Tier 1"), BTreeSet::from(["ana@example.com".to_string()]));
+    assert_eq!(
+        s.members("Tier 1"),
+        BTreeSet::from(["ana@example.com".to_string()])
+    );
 
     // A broken config is refused the same way.
     let good_config = std::fs::read_to_string(&s.config).unwrap();
-    std::fs::write(&s.config, good_config.replace("[schedule]", "[schedule]\nbogus = 1")).unwrap();
+    std::fs::write(
+        &s.config,
+        good_config.replace("[schedule]", "[schedule]\nbogus = 1"),
+    )
+    .unwrap();
     d.signal("HUP");
     d.notify.wait_line("READY=1", 3, Duration::from_secs(5));
     assert!(d.log().contains("bogus"), "{}", d.log());
     assert!(d.alive());
     std::fs::write(&s.config, good_config).unwrap();
 
-    std::fs::write(&s.source, groups_yaml(&[("Tier 1", &["ana@example.com", "bo@example.com"])])).unwrap();
+    std::fs::write(
+        &s.source,
+        groups_yaml(&[("Tier 1", &["ana@example.com", "bo@example.com"])]),
+    )
+    .unwrap();
     d.signal("HUP");
-    d.wait_for("the good reload on the fake", Duration::from_secs(5), || {
-        s.members("Tier 1").contains("bo@example.com").then_some(())
-    });
+    d.wait_for(
+        "the good reload on the fake",
+        Duration::from_secs(5),
+        || s.members("Tier 1").contains("bo@example.com").then_some(()),
+    );
     d.notify.wait_run(2, Duration::from_secs(5));
     assert_eq!(d.notify.count("RELOADING=1"), 3);
     d.stop();
@@ -458,27 +604,46 @@ fn sighup_with_a_broken_source_keeps_the_old_one_until_a_good_reload() {
 fn sigterm_during_a_slow_call_lets_it_finish_records_it_and_exits_0() {
     let slow = Duration::from_secs(3);
     let s = Setup::new(
-        Opts { target: |t| t.replace("timeout = \"2s\"", "timeout = \"10s\"") + "concurrency = 1\n", ..Default::default() },
-        &[("Alpha", &["ana@example.com"]), ("Beta", &["bo@example.com"])],
+        Opts {
+            target: |t| t.replace("timeout = \"2s\"", "timeout = \"10s\"") + "concurrency = 1\n",
+            ..Default::default()
+        },
+        &[
+            ("Alpha", &["ana@example.com"]),
+            ("Beta", &["bo@example.com"]),
+        ],
     );
-    s.fake.inject(Match::new("POST", "/Groups"), Fault::Delay(slow), 2);
+    s.fake
+        .inject(Match::new("POST", "/Groups"), Fault::Delay(slow), 2);
     let mut d = s.spawn(&[]);
     d.notify.wait_line("READY=1", 1, Duration::from_secs(10));
     // The fake applies a delayed request at once and answers later: the group appears while
     // the call is still in flight.
-    wait_for("the first create to reach the fake", Duration::from_secs(20), || (s.fake.group_count() == 1).then_some(()));
+    wait_for(
+        "the first create to reach the fake",
+        Duration::from_secs(20),
+        || (s.fake.group_count() == 1).then_some(()),
+    );
     let term = Instant::now();
     d.signal("TERM");
     d.notify.wait_line("STOPPING=1", 1, Duration::from_secs(5));
     let status = d.wait_exit(Duration::from_secs(35));
     let waited = term.elapsed();
     assert_eq!(status.code(), Some(0), "log:\n{}", d.log());
-    assert!(waited >= slow / 2, "exited after {waited:?}, before the slow call could finish");
+    assert!(
+        waited >= slow / 2,
+        "exited after {waited:?}, before the slow call could finish"
+    );
     assert!(waited < Duration::from_secs(30), "exited after {waited:?}");
     assert_eq!(s.fake.group_count(), 1, "no operation starts after SIGTERM");
 
     let h = s.history();
-    let creates: Vec<&Value> = h["calls"].as_array().unwrap().iter().filter(|c| c["op"] == "create").collect();
+    let creates: Vec<&Value> = h["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["op"] == "create")
+        .collect();
     assert_eq!(creates.len(), 1, "{h:#}");
     assert_eq!(creates[0]["outcome"], "ok", "{h:#}");
     assert_eq!(creates[0]["status"], 201, "{h:#}");
@@ -486,7 +651,12 @@ fn sigterm_during_a_slow_call_lets_it_finish_records_it_and_exits_0() {
 
     // The next run sends what was not started, and nothing twice.
     let out = s.cli(&["sync"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(s.fake.count_named("Alpha"), 1);
     assert_eq!(s.fake.count_named("Beta"), 1);
 }
@@ -496,13 +666,24 @@ fn instant_of(ts: &str) -> (String, f64) {
     let (date, time) = ts.trim_end_matches('Z').split_once('T').unwrap();
     let time = time.split('+').next().unwrap();
     let mut parts = time.split(':').map(|p| p.parse::<f64>().unwrap());
-    let (h, m, s) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+    let (h, m, s) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
     (date.to_string(), h * 3600.0 + m * 60.0 + s)
 }
 
 #[test]
 fn cron_runs_in_turn_and_every_nth_is_full() {
-    let s = Setup::new(Opts { cron: "* * * * * *", full_every: 2, ..Default::default() }, &[("Tier 1", &["ana@example.com"])]);
+    let s = Setup::new(
+        Opts {
+            cron: "* * * * * *",
+            full_every: 2,
+            ..Default::default()
+        },
+        &[("Tier 1", &["ana@example.com"])],
+    );
     let d = s.spawn(&[]);
     d.notify.wait_line("READY=1", 1, Duration::from_secs(10));
     d.notify.wait_run(5, Duration::from_secs(20));
@@ -513,21 +694,40 @@ fn cron_runs_in_turn_and_every_nth_is_full() {
     runs.sort_by_key(|r| r["id"].as_i64());
     assert!(runs.len() >= 5, "{h:#}");
     assert_eq!(runs[0]["full"], false, "the start run is not full");
-    assert!(runs[1..].iter().any(|r| r["full"] == true), "a full run every 2nd scheduled run: {h:#}");
-    assert!(runs.iter().all(|r| r["command"] == "daemon" && r["outcome"] == "ok"), "{h:#}");
+    assert!(
+        runs[1..].iter().any(|r| r["full"] == true),
+        "a full run every 2nd scheduled run: {h:#}"
+    );
+    assert!(
+        runs.iter()
+            .all(|r| r["command"] == "daemon" && r["outcome"] == "ok"),
+        "{h:#}"
+    );
     for w in runs.windows(2) {
         let done = instant_of(w[0]["finished_at"].as_str().unwrap());
         let next = instant_of(w[1]["started_at"].as_str().unwrap());
-        assert!(next >= done, "run {} started before run {} finished: {h:#}", w[1]["id"], w[0]["id"]);
+        assert!(
+            next >= done,
+            "run {} started before run {} finished: {h:#}",
+            w[1]["id"],
+            w[0]["id"]
+        );
     }
     // A full run reads each managed group back.
-    let reads = s.fake.requests().iter().filter(|r| r.method == "GET" && r.path.contains("/Groups/")).count();
+    let reads = s
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/Groups/"))
+        .count();
     assert!(reads >= 1, "no read-back request");
     assert!(!d_log_has_lock_error(&s), "runs overlapped");
 }
 
 fn d_log_has_lock_error(s: &Setup) -> bool {
-    std::fs::read_to_string(s.dir.path().join("daemon.log")).unwrap_or_default().contains("another rostersync")
+    std::fs::read_to_string(s.dir.path().join("daemon.log"))
+        .unwrap_or_default()
+        .contains("another rostersync")
 }
 
 // --- systemd unit files -------------------------------------------------------------------
@@ -553,9 +753,17 @@ fn systemd_analyze() -> PathBuf {
 /// checks that the command exists).
 fn units_for_analysis() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for name in ["rostersync.service", "rostersync-sync.service", "rostersync-sync.timer"] {
+    for name in [
+        "rostersync.service",
+        "rostersync-sync.service",
+        "rostersync-sync.timer",
+    ] {
         let text = std::fs::read_to_string(systemd_dir().join(name)).unwrap();
-        std::fs::write(dir.path().join(name), text.replace("/usr/bin/rostersync", BIN)).unwrap();
+        std::fs::write(
+            dir.path().join(name),
+            text.replace("/usr/bin/rostersync", BIN),
+        )
+        .unwrap();
     }
     dir
 }
@@ -564,7 +772,11 @@ fn units_for_analysis() -> tempfile::TempDir {
 fn unit_files_pass_systemd_analyze_verify() {
     let analyze = systemd_analyze();
     let dir = units_for_analysis();
-    for name in ["rostersync.service", "rostersync-sync.service", "rostersync-sync.timer"] {
+    for name in [
+        "rostersync.service",
+        "rostersync-sync.service",
+        "rostersync-sync.timer",
+    ] {
         let out = Command::new(&analyze)
             .arg("verify")
             .arg(dir.path().join(name))
@@ -573,8 +785,14 @@ fn unit_files_pass_systemd_analyze_verify() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         // Warnings about the host (no /run/systemd when not booted with it) are not the units'.
-        let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("rostersync")).collect();
-        assert!(out.status.success() && ours.is_empty(), "systemd-analyze verify {name}:\n{stderr}");
+        let ours: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("rostersync"))
+            .collect();
+        assert!(
+            out.status.success() && ours.is_empty(),
+            "systemd-analyze verify {name}:\n{stderr}"
+        );
     }
 }
 
@@ -587,7 +805,8 @@ fn service_exposure_is_ok_or_better() {
         .arg(dir.path().join("rostersync.service"))
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let line = text
         .lines()
         .find(|l| l.contains("Overall exposure level"))
@@ -606,5 +825,8 @@ fn service_exposure_is_ok_or_better() {
         .filter_map(|f| std::fs::read_to_string(root.join(f)).ok())
         .collect();
     let quoted = format!("Overall exposure level for rostersync.service: {score:.1}");
-    assert!(readme.contains(&quoted), "the README should quote {quoted:?}");
+    assert!(
+        readme.contains(&quoted),
+        "the README should quote {quoted:?}"
+    );
 }

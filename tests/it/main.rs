@@ -1,4 +1,9 @@
 //! The integration test binary: CLI, end-to-end runs against fake servers, conformance.
 
+mod cli;
 mod daemon;
 mod fakes;
+mod harness;
+
+#[macro_use]
+mod conformance;

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::http::{default_verdict, secret_header};
 use super::{CallInfo, Ctx, Http, OpError, RemoteGroup, Request, Retry, Target, Verdict, batches};
 use crate::config::{Auth, Flavor, TargetConfig};
-use crate::plan::{Create, Delete, KnownGroup, Update};
+use crate::plan::{Create, Delete, KnownGroup, KnownMember, Member, Update};
 use crate::store::Delta;
 use wire::PatchParts;
 
@@ -31,9 +31,16 @@ pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), String> {
     let mut headers = HeaderMap::new();
     headers.insert(
         reqwest::header::CONTENT_TYPE,
-        "application/scim+json; charset=utf-8".parse().expect("static header"),
+        "application/scim+json; charset=utf-8"
+            .parse()
+            .expect("static header"),
     );
-    headers.insert(reqwest::header::ACCEPT, "application/scim+json, application/json".parse().expect("static"));
+    headers.insert(
+        reqwest::header::ACCEPT,
+        "application/scim+json, application/json"
+            .parse()
+            .expect("static"),
+    );
     if let Some(token) = cfg.token.as_ref().and_then(|t| t.value.as_ref()) {
         let token = token.expose_secret();
         match cfg.auth {
@@ -50,13 +57,21 @@ pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), String> {
         }
     }
     let http = Http::new(cfg, headers)?;
-    let t = Scim { base: cfg.base_url.clone(), flavor: cfg.flavor, batch_size: cfg.batch_size };
+    let t = Scim {
+        base: cfg.base_url.clone(),
+        flavor: cfg.flavor,
+        batch_size: cfg.batch_size,
+    };
     Ok((Box::new(t), http))
 }
 
 /// 409 on a membership change means "already there": done.
 fn membership_verdict(status: u16, body: &[u8]) -> Verdict {
-    if status == 409 { Verdict::Ok } else { default_verdict(status, body) }
+    if status == 409 {
+        Verdict::Ok
+    } else {
+        default_verdict(status, body)
+    }
 }
 
 /// 409 on a create means a group of that name exists: look again (and adopt) rather than fail.
@@ -71,7 +86,11 @@ fn create_verdict(status: u16, body: &[u8]) -> Verdict {
 fn remote(v: &Value) -> Option<RemoteGroup> {
     Some(RemoteGroup {
         id: wire::id_of(v)?,
-        name: v.get("displayName").and_then(Value::as_str).unwrap_or_default().to_string(),
+        name: v
+            .get("displayName")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
         members: wire::ids(v.get("members")),
         owners: wire::ids(v.get("owners")),
         receive_call: Vec::new(),
@@ -83,9 +102,22 @@ impl Scim {
         format!("{}{path}", self.base)
     }
 
-    async fn get_group(&self, ctx: &Ctx, key: &str, name: &str, id: &str) -> Result<Option<RemoteGroup>, OpError> {
+    async fn get_group(
+        &self,
+        ctx: &Ctx,
+        key: &str,
+        name: &str,
+        id: &str,
+    ) -> Result<Option<RemoteGroup>, OpError> {
         let req = Request::new(Method::GET, self.url(&format!("/Groups/{id}")));
-        match ctx.read(CallInfo::new("read").group(key, name), req, &default_verdict).await {
+        match ctx
+            .read(
+                CallInfo::new("read").group(key, name),
+                req,
+                &default_verdict,
+            )
+            .await
+        {
             Ok(reply) => Ok(remote(&reply.json())),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -93,16 +125,37 @@ impl Scim {
     }
 
     /// Pages through `GET /Groups` looking for an exact name (no filter support assumed).
-    async fn find_by_paging(&self, ctx: &Ctx, key: &str, name: &str) -> Result<Option<RemoteGroup>, OpError> {
+    async fn find_by_paging(
+        &self,
+        ctx: &Ctx,
+        key: &str,
+        name: &str,
+    ) -> Result<Option<RemoteGroup>, OpError> {
         let mut start = 1;
         for _ in 0..MAX_PAGES {
-            let req = Request::new(Method::GET, self.url(&format!("/Groups?startIndex={start}&count={PAGE}")));
-            let page = ctx.read(CallInfo::new("find").group(key, name), req, &default_verdict).await?.json();
+            let req = Request::new(
+                Method::GET,
+                self.url(&format!("/Groups?startIndex={start}&count={PAGE}")),
+            );
+            let page = ctx
+                .read(
+                    CallInfo::new("find").group(key, name),
+                    req,
+                    &default_verdict,
+                )
+                .await?
+                .json();
             let items = wire::resources(&page);
-            if let Some(g) = items.iter().find(|g| g.get("displayName").and_then(Value::as_str) == Some(name)) {
+            if let Some(g) = items
+                .iter()
+                .find(|g| g.get("displayName").and_then(Value::as_str) == Some(name))
+            {
                 return self.complete(ctx, key, name, g).await;
             }
-            let total = page.get("totalResults").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let total = page
+                .get("totalResults")
+                .and_then(Value::as_u64)
+                .unwrap_or(0) as usize;
             start += items.len();
             if items.is_empty() || start > total {
                 return Ok(None);
@@ -112,7 +165,13 @@ impl Scim {
     }
 
     /// A listed group may come without its members: read it whole then.
-    async fn complete(&self, ctx: &Ctx, key: &str, name: &str, g: &Value) -> Result<Option<RemoteGroup>, OpError> {
+    async fn complete(
+        &self,
+        ctx: &Ctx,
+        key: &str,
+        name: &str,
+        g: &Value,
+    ) -> Result<Option<RemoteGroup>, OpError> {
         match (g.get("members"), wire::id_of(g)) {
             (Some(_), _) => Ok(remote(g)),
             (None, Some(id)) => self.get_group(ctx, key, name, &id).await,
@@ -130,10 +189,18 @@ impl Target for Scim {
     async fn lookup(&self, ctx: &Ctx, email: &str) -> Result<Option<String>, OpError> {
         let filter = format!("userName eq {}", wire::quote(email));
         let url = format!("{}?filter={}", self.url("/Users"), urlencode(&filter));
-        let reply = ctx.read(CallInfo::new("lookup"), Request::new(Method::GET, url), &default_verdict).await?;
+        let reply = ctx
+            .read(
+                CallInfo::new("lookup"),
+                Request::new(Method::GET, url),
+                &default_verdict,
+            )
+            .await?;
         let body = reply.json();
         let found = wire::resources(&body).into_iter().find(|u| {
-            u.get("userName").and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case(email))
+            u.get("userName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.eq_ignore_ascii_case(email))
         });
         Ok(found.as_ref().and_then(wire::id_of))
     }
@@ -145,11 +212,17 @@ impl Target for Scim {
         let filter = format!("displayName eq {}", wire::quote(name));
         let url = format!("{}?filter={}", self.url("/Groups"), urlencode(&filter));
         let info = CallInfo::new("find").group(key, name);
-        match ctx.read(info, Request::new(Method::GET, url), &default_verdict).await {
+        match ctx
+            .read(info, Request::new(Method::GET, url), &default_verdict)
+            .await
+        {
             Ok(reply) => {
                 let body = reply.json();
                 let items = wire::resources(&body);
-                match items.iter().find(|g| g.get("displayName").and_then(Value::as_str) == Some(name)) {
+                match items
+                    .iter()
+                    .find(|g| g.get("displayName").and_then(Value::as_str) == Some(name))
+                {
                     Some(g) => self.complete(ctx, key, name, g).await,
                     None => Ok(None),
                 }
@@ -172,7 +245,9 @@ impl Target for Scim {
         let mut all = op.members.clone();
         all.extend(op.owners.iter().cloned());
         let info = CallInfo::new("create").group(&op.key, &op.name).adds(&all);
-        let p = ctx.send(info, req, Retry::OnlyIfNotApplied, &create_verdict).await?;
+        let p = ctx
+            .send(info, req, Retry::OnlyIfNotApplied, &create_verdict)
+            .await?;
         let Some(id) = wire::id_of(&p.json()) else {
             let msg = "the create answer carries no group id".to_string();
             ctx.confirm(p, Delta::None)?;
@@ -185,50 +260,93 @@ impl Target for Scim {
     async fn update(&self, ctx: &Ctx, u: &Update) -> Result<(), OpError> {
         let size = self.batch_size;
         let (add, rem) = (batches(&u.add, size), batches(&u.remove, size));
-        let (oadd, orem) = (batches(&u.add_owners, size), batches(&u.remove_owners, size));
+        let (oadd, orem) = (
+            batches(&u.add_owners, size),
+            batches(&u.remove_owners, size),
+        );
         let n = add.len().max(rem.len()).max(oadd.len()).max(orem.len());
-        let empty: &[crate::plan::Member] = &[];
+        let empty: &[Member] = &[];
         for i in 0..n {
             let parts = PatchParts {
-                rename: if i == 0 { u.rename_from.as_ref().map(|_| u.name.as_str()) } else { None },
+                rename: if i == 0 {
+                    u.rename_from.as_ref().map(|_| u.name.as_str())
+                } else {
+                    None
+                },
                 add: add.get(i).copied().unwrap_or(empty),
                 remove: rem.get(i).copied().unwrap_or(empty),
                 add_owners: oadd.get(i).copied().unwrap_or(empty),
                 remove_owners: orem.get(i).copied().unwrap_or(empty),
             };
-            let Some(body) = wire::patch_body(self.flavor, &parts) else { continue };
+            let Some(body) = wire::patch_body(self.flavor, &parts) else {
+                continue;
+            };
             let mut added = parts.add.to_vec();
             added.extend(parts.add_owners.iter().cloned());
             let mut removed = parts.remove.to_vec();
             removed.extend(parts.remove_owners.iter().cloned());
-            let op = if parts.rename.is_some() && added.is_empty() && removed.is_empty() { "rename" } else { "update" };
-            let info = CallInfo::new(op).group(&u.key, &u.name).adds(&added).removes(&removed);
-            let req = Request::new(Method::PATCH, self.url(&format!("/Groups/{}", u.remote_id))).json(body);
-            let p = ctx.send(info, req, Retry::Always, &membership_verdict).await?;
-            // One transaction: the history row, the members, and the rename.
-            let mut delta = super::members_delta(&u.key, parts.add, parts.remove, false);
-            if let Delta::Members { owners_added, owners_removed, .. } = &mut delta {
-                if let Delta::Members { owners_added: oa, owners_removed: or, .. } =
-                    super::members_delta(&u.key, parts.add_owners, parts.remove_owners, true)
-                {
-                    *owners_added = oa;
-                    *owners_removed = or;
-                }
-            }
+            let op = if parts.rename.is_some() && added.is_empty() && removed.is_empty() {
+                "rename"
+            } else {
+                "update"
+            };
+            let info = CallInfo::new(op)
+                .group(&u.key, &u.name)
+                .adds(&added)
+                .removes(&removed);
+            let req = Request::new(Method::PATCH, self.url(&format!("/Groups/{}", u.remote_id)))
+                .json(body);
+            let p = ctx
+                .send(info, req, Retry::Always, &membership_verdict)
+                .await?;
+            // One transaction: the history row and the members it proves.
+            let ours = |ms: &[Member]| -> Vec<(String, KnownMember)> {
+                let k = |m: &Member| KnownMember {
+                    owned: true,
+                    receive_call: false,
+                    email: m.email.clone(),
+                };
+                ms.iter().map(|m| (m.id.clone(), k(m))).collect()
+            };
+            let ids = |ms: &[Member]| ms.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+            let delta = Delta::Members {
+                key: u.key.clone(),
+                added: ours(parts.add),
+                removed: ids(parts.remove),
+                owners_added: ours(parts.add_owners),
+                owners_removed: ids(parts.remove_owners),
+                receive_call: None,
+            };
             ctx.confirm(p, delta)?;
             if parts.rename.is_some() {
-                ctx.note("rename", &u.key, &u.name, Delta::Renamed { key: u.key.clone(), name: u.name.clone() })?;
+                ctx.note(
+                    "rename",
+                    &u.key,
+                    &u.name,
+                    Delta::Renamed {
+                        key: u.key.clone(),
+                        name: u.name.clone(),
+                    },
+                )?;
             }
         }
         Ok(())
     }
 
     async fn delete(&self, ctx: &Ctx, d: &Delete) -> Result<(), OpError> {
-        let req = Request::new(Method::DELETE, self.url(&format!("/Groups/{}", d.remote_id)));
+        let req = Request::new(
+            Method::DELETE,
+            self.url(&format!("/Groups/{}", d.remote_id)),
+        );
         let info = CallInfo::new("delete").group(&d.key, &d.name);
         match ctx.send(info, req, Retry::Always, &default_verdict).await {
             Ok(p) => ctx.confirm(p, Delta::Forget { key: d.key.clone() }),
-            Err(e) if e.is_not_found() => ctx.note("forget", &d.key, &d.name, Delta::Forget { key: d.key.clone() }),
+            Err(e) if e.is_not_found() => ctx.note(
+                "forget",
+                &d.key,
+                &d.name,
+                Delta::Forget { key: d.key.clone() },
+            ),
             Err(e) => Err(e),
         }
     }
@@ -236,5 +354,7 @@ impl Target for Scim {
 
 /// Percent-encodes a query value.
 pub fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20")
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }

@@ -45,7 +45,10 @@ pub fn patch_body(flavor: Flavor, p: &PatchParts<'_>) -> Option<Value> {
     if let Some(name) = p.rename {
         ops.push(json!({ "op": "replace", "path": "displayName", "value": name }));
     }
-    for (path, add, remove) in [("members", p.add, p.remove), ("owners", p.add_owners, p.remove_owners)] {
+    for (path, add, remove) in [
+        ("members", p.add, p.remove),
+        ("owners", p.add_owners, p.remove_owners),
+    ] {
         if !add.is_empty() {
             ops.push(json!({ "op": "add", "path": path, "value": values(add) }));
         }
@@ -53,11 +56,13 @@ pub fn patch_body(flavor: Flavor, p: &PatchParts<'_>) -> Option<Value> {
             continue;
         }
         match flavor {
-            Flavor::Maestroqa => ops.push(json!({ "op": "remove", "path": path, "value": values(remove) })),
+            Flavor::Maestroqa => {
+                ops.push(json!({ "op": "remove", "path": path, "value": values(remove) }))
+            }
             // RFC 7644 3.5.2.2: a value filter in the path names each member to remove.
-            Flavor::Rfc7644 => ops.extend(remove.iter().map(|m| {
-                json!({ "op": "remove", "path": format!("{path}[value eq {}]", quote(&m.id)) })
-            })),
+            Flavor::Rfc7644 => ops.extend(remove.iter().map(
+                |m| json!({ "op": "remove", "path": format!("{path}[value eq {}]", quote(&m.id)) }),
+            )),
         }
     }
     (!ops.is_empty()).then(|| json!({ "schemas": [PATCH_SCHEMA], "Operations": ops }))
@@ -71,7 +76,9 @@ pub fn quote(s: &str) -> String {
 
 /// Member ids from a SCIM `members`/`owners` value: plain strings or `{"value": ...}` objects.
 pub fn ids(v: Option<&Value>) -> Vec<String> {
-    let Some(Value::Array(items)) = v else { return Vec::new() };
+    let Some(Value::Array(items)) = v else {
+        return Vec::new();
+    };
     items
         .iter()
         .filter_map(|m| match m {
@@ -110,7 +117,10 @@ mod tests {
     use super::*;
 
     fn m(id: &str) -> Member {
-        Member { id: id.into(), email: None }
+        Member {
+            id: id.into(),
+            email: None,
+        }
     }
 
     #[test]
@@ -130,7 +140,12 @@ mod tests {
     #[test]
     fn one_patch_carries_rename_adds_and_removes() {
         let (add, rem) = ([m("a"), m("b")], [m("c")]);
-        let p = PatchParts { rename: Some("New"), add: &add, remove: &rem, ..Default::default() };
+        let p = PatchParts {
+            rename: Some("New"),
+            add: &add,
+            remove: &rem,
+            ..Default::default()
+        };
         let b = patch_body(Flavor::Rfc7644, &p).unwrap();
         assert_eq!(
             b["Operations"],
@@ -141,13 +156,21 @@ mod tests {
             ])
         );
         let b = patch_body(Flavor::Maestroqa, &p).unwrap();
-        assert_eq!(b["Operations"][2], json!({ "op": "remove", "path": "members", "value": [{ "value": "c" }] }));
+        assert_eq!(
+            b["Operations"][2],
+            json!({ "op": "remove", "path": "members", "value": [{ "value": "c" }] })
+        );
         assert_eq!(patch_body(Flavor::Maestroqa, &PatchParts::default()), None);
     }
 
     #[test]
     fn lenient_member_decoding() {
-        assert_eq!(ids(Some(&json!(["a", { "value": "b" }, { "value": 3 }, 4, null]))), ["a", "b", "3", "4"]);
+        assert_eq!(
+            ids(Some(
+                &json!(["a", { "value": "b" }, { "value": 3 }, 4, null])
+            )),
+            ["a", "b", "3", "4"]
+        );
         assert!(ids(None).is_empty());
         assert_eq!(quote("a\"b"), "\"a\\\"b\"");
     }

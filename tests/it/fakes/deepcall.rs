@@ -639,6 +639,10 @@ impl FakeDeepCall {
 }
 
 impl Fake for FakeDeepCall {
+    fn all_group_names(&self) -> Vec<String> {
+        self.group_names()
+    }
+
     fn kind(&self) -> &'static str {
         "assign_group"
     }

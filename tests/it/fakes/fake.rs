@@ -26,6 +26,8 @@ pub trait Fake: Send + Sync {
     /// Groups on the server now: name -> member emails (members unknown to the
     /// directory appear as their raw id).
     fn groups(&self) -> BTreeMap<String, BTreeSet<String>>;
+    /// Every group's name, duplicates included (to prove no group was created twice).
+    fn all_group_names(&self) -> Vec<String>;
     /// Creates a group directly on the server, as an operator clicking in the console would.
     fn create_group_by_hand(&self, name: &str, members: &[&str]);
     /// Replaces a group's members directly on the server (drift behind rostersync's back).

@@ -78,15 +78,13 @@ pub fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 2;
                 }
-            }
+                Err(_) => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -111,7 +109,11 @@ impl Reply {
         }
     }
     pub fn empty(status: u16) -> Reply {
-        Reply { status, headers: vec![], body: String::new() }
+        Reply {
+            status,
+            headers: vec![],
+            body: String::new(),
+        }
     }
 }
 
@@ -119,7 +121,11 @@ impl Reply {
 #[derive(Clone, Debug)]
 pub enum Fault {
     /// Answer with this status and body, without touching the fake's state.
-    Status { status: u16, retry_after: Option<u64>, body: String },
+    Status {
+        status: u16,
+        retry_after: Option<u64>,
+        body: String,
+    },
     /// Close the connection without answering, without touching state.
     Drop,
     /// Run the request against the state, then close the connection without answering
@@ -131,14 +137,26 @@ pub enum Fault {
 
 impl Fault {
     pub fn status(status: u16) -> Fault {
-        Fault::Status { status, retry_after: None, body: String::new() }
+        Fault::Status {
+            status,
+            retry_after: None,
+            body: String::new(),
+        }
     }
     pub fn too_many(retry_after_secs: u64) -> Fault {
-        Fault::Status { status: 429, retry_after: Some(retry_after_secs), body: String::new() }
+        Fault::Status {
+            status: 429,
+            retry_after: Some(retry_after_secs),
+            body: String::new(),
+        }
     }
     /// An answer with a given status and a JSON body (DeepCall's HTTP 200 error bodies).
     pub fn body(status: u16, body: serde_json::Value) -> Fault {
-        Fault::Status { status, retry_after: None, body: body.to_string() }
+        Fault::Status {
+            status,
+            retry_after: None,
+            body: body.to_string(),
+        }
     }
 }
 
@@ -153,7 +171,11 @@ pub struct Match {
 
 impl Match {
     pub fn new(method: &str, path_contains: &str) -> Match {
-        Match { method: method.into(), path_contains: path_contains.into(), body_contains: None }
+        Match {
+            method: method.into(),
+            path_contains: path_contains.into(),
+            body_contains: None,
+        }
     }
     pub fn body(mut self, s: &str) -> Match {
         self.body_contains = Some(s.into());
@@ -161,8 +183,12 @@ impl Match {
     }
     fn matches(&self, r: &Req) -> bool {
         (self.method == "*" || self.method.eq_ignore_ascii_case(&r.method))
-            && (r.path.contains(&self.path_contains) || format!("{}?{}", r.path, r.query).contains(&self.path_contains))
-            && self.body_contains.as_ref().is_none_or(|b| r.body.contains(b))
+            && (r.path.contains(&self.path_contains)
+                || format!("{}?{}", r.path, r.query).contains(&self.path_contains))
+            && self
+                .body_contains
+                .as_ref()
+                .is_none_or(|b| r.body.contains(b))
     }
 }
 
@@ -196,20 +222,33 @@ impl<H: Handler> Server<H> {
         let addr = std_listener.local_addr().unwrap();
         let (h, l, f) = (handler.clone(), log.clone(), faults.clone());
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
                 loop {
-                    let Ok((stream, _)) = listener.accept().await else { continue };
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
                     let (h, l, f) = (h.clone(), l.clone(), f.clone());
                     tokio::spawn(async move {
-                        let svc = service_fn(move |req| serve_one(h.clone(), l.clone(), f.clone(), req));
-                        let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                        let svc =
+                            service_fn(move |req| serve_one(h.clone(), l.clone(), f.clone(), req));
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
                     });
                 }
             });
         });
-        Server { addr, handler, log, faults }
+        Server {
+            addr,
+            handler,
+            log,
+            faults,
+        }
     }
 
     pub fn base_url(&self) -> String {
@@ -218,7 +257,10 @@ impl<H: Handler> Server<H> {
 
     /// Arms `fault` for the next `times` requests that match `when`.
     pub fn inject(&self, when: Match, fault: Fault, times: usize) {
-        self.faults.lock().unwrap().push_back(Armed { when, fault, times });
+        self.faults
+            .lock()
+            .unwrap()
+            .push_back(Armed { when, fault, times });
     }
 
     pub fn clear_faults(&self) {
@@ -261,7 +303,13 @@ async fn serve_one<H: Handler>(
         Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
         Err(_) => String::new(),
     };
-    let r = Req { method, path, query, headers, body };
+    let r = Req {
+        method,
+        path,
+        query,
+        headers,
+        body,
+    };
 
     let fault = {
         let mut fs = faults.lock().unwrap();
@@ -275,7 +323,11 @@ async fn serve_one<H: Handler>(
             fault
         })
     };
-    let full_path = if r.query.is_empty() { r.path.clone() } else { format!("{}?{}", r.path, r.query) };
+    let full_path = if r.query.is_empty() {
+        r.path.clone()
+    } else {
+        format!("{}?{}", r.path, r.query)
+    };
     let mut logged = Logged {
         method: r.method.clone(),
         path: full_path,
@@ -293,13 +345,22 @@ async fn serve_one<H: Handler>(
             log.lock().unwrap().push(logged);
             return Err(Dropped);
         }
-        Some(Fault::Status { status, retry_after, body }) => {
-            let mut rep = Reply { status, headers: vec![], body };
+        Some(Fault::Status {
+            status,
+            retry_after,
+            body,
+        }) => {
+            let mut rep = Reply {
+                status,
+                headers: vec![],
+                body,
+            };
             if let Some(s) = retry_after {
                 rep.headers.push(("retry-after".into(), s.to_string()));
             }
             if !rep.body.is_empty() {
-                rep.headers.push(("content-type".into(), "application/json".into()));
+                rep.headers
+                    .push(("content-type".into(), "application/json".into()));
             }
             rep
         }

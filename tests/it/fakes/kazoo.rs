@@ -912,6 +912,10 @@ impl FakeKazoo {
 }
 
 impl Fake for FakeKazoo {
+    fn all_group_names(&self) -> Vec<String> {
+        self.group_names()
+    }
+
     fn kind(&self) -> &'static str {
         "kazoo"
     }

@@ -843,6 +843,14 @@ impl FakeMaestro {
 }
 
 impl Fake for FakeMaestro {
+    fn all_group_names(&self) -> Vec<String> {
+        self.state()
+            .groups
+            .iter()
+            .map(|g| g.display_name.clone())
+            .collect()
+    }
+
     fn kind(&self) -> &'static str {
         "scim"
     }

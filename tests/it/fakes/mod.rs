@@ -3,8 +3,8 @@
 
 #![allow(dead_code)]
 
-pub mod http;
 mod fake;
+pub mod http;
 
 pub mod deepcall;
 pub mod kazoo;

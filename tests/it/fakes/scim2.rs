@@ -503,6 +503,13 @@ impl Drop for Scim2Server {
 }
 
 impl Fake for Scim2Server {
+    fn all_group_names(&self) -> Vec<String> {
+        self.raw_groups()
+            .iter()
+            .filter_map(|g| g["displayName"].as_str().map(str::to_string))
+            .collect()
+    }
+
     fn kind(&self) -> &'static str {
         "scim"
     }

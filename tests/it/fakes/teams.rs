@@ -605,6 +605,10 @@ impl FakeTeams {
 }
 
 impl Fake for FakeTeams {
+    fn all_group_names(&self) -> Vec<String> {
+        self.teams().into_iter().map(|(_, n)| n).collect()
+    }
+
     fn kind(&self) -> &'static str {
         "teams"
     }

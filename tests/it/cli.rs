@@ -1,0 +1,314 @@
+//! The command line: the shipped example, config errors, exit codes, the lock, JSON output.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::fakes::maestro::FakeMaestro;
+use crate::fakes::{Fake, Fault};
+use crate::harness::*;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(BIN);
+    c.env_remove("ROSTERSYNC_CONFIG").env("NO_COLOR", "1");
+    c
+}
+
+#[test]
+fn shipped_example_dry_run_needs_no_network_and_changes_nothing() {
+    // Copy the example so the test never writes next to the repo's own files.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    for f in ["rostersync.toml", "groups.yaml"] {
+        std::fs::copy(
+            repo().join("config").join(f),
+            dir.path().join("config").join(f),
+        )
+        .unwrap();
+    }
+    let out = bin()
+        .args(["--config", "config/rostersync.toml", "sync", "--dry-run"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("maestro (scim)") && stdout.contains("+ create \"Tier 1 Support\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Plan: "), "{stdout}");
+    assert!(
+        !dir.path().join("state").exists(),
+        "a dry-run creates no state database"
+    );
+
+    // JSON: exactly one document on stdout, logs on stderr.
+    let out = bin()
+        .args([
+            "--config",
+            "config/rostersync.toml",
+            "sync",
+            "--dry-run",
+            "--output",
+            "json",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(v["dry_run"], true);
+    assert!(v["targets"][0]["plan"]["ops"].as_array().unwrap().len() >= 3);
+
+    // check: a one-screen summary; secrets are missing here, which check reports (exit 2)
+    let out = bin()
+        .args(["--config", "config/rostersync.toml", "check"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("3 groups") && stdout.contains("MAESTRO_TOKEN"),
+        "{stdout}"
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let out = bin()
+        .args(["--config", "config/rostersync.toml", "check"])
+        .envs([
+            ("MAESTRO_TOKEN", "x1234"),
+            ("DIXA_TOKEN", "x1234"),
+            ("DEEPCALL_USER_ID", "u1"),
+            ("DEEPCALL_TOKEN", "x1234"),
+            ("KAZOO_API_KEY", "x1234"),
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn config_mistakes_are_named_by_key_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("g.yaml"),
+        "groups:\n  - name: A\n    members: [a@example.com]\n",
+    )
+    .unwrap();
+    let target = |extra: &str| {
+        format!(
+            "source = \"g.yaml\"\n[[target]]\nname = \"m\"\nkind = \"scim\"\nbase_url = \"http://127.0.0.1:9/scim\"\ntoken_env = \"T\"\n{extra}"
+        )
+    };
+    let cases: Vec<(String, &str)> = vec![
+        ("source = \"g.yaml\"\n[[target]]\nname = \"m\"\nkind = \"ldap\"\nbase_url = \"http://x\"\ntoken_env = \"T\"\n".into(), "kind"),
+        ("source = \"g.yaml\"\n[[target]]\nname = \"m\"\nkind = \"scim\"\nbase_url = \"not a url\"\ntoken_env = \"T\"\n".into(), "base_url"),
+        ("source = \"g.yaml\"\n[[target]]\nname = \"m\"\nkind = \"scim\"\nbase_url = \"http://x\"\n".into(), "token_env"),
+        (format!("{}[[target]]\nname = \"m\"\nkind = \"teams\"\nbase_url = \"http://y\"\ntoken_env = \"T\"\n", target("")), "unique"),
+        (target("timeout = \"soon\""), "timeout"),
+        (target("membership = \"sometimes\""), "membership"),
+        (target("colour = \"red\""), "colour"),
+        ("source = \"g.yaml\"\n[schedule]\ncron = \"every minute\"\n".into(), "schedule.cron"),
+        ("source = \"g.yaml\"\n[safety]\nmax_removal_ratio = 2.0\n".into(), "max_removal_ratio"),
+        ("source = [\"g.yaml\"\n".into(), "TOML"),
+        ("state = \"s.db\"\n".into(), "source"),
+    ];
+    for (text, needle) in cases {
+        std::fs::write(dir.path().join("c.toml"), &text).unwrap();
+        let out = bin()
+            .arg("--config")
+            .arg(dir.path().join("c.toml"))
+            .args(["sync", "--dry-run"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}\n{stderr}");
+        assert!(
+            stderr.contains(needle) && stderr.contains("c.toml"),
+            "expected {needle:?} in: {stderr}"
+        );
+    }
+    // a missing secret is fine for a dry-run (nothing is sent) and an error for a sync
+    std::fs::write(dir.path().join("c.toml"), target("")).unwrap();
+    let out = bin()
+        .arg("--config")
+        .arg(dir.path().join("c.toml"))
+        .args(["sync"])
+        .env_remove("T")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("token_env (T) is not set"));
+    // --target naming nothing
+    let out = bin()
+        .arg("--config")
+        .arg(dir.path().join("c.toml"))
+        .args(["sync", "--dry-run", "--target", "zz"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("zz"));
+}
+
+#[test]
+fn environment_overrides_config_keys() {
+    let fake = FakeMaestro::start();
+    let env = Env::new(fake.clone());
+    env.write_source(&[g("A", &[&email(1), &email(2)])]);
+    env.sync().expect(0);
+    env.write_source(&[g("A", &[&email(1)])]);
+    // ROSTERSYNC_SAFETY__MAX_REMOVALS=0 makes any removal trip the guard
+    let out = env
+        .command(&["sync"])
+        .env("ROSTERSYNC_SAFETY__MAX_REMOVALS", "0")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.sync().expect(0);
+}
+
+#[test]
+fn a_second_writer_exits_4_naming_the_holder() {
+    let fake = FakeMaestro::start();
+    let env = Env::new(fake.clone());
+    env.write_source(&[g("A", &[&email(1)]), g("B", &[&email(2)])]);
+    fake.inject(
+        fake.create_request(),
+        Fault::Delay(Duration::from_millis(1500)),
+        2,
+    );
+    let mut first = env.spawn(&["sync"]);
+    assert!(wait_until(Duration::from_secs(10), || !fake
+        .requests()
+        .is_empty()
+        || env.db_path().exists()));
+    std::thread::sleep(Duration::from_millis(200));
+    let second = env.sync();
+    assert_eq!(second.code, 4, "{}", second.stderr);
+    assert!(
+        second.stderr.contains(&format!("pid {}", first.id())),
+        "{}",
+        second.stderr
+    );
+    // a dry-run only reads, so it may run beside the writer
+    env.run(&["sync", "--dry-run"]).expect(0);
+    assert!(first.wait().unwrap().success());
+    env.sync().expect(0);
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_run_id() {
+    let fake = FakeMaestro::start();
+    let env = Env::new(fake.clone());
+    env.write_source(&[g("A", &[&email(1)])]);
+    let r = env
+        .run(&["--log-format", "json", "sync", "--output", "json"])
+        .expect(0);
+    let v: serde_json::Value =
+        serde_json::from_str(&r.stdout).expect("stdout is one JSON document");
+    assert_eq!(v["run"], 1);
+    let lines: Vec<serde_json::Value> = r
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    let call = lines
+        .iter()
+        .find(|l| l["op"] == "create")
+        .expect("a log line per call");
+    assert_eq!(call["span"]["run"], 1, "{call}");
+    assert_eq!(call["group"], "A");
+    assert!(
+        call["latency_ms"].is_number() && call["status"] == 201,
+        "{call}"
+    );
+    let last = lines.last().unwrap();
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("run 1 done in"),
+        "{last}"
+    );
+}
+
+#[test]
+fn explain_says_where_a_person_is_and_what_touched_them() {
+    let fake = FakeMaestro::start();
+    let env = Env::new(fake.clone());
+    env.write_source(&[g("A", &[&email(1), &email(2)]), g("B", &[&email(1)])]);
+    env.sync().expect(0);
+    let r = env.run(&["explain", &email(1).to_uppercase()]).expect(0);
+    assert!(
+        r.stdout.contains("in \"A\"") && r.stdout.contains("in \"B\""),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("groups.yaml:"),
+        "names file and line: {}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("last call:") && r.stdout.contains("create"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn a_saved_plan_is_applied_exactly_or_refused_when_stale() {
+    let fake = FakeMaestro::start();
+    let env = Env::new(fake.clone());
+    let v1 = [g("A", &[&email(1), &email(2)]), g("B", &[&email(3)])];
+    env.write_source(&v1);
+    env.sync().expect(0);
+    let v2 = [g("A", &[&email(1), &email(4)]), g("B", &[&email(3)]), g("C", &[&email(5)])];
+    env.write_source(&v2);
+    let plan = env.path("plan.json");
+    let plan_s = plan.to_str().unwrap();
+    fake.clear_requests();
+    let r = env.run(&["sync", "--dry-run", "--save-plan", plan_s]).expect(0);
+    assert!(r.stdout.contains("+ create \"C\""), "{}", r.stdout);
+    assert!(fake.requests().iter().all(|q| !q.is_write()));
+    env.run(&["sync", "--plan", plan_s]).expect(0);
+    env.assert_converged(&v2);
+
+    // the source changed after the plan was saved: refused, nothing sent
+    let v3 = [g("A", &[&email(1)]), g("B", &[&email(3)]), g("C", &[&email(5)])];
+    env.write_source(&v3);
+    env.run(&["sync", "--dry-run", "--save-plan", plan_s]).expect(0);
+    env.write_source(&[g("A", &[&email(9)]), g("B", &[&email(3)]), g("C", &[&email(5)])]);
+    fake.clear_requests();
+    let r = env.run(&["sync", "--plan", plan_s]).expect(2);
+    assert!(r.stderr.contains("source changed"), "{}", r.stderr);
+    assert!(fake.requests().is_empty());
+
+    // the known state changed (another run applied something): refused too
+    env.write_source(&v3);
+    env.run(&["sync", "--dry-run", "--save-plan", plan_s]).expect(0);
+    fake.add_user(&email(6));
+    fake.set_members_by_hand("B", &[&email(3), &email(6)]);
+    env.run(&["sync", "--full"]).expect(0);
+    fake.clear_requests();
+    let r = env.run(&["sync", "--plan", plan_s]).expect(2);
+    assert!(r.stderr.contains("known state"), "{}", r.stderr);
+    assert!(fake.requests().is_empty());
+    // --plan and --dry-run do not mix
+    assert_eq!(env.run(&["sync", "--plan", plan_s, "--dry-run"]).code, 2);
+}

@@ -1,0 +1,523 @@
+//! The conformance suite: the same end-to-end scenarios for every target kind, each against
+//! its fake (or real) server over HTTP on 127.0.0.1, through the real binary.
+//!
+//! `conformance!(name, constructor)` instantiates every scenario for one fake.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::fakes::{Fake, Fault, Logged, Match};
+use crate::harness::*;
+
+/// Requests the fake answered with 2xx that match `m`.
+pub fn count_ok(reqs: &[Logged], m: &Match) -> usize {
+    reqs.iter()
+        .filter(|r| matches(r, m) && (200..300).contains(&r.status))
+        .count()
+}
+
+pub fn matches(r: &Logged, m: &Match) -> bool {
+    (m.method == "*" || m.method.eq_ignore_ascii_case(&r.method))
+        && r.path.contains(&m.path_contains)
+        && m.body_contains.as_ref().is_none_or(|b| r.body.contains(b))
+}
+
+fn writes(reqs: &[Logged]) -> usize {
+    reqs.iter().filter(|r| r.is_write()).count()
+}
+
+fn summary(reqs: &[Logged]) -> String {
+    let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in reqs {
+        let path: String = r.path.split('?').next().unwrap_or("").to_string();
+        let shape: Vec<&str> = path
+            .split('/')
+            .map(|s| {
+                if s.len() > 12 || s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() {
+                    "{id}"
+                } else {
+                    s
+                }
+            })
+            .collect();
+        *by.entry(format!("{} {} -> {}", r.method, shape.join("/"), r.status))
+            .or_default() += 1;
+    }
+    by.iter()
+        .map(|(k, v)| format!("{v} x {k}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn e(i: usize) -> String {
+    email(i)
+}
+
+fn four_groups() -> Vec<G> {
+    vec![
+        g("Tier 1 Support", &[&e(1), &e(2), &e(3)]),
+        g("Tier 2 Support", &[&e(3), &e(4)]),
+        g("Billing Escalations", &[&e(5)]),
+        g("Night Shift", &[&e(1), &e(6), &e(7)]),
+    ]
+}
+
+/// Initial sync, then a no-op run (zero requests), then a churn of two groups (exactly two
+/// membership writes).
+pub fn initial_noop_churn(fake: Arc<dyn Fake>) {
+    let env = Env::new(fake.clone());
+    let mut groups = four_groups();
+    env.write_source(&groups);
+
+    let r = env.sync().expect(0);
+    env.assert_converged(&groups);
+    let reqs = fake.requests();
+    assert_eq!(
+        count_ok(&reqs, &fake.create_request()),
+        4,
+        "one create per group: {}",
+        summary(&reqs)
+    );
+    eprintln!(
+        "[{}] initial (4 groups, 9 memberships): {} requests, {} writes: {}",
+        fake.kind(),
+        reqs.len(),
+        writes(&reqs),
+        summary(&reqs)
+    );
+    assert!(r.stderr.contains("done in"), "summary line: {}", r.stderr);
+
+    fake.clear_requests();
+    let r = env.sync().expect(0);
+    let reqs = fake.requests();
+    assert!(
+        reqs.is_empty(),
+        "a no-op run sends nothing: {}",
+        summary(&reqs)
+    );
+    assert!(r.stdout.contains("4 groups unchanged"), "{}", r.stdout);
+    eprintln!("[{}] no-op: {} requests", fake.kind(), reqs.len());
+
+    // churn: one add and one removal in one group, one add in another
+    groups[0] = g("Tier 1 Support", &[&e(1), &e(2), &e(8)]);
+    groups[2] = g("Billing Escalations", &[&e(5), &e(9)]);
+    env.write_source(&groups);
+    fake.clear_requests();
+    let dry = env.run(&["sync", "--dry-run"]).expect(0);
+    assert!(
+        dry.stdout.contains("+ agent008@example.com"),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout.contains("- agent003@example.com"),
+        "{}",
+        dry.stdout
+    );
+    let reqs = fake.requests();
+    assert_eq!(
+        writes(&reqs),
+        0,
+        "a dry-run writes nothing: {}",
+        summary(&reqs)
+    );
+    fake.clear_requests();
+    env.sync().expect(0);
+    env.assert_converged(&groups);
+    let reqs = fake.requests();
+    assert_eq!(
+        count_ok(&reqs, &fake.membership_write()),
+        2,
+        "one membership write per changed group: {}",
+        summary(&reqs)
+    );
+    assert_eq!(count_ok(&reqs, &fake.create_request()), 0);
+    eprintln!(
+        "[{}] churn (2 groups, +2 -1): {} requests, {} writes: {}",
+        fake.kind(),
+        reqs.len(),
+        writes(&reqs),
+        summary(&reqs)
+    );
+
+    // history and state tell what happened
+    let h = env.run(&["history", "--output", "json"]).expect(0);
+    let v: serde_json::Value = serde_json::from_str(&h.stdout).expect("history json");
+    assert!(
+        v["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["op"] == "create")
+    );
+    let s = env.run(&["state"]).expect(0);
+    assert!(
+        s.stdout.contains("Tier 1 Support") && s.stdout.contains("agent008@example.com"),
+        "{}",
+        s.stdout
+    );
+}
+
+/// Drift behind rostersync's back is not seen by a normal run (no requests) and is
+/// repaired by `--full`.
+pub fn drift_repaired_by_full(fake: Arc<dyn Fake>) {
+    let env = Env::new(fake.clone());
+    let groups = four_groups();
+    env.write_source(&groups);
+    env.sync().expect(0);
+    fake.add_user(&e(20));
+    fake.set_members_by_hand("Tier 2 Support", &[&e(4), &e(20)]);
+    fake.clear_requests();
+    env.sync().expect(0);
+    assert!(
+        fake.requests().is_empty(),
+        "a normal run trusts the known state"
+    );
+    let dry = env.run(&["sync", "--full", "--dry-run"]).expect(0);
+    assert!(
+        dry.stdout.contains("+ agent003@example.com"),
+        "{}",
+        dry.stdout
+    );
+    assert!(writes(&fake.requests()) == 0, "dry-run --full only reads");
+    fake.clear_requests();
+    let r = env.run(&["sync", "--full"]).expect(0);
+    env.assert_converged(&groups);
+    let reqs = fake.requests();
+    assert_eq!(
+        count_ok(&reqs, &fake.membership_write()),
+        1,
+        "{}",
+        summary(&reqs)
+    );
+    assert!(r.stderr.contains("drift"), "{}", r.stderr);
+    eprintln!(
+        "[{}] --full with one drifted group: {} requests: {}",
+        fake.kind(),
+        reqs.len(),
+        summary(&reqs)
+    );
+    fake.clear_requests();
+    env.sync().expect(0);
+    assert!(fake.requests().is_empty(), "converged after --full");
+
+    // a managed group deleted by hand is created again by --full
+    fake.delete_group_by_hand("Night Shift");
+    env.run(&["sync", "--full"]).expect(0);
+    env.assert_converged(&groups);
+}
+
+/// A group of the same name that already exists is adopted, never duplicated.
+pub fn adoption(fake: Arc<dyn Fake>) {
+    let env = Env::new(fake.clone());
+    let groups = four_groups();
+    env.write_source(&groups);
+    fake.add_user(&e(30));
+    fake.create_group_by_hand("Tier 1 Support", &[&e(1), &e(30)]);
+    fake.clear_requests();
+    env.sync().expect(0);
+    env.assert_converged(&groups);
+    let reqs = fake.requests();
+    assert_eq!(
+        count_ok(&reqs, &fake.create_request()),
+        3,
+        "{}",
+        summary(&reqs)
+    );
+    let h = env.run(&["history", "--group", "Tier 1 Support"]).expect(0);
+    assert!(h.stdout.contains("adopt"), "{}", h.stdout);
+}
+
+/// 429 with Retry-After, 500s, a dropped connection, a create whose answer is lost, and a
+/// slow answer past the timeout: the run still converges, with no duplicate.
+pub fn faults(fake: Arc<dyn Fake>) {
+    let mut env = Env::new(fake.clone());
+    env.set_target_extra("timeout = \"1s\"\nmax_retries = 4");
+    let mut groups = four_groups();
+    env.write_source(&groups);
+    fake.inject(fake.create_request(), Fault::too_many(1), 1);
+    fake.inject(fake.create_request(), Fault::status(500), 1);
+    fake.inject(fake.create_request(), Fault::Drop, 1);
+    fake.inject(fake.create_request(), Fault::DropAfter, 1);
+    env.sync().expect(0);
+    env.assert_converged(&groups);
+    let reqs = fake.requests();
+    assert!(reqs.iter().any(|r| r.status == 429), "the 429 was seen");
+    assert!(reqs.iter().any(|r| r.status == 500), "the 500 was seen");
+    eprintln!(
+        "[{}] initial with 429+500+drop+lost answer: {}",
+        fake.kind(),
+        summary(&reqs)
+    );
+
+    groups[1] = g("Tier 2 Support", &[&e(3), &e(4), &e(10)]);
+    env.write_source(&groups);
+    fake.clear_requests();
+    fake.inject(
+        fake.membership_write(),
+        Fault::Delay(Duration::from_millis(1500)),
+        1,
+    );
+    fake.inject(fake.membership_write(), Fault::status(503), 1);
+    env.sync().expect(0);
+    env.assert_converged(&groups);
+    let h = env.run(&["history", "--limit", "5"]).expect(0);
+    assert!(
+        h.stdout.contains("attempts"),
+        "retries show in the history: {}",
+        h.stdout
+    );
+}
+
+/// A permanent refusal fails that group only: exit 1, the others converge, and the next
+/// run (refusal gone) converges too.
+pub fn one_failure_does_not_stop_the_others(fake: Arc<dyn Fake>) {
+    let env = Env::new(fake.clone());
+    let groups = four_groups();
+    env.write_source(&groups);
+    fake.inject(
+        fake.create_request().body("Night Shift"),
+        Fault::status(400),
+        1,
+    );
+    let r = env.sync().expect(1);
+    assert!(r.stdout.contains("Night Shift"), "{}", r.stdout);
+    let got = fake.groups();
+    for gr in &groups[..3] {
+        assert!(
+            got.contains_key(&gr.name),
+            "{} converged despite the other's failure",
+            gr.name
+        );
+    }
+    env.sync().expect(0);
+    env.assert_converged(&groups);
+}
+
+/// `kill -9` in the middle of a 40-group initial sync, then a second run: the target ends
+/// equal to the source, and no group was created twice.
+pub fn crash_mid_run(fake: Arc<dyn Fake>) {
+    let env = Env::new(fake.clone());
+    let groups: Vec<G> = (0..40)
+        .map(|i| g(&format!("Group {i:02}"), &[&e(i), &e(i + 1)]))
+        .collect();
+    env.write_source(&groups);
+    fake.inject(
+        fake.create_request(),
+        Fault::Delay(Duration::from_millis(120)),
+        40,
+    );
+    let mut child = env.spawn(&["sync"]);
+    let creates = || {
+        count_ok(&fake.requests(), &fake.create_request())
+            + fake
+                .requests()
+                .iter()
+                .filter(|r| matches(r, &fake.create_request()) && r.status == 0)
+                .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || creates() >= 8),
+        "the run got going"
+    );
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let before = fake.all_group_names().len();
+    assert!(before < 40, "killed mid-run ({before} groups made)");
+    env.sync().expect(0);
+    env.assert_converged(&groups);
+    let h = env.run(&["history"]).expect(0);
+    assert!(
+        h.stdout.contains("unfinished"),
+        "the killed run shows as unfinished: {}",
+        h.stdout
+    );
+}
+
+/// Every bad input: exit 2, nothing sent, a message naming the file.
+pub fn bad_input(fake: Arc<dyn Fake>) {
+    let env = Env::new(fake.clone());
+    env.write_source(&four_groups());
+    env.sync().expect(0);
+    fake.clear_requests();
+    let cases: &[(&str, &str)] = &[
+        ("", "empty"),
+        ("groups: []\n", "empty"),
+        (
+            "groups:\n  - name: A\n    members: [not-an-email]\n",
+            "not-an-email",
+        ),
+        (
+            "groups:\n  - name: A\n    members: [a@example.com]\n    colour: red\n",
+            "colour",
+        ),
+        (
+            "groups:\n  - name: A\n    members: [a@example.com]\n    targets: [nowhere]\n",
+            "nowhere",
+        ),
+        (
+            "groups:\n  - name: A\n    members: [a@example.com]\n  - name: A\n    members: [b@example.com]\n",
+            "A",
+        ),
+        (
+            "groups:\n  - name: A\n    members: a@example.com, [\n",
+            "groups.yaml",
+        ),
+        (
+            "people:\n  - email: a@example.com\n    ids: {t1: \"1\"}\n  - email: a@example.com\n    ids: {t1: \"2\"}\ngroups:\n  - name: A\n    members: [a@example.com]\n",
+            "a@example.com",
+        ),
+    ];
+    for (text, needle) in cases {
+        env.write_raw_source("groups.yaml", text);
+        let r = env.sync();
+        assert_eq!(r.code, 2, "source {text:?}\n{}", r.stderr);
+        assert!(
+            r.stderr.contains("groups.yaml"),
+            "names the file: {}",
+            r.stderr
+        );
+        assert!(r.stderr.contains(needle), "names {needle:?}: {}", r.stderr);
+        assert!(fake.requests().is_empty(), "nothing sent for {text:?}");
+        let d = env.run(&["sync", "--dry-run"]);
+        assert_eq!(d.code, 2);
+        let c = env.run(&["check"]);
+        assert_eq!(c.code, 2);
+    }
+    // a missing secret: exit 2 naming the key, nothing sent
+    env.write_source(&four_groups());
+    let mut cmd = env.command(&["sync"]);
+    for (k, _) in fake.env() {
+        cmd.env_remove(k);
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("_env"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(fake.requests().is_empty());
+}
+
+/// The mass-removal guard refuses the target (exit 3, no removal sent) until overridden.
+pub fn safety_guard(fake: Arc<dyn Fake>) {
+    let mut env = Env::new(fake.clone());
+    env.set_extra("");
+    let groups = four_groups();
+    env.write_source(&groups);
+    env.sync().expect(0);
+    std::fs::write(
+        env.config_path(),
+        std::fs::read_to_string(env.config_path())
+            .unwrap()
+            .replace("max_removal_ratio = 1.0", "max_removal_ratio = 0.25"),
+    )
+    .unwrap();
+    let shrunk = vec![
+        g("Tier 1 Support", &[&e(1)]),
+        g("Tier 2 Support", &[&e(3)]),
+        groups[2].clone(),
+        g("Night Shift", &[&e(1)]),
+    ];
+    env.write_source(&shrunk);
+    fake.clear_requests();
+    let r = env.sync().expect(3);
+    assert!(r.stdout.contains("REFUSED"), "{}", r.stdout);
+    assert!(
+        r.stderr.contains("max_removal"),
+        "shows the limits: {}",
+        r.stderr
+    );
+    assert_eq!(
+        writes(&fake.requests()),
+        0,
+        "nothing sent to a refused target"
+    );
+    env.run(&["sync", "--allow-mass-removal"]).expect(0);
+    env.assert_converged(&shrunk);
+}
+
+/// No secret value ever reaches stdout, stderr or the state database.
+pub fn secrets_never_leak(fake: Arc<dyn Fake>) {
+    let env = Env::new(fake.clone());
+    env.write_source(&four_groups());
+    fake.inject(fake.create_request(), Fault::status(500), 1);
+    let mut outs = vec![
+        env.run(&["-vv", "sync"]),
+        env.run(&["--log-format", "json", "sync", "--full"]),
+    ];
+    outs.push(env.run(&["history", "--output", "json"]));
+    outs.push(env.run(&["state", "--output", "json"]));
+    outs.push(env.run(&["check"]));
+    let db = env.db_bytes();
+    assert!(!db.is_empty());
+    for s in fake.secrets() {
+        for o in &outs {
+            assert!(
+                !o.stdout.contains(&s) && !o.stderr.contains(&s),
+                "secret leaked in output"
+            );
+        }
+        assert!(
+            !contains_bytes(&db, s.as_bytes()),
+            "secret leaked into the database"
+        );
+    }
+}
+
+#[macro_export]
+macro_rules! conformance {
+    ($name:ident, $ctor:expr) => {
+        mod $name {
+            use std::sync::Arc;
+
+            use $crate::conformance as c;
+            #[allow(unused_imports)]
+            use $crate::fakes::*;
+
+            fn fake() -> Arc<dyn Fake> {
+                $ctor
+            }
+            #[test]
+            fn initial_noop_churn() {
+                c::initial_noop_churn(fake())
+            }
+            #[test]
+            fn drift_repaired_by_full() {
+                c::drift_repaired_by_full(fake())
+            }
+            #[test]
+            fn adoption() {
+                c::adoption(fake())
+            }
+            #[test]
+            fn faults() {
+                c::faults(fake())
+            }
+            #[test]
+            fn one_failure_does_not_stop_the_others() {
+                c::one_failure_does_not_stop_the_others(fake())
+            }
+            #[test]
+            fn crash_mid_run() {
+                c::crash_mid_run(fake())
+            }
+            #[test]
+            fn bad_input() {
+                c::bad_input(fake())
+            }
+            #[test]
+            fn safety_guard() {
+                c::safety_guard(fake())
+            }
+            #[test]
+            fn secrets_never_leak() {
+                c::secrets_never_leak(fake())
+            }
+        }
+    };
+}
+
+conformance!(maestroqa, maestro::FakeMaestro::start());
+conformance!(rfc7644, scim2::Scim2Server::start());

@@ -1,0 +1,244 @@
+//! Per-test environment: a temp dir with config, source and state, the fakes behind it,
+//! and helpers to run the real `rostersync` binary.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::fakes::Fake;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_rostersync");
+
+/// The name the suite gives the target under test.
+pub const T: &str = "t1";
+
+/// What a run of the binary gave.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+    #[track_caller]
+    pub fn expect(self, code: i32) -> Run {
+        assert_eq!(
+            self.code, code,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// A group in the desired state: name and member emails.
+#[derive(Clone, Debug)]
+pub struct G {
+    pub name: String,
+    pub key: Option<String>,
+    pub members: Vec<String>,
+}
+
+pub fn g(name: &str, members: &[&str]) -> G {
+    G {
+        name: name.into(),
+        key: None,
+        members: members.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+pub fn email(i: usize) -> String {
+    format!("agent{i:03}@example.com")
+}
+
+/// A temp dir with rostersync.toml, groups.yaml and the state db, for one fake target.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub fake: Arc<dyn Fake>,
+    /// Extra TOML placed before the targets (e.g. a [safety] section).
+    pub extra: String,
+    /// Lines appended to the target block.
+    pub target_extra: String,
+}
+
+impl Env {
+    pub fn new(fake: Arc<dyn Fake>) -> Env {
+        let env = Env {
+            dir: tempfile::tempdir().expect("tempdir"),
+            fake,
+            extra: String::new(),
+            target_extra: String::new(),
+        };
+        env.write_config();
+        env
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path("rostersync.toml")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.path("state/rostersync.db")
+    }
+
+    /// Sets a `[safety]` or other top-level section and rewrites the config.
+    pub fn set_extra(&mut self, extra: &str) {
+        self.extra = extra.into();
+        self.write_config();
+    }
+
+    /// Adds `key = value` lines to the target block (replacing keys it already has).
+    pub fn set_target_extra(&mut self, lines: &str) {
+        self.target_extra = lines.into();
+        self.write_config();
+    }
+
+    pub fn write_config(&self) {
+        let mut block = self.fake.target_toml(T);
+        for line in self.target_extra.lines().filter(|l| !l.trim().is_empty()) {
+            let key = line.split('=').next().unwrap().trim();
+            block = block
+                .lines()
+                .filter(|l| l.split('=').next().map(str::trim) != Some(key))
+                .collect::<Vec<_>>()
+                .join("\n");
+            block = format!("{block}\n{line}");
+        }
+        let text = format!(
+            "source = \"groups.yaml\"\nstate = \"state/rostersync.db\"\n\n[safety]\nmax_removals = 1000\nmax_removal_ratio = 1.0\n{}\n\n{block}\n",
+            self.extra
+        );
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    /// Writes groups.yaml: people (with ids where the kind needs them in the source) and
+    /// groups. Registers every member on the fake first.
+    pub fn write_source(&self, groups: &[G]) {
+        let mut people: BTreeSet<&str> = BTreeSet::new();
+        for g in groups {
+            people.extend(g.members.iter().map(String::as_str));
+        }
+        let mut y = String::from("people:\n");
+        for p in &people {
+            self.fake.add_user(p);
+            y += &format!("  - email: {p}\n");
+            if let Some(id) = self.fake.source_id(p) {
+                y += &format!("    ids:\n      {T}: \"{id}\"\n");
+            }
+        }
+        y += "groups:\n";
+        for g in groups {
+            y += &format!("  - name: \"{}\"\n", g.name);
+            if let Some(k) = &g.key {
+                y += &format!("    key: \"{k}\"\n");
+            }
+            y += &format!("    members: [{}]\n", g.members.join(", "));
+        }
+        std::fs::write(self.path("groups.yaml"), y).unwrap();
+    }
+
+    pub fn write_raw_source(&self, file: &str, text: &str) {
+        std::fs::write(self.path(file), text).unwrap();
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--config").arg(self.config_path()).args(args);
+        c.env_remove("ROSTERSYNC_CONFIG")
+            .env_remove("ROSTERSYNC_LOG")
+            .env("NO_COLOR", "1");
+        for (k, v) in self.fake.env() {
+            c.env(k, v);
+        }
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs the binary to completion (bounded by the fakes' timeouts).
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.command(args).output().expect("run rostersync"))
+    }
+
+    pub fn sync(&self) -> Run {
+        self.run(&["sync"])
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    }
+
+    /// The desired groups as the fake should end up: name -> emails.
+    pub fn expected(groups: &[G]) -> BTreeMap<String, BTreeSet<String>> {
+        groups
+            .iter()
+            .map(|g| (g.name.clone(), g.members.iter().cloned().collect()))
+            .collect()
+    }
+
+    /// Asserts the fake holds exactly these groups, each once.
+    #[track_caller]
+    pub fn assert_converged(&self, groups: &[G]) {
+        assert_eq!(
+            self.fake.groups(),
+            Env::expected(groups),
+            "the target differs from the source"
+        );
+        let mut names = self.fake.all_group_names();
+        names.sort();
+        let mut want: Vec<String> = groups.iter().map(|g| g.name.clone()).collect();
+        want.sort();
+        assert_eq!(names, want, "every group exactly once (no duplicates)");
+    }
+
+    pub fn db_bytes(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.db_path().into_os_string();
+            p.push(suffix);
+            if let Ok(b) = std::fs::read(&p) {
+                all.extend(b);
+            }
+        }
+        all
+    }
+}
+
+/// Polls `f` until it is true or `limit` passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+pub fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
