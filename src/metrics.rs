@@ -287,15 +287,22 @@ mod tests {
         h.beat();
         let t0 = Instant::now();
         assert!(h.check(t0).0);
-        // Never succeeded, but the daemon started less than max_age ago.
+        // The loop stopped ticking 31 s ago.
+        let (ok, body) = h.check(t0 + Duration::from_secs(31));
+        assert!(!ok, "{body}");
+        assert_eq!(body["loop"]["ok"], false);
+        assert_eq!(body["targets"]["a"]["ok"], true);
+    }
+
+    #[test]
+    fn targets_that_never_succeeded_count_from_the_start() {
+        let h = Health::new(&names(&["a"]), Duration::from_secs(60), Duration::MAX);
+        let t0 = Instant::now();
         assert!(h.check(t0 + Duration::from_secs(59)).0);
         let (ok, body) = h.check(t0 + Duration::from_secs(61));
         assert!(!ok, "{body}");
         assert_eq!(body["status"], "unhealthy");
-        assert_eq!(
-            body["loop"]["ok"], false,
-            "the loop did not tick for 61 s either"
-        );
+        assert!(body["targets"]["a"]["no_success_since_start_seconds"].is_number());
     }
 
     #[test]
