@@ -92,7 +92,15 @@ pub fn main(cli: Cli) -> u8 {
     };
     match &cli.command {
         Command::Check => check(&cfg),
-        Command::Sync { dry_run, targets, full, allow_mass_removal, output, save_plan, plan_file } => {
+        Command::Sync {
+            dry_run,
+            targets,
+            full,
+            allow_mass_removal,
+            output,
+            save_plan,
+            plan_file,
+        } => {
             let mut opts = SyncOptions {
                 dry_run: *dry_run,
                 full: *full,
@@ -103,9 +111,12 @@ pub fn main(cli: Cli) -> u8 {
                 ..Default::default()
             };
             if let Some(file) = plan_file {
-                let saved = std::fs::read(file).map_err(|e| e.to_string()).and_then(|b| {
-                    serde_json::from_slice::<crate::sync::SavedPlan>(&b).map_err(|e| e.to_string())
-                });
+                let saved = std::fs::read(file)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| {
+                        serde_json::from_slice::<crate::sync::SavedPlan>(&b)
+                            .map_err(|e| e.to_string())
+                    });
                 match saved {
                     Ok(p) => {
                         opts.full = p.full;
@@ -174,7 +185,11 @@ fn sync(
                     eprintln!("error: cannot write the plan to {}: {e}", path.display());
                     return EXIT_FAILED;
                 }
-                eprintln!("plan saved to {}; apply it with `rostersync sync --plan {}`", path.display(), path.display());
+                eprintln!(
+                    "plan saved to {}; apply it with `rostersync sync --plan {}`",
+                    path.display(),
+                    path.display()
+                );
             }
             match output {
                 Format::Json => println!(

@@ -66,7 +66,13 @@ impl SavedPlan {
             .iter()
             .filter_map(|t| {
                 let plan = t.plan.clone()?;
-                Some((t.name.clone(), SavedTarget { known_digest: t.known_digest.clone(), plan }))
+                Some((
+                    t.name.clone(),
+                    SavedTarget {
+                        known_digest: t.known_digest.clone(),
+                        plan,
+                    },
+                ))
             })
             .collect();
         SavedPlan {
@@ -359,7 +365,9 @@ fn check_saved(
         ));
     }
     for t in selected {
-        let Some(st) = saved.targets.get(&t.name) else { continue };
+        let Some(st) = saved.targets.get(&t.name) else {
+            continue;
+        };
         let known = match store {
             Some(s) => s.known(&t.name)?,
             None => Known::default(),
@@ -452,13 +460,15 @@ async fn sync_target(
     )
     .await;
     let plan = plan_target(&dt, &known, &plan_options(cfg, t, opts));
-    if let Some(saved) = opts.expect.as_ref().and_then(|p| p.targets.get(&t.name)) {
-        if saved.plan != plan {
-            warn!("target {}: the plan differs from the saved one (a member lookup gave another answer); nothing sent, make a new plan", t.name);
-            report.stale = true;
-            report.plan = Some(plan);
-            return report;
-        }
+    let saved = opts.expect.as_ref().and_then(|p| p.targets.get(&t.name));
+    if saved.is_some_and(|s| s.plan != plan) {
+        warn!(
+            "target {}: the plan differs from the saved one (a member lookup gave another answer); nothing sent, make a new plan",
+            t.name
+        );
+        report.stale = true;
+        report.plan = Some(plan);
+        return report;
     }
     if let Some(g) = &plan.guard {
         if g.overridden {

@@ -6,7 +6,7 @@
 //! in [`Builder::finish`]. All work is `O(n log n)` in the number of values.
 
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, hash_map};
 use std::path::{Path, PathBuf};
 
 use super::csv::Row;
@@ -20,8 +20,8 @@ pub(super) struct Builder<'t> {
     targets: &'t [&'t str],
     /// Every problem found.
     pub errors: Errors,
-    /// The file being added (origins point into it).
-    file: PathBuf,
+    /// The files added so far.
+    files: Files,
     /// People by lower-cased email.
     people: BTreeMap<String, PersonAcc>,
     /// Groups by key.
@@ -31,8 +31,39 @@ pub(super) struct Builder<'t> {
 /// A person and where each of their values was written, to name both places of a conflict.
 struct PersonAcc {
     person: Person,
-    name_origin: Option<Origin>,
-    id_origins: BTreeMap<String, Origin>,
+    /// Where `person.name` was written.
+    name_at: Option<Pos>,
+    /// Where each of `person.ids` was written, by index into the configured targets.
+    ids_at: Vec<(usize, Pos)>,
+}
+
+/// The files added so far; the last one is being added.
+#[derive(Default)]
+struct Files(Vec<PathBuf>);
+
+/// A place in one of [`Files`]: cheap to copy, made into an [`Origin`] only when kept in
+/// the result or reported (an [`Origin`] owns a copy of its path).
+#[derive(Clone, Copy, Debug)]
+struct Pos {
+    file: usize,
+    line: Option<usize>,
+}
+
+impl Files {
+    /// `line` of the file being added.
+    fn pos(&self, line: Option<usize>) -> Pos {
+        Pos {
+            file: self.0.len() - 1,
+            line,
+        }
+    }
+
+    fn origin(&self, pos: Pos) -> Origin {
+        Origin {
+            file: self.0[pos.file].clone(),
+            line: pos.line,
+        }
+    }
 }
 
 /// A group as gathered so far, from its structured definition and CSV rows.
@@ -61,7 +92,7 @@ impl<'t> Builder<'t> {
         Builder {
             targets,
             errors,
-            file: PathBuf::new(),
+            files: Files::default(),
             people: BTreeMap::new(),
             groups: BTreeMap::new(),
         }
@@ -69,7 +100,7 @@ impl<'t> Builder<'t> {
 
     /// Adds one YAML, TOML or JSON file.
     pub(super) fn add_file(&mut self, file: &Path, def: FileDef) {
-        self.file = file.to_path_buf();
+        self.files.0.push(file.to_path_buf());
         for MapOf(person) in def.people.unwrap_or_default() {
             self.add_person(person);
         }
@@ -80,7 +111,7 @@ impl<'t> Builder<'t> {
 
     /// Adds the rows of one CSV file.
     pub(super) fn add_rows(&mut self, file: &Path, rows: Vec<Row>) {
-        self.file = file.to_path_buf();
+        self.files.0.push(file.to_path_buf());
         for row in rows {
             self.add_row(row);
         }
@@ -88,40 +119,33 @@ impl<'t> Builder<'t> {
 
     fn add_person(&mut self, def: PersonDef) {
         let email = self.email(&def.email, "person email", None);
-        let mut ids = Vec::new();
-        let mut seen = BTreeMap::new();
+        // (index into the configured targets, target, id, where the id is)
+        let mut ids: Vec<(usize, String, String, Pos)> = Vec::new();
         for (target, id) in def.ids.unwrap_or_default().0 {
-            let origin = self.origin(&id);
-            if !self.targets.contains(&target.as_str()) {
-                self.errors.push(
-                    origin,
-                    format!(
-                        "ids: unknown target {target:?} for {:?}; {}",
-                        def.email.value,
-                        self.configured()
-                    ),
+            let at = self.files.pos(id.line);
+            let Some(index) = self.targets.iter().position(|t| *t == target) else {
+                let message = format!(
+                    "ids: unknown target {target:?} for {:?}; {}",
+                    def.email.value,
+                    self.configured()
                 );
-            } else if id.value.trim().is_empty() {
-                self.errors.push(
-                    origin,
-                    format!("ids: empty id for target {target:?}; give the id or remove the entry"),
-                );
-            } else if let Some(first) = seen.insert(target.clone(), origin.clone()) {
-                self.errors.push(
-                    origin,
-                    format!("ids: target {target:?} is given twice (also at {first})"),
-                );
+                self.errors.push(self.files.origin(at), message);
+                continue;
+            };
+            let message = if id.value.trim().is_empty() {
+                format!("ids: empty id for target {target:?}; give the id or remove the entry")
+            } else if let Some(first) = ids.iter().find(|e| e.0 == index) {
+                let first = self.files.origin(first.3);
+                format!("ids: target {target:?} is given twice (also at {first})")
             } else {
-                ids.push((target, id.value, origin));
-            }
+                ids.push((index, target, id.value, at));
+                continue;
+            };
+            self.errors.push(self.files.origin(at), message);
         }
         let Some(email) = email else { return };
-        let name = def.name.map(|n| {
-            let origin = self.origin(&n);
-            (n.value, origin)
-        });
 
-        let origin = self.file_origin(def.email.line);
+        let origin = self.files.origin(self.files.pos(def.email.line));
         let acc = match self.people.entry(email.clone()) {
             Entry::Vacant(v) => v.insert(PersonAcc {
                 person: Person {
@@ -130,45 +154,49 @@ impl<'t> Builder<'t> {
                     ids: BTreeMap::new(),
                     origin,
                 },
-                name_origin: None,
-                id_origins: BTreeMap::new(),
+                name_at: None,
+                ids_at: Vec::new(),
             }),
             Entry::Occupied(o) => o.into_mut(),
         };
-        if let Some((name, origin)) = name {
-            match (&acc.person.name, &acc.name_origin) {
-                (Some(old), Some(old_origin)) if *old != name => self.errors.push(
-                    origin,
+        if let Some(name) = def.name {
+            let at = self.files.pos(name.line);
+            match (&acc.person.name, acc.name_at) {
+                (Some(old), Some(old_at)) if *old != name.value => self.errors.push(
+                    self.files.origin(at),
                     format!(
-                        "person {:?} is named {name:?} here but {old:?} at {old_origin}; \
-                         keep one name",
-                        acc.person.email
+                        "person {:?} is named {:?} here but {old:?} at {}; keep one name",
+                        acc.person.email,
+                        name.value,
+                        self.files.origin(old_at)
                     ),
                 ),
                 (Some(_), _) => {}
                 (None, _) => {
-                    acc.person.name = Some(name);
-                    acc.name_origin = Some(origin);
+                    acc.person.name = Some(name.value);
+                    acc.name_at = Some(at);
                 }
             }
         }
-        for (target, id, origin) in ids {
+        for (index, target, id, at) in ids {
             match acc.person.ids.get(&target) {
                 Some(old) if *old != id => {
-                    let old_origin = &acc.id_origins[&target];
+                    let old_at = acc.ids_at.iter().find(|e| e.0 == index).map(|e| e.1);
+                    let old_at = old_at.expect("every id has its place");
                     self.errors.push(
-                        origin,
+                        self.files.origin(at),
                         format!(
                             "person {:?} has id {id:?} for target {target:?} here but {old:?} \
-                             at {old_origin}; a person has one id per target",
-                            acc.person.email
+                             at {}; a person has one id per target",
+                            acc.person.email,
+                            self.files.origin(old_at)
                         ),
                     );
                 }
                 Some(_) => {}
                 None => {
-                    acc.person.ids.insert(target.clone(), id);
-                    acc.id_origins.insert(target, origin);
+                    acc.person.ids.insert(target, id);
+                    acc.ids_at.push((index, at));
                 }
             }
         }
@@ -256,10 +284,9 @@ impl<'t> Builder<'t> {
     }
 
     fn add_row(&mut self, row: Row) {
-        let group = row.key.as_ref().unwrap_or(&row.group);
-        let email = self.email(&row.email, "email", Some(&group.value));
-        let name_ok = self.label(&row.group, "group name");
         let key = row.key.as_ref().unwrap_or(&row.group);
+        let email = self.email(&row.email, "email", Some(&key.value));
+        let name_ok = self.label(&row.group, "group name");
         let key_ok = row.key.is_none() || self.label(key, "group key");
         let (Some(email), true, true) = (email, name_ok, key_ok) else {
             return;
@@ -298,18 +325,15 @@ impl<'t> Builder<'t> {
         allow_empty: bool,
         empty_origin: Origin,
     ) -> (BTreeMap<String, Person>, BTreeMap<String, Group>, Errors) {
-        let t = std::time::Instant::now();
         let people = std::mem::take(&mut self.people)
             .into_iter()
             .map(|(email, acc)| (email, acc.person))
             .collect();
 
-        eprintln!("  people {:?}", t.elapsed());
-        let t = std::time::Instant::now();
         let mut groups = BTreeMap::new();
-        // Lower-cased display name -> (key, origin): targets adopt groups by name,
+        // Lower-cased display name -> (name, key, origin): targets adopt groups by name,
         // DeepCall even case-insensitively, so two keys must not share one name.
-        let mut names: HashMap<String, (String, Origin)> = HashMap::new();
+        let mut names: HashMap<String, (String, String, Origin)> = HashMap::new();
         for (key, acc) in std::mem::take(&mut self.groups) {
             let group = match (acc.head, acc.csv) {
                 (Some(head), _) => {
@@ -354,27 +378,32 @@ impl<'t> Builder<'t> {
                 },
                 (None, None) => unreachable!("a group is only created with a definition or a row"),
             };
+            let this = (group.name.clone(), group.key.clone(), group.origin.clone());
             match names.entry(group.name.to_lowercase()) {
-                std::collections::hash_map::Entry::Occupied(o) => {
-                    let (other_key, other_origin) = o.get();
+                hash_map::Entry::Occupied(o) => {
+                    // Report at the later of the two places, naming the earlier one.
+                    let (first, (name, key, origin)) = if o.get().2 <= this.2 {
+                        (o.get().clone(), this)
+                    } else {
+                        (this, o.get().clone())
+                    };
+                    let (_, first_key, first_origin) = first;
                     self.errors.push(
-                        group.origin.clone(),
+                        origin,
                         format!(
-                            "group name {:?} (key {:?}) is also the name of group key \
-                             {other_key:?} at {other_origin}; targets find groups by name, so \
+                            "group name {name:?} (key {key:?}) is also the name of group key \
+                             {first_key:?} at {first_origin}; targets find groups by name, so \
                              give them different names (or, for CSV rows, the same `key`)",
-                            group.name, group.key
                         ),
                     );
                 }
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert((group.key.clone(), group.origin.clone()));
+                hash_map::Entry::Vacant(v) => {
+                    v.insert(this);
                 }
             }
             groups.insert(group.key.clone(), group);
         }
 
-        eprintln!("  groups {:?}", t.elapsed());
         if groups.is_empty() && !allow_empty && self.errors.total() == 0 {
             self.errors.push(
                 empty_origin,
@@ -429,15 +458,14 @@ impl<'t> Builder<'t> {
         }
     }
 
+    /// Where `loc` is, in the file being added.
     fn origin(&self, loc: &Loc) -> Origin {
         self.file_origin(loc.line)
     }
 
+    /// `line` of the file being added.
     fn file_origin(&self, line: Option<usize>) -> Origin {
-        Origin {
-            file: self.file.clone(),
-            line,
-        }
+        self.files.origin(self.files.pos(line))
     }
 }
 

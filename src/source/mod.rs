@@ -34,9 +34,15 @@ use crate::model::{Desired, Origin};
 /// directories and editor leftovers skipped). `targets` are the configured target names;
 /// `allow_empty` is the config's `allow_empty_source`.
 ///
-/// On error, returns every problem found in every file.
+/// # Errors
+///
+/// Every problem found in every file (up to [`MAX_ERRORS`] listed, all counted), each
+/// naming the file, the line and the offending value: a missing path, an unreadable or
+/// unparsable file, an unknown field or wrong type, an email that is not one, a group
+/// key defined twice, a person with conflicting ids or names, an unknown target, a
+/// `receive_call` entry that is not a member, a CSV row disagreeing with its group, and
+/// an empty source or file unless `allow_empty`.
 pub fn load(path: &Path, targets: &[&str], allow_empty: bool) -> Result<Desired, SourceErrors> {
-    let t0 = std::time::Instant::now();
     let mut errors = Errors::default();
     let listed = list_files(path, &mut errors);
     let mut builder = Builder::new(targets, errors);
@@ -87,11 +93,7 @@ pub fn load(path: &Path, targets: &[&str], allow_empty: bool) -> Result<Desired,
             builder.add_rows(&file, rows);
             any
         } else {
-            let t = std::time::Instant::now();
-            let parsed = structured::parse(format, text, &file, errors);
-            eprintln!("parse {:?}", t.elapsed());
-            let t = std::time::Instant::now();
-            let r = match parsed {
+            match structured::parse(format, text, &file, errors) {
                 Some(def) => {
                     let any = def.people.as_ref().is_some_and(|p| !p.is_empty())
                         || def.groups.as_ref().is_some_and(|g| !g.is_empty());
@@ -99,9 +101,7 @@ pub fn load(path: &Path, targets: &[&str], allow_empty: bool) -> Result<Desired,
                     any
                 }
                 None => false,
-            };
-            eprintln!("add {:?}", t.elapsed());
-            r
+            }
         };
         if !defines_something && !allow_empty && builder.errors.total() == errors_before {
             builder.errors.push(
@@ -117,9 +117,7 @@ pub fn load(path: &Path, targets: &[&str], allow_empty: bool) -> Result<Desired,
         file: path.to_path_buf(),
         line: None,
     };
-    let t = std::time::Instant::now();
     let (people, groups, errors) = builder.finish(allow_empty, empty_origin);
-    eprintln!("finish {:?} total {:?}", t.elapsed(), t0.elapsed());
     errors.into_result(Desired {
         people,
         groups,

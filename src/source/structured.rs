@@ -18,6 +18,7 @@ use std::path::Path;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
+use serde_saphyr::MessageFormatter as _;
 
 use super::Format;
 use super::error::Errors;
@@ -231,11 +232,9 @@ pub(super) fn parse(
             serde_saphyr::from_str_with_options::<MapOf<FileDef>>(text, yaml_options())
                 .map(|m| m.0)
                 .map_err(|e| {
-                    let (line, column) = match e.location() {
-                        Some(l) => (usize::try_from(l.line()).ok(), Some(l.column())),
-                        None => (None, None),
-                    };
-                    use serde_saphyr::MessageFormatter as _;
+                    let known = e.location().filter(|l| l.line() > 0);
+                    let line = known.and_then(|l| usize::try_from(l.line()).ok());
+                    let column = known.map(|l| l.column());
                     let message = serde_saphyr::UserMessageFormatter
                         .format_message(e.without_snippet())
                         .into_owned();

@@ -671,6 +671,19 @@ fn bad_sources() {
                 &["\"sales\"", "\"s2\"", "\"s1\"", "g.yaml:2"],
             )],
         ),
+        (
+            "csv rows without a key make a second group with the name of a keyed one",
+            "",
+            &[
+                ("a.yaml", "groups:\n  - name: Tier 1\n    key: tier1\n"),
+                ("b.csv", "group,email\nTier 1,a@x.io\n"),
+            ],
+            &[(
+                "b.csv",
+                Some(2),
+                &["\"Tier 1\"", "\"tier1\"", "a.yaml:2", "same `key`"],
+            )],
+        ),
         // People.
         (
             "person with conflicting ids in yaml and json",

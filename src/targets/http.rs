@@ -3,7 +3,7 @@
 //! of every message that leaves it.
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use backon::BackoffBuilder;
@@ -127,8 +127,9 @@ pub struct Http {
     in_flight: Semaphore,
     max_retries: u32,
     retry_base: Duration,
-    /// Secret values to scrub from any text that leaves this module.
-    secrets: Vec<String>,
+    /// Secret values to scrub from any text that leaves this module. Behind a lock so a
+    /// target can add a session token it obtains mid-run through `&Http`.
+    secrets: RwLock<Vec<String>>,
     /// Default headers (auth) sent with every request.
     headers: HeaderMap,
 }
@@ -204,22 +205,27 @@ impl Http {
             in_flight: Semaphore::new(cfg.concurrency),
             max_retries: cfg.max_retries,
             retry_base: cfg.retry_base,
-            secrets,
+            secrets: RwLock::new(secrets),
             headers,
         })
     }
 
-    /// Adds a secret value to scrub (e.g. a session token obtained at login).
-    pub fn add_secret(&mut self, s: &str) {
+    /// Adds a secret value to scrub (e.g. a session token obtained at login). Takes `&self`:
+    /// targets only hold `&Ctx` while a run is going.
+    pub fn add_secret(&self, s: &str) {
         if s.len() >= 4 {
-            self.secrets.push(s.to_string());
+            let mut secrets = self.secrets.write().unwrap_or_else(|e| e.into_inner());
+            if !secrets.iter().any(|x| x == s) {
+                secrets.push(s.to_string());
+            }
         }
     }
 
     /// Replaces every secret value in `s` by `[REDACTED]`.
     pub fn scrub(&self, s: &str) -> String {
         let mut out = s.to_string();
-        for secret in &self.secrets {
+        let secrets = self.secrets.read().unwrap_or_else(|e| e.into_inner());
+        for secret in secrets.iter() {
             if out.contains(secret.as_str()) {
                 out = out.replace(secret.as_str(), "[REDACTED]");
             }

@@ -278,22 +278,37 @@ fn a_saved_plan_is_applied_exactly_or_refused_when_stale() {
     let v1 = [g("A", &[&email(1), &email(2)]), g("B", &[&email(3)])];
     env.write_source(&v1);
     env.sync().expect(0);
-    let v2 = [g("A", &[&email(1), &email(4)]), g("B", &[&email(3)]), g("C", &[&email(5)])];
+    let v2 = [
+        g("A", &[&email(1), &email(4)]),
+        g("B", &[&email(3)]),
+        g("C", &[&email(5)]),
+    ];
     env.write_source(&v2);
     let plan = env.path("plan.json");
     let plan_s = plan.to_str().unwrap();
     fake.clear_requests();
-    let r = env.run(&["sync", "--dry-run", "--save-plan", plan_s]).expect(0);
+    let r = env
+        .run(&["sync", "--dry-run", "--save-plan", plan_s])
+        .expect(0);
     assert!(r.stdout.contains("+ create \"C\""), "{}", r.stdout);
     assert!(fake.requests().iter().all(|q| !q.is_write()));
     env.run(&["sync", "--plan", plan_s]).expect(0);
     env.assert_converged(&v2);
 
     // the source changed after the plan was saved: refused, nothing sent
-    let v3 = [g("A", &[&email(1)]), g("B", &[&email(3)]), g("C", &[&email(5)])];
+    let v3 = [
+        g("A", &[&email(1)]),
+        g("B", &[&email(3)]),
+        g("C", &[&email(5)]),
+    ];
     env.write_source(&v3);
-    env.run(&["sync", "--dry-run", "--save-plan", plan_s]).expect(0);
-    env.write_source(&[g("A", &[&email(9)]), g("B", &[&email(3)]), g("C", &[&email(5)])]);
+    env.run(&["sync", "--dry-run", "--save-plan", plan_s])
+        .expect(0);
+    env.write_source(&[
+        g("A", &[&email(9)]),
+        g("B", &[&email(3)]),
+        g("C", &[&email(5)]),
+    ]);
     fake.clear_requests();
     let r = env.run(&["sync", "--plan", plan_s]).expect(2);
     assert!(r.stderr.contains("source changed"), "{}", r.stderr);
@@ -301,7 +316,8 @@ fn a_saved_plan_is_applied_exactly_or_refused_when_stale() {
 
     // the known state changed (another run applied something): refused too
     env.write_source(&v3);
-    env.run(&["sync", "--dry-run", "--save-plan", plan_s]).expect(0);
+    env.run(&["sync", "--dry-run", "--save-plan", plan_s])
+        .expect(0);
     fake.add_user(&email(6));
     fake.set_members_by_hand("B", &[&email(3), &email(6)]);
     env.run(&["sync", "--full"]).expect(0);

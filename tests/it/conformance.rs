@@ -521,3 +521,8 @@ macro_rules! conformance {
 
 conformance!(maestroqa, maestro::FakeMaestro::start());
 conformance!(rfc7644, scim2::Scim2Server::start());
+conformance!(kazoo, kazoo::FakeKazoo::start());
+conformance!(
+    kazoo_ids_in_source,
+    kazoo::FakeKazoo::start_with_ids_in_source()
+);

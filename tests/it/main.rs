@@ -4,6 +4,9 @@ mod cli;
 mod daemon;
 mod fakes;
 mod harness;
+mod scim;
 
 #[macro_use]
 mod conformance;
+
+mod kazoo;

@@ -25,6 +25,9 @@ pub struct Scim {
     base: String,
     flavor: Flavor,
     batch_size: usize,
+    /// Every group as listed once per run, for name lookups where filtering is not
+    /// supported; dropped when a create may have changed it.
+    listing: tokio::sync::Mutex<Option<Vec<Value>>>,
 }
 
 pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), String> {
@@ -61,6 +64,7 @@ pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), String> {
         base: cfg.base_url.clone(),
         flavor: cfg.flavor,
         batch_size: cfg.batch_size,
+        listing: tokio::sync::Mutex::new(None),
     };
     Ok((Box::new(t), http))
 }
@@ -124,44 +128,52 @@ impl Scim {
         }
     }
 
-    /// Pages through `GET /Groups` looking for an exact name (no filter support assumed).
+    /// Looks a name up in the listing of every group (for services without filtering,
+    /// like MaestroQA). The listing is read once per run, paging with `startIndex`/`count`,
+    /// and read again after a create that may have been applied.
     async fn find_by_paging(
         &self,
         ctx: &Ctx,
         key: &str,
         name: &str,
     ) -> Result<Option<RemoteGroup>, OpError> {
-        let mut start = 1;
-        for _ in 0..MAX_PAGES {
-            let req = Request::new(
-                Method::GET,
-                self.url(&format!("/Groups?startIndex={start}&count={PAGE}")),
-            );
-            let page = ctx
-                .read(
-                    CallInfo::new("find").group(key, name),
-                    req,
-                    &default_verdict,
-                )
-                .await?
-                .json();
-            let items = wire::resources(&page);
-            if let Some(g) = items
-                .iter()
-                .find(|g| g.get("displayName").and_then(Value::as_str) == Some(name))
-            {
-                return self.complete(ctx, key, name, g).await;
+        let mut listing = self.listing.lock().await;
+        if listing.is_none() {
+            let mut all = Vec::new();
+            let mut start = 1;
+            for _ in 0..MAX_PAGES {
+                let url = self.url(&format!("/Groups?startIndex={start}&count={PAGE}"));
+                let info = CallInfo::new("find").group(key, name);
+                let page = ctx
+                    .read(info, Request::new(Method::GET, url), &default_verdict)
+                    .await?
+                    .json();
+                let items = wire::resources(&page);
+                let total = page
+                    .get("totalResults")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0) as usize;
+                start += items.len();
+                let done = items.is_empty() || start > total;
+                all.extend(items);
+                if done {
+                    break;
+                }
             }
-            let total = page
-                .get("totalResults")
-                .and_then(Value::as_u64)
-                .unwrap_or(0) as usize;
-            start += items.len();
-            if items.is_empty() || start > total {
-                return Ok(None);
-            }
+            *listing = Some(all);
         }
-        Ok(None)
+        let found = listing
+            .as_ref()
+            .and_then(|all| {
+                all.iter()
+                    .find(|g| g.get("displayName").and_then(Value::as_str) == Some(name))
+            })
+            .cloned();
+        drop(listing);
+        match found {
+            Some(g) => self.complete(ctx, key, name, &g).await,
+            None => Ok(None),
+        }
     }
 
     /// A listed group may come without its members: read it whole then.
@@ -245,9 +257,17 @@ impl Target for Scim {
         let mut all = op.members.clone();
         all.extend(op.owners.iter().cloned());
         let info = CallInfo::new("create").group(&op.key, &op.name).adds(&all);
-        let p = ctx
+        let p = match ctx
             .send(info, req, Retry::OnlyIfNotApplied, &create_verdict)
-            .await?;
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                // The group may exist now: the next lookup must list again.
+                *self.listing.lock().await = None;
+                return Err(e);
+            }
+        };
         let Some(id) = wire::id_of(&p.json()) else {
             let msg = "the create answer carries no group id".to_string();
             ctx.confirm(p, Delta::None)?;

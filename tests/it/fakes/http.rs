@@ -34,9 +34,15 @@ impl Logged {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
-    /// True for requests that change something on the server.
+    /// True for requests that change something on the server. A session login (Kazoo's
+    /// `PUT /v2/api_auth`) only issues a token: a dry-run needs one for its lookups.
     pub fn is_write(&self) -> bool {
-        self.method != "GET"
+        self.method != "GET" && !self.is_login()
+    }
+    /// True for a request that exchanges credentials for a session token.
+    pub fn is_login(&self) -> bool {
+        let path = self.path.split('?').next().unwrap_or("");
+        self.method == "PUT" && path.ends_with("/v2/api_auth")
     }
 }
 

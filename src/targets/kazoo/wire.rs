@@ -1,0 +1,383 @@
+//! Kazoo Crossbar wire format (seed 003) and the pure lowering of changes into request
+//! bodies (no IO).
+//!
+//! Every request body is an envelope `{"data": {...}}`; every answer is an envelope
+//! `{"data", "status", "auth_token", "request_id", ...}`. Errors carry `status: "error"`,
+//! `error` (the code as a string), `message`, and details in `data`. Answers echo the
+//! session token in `auth_token`, so an answer body is never logged or stored: only the
+//! pieces extracted here leave this module.
+
+use serde_json::{Map, Value, json};
+
+use crate::plan::Member;
+use crate::targets::{RemoteGroup, Verdict};
+
+/// The endpoint type of a person; `device` endpoints are never rostersync's.
+pub const USER: &str = "user";
+
+/// Wraps request data in Crossbar's envelope.
+pub fn envelope(data: Value) -> Value {
+    json!({ "data": data })
+}
+
+/// The body of `PUT /v2/api_auth`.
+pub fn auth_body(api_key: &str) -> Value {
+    envelope(json!({ "api_key": api_key }))
+}
+
+/// The session token of an `api_auth` answer: the envelope's `auth_token` (or, leniently,
+/// `data.auth_token`).
+pub fn auth_token(v: &Value) -> Option<String> {
+    [v.get("auth_token"), data(v).get("auth_token")]
+        .into_iter()
+        .flatten()
+        .find_map(|t| t.as_str().filter(|t| !t.is_empty()).map(str::to_string))
+}
+
+/// One user endpoint entry.
+fn user_entry() -> Value {
+    json!({ "type": USER })
+}
+
+/// The body of `PUT /v2/accounts/{account}/groups`: the name and the whole endpoints map.
+pub fn create_body(name: &str, members: &[Member]) -> Value {
+    let endpoints: Map<String, Value> = members
+        .iter()
+        .map(|m| (m.id.clone(), user_entry()))
+        .collect();
+    envelope(json!({ "name": name, "endpoints": endpoints }))
+}
+
+/// The body of the one `PATCH /v2/accounts/{account}/groups/{id}` of an update. Crossbar
+/// merges PATCH bodies recursively and a `null` deletes a key, so additions are entries and
+/// removals are `null` entries of one `endpoints` object, and a rename rides along.
+/// None when there is nothing to send.
+pub fn patch_body(rename: Option<&str>, add: &[Member], remove: &[Member]) -> Option<Value> {
+    let mut data = Map::new();
+    if let Some(name) = rename {
+        data.insert("name".into(), Value::String(name.to_string()));
+    }
+    let mut endpoints = Map::new();
+    // Removals first, so an id both removed and added (never planned) ends up added.
+    for m in remove {
+        endpoints.insert(m.id.clone(), Value::Null);
+    }
+    for m in add {
+        endpoints.insert(m.id.clone(), user_entry());
+    }
+    if !endpoints.is_empty() {
+        data.insert("endpoints".into(), Value::Object(endpoints));
+    }
+    (!data.is_empty()).then(|| envelope(Value::Object(data)))
+}
+
+/// The `data` of an answer envelope (`null` when absent).
+pub fn data(v: &Value) -> &Value {
+    v.get("data").unwrap_or(&Value::Null)
+}
+
+/// An id given as a string or a number.
+fn id_value(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The `id` of a document.
+pub fn id_of(doc: &Value) -> Option<String> {
+    id_value(doc.get("id"))
+}
+
+/// The `name` of a document (empty when absent).
+pub fn name_of(doc: &Value) -> String {
+    doc.get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The ids of the `user` endpoints of a group document's `endpoints` map. Devices (and any
+/// other type) are not members in rostersync's view and are never touched. A listing row's
+/// `endpoints` is only a count: no ids then.
+pub fn user_endpoints(doc: &Value) -> Vec<String> {
+    let Some(eps) = doc.get("endpoints").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    eps.iter()
+        .filter(|(_, ep)| {
+            ep.get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.eq_ignore_ascii_case(USER))
+        })
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+/// A group document (a create/read answer's `data`) as rostersync sees it.
+pub fn remote_group(doc: &Value) -> Option<RemoteGroup> {
+    Some(RemoteGroup {
+        id: id_of(doc)?,
+        name: name_of(doc),
+        members: user_endpoints(doc),
+        ..Default::default()
+    })
+}
+
+/// The rows of a listing answer.
+pub fn rows(v: &Value) -> &[Value] {
+    data(v).as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+/// The `start_key` for the next page of a listing, as a query value: Crossbar's
+/// `next_start_key` is a string, or a JSON value for views with complex keys.
+pub fn next_start_key(v: &Value) -> Option<String> {
+    match v.get("next_start_key")? {
+        Value::Null => None,
+        Value::String(s) if s.is_empty() => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// The id of the user with this email among listing rows (compared case-insensitively,
+/// `email` first, then `username`), in case the server ignored the filter.
+pub fn user_with_email(rows: &[Value], email: &str) -> Option<String> {
+    let has = |u: &Value, field: &str| {
+        u.get(field)
+            .and_then(Value::as_str)
+            .is_some_and(|e| e.trim().eq_ignore_ascii_case(email))
+    };
+    rows.iter()
+        .find(|u| has(u, "email"))
+        .or_else(|| rows.iter().find(|u| has(u, "username")))
+        .and_then(id_of)
+}
+
+/// Percent-encodes a query value.
+pub fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+/// A short message from a Crossbar error body: `message`, then the details in `data`
+/// (`data.message`/`cause`, or validation errors `{field: {rule: {message}}}`). Never the
+/// whole body (it echoes the token).
+pub fn error_message(status: u16, body: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(m) = v
+        .get("message")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+    {
+        parts.push(m.to_string());
+    } else if let Some(e) = v
+        .get("error")
+        .and_then(Value::as_str)
+        .filter(|e| *e != status.to_string())
+    {
+        parts.push(e.to_string());
+    }
+    let d = data(&v);
+    let detail = |x: &Value| {
+        x.as_str()
+            .map(str::to_string)
+            .or_else(|| x.is_number().then(|| x.to_string()))
+    };
+    match (
+        d.get("message").and_then(detail),
+        d.get("cause").and_then(detail),
+    ) {
+        (Some(m), Some(c)) => parts.push(format!("{m}: {c}")),
+        (Some(m), None) => parts.push(m),
+        (None, Some(c)) => parts.push(c),
+        (None, None) => {
+            if let Some(fields) = d.as_object() {
+                for (field, rules) in fields.iter().take(3) {
+                    let msg = rules
+                        .as_object()
+                        .and_then(|r| {
+                            r.values()
+                                .find_map(|r| r.get("message").and_then(Value::as_str))
+                        })
+                        .or_else(|| rules.as_str());
+                    if let Some(msg) = msg {
+                        parts.push(format!("{field}: {msg}"));
+                    }
+                }
+            }
+        }
+    }
+    if parts.is_empty() {
+        // Not Crossbar's JSON (a proxy's page): the start of the text.
+        let text = String::from_utf8_lossy(body);
+        let text = text.trim();
+        if !text.is_empty() && !text.starts_with('{') {
+            parts.push(text.to_string());
+        }
+    }
+    let mut text: String = parts.join("; ").chars().take(300).collect();
+    if text.is_empty() {
+        text = "no message".into();
+    }
+    format!("HTTP {status}: {text}")
+}
+
+/// How a Crossbar answer reads: 2xx ok, 401 re-authenticate, 404 gone, 409
+/// `datastore_conflict` (the document changed under the write) and 408/429/5xx retried,
+/// any other 4xx final.
+pub fn verdict(status: u16, body: &[u8]) -> Verdict {
+    match status {
+        200..=299 => Verdict::Ok,
+        401 => Verdict::Unauthorized(error_message(status, body)),
+        404 => Verdict::NotFound(error_message(status, body)),
+        409 if is_datastore_conflict(body) => Verdict::Retry(error_message(status, body)),
+        408 | 429 | 500..=599 => Verdict::Retry(error_message(status, body)),
+        _ => Verdict::Fail(error_message(status, body)),
+    }
+}
+
+fn is_datastore_conflict(body: &[u8]) -> bool {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    // An empty 409 (a proxy) is a conflict too: retrying a merge PATCH is safe.
+    v.is_null()
+        || ["message", "error"].iter().any(|k| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .is_some_and(|m| m.contains("conflict"))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(id: &str) -> Member {
+        Member {
+            id: id.into(),
+            email: None,
+        }
+    }
+
+    #[test]
+    fn create_sends_the_whole_endpoints_map_in_an_envelope() {
+        let b = create_body("Tier 1", &[m("u1"), m("u2")]);
+        assert_eq!(
+            b,
+            json!({"data": {"name": "Tier 1", "endpoints": {"u1": {"type": "user"}, "u2": {"type": "user"}}}})
+        );
+        assert_eq!(
+            create_body("Empty", &[]),
+            json!({"data": {"name": "Empty", "endpoints": {}}})
+        );
+        assert_eq!(auth_body("k"), json!({"data": {"api_key": "k"}}));
+    }
+
+    #[test]
+    fn one_patch_carries_additions_null_removals_and_the_rename() {
+        let b = patch_body(Some("Tier One"), &[m("a"), m("b")], &[m("c")]).unwrap();
+        assert_eq!(
+            b,
+            json!({"data": {"name": "Tier One", "endpoints": {
+                "a": {"type": "user"}, "b": {"type": "user"}, "c": null}}})
+        );
+        assert_eq!(
+            patch_body(None, &[], &[m("c")]).unwrap(),
+            json!({"data": {"endpoints": {"c": null}}})
+        );
+        assert_eq!(
+            patch_body(Some("N"), &[], &[]).unwrap(),
+            json!({"data": {"name": "N"}})
+        );
+        assert_eq!(patch_body(None, &[], &[]), None);
+    }
+
+    #[test]
+    fn only_user_endpoints_are_members() {
+        let doc = json!({"id": "g1", "name": "G", "endpoints": {
+            "u1": {"type": "user", "weight": 1}, "d1": {"type": "device"}, "u2": {"type": "User"},
+            "x": true, "y": {}}});
+        let g = remote_group(&json!({"data": doc})["data"]).unwrap();
+        assert_eq!((g.id.as_str(), g.name.as_str()), ("g1", "G"));
+        assert_eq!(g.members, ["u1", "u2"]);
+        // A listing row: endpoints is a count.
+        assert!(user_endpoints(&json!({"id": 1, "endpoints": 2})).is_empty());
+        assert_eq!(id_of(&json!({"id": 7})).as_deref(), Some("7"));
+        assert_eq!(remote_group(&json!({"name": "no id"})), None);
+    }
+
+    #[test]
+    fn tokens_and_paging_keys() {
+        assert_eq!(
+            auth_token(&json!({"auth_token": "t", "data": {}})).as_deref(),
+            Some("t")
+        );
+        assert_eq!(
+            auth_token(&json!({"data": {"auth_token": "t2"}})).as_deref(),
+            Some("t2")
+        );
+        assert_eq!(auth_token(&json!({"auth_token": "", "data": {}})), None);
+        assert_eq!(
+            next_start_key(&json!({"next_start_key": "abc"})).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            next_start_key(&json!({"next_start_key": ["g", 2]})).as_deref(),
+            Some("[\"g\",2]")
+        );
+        assert_eq!(next_start_key(&json!({"data": []})), None);
+        assert_eq!(rows(&json!({"data": [1, 2]})).len(), 2);
+        assert!(rows(&json!({"data": {}})).is_empty());
+        assert_eq!(urlencode("a b+c@d"), "a%20b%2Bc%40d");
+    }
+
+    #[test]
+    fn users_match_by_email_case_insensitively() {
+        let rows = [
+            json!({"id": "1", "email": "other@x.com", "username": "ana@x.com"}),
+            json!({"id": "2", "email": "Ana@X.com"}),
+        ];
+        assert_eq!(user_with_email(&rows, "ana@x.com").as_deref(), Some("2"));
+        assert_eq!(
+            user_with_email(&rows[..1], "ana@x.com").as_deref(),
+            Some("1")
+        );
+        assert_eq!(user_with_email(&rows, "bo@x.com"), None);
+    }
+
+    #[test]
+    fn errors_and_verdicts() {
+        let conflict = br#"{"status":"error","error":"409","message":"datastore_conflict","data":{},"auth_token":"SECRET"}"#;
+        assert_eq!(
+            verdict(409, conflict),
+            Verdict::Retry("HTTP 409: datastore_conflict".into())
+        );
+        let other = br#"{"status":"error","error":"409","message":"unique"}"#;
+        assert!(matches!(verdict(409, other), Verdict::Fail(_)));
+        let invalid = br#"{"status":"error","error":"400","message":"validation error","auth_token":"SECRET",
+            "data":{"endpoints.u9":{"not_found":{"message":"user u9 does not exist in this account"}}}}"#;
+        let msg = error_message(400, invalid);
+        assert_eq!(
+            msg,
+            "HTTP 400: validation error; endpoints.u9: user u9 does not exist in this account"
+        );
+        assert!(!msg.contains("SECRET"));
+        let gone = br#"{"error":"404","message":"bad_identifier","data":{"message":"bad identifier","cause":"g1"}}"#;
+        assert_eq!(
+            verdict(404, gone),
+            Verdict::NotFound("HTTP 404: bad_identifier; bad identifier: g1".into())
+        );
+        assert!(matches!(
+            verdict(401, br#"{"message":"invalid_credentials"}"#),
+            Verdict::Unauthorized(_)
+        ));
+        assert!(
+            matches!(verdict(503, b"<html>down</html>"), Verdict::Retry(m) if m == "HTTP 503: <html>down</html>")
+        );
+        assert_eq!(verdict(201, b"{}"), Verdict::Ok);
+        assert_eq!(error_message(500, b""), "HTTP 500: no message");
+    }
+}
