@@ -674,17 +674,37 @@ fn instant_of(ts: &str) -> (String, f64) {
     (date.to_string(), h * 3600.0 + m * 60.0 + s)
 }
 
+/// The secret as systemd's `LoadCredential=` hands it over: a file in `$CREDENTIALS_DIRECTORY`.
+fn token_from_credentials(target: String) -> String {
+    target
+        .lines()
+        .map(|l| {
+            if l.starts_with("token_env") {
+                "token_file = \"$CREDENTIALS_DIRECTORY/maestro\"".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
 #[test]
 fn cron_runs_in_turn_and_every_nth_is_full() {
     let s = Setup::new(
         Opts {
             cron: "* * * * * *",
             full_every: 2,
+            target: token_from_credentials,
             ..Default::default()
         },
         &[("Tier 1", &["ana@example.com"])],
     );
-    let d = s.spawn(&[]);
+    let creds = s.dir.path().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("maestro"), s.fake.token() + "\n").unwrap();
+    let d = s.spawn(&[("CREDENTIALS_DIRECTORY", creds.to_str().unwrap())]);
     d.notify.wait_line("READY=1", 1, Duration::from_secs(10));
     d.notify.wait_run(5, Duration::from_secs(20));
     d.stop();
