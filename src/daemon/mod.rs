@@ -65,6 +65,7 @@ impl Why {
 /// A request for a run.
 #[derive(Clone, Copy, Debug)]
 struct Trigger {
+    /// For the log line that starts the run.
     why: Why,
     /// Read every managed group back first (`--full`).
     full: bool,
@@ -74,7 +75,10 @@ type RunFuture = Pin<Box<dyn Future<Output = Result<RunReport, SyncError>>>>;
 
 /// The run in progress.
 struct Running {
+    /// What started it, for the log when it ends.
     trigger: Trigger,
+    /// `sync::run`, polled by the loop itself: a run that blocks the loop also stops the
+    /// watchdog pings.
     fut: RunFuture,
 }
 
@@ -103,6 +107,7 @@ struct Daemon {
     path: PathBuf,
     /// The config in force; each run gets its own reference.
     cfg: Arc<Config>,
+    /// `schedule.cron` of the config in force.
     cron: Cron,
     /// When the next scheduled run is due; None if the expression never matches again.
     next_cron: Option<DateTime<Local>>,
@@ -112,6 +117,7 @@ struct Daemon {
     watcher: Option<SourceWatcher>,
     /// Kept so that the channel stays open while no watch runs.
     changes_tx: mpsc::UnboundedSender<()>,
+    /// One message per relevant change of the source (from the watcher's thread).
     changes: mpsc::UnboundedReceiver<()>,
     /// When the source will have been quiet for `SETTLE` since its last change.
     settle_at: Option<Instant>,
@@ -120,6 +126,7 @@ struct Daemon {
     queued: Option<Trigger>,
     /// Cancelled on `SIGTERM`/`SIGINT`: no run or operation starts after it.
     stop: CancellationToken,
+    /// The heartbeat and per-target freshness, shared with `/healthz` and the watchdog.
     health: Arc<Health>,
     /// How often the loop ticks: `TICK`, or less than a quarter of the watchdog period.
     tick: Duration,
