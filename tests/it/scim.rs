@@ -150,7 +150,10 @@ fn groups_left_out_of_the_source_are_deleted_only_when_allowed() {
 fn a_new_name_under_the_same_key_renames_the_remote_group() {
     let fake = Scim2Server::start();
     let env = Env::new(fake.clone());
-    let keyed = |name: &str, members: &[&str]| G { key: Some("tier1".into()), ..g(name, members) };
+    let keyed = |name: &str, members: &[&str]| G {
+        key: Some("tier1".into()),
+        ..g(name, members)
+    };
     env.write_source(&[keyed("Tier 1", &[&email(1)])]);
     env.sync().expect(0);
     let id = fake.group_id("Tier 1").unwrap();
@@ -158,9 +161,17 @@ fn a_new_name_under_the_same_key_renames_the_remote_group() {
     fake.clear_requests();
     let r = env.sync().expect(0);
     assert!(r.stdout.contains("rename from \"Tier 1\""), "{}", r.stdout);
-    let patches = fake.requests().iter().filter(|r| matches(r, &Match::new("PATCH", "/Groups/"))).count();
+    let patches = fake
+        .requests()
+        .iter()
+        .filter(|r| matches(r, &Match::new("PATCH", "/Groups/")))
+        .count();
     assert_eq!(patches, 1, "the rename rides in the membership PATCH");
-    assert_eq!(fake.group_id("Tier 1 Support"), Some(id), "same group, new name");
+    assert_eq!(
+        fake.group_id("Tier 1 Support"),
+        Some(id),
+        "same group, new name"
+    );
     env.assert_converged(&[keyed("Tier 1 Support", &[&email(1), &email(2)])]);
     fake.clear_requests();
     env.sync().expect(0);

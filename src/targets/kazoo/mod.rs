@@ -32,6 +32,8 @@ use crate::config::TargetConfig;
 use crate::plan::{Create, Delete, KnownGroup, Update};
 use crate::store::Delta;
 
+/// Logins one call may trigger when its token keeps being refused.
+const MAX_RENEWALS: usize = 2;
 /// Upper bound on pages read from one listing (Crossbar pages hold 50 rows by default).
 const MAX_PAGES: usize = 2000;
 
@@ -164,7 +166,9 @@ impl Kazoo {
         Ok((s.generation, fresh))
     }
 
-    /// Sends an authenticated call; on a 401, logs in again once and re-sends it once.
+    /// Sends an authenticated call; on a 401, logs in again (once for all the calls that
+    /// saw the same token refused) and re-sends it. A token that dies again before the
+    /// re-send gets one more renewal; a third refusal stands.
     async fn call(
         &self,
         ctx: &Ctx,
@@ -173,22 +177,24 @@ impl Kazoo {
         retry: Retry,
         verdict: &VerdictFn,
     ) -> Result<Pending, OpError> {
-        let (generation, token) = self.token(ctx, None).await?;
         let authed = |t: &SecretString| -> Result<Request, OpError> {
             let v = secret_header(t.expose_secret()).map_err(OpError::Unsupported)?;
             Ok(req.clone().header(AUTH_HEADER, v))
         };
-        match ctx
-            .send(info.clone(), authed(&token)?, retry, verdict)
-            .await
-        {
-            Err(OpError::Call(f)) if f.kind == FailKind::Unauthorized => {
-                tracing::info!(target_name = %ctx.target, "the session token was refused; logging in again");
-                let (_, token) = self.token(ctx, Some(generation)).await?;
-                ctx.send(info, authed(&token)?, retry, verdict).await
+        let (mut generation, mut token) = self.token(ctx, None).await?;
+        for _ in 0..MAX_RENEWALS {
+            match ctx
+                .send(info.clone(), authed(&token)?, retry, verdict)
+                .await
+            {
+                Err(OpError::Call(f)) if f.kind == FailKind::Unauthorized => {
+                    tracing::info!(target = %ctx.target, "the session token was refused; logging in again");
+                    (generation, token) = self.token(ctx, Some(generation)).await?;
+                }
+                r => return r,
             }
-            r => r,
         }
+        ctx.send(info, authed(&token)?, retry, verdict).await
     }
 
     /// An authenticated read-only call, recorded at once.
