@@ -108,6 +108,7 @@ pub fn main(cli: Cli) -> u8 {
                 allow_mass_removal: *allow_mass_removal,
                 command: "sync".into(),
                 expect: None,
+                ..Default::default()
             };
             if let Some(file) = plan_file {
                 let saved = std::fs::read(file)

@@ -8,6 +8,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod render;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 
 use crate::config::{Config, Flavor, Kind, Mode, TargetConfig};
@@ -33,6 +34,9 @@ pub struct SyncOptions {
     pub command: String,
     /// `sync --plan FILE`: apply exactly this saved plan, or refuse if anything changed.
     pub expect: Option<SavedPlan>,
+    /// Cancelled by the daemon on SIGTERM: no operation starts after that, calls in flight
+    /// finish and are recorded, and the next run re-plans what was not sent.
+    pub stop: CancellationToken,
 }
 
 /// A plan saved by `sync --dry-run --save-plan FILE`, applied by `sync --plan FILE`.
@@ -485,8 +489,18 @@ async fn sync_target(
                 let _ = s.lock().expect("store").drop_intent(&t.name, key);
             }
         }
-        apply_target(&ctx, target.as_ref(), t, &plan, &dt, &store, &mut report).await;
-        if report.failed.is_empty() {
+        let not_started = apply_target(
+            &ctx,
+            target.as_ref(),
+            t,
+            &plan,
+            &dt,
+            &store,
+            &opts.stop,
+            &mut report,
+        )
+        .await;
+        if report.failed.is_empty() && not_started == 0 {
             metrics::gauge!("rostersync_last_success_timestamp_seconds", "target" => t.name.clone())
                 .set(unix_now());
         }
@@ -771,6 +785,8 @@ async fn resolve(
 }
 
 /// Sends a target's plan: creates (with adoption), updates, deletes; records as it goes.
+/// Once `stop` is cancelled no further op starts; returns how many were not started.
+#[allow(clippy::too_many_arguments)]
 async fn apply_target(
     ctx: &Ctx,
     target: &dyn Target,
@@ -778,11 +794,17 @@ async fn apply_target(
     plan: &TargetPlan,
     dt: &DesiredTarget,
     store: &Option<Arc<Mutex<Store>>>,
+    stop: &CancellationToken,
     report: &mut TargetReport,
-) {
+) -> usize {
     let results = futures::stream::iter(plan.ops.iter().map(|op| async move {
+        if stop.is_cancelled() {
+            return (op, None);
+        }
         let r = match op {
-            Op::Create(c) => create_or_adopt(ctx, target, t, c, &dt.groups[&c.key], store).await,
+            Op::Create(c) => {
+                create_or_adopt(ctx, target, t, c, &dt.groups[&c.key], store, stop).await
+            }
             Op::Update(u) => match target.update(ctx, u).await {
                 Err(e) if e.is_not_found() => {
                     warn!(group = %u.name, "managed group is gone from the target (404); creating it again");
@@ -791,7 +813,7 @@ async fn apply_target(
                         Ok(()) => {
                             let d = &dt.groups[&u.key];
                             let c = create_op(d, false);
-                            create_or_adopt(ctx, target, t, &c, d, store).await
+                            create_or_adopt(ctx, target, t, &c, d, store, stop).await
                         }
                         Err(e) => Err(e),
                     }
@@ -800,13 +822,20 @@ async fn apply_target(
             },
             Op::Delete(d) => target.delete(ctx, d).await,
         };
-        (op, r)
+        (op, Some(r))
     }))
     .buffer_unordered(t.concurrency)
     .collect::<Vec<_>>()
     .await;
+    let not_started = results.iter().filter(|(_, r)| r.is_none()).count();
+    if not_started > 0 {
+        warn!(
+            not_started,
+            "stopping: {not_started} operations not started; the next run sends them"
+        );
+    }
     for (op, r) in results {
-        if let Err(e) = r {
+        if let Some(Err(e)) = r {
             let name = match op {
                 Op::Create(c) => c.name.clone(),
                 Op::Update(u) => u.name.clone(),
@@ -825,6 +854,7 @@ async fn apply_target(
             });
         }
     }
+    not_started
 }
 
 fn create_op(d: &DesiredGroup, resumed: bool) -> Create {
@@ -856,6 +886,7 @@ async fn create_or_adopt(
     c: &Create,
     d: &DesiredGroup,
     store: &Option<Arc<Mutex<Store>>>,
+    stop: &CancellationToken,
 ) -> Result<(), OpError> {
     if let Some(s) = store {
         s.lock()
@@ -866,6 +897,9 @@ async fn create_or_adopt(
     let mut last = None;
     for attempt in 0..=t.max_retries {
         if attempt > 0 {
+            if stop.is_cancelled() {
+                break;
+            }
             let wait = t.retry_base.saturating_mul(1 << attempt.min(6));
             tokio::time::sleep(wait.min(Duration::from_secs(30))).await;
         }

@@ -2,6 +2,7 @@
 
 mod assign_group;
 mod cli;
+mod daemon;
 mod fakes;
 mod harness;
 mod scim;

@@ -1,0 +1,528 @@
+//! The scheduler loop for systemd (SPEC section 7).
+//!
+//! One task owns everything. It waits for the next trigger (start, cron, a settled change of
+//! the source, `SIGHUP`) while it polls the run in progress, so runs never overlap and a
+//! trigger during a run queues at most one more. It ticks at least every `TICK`; the watchdog
+//! task (`systemd::spawn_watchdog`) pings systemd only while it does, and `/healthz` reads the
+//! same heartbeat. `/metrics` and `/healthz` are served by `crate::metrics` on tasks of their
+//! own.
+//!
+//! Invariants: only `Daemon::start` calls `sync::run`. A source that does not load is never
+//! run (a run reads it afresh and stops before sending anything). `SIGTERM` cancels
+//! `SyncOptions::stop`, so no operation starts after it; calls in flight get `GRACE` to finish
+//! and be recorded.
+
+mod schedule;
+mod systemd;
+mod watch;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Local};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::config::Config;
+use crate::metrics::Health;
+use crate::sync::{RunReport, SyncError, SyncOptions};
+use schedule::{Cron, FullEvery};
+use watch::SourceWatcher;
+
+/// How long the source must be quiet after a change before the run starts.
+const SETTLE: Duration = Duration::from_secs(2);
+/// How long `SIGTERM` waits for the calls in flight.
+const GRACE: Duration = Duration::from_secs(30);
+/// The loop ticks at least this often (the heartbeat of the watchdog and `/healthz`).
+const TICK: Duration = Duration::from_secs(5);
+
+/// Why a run starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Why {
+    Start,
+    Schedule,
+    Watch,
+    Reload,
+}
+
+impl Why {
+    fn as_str(self) -> &'static str {
+        match self {
+            Why::Start => "start",
+            Why::Schedule => "schedule",
+            Why::Watch => "source changed",
+            Why::Reload => "reload",
+        }
+    }
+}
+
+/// A request for a run.
+#[derive(Clone, Copy, Debug)]
+struct Trigger {
+    /// For the log line that starts the run.
+    why: Why,
+    /// Read every managed group back first (`--full`).
+    full: bool,
+}
+
+type RunFuture = Pin<Box<dyn Future<Output = Result<RunReport, SyncError>>>>;
+
+/// The run in progress.
+struct Running {
+    /// What started it, for the log when it ends.
+    trigger: Trigger,
+    /// `sync::run`, polled by the loop itself: a run that blocks the loop also stops the
+    /// watchdog pings.
+    fut: RunFuture,
+}
+
+/// The signals the loop answers.
+struct Signals {
+    hup: Signal,
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn register() -> Result<Signals, String> {
+        let reg =
+            |k: SignalKind, name: &str| signal(k).map_err(|e| format!("cannot handle {name}: {e}"));
+        Ok(Signals {
+            hup: reg(SignalKind::hangup(), "SIGHUP")?,
+            term: reg(SignalKind::terminate(), "SIGTERM")?,
+            int: reg(SignalKind::interrupt(), "SIGINT")?,
+        })
+    }
+}
+
+/// The loop's state.
+struct Daemon {
+    /// The config file, read again on `SIGHUP`.
+    path: PathBuf,
+    /// The config in force; each run gets its own reference.
+    cfg: Arc<Config>,
+    /// `schedule.cron` of the config in force.
+    cron: Cron,
+    /// When the next scheduled run is due; None if the expression never matches again.
+    next_cron: Option<DateTime<Local>>,
+    /// Which scheduled runs are `--full`.
+    full: FullEvery,
+    /// The source watch, when `schedule.watch = true`.
+    watcher: Option<SourceWatcher>,
+    /// Kept so that the channel stays open while no watch runs.
+    changes_tx: mpsc::UnboundedSender<()>,
+    /// One message per relevant change of the source (from the watcher's thread).
+    changes: mpsc::UnboundedReceiver<()>,
+    /// When the source will have been quiet for `SETTLE` since its last change.
+    settle_at: Option<Instant>,
+    running: Option<Running>,
+    /// At most one run waiting for the one in progress.
+    queued: Option<Trigger>,
+    /// Cancelled on `SIGTERM`/`SIGINT`: no run or operation starts after it.
+    stop: CancellationToken,
+    /// The heartbeat and per-target freshness, shared with `/healthz` and the watchdog.
+    health: Arc<Health>,
+    /// How often the loop ticks: `TICK`, or less than a quarter of the watchdog period.
+    tick: Duration,
+}
+
+/// Runs until `SIGTERM` or `SIGINT`; returns the exit code (0 after a graceful stop).
+/// Errors are startup failures (the source does not load, a secret is missing, the metrics
+/// address is taken...): nothing has been sent then.
+pub async fn run(cfg_path: PathBuf, cfg: Config) -> Result<u8, String> {
+    validate(&cfg)
+        .map_err(|e| format!("{e}\nnothing was sent; fix it and start the daemon again"))?;
+    // Before READY=1: systemd's reload must never meet SIGHUP's default action (exit).
+    let mut signals = Signals::register()?;
+    let cron = Cron::parse(&cfg.schedule.cron).map_err(|e| format!("schedule.cron: {e}"))?;
+    let names = target_names(&cfg);
+    let health = Arc::new(Health::new(&names, cfg.metrics.max_age, TICK * 6));
+    health.beat();
+    let watchdog = systemd::spawn_watchdog(health.clone());
+    let tick = watchdog
+        .map(|w| (w / 4).clamp(Duration::from_millis(100), TICK))
+        .unwrap_or(TICK);
+    if let Some(addr) = cfg.metrics.listen {
+        let handle = crate::metrics::install()?;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            format!(
+                "{}: metrics.listen = \"{addr}\": cannot listen: {e}",
+                cfg.path.display()
+            )
+        })?;
+        info!(listen = %addr, "serving Prometheus metrics on http://{addr}/metrics and health on /healthz");
+        tokio::spawn(crate::metrics::serve(listener, handle, health.clone()));
+    }
+    let (changes_tx, changes) = mpsc::unbounded_channel();
+    let watcher = if cfg.schedule.watch {
+        Some(watch::start(&cfg.source, changes_tx.clone())?)
+    } else {
+        None
+    };
+    let next_cron = cron.next_after(&Local::now());
+    let mut d = Daemon {
+        path: cfg_path,
+        full: FullEvery::new(cfg.schedule.full_every),
+        cfg: Arc::new(cfg),
+        cron,
+        next_cron,
+        watcher,
+        changes_tx,
+        changes,
+        settle_at: None,
+        running: None,
+        queued: None,
+        stop: CancellationToken::new(),
+        health,
+        tick,
+    };
+    info!(
+        config = %d.path.display(),
+        source = %d.cfg.source.display(),
+        state = %d.cfg.state.display(),
+        targets = %names.join(","),
+        cron = %d.cron.expr,
+        full_every = d.full.every,
+        watch = d.watcher.as_ref().map(|w| w.scope.describe()).unwrap_or_else(|| "off".into()),
+        "daemon started; next scheduled run {}",
+        d.next_text()
+    );
+    systemd::ready("first run starting");
+    d.trigger(Trigger {
+        why: Why::Start,
+        full: false,
+    });
+    d.main_loop(&mut signals).await
+}
+
+/// What a reload (and the start) must check before anything runs: the source loads and
+/// every target has its secrets.
+fn validate(cfg: &Config) -> Result<(), String> {
+    let names: Vec<&str> = cfg.targets.iter().map(|t| t.name.as_str()).collect();
+    crate::source::load(&cfg.source, &names, cfg.allow_empty_source).map_err(|e| e.to_string())?;
+    let missing: Vec<String> = cfg
+        .targets
+        .iter()
+        .flat_map(|t| {
+            t.missing_secrets()
+                .into_iter()
+                .map(move |m| format!("target \"{}\": {m} is not set", t.name))
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("{}: {}", cfg.path.display(), missing.join("; ")));
+    }
+    Ok(())
+}
+
+fn target_names(cfg: &Config) -> Vec<String> {
+    cfg.targets.iter().map(|t| t.name.clone()).collect()
+}
+
+/// Waits for the run in progress, or forever when there is none.
+async fn run_done(running: &mut Option<Running>) -> Result<RunReport, SyncError> {
+    match running {
+        Some(r) => (&mut r.fut).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Daemon {
+    async fn main_loop(&mut self, signals: &mut Signals) -> Result<u8, String> {
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                result = run_done(&mut self.running) => {
+                    let trigger = self.running.take().map(|r| r.trigger);
+                    self.finished(trigger, result);
+                    if let Some(next) = self.queued.take() {
+                        self.start(next);
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => self.on_tick(),
+                Some(()) = self.changes.recv() => self.on_change(),
+                _ = signals.hup.recv() => self.reload(),
+                _ = signals.term.recv() => return Ok(self.shutdown("SIGTERM", signals).await),
+                _ = signals.int.recv() => return Ok(self.shutdown("SIGINT", signals).await),
+            }
+        }
+    }
+
+    /// The earliest of: the next tick, the next cron time, the end of the settle delay.
+    fn next_wake(&self) -> Instant {
+        let now = Instant::now();
+        let mut wake = now + self.tick;
+        if let Some(at) = self.next_cron {
+            let wait = (at - Local::now()).to_std().unwrap_or(Duration::ZERO);
+            // A millisecond late rather than early: the tick compares with the wall clock.
+            wake = wake.min(now + wait + Duration::from_millis(1));
+        }
+        if let Some(s) = self.settle_at {
+            wake = wake.min(s);
+        }
+        wake
+    }
+
+    fn on_tick(&mut self) {
+        self.health.beat();
+        let now = Local::now();
+        if let Some(at) = self.next_cron.filter(|at| now >= *at) {
+            self.next_cron = self.cron.next_after(&now);
+            let full = self.full.next();
+            debug!(due = %at.format("%F %T"), full, "scheduled run due");
+            self.trigger(Trigger {
+                why: Why::Schedule,
+                full,
+            });
+        }
+        if self.settle_at.is_some_and(|s| Instant::now() >= s) {
+            self.settle_at = None;
+            self.trigger(Trigger {
+                why: Why::Watch,
+                full: false,
+            });
+        }
+    }
+
+    fn on_change(&mut self) {
+        if self.settle_at.is_none() {
+            info!(
+                "the source changed; a run follows once it has been quiet for {}s",
+                SETTLE.as_secs()
+            );
+        }
+        self.settle_at = Some(Instant::now() + SETTLE);
+    }
+
+    /// Starts a run now, or queues it behind the one in progress (at most one waits).
+    fn trigger(&mut self, t: Trigger) {
+        if self.stop.is_cancelled() {
+            return;
+        }
+        if self.running.is_none() {
+            self.start(t);
+            return;
+        }
+        match &mut self.queued {
+            Some(q) => {
+                q.full |= t.full;
+                debug!(
+                    trigger = t.why.as_str(),
+                    "a run is already queued; this trigger joins it"
+                );
+            }
+            None => {
+                info!(
+                    trigger = t.why.as_str(),
+                    full = t.full,
+                    "a run is in progress; one more run is queued after it"
+                );
+                self.queued = Some(t);
+            }
+        }
+    }
+
+    fn start(&mut self, t: Trigger) {
+        if self.stop.is_cancelled() {
+            return;
+        }
+        let opts = SyncOptions {
+            full: t.full,
+            command: "daemon".into(),
+            stop: self.stop.clone(),
+            ..Default::default()
+        };
+        let cfg = self.cfg.clone();
+        info!(
+            trigger = t.why.as_str(),
+            full = t.full,
+            "starting a run ({}{})",
+            t.why.as_str(),
+            if t.full { ", full" } else { "" }
+        );
+        let fut: RunFuture = Box::pin(async move { crate::sync::run(&cfg, &opts).await });
+        self.running = Some(Running { trigger: t, fut });
+    }
+
+    /// Logs and reports a finished run; the daemon carries on whatever its outcome.
+    fn finished(&mut self, trigger: Option<Trigger>, result: Result<RunReport, SyncError>) {
+        let why = trigger.map(|t| t.why.as_str()).unwrap_or("?");
+        match result {
+            Ok(report) => {
+                let now = std::time::Instant::now();
+                for t in &report.targets {
+                    if t.skipped.is_none() && t.failed.is_empty() && !t.refused() {
+                        self.health.succeeded(&t.name, now);
+                    }
+                }
+                let code = report.exit_code();
+                let run = report.run.unwrap_or(0);
+                match code {
+                    0 => {}
+                    3 => warn!(
+                        run,
+                        exit = code,
+                        "run {run}: the safety guard refused a target (see above); it stays refused at every run until the source is fixed or `rostersync sync --allow-mass-removal` is run by hand"
+                    ),
+                    _ => warn!(
+                        run,
+                        exit = code,
+                        "run {run}: some operations failed (see above); the next run retries them"
+                    ),
+                }
+                systemd::status(&format!(
+                    "{}; next scheduled run {}",
+                    report.summary(),
+                    self.next_text()
+                ));
+            }
+            Err(e) => {
+                metrics::counter!("rostersync_runs_total", "outcome" => "skipped").increment(1);
+                let what = match &e {
+                    SyncError::Source(_) => {
+                        "the source has errors; nothing was sent and the known state is unchanged. The run is skipped until the source is fixed"
+                    }
+                    SyncError::Lock(_) => {
+                        "another rostersync holds the state database; the run is skipped"
+                    }
+                    SyncError::Usage(_) => "the run is skipped; fix the config and reload",
+                    SyncError::Store(_) => "the state database failed; the run is skipped",
+                };
+                error!(trigger = why, error = %e, "{what}");
+                let first = e.to_string().lines().next().unwrap_or_default().to_string();
+                systemd::status(&format!(
+                    "last run skipped: {first}; next scheduled run {}",
+                    self.next_text()
+                ));
+            }
+        }
+    }
+
+    /// `SIGHUP`: reads the config and the source again; puts them in force only if both are
+    /// valid, then runs. A bad reload changes nothing.
+    fn reload(&mut self) {
+        systemd::reloading();
+        info!(config = %self.path.display(), "SIGHUP: reloading the config and the source");
+        let loaded = Config::load(&self.path)
+            .map_err(|e| e.to_string())
+            .and_then(|c| validate(&c).map(|()| c));
+        match loaded {
+            Err(e) => {
+                error!(error = %e, "reload failed; the previous config and source stay in force");
+                let first = e.lines().next().unwrap_or_default().to_string();
+                systemd::ready(&format!("reload failed, previous config in force: {first}"));
+            }
+            Ok(new) => {
+                self.apply(new);
+                let watch = self
+                    .watcher
+                    .as_ref()
+                    .map(|w| w.scope.describe())
+                    .unwrap_or_else(|| "off".into());
+                info!(cron = %self.cron.expr, watch, "reloaded; next scheduled run {}", self.next_text());
+                systemd::ready("reloaded; run starting");
+                self.trigger(Trigger {
+                    why: Why::Reload,
+                    full: false,
+                });
+            }
+        }
+    }
+
+    /// Puts a validated config in force for the next runs.
+    fn apply(&mut self, new: Config) {
+        let old = self.cfg.clone();
+        if new.schedule.cron != self.cron.expr {
+            match Cron::parse(&new.schedule.cron) {
+                Ok(c) => {
+                    self.cron = c;
+                    self.next_cron = self.cron.next_after(&Local::now());
+                }
+                Err(e) => warn!(error = %e, "schedule.cron not changed"),
+            }
+        }
+        self.full.every = new.schedule.full_every;
+        if new.source != old.source || new.schedule.watch != self.watcher.is_some() {
+            self.watcher = None;
+            self.settle_at = None;
+            if new.schedule.watch {
+                match watch::start(&new.source, self.changes_tx.clone()) {
+                    Ok(w) => self.watcher = Some(w),
+                    Err(e) => {
+                        warn!(error = %e, "the source is not watched; runs follow the cron schedule only")
+                    }
+                }
+            }
+        }
+        if new.metrics.listen != old.metrics.listen {
+            warn!("metrics.listen changed: the new address takes effect when the daemon restarts");
+        }
+        if new.log.level != old.log.level || new.log.format != old.log.format {
+            warn!("[log] changed: it takes effect when the daemon restarts");
+        }
+        self.health
+            .configure(&target_names(&new), new.metrics.max_age);
+        self.cfg = Arc::new(new);
+    }
+
+    /// Stops scheduling, lets the run in progress finish its calls in flight (at most
+    /// `GRACE`), and returns the exit code.
+    async fn shutdown(&mut self, sig: &str, signals: &mut Signals) -> u8 {
+        self.stop.cancel();
+        self.queued = None;
+        self.settle_at = None;
+        self.watcher = None;
+        let Some(mut r) = self.running.take() else {
+            systemd::stopping("stopping");
+            info!("{sig}: stopped (no run in progress)");
+            return 0;
+        };
+        systemd::stopping("stopping: waiting for the calls in flight");
+        info!(
+            "{sig}: stopping; no new operation starts, the calls in flight get up to {}s to finish",
+            GRACE.as_secs()
+        );
+        let deadline = Instant::now() + GRACE;
+        loop {
+            tokio::select! {
+                result = &mut r.fut => {
+                    self.finished(Some(r.trigger), result);
+                    break;
+                }
+                _ = tokio::time::sleep_until(deadline.min(Instant::now() + self.tick)) => {
+                    self.health.beat();
+                    if Instant::now() >= deadline {
+                        warn!("calls still in flight after {}s are abandoned; the next run looks them up and re-plans", GRACE.as_secs());
+                        break;
+                    }
+                }
+                _ = signals.term.recv() => {
+                    warn!("second SIGTERM: not waiting for the calls in flight; the next run re-plans them");
+                    break;
+                }
+                _ = signals.int.recv() => {
+                    warn!("second SIGINT: not waiting for the calls in flight; the next run re-plans them");
+                    break;
+                }
+            }
+        }
+        info!("stopped");
+        0
+    }
+
+    fn next_text(&self) -> String {
+        match self.next_cron {
+            Some(t) => t.format("%F %T %Z").to_string(),
+            None => format!(
+                "never (schedule.cron = \"{}\" matches no future time)",
+                self.cron.expr
+            ),
+        }
+    }
+}
