@@ -54,7 +54,7 @@ fn init_logging(cli: &Cli, cfg: Option<&Config>) {
         .unwrap_or_else(|_| EnvFilter::new(format!("warn,rostersync={level}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| crate::progress::LogWriter);
     let _ = match format {
         LogFormat::Json => builder
             .json()
@@ -130,7 +130,14 @@ pub fn main(cli: Cli) -> u8 {
                     }
                 }
             }
-            sync(&rt, &cfg, &opts, *output, save_plan.as_deref())
+            let json_logs = cli.log_format == Some(Format::Json)
+                || (cli.log_format.is_none() && cfg.log.format == LogFormat::Json);
+            if crate::progress::allowed(json_logs || *output == Format::Json) && !cli.quiet {
+                crate::progress::enable();
+            }
+            let code = sync(&rt, &cfg, &opts, *output, save_plan.as_deref());
+            crate::progress::finish();
+            code
         }
         Command::Daemon => match rt.block_on(crate::daemon::run(path.clone(), cfg.clone())) {
             Ok(code) => code,
@@ -484,9 +491,4 @@ fn explain(cfg: &Config, email: &str) -> u8 {
         }
     }
     EXIT_OK
-}
-
-/// Whether progress may be drawn: a terminal, text logs, not under systemd.
-pub fn progress_allowed(json: bool) -> bool {
-    !json && std::io::stderr().is_terminal() && std::env::var_os("INVOCATION_ID").is_none()
 }

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod progress;
 pub mod render;
 pub mod source;
 pub mod store;

@@ -797,6 +797,7 @@ async fn apply_target(
     stop: &CancellationToken,
     report: &mut TargetReport,
 ) -> usize {
+    crate::progress::add(plan.ops.len());
     let results = futures::stream::iter(plan.ops.iter().map(|op| async move {
         if stop.is_cancelled() {
             return (op, None);
@@ -822,6 +823,7 @@ async fn apply_target(
             },
             Op::Delete(d) => target.delete(ctx, d).await,
         };
+        crate::progress::done();
         (op, Some(r))
     }))
     .buffer_unordered(t.concurrency)
