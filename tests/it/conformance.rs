@@ -533,3 +533,8 @@ conformance!(
     kazoo::FakeKazoo::start_with_ids_in_source()
 );
 conformance!(assign_group, deepcall::FakeDeepCall::start());
+conformance!(teams, teams::FakeTeams::start());
+conformance!(
+    teams_ids_in_source,
+    teams::FakeTeams::start_with_ids_in_source()
+);

@@ -1,9 +1,406 @@
-//! The `teams` kind: not built yet; `sync` skips such targets with a warning.
+//! The `teams` kind: the Dixa-style Teams API of seed 001 (`base_url` carries the `/v1` or
+//! `/beta` prefix).
+//!
+//! | op | calls |
+//! |---|---|
+//! | find (adopt) | `GET /teams` once per run (cached here), match the name exactly; then `GET /teams/{id}/agents` |
+//! | create | `POST /teams {name}` -> `data.id`, then `PATCH /teams/{id}/agents {agentIds}` |
+//! | update | one `PATCH .../agents` with all additions, one `DELETE .../agents` (JSON body) with all removals, split past `batch_size` |
+//! | rename | not offered by the API: a warning, nothing sent, the known name stays the real one |
+//! | delete | `DELETE /teams/{id}` |
+//! | read (`--full`) | `GET /teams/{id}/agents`, names from the cached `GET /teams` |
+//! | lookup | `GET /agents?email=E`, following `meta.next` |
+//!
+//! The API key goes raw in `Authorization`; errors are `{"message": ...}` bodies. The API
+//! refuses a whole membership call when one agent id in it is unknown (400): additions are
+//! then split to find the refused ids (the others still go in), removals check the team
+//! (an agent that is gone from it is removed already).
 
+pub mod wire;
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use reqwest::Method;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap};
+use secrecy::ExposeSecret;
+use tracing::warn;
+
+use super::http::{default_verdict, secret_header};
+use super::{CallInfo, Ctx, FailKind, Http, OpError, RemoteGroup, Request, Retry, Target, Verdict, batches};
 use crate::config::TargetConfig;
+use crate::plan::{Create, Delete, KnownGroup, Member, Update};
+use crate::store::Delta;
+use wire::Team;
 
-use super::{Http, Target};
+/// Upper bound on pages followed through `meta.next` (a server that never stops paging).
+const MAX_PAGES: usize = 1000;
+/// Extra calls one refused addition batch may spend on splitting, to find the refused ids.
+/// One bad id among 100 takes 14; a batch refused for another reason stops here.
+const MAX_SPLIT_CALLS: usize = 24;
 
-pub fn build(_cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), String> {
-    Err("the teams kind is not built yet".into())
+pub struct Teams {
+    /// `base_url`, with the API prefix, without a trailing slash.
+    base: String,
+    /// Member ids per membership call.
+    batch_size: usize,
+    /// This run's `GET /teams` (the target is built anew for every run): read once, on the
+    /// first adoption lookup or `--full` name check, then kept in step with what this run
+    /// does (a created team is added, a deleted or vanished one removed). A create that may
+    /// have been applied without an answer drops it, so the next lookup lists again and sees
+    /// what the server really has. The async lock makes concurrent lookups wait for one listing.
+    listing: tokio::sync::Mutex<Option<Vec<Team>>>,
+    /// Groups whose impossible rename was already logged in this run (one warning each).
+    rename_warned: std::sync::Mutex<BTreeSet<String>>,
+}
+
+pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), String> {
+    let mut headers = HeaderMap::new();
+    headers.insert(ACCEPT, "application/json".parse().expect("static header"));
+    if let Some(token) = cfg.token.as_ref().and_then(|t| t.value.as_ref()) {
+        // The raw key, no `Bearer` (seed 001: ApiKeyAuth in Authorization).
+        headers.insert(AUTHORIZATION, secret_header(token.expose_secret())?);
+    }
+    let http = Http::new(cfg, headers)?;
+    let t = Teams {
+        base: cfg.base_url.clone(),
+        batch_size: cfg.batch_size,
+        listing: tokio::sync::Mutex::new(None),
+        rename_warned: std::sync::Mutex::new(BTreeSet::new()),
+    };
+    Ok((Box::new(t), http))
+}
+
+/// Membership writes: any 2xx (the issue says 204, the seed 200 for additions); 409 would
+/// mean "already there": done.
+fn membership_verdict(status: u16, body: &[u8]) -> Verdict {
+    if status == 409 { Verdict::Ok } else { default_verdict(status, body) }
+}
+
+fn is_refused(e: &OpError) -> bool {
+    matches!(e, OpError::Call(f) if f.status == Some(400))
+}
+
+/// A failure of the member call that follows a confirmed create, made final for this run:
+/// the team is recorded (with no members yet), so the engine must not go looking for it
+/// and adopt it as somebody else's; the next run sends the additions as an ordinary update.
+fn after_create(e: OpError) -> OpError {
+    match e {
+        OpError::Call(mut f) if f.kind == FailKind::Transient => {
+            f.kind = FailKind::Permanent;
+            f.message = format!("team created, adding its members failed: {}", f.message);
+            OpError::Call(f)
+        }
+        e => e,
+    }
+}
+
+/// Names a refused member in the error of its call.
+fn naming(e: OpError, m: &Member) -> OpError {
+    match e {
+        OpError::Call(mut f) => {
+            f.message = format!("{} refused: {}", m.label(), f.message);
+            OpError::Call(f)
+        }
+        e => e,
+    }
+}
+
+impl Teams {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// GETs `url` and every page `meta.next` leads to; hands each page to `each` until it
+    /// returns Some. None from a 404 on the first page when `gone_ok` (the team is gone).
+    async fn pages<T>(
+        &self,
+        ctx: &Ctx,
+        info: CallInfo,
+        url: String,
+        mut each: impl FnMut(&serde_json::Value) -> Option<T> + Send,
+    ) -> Result<Option<T>, OpError> {
+        let mut url = url;
+        for _ in 0..MAX_PAGES {
+            let reply = ctx.read(info.clone(), Request::new(Method::GET, &url), &default_verdict).await?;
+            let page = reply.json();
+            if let Some(found) = each(&page) {
+                return Ok(Some(found));
+            }
+            match wire::next_page(&page).and_then(|n| wire::next_url(&self.base, &url, &n)) {
+                Some(next) => url = next,
+                None => return Ok(None),
+            }
+        }
+        warn!(url = %ctx.http.scrub(&url), "stopped paging after {MAX_PAGES} pages");
+        Ok(None)
+    }
+
+    /// Runs `f` on this run's team listing, reading it first if needed.
+    async fn with_listing<T>(
+        &self,
+        ctx: &Ctx,
+        info: CallInfo,
+        f: impl FnOnce(&[Team]) -> T + Send,
+    ) -> Result<T, OpError> {
+        let mut listing = self.listing.lock().await;
+        if listing.is_none() {
+            let mut all = Vec::new();
+            self.pages(ctx, info, self.url("/teams"), |page| {
+                all.extend(wire::teams(page));
+                None::<()>
+            })
+            .await?;
+            *listing = Some(all);
+        }
+        Ok(f(listing.as_deref().unwrap_or_default()))
+    }
+
+    /// Keeps the cached listing in step with a confirmed create.
+    async fn listed(&self, team: Team) {
+        if let Some(l) = self.listing.lock().await.as_mut() {
+            l.push(team);
+        }
+    }
+
+    /// Keeps the cached listing in step with a team deleted or found gone.
+    async fn unlisted(&self, id: &str) {
+        if let Some(l) = self.listing.lock().await.as_mut() {
+            l.retain(|t| t.id != id);
+        }
+    }
+
+    /// A team's current members; None when the team is gone (404).
+    async fn members(&self, ctx: &Ctx, key: &str, name: &str, id: &str) -> Result<Option<Vec<String>>, OpError> {
+        let mut ids = Vec::new();
+        let url = self.url(&format!("/teams/{id}/agents"));
+        let r = self
+            .pages(ctx, CallInfo::new("read").group(key, name), url, |page| {
+                ids.extend(wire::agent_ids(page));
+                None::<()>
+            })
+            .await;
+        match r {
+            Ok(_) => Ok(Some(ids)),
+            Err(e) if e.is_not_found() => {
+                self.unlisted(id).await;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One membership call (`PATCH` adds, `DELETE` removes) for one batch.
+    async fn membership_call(
+        &self,
+        ctx: &Ctx,
+        (key, name, team): (&str, &str, &str),
+        adding: bool,
+        batch: &[Member],
+    ) -> Result<(), OpError> {
+        let (method, info) = if adding {
+            (Method::PATCH, CallInfo::new("add").group(key, name).adds(batch))
+        } else {
+            (Method::DELETE, CallInfo::new("remove").group(key, name).removes(batch))
+        };
+        let req = Request::new(method, self.url(&format!("/teams/{team}/agents"))).json(wire::agents_body(batch));
+        let p = ctx.send(info, req, Retry::Always, &membership_verdict).await?;
+        let delta = if adding {
+            super::members_delta(key, batch, &[], false)
+        } else {
+            super::members_delta(key, &[], batch, false)
+        };
+        ctx.confirm(p, delta)
+    }
+
+    /// Adds members, one call per batch. A batch the API refuses (400: an agent id it does
+    /// not know) is split in halves until the refused ids stand alone, so everybody else
+    /// still goes in; the first refusal is returned once all the rest is sent.
+    async fn add(&self, ctx: &Ctx, g: (&str, &str, &str), members: &[Member]) -> Result<(), OpError> {
+        let mut refused: Option<OpError> = None;
+        for batch in batches(members, self.batch_size).into_iter().filter(|b| !b.is_empty()) {
+            let mut todo = vec![batch];
+            let mut splits = 0;
+            while let Some(b) = todo.pop() {
+                match self.membership_call(ctx, g, true, b).await {
+                    Ok(()) => {}
+                    Err(e) if is_refused(&e) && b.len() > 1 && splits < MAX_SPLIT_CALLS => {
+                        splits += 2;
+                        let (x, y) = b.split_at(b.len() / 2);
+                        todo.push(y);
+                        todo.push(x);
+                    }
+                    Err(e) if is_refused(&e) => {
+                        if b.len() == 1 {
+                            warn!(group = %g.1, person = %b[0].label(), "the API refused this agent id; the others are added");
+                            refused.get_or_insert(naming(e, &b[0]));
+                        } else {
+                            refused.get_or_insert(e);
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        refused.map_or(Ok(()), Err)
+    }
+
+    /// Removes members, one call per batch. When the API refuses a batch (400: an agent id
+    /// it does not know, e.g. an agent deleted from the organisation), the team is read: who
+    /// is not in it any more is removed already (recorded as such), and the others are sent
+    /// again.
+    async fn remove(&self, ctx: &Ctx, g: (&str, &str, &str), members: &[Member]) -> Result<(), OpError> {
+        let (key, name, team) = g;
+        for batch in batches(members, self.batch_size).into_iter().filter(|b| !b.is_empty()) {
+            let Err(e) = self.membership_call(ctx, g, false, batch).await else { continue };
+            if !is_refused(&e) {
+                return Err(e);
+            }
+            let Some(now) = self.members(ctx, key, name, team).await? else {
+                return Err(OpError::Call(super::Failure {
+                    kind: FailKind::NotFound,
+                    status: Some(404),
+                    message: "the team is gone".into(),
+                    latency_ms: 0,
+                    attempts: 0,
+                    maybe_applied: false,
+                }));
+            };
+            let now: BTreeSet<&str> = now.iter().map(String::as_str).collect();
+            let (still, gone): (Vec<Member>, Vec<Member>) = batch.iter().cloned().partition(|m| now.contains(m.id.as_str()));
+            if gone.is_empty() {
+                return Err(e);
+            }
+            ctx.note("removed", key, name, super::members_delta(key, &[], &gone, false))?;
+            if !still.is_empty() {
+                self.membership_call(ctx, g, false, &still).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn warn_rename(&self, u: &Update) {
+        let first = self.rename_warned.lock().expect("rename_warned lock").insert(u.key.clone());
+        if first {
+            let from = u.rename_from.as_deref().unwrap_or_default();
+            warn!(group = %u.name, from = %from,
+                "the teams API cannot rename a team: rename \"{from}\" to \"{}\" by hand; rostersync keeps the name \
+                 the team really has and picks up the new one at the next --full run", u.name);
+        }
+    }
+}
+
+#[async_trait]
+impl Target for Teams {
+    fn can_lookup(&self) -> bool {
+        true
+    }
+
+    async fn lookup(&self, ctx: &Ctx, email: &str) -> Result<Option<String>, OpError> {
+        let q: String = url::form_urlencoded::byte_serialize(email.as_bytes()).collect();
+        let url = self.url(&format!("/agents?email={q}"));
+        self.pages(ctx, CallInfo::new("lookup"), url, |page| wire::agent_with_email(page, email)).await
+    }
+
+    async fn find(&self, ctx: &Ctx, key: &str, name: &str) -> Result<Option<RemoteGroup>, OpError> {
+        let (first, count) = self
+            .with_listing(ctx, CallInfo::new("find").group(key, name), |teams| {
+                let same: Vec<&Team> = teams.iter().filter(|t| t.name == name).collect();
+                (same.first().map(|t| t.id.clone()), same.len())
+            })
+            .await?;
+        let Some(id) = first else { return Ok(None) };
+        if count > 1 {
+            warn!(group = %name, remote_id = %id, "{count} teams have this name; adopting the first one listed");
+        }
+        Ok(self.members(ctx, key, name, &id).await?.map(|members| RemoteGroup {
+            id,
+            name: name.to_string(),
+            members,
+            ..Default::default()
+        }))
+    }
+
+    async fn read(&self, ctx: &Ctx, g: &KnownGroup) -> Result<Option<RemoteGroup>, OpError> {
+        let Some(members) = self.members(ctx, &g.key, &g.name, &g.remote_id).await? else {
+            return Ok(None);
+        };
+        // The agents list carries no team name: the run's listing does (one call per run),
+        // so a team renamed by hand is known by its real name again.
+        let info = CallInfo::new("read").group(&g.key, &g.name);
+        let name = self
+            .with_listing(ctx, info, |teams| teams.iter().find(|t| t.id == g.remote_id).map(|t| t.name.clone()))
+            .await?;
+        Ok(Some(RemoteGroup {
+            id: g.remote_id.clone(),
+            name: name.unwrap_or_default(),
+            members,
+            ..Default::default()
+        }))
+    }
+
+    async fn create(&self, ctx: &Ctx, op: &Create) -> Result<String, OpError> {
+        let req = Request::new(Method::POST, self.url("/teams")).json(wire::create_body(&op.name));
+        let info = CallInfo::new("create").group(&op.key, &op.name);
+        let p = match ctx.send(info, req, Retry::OnlyIfNotApplied, &default_verdict).await {
+            Ok(p) => p,
+            Err(e) => {
+                if e.maybe_applied() {
+                    // The team may exist now: the next lookup must list again.
+                    *self.listing.lock().await = None;
+                }
+                return Err(e);
+            }
+        };
+        let Some(id) = wire::created_id(&p.json()) else {
+            ctx.confirm(p, Delta::None)?;
+            *self.listing.lock().await = None;
+            return Err(OpError::Unsupported("the create answer carries no team id".into()));
+        };
+        // The team exists, with nobody in it yet.
+        let empty = Create { members: Vec::new(), owners: Vec::new(), receive_call: Vec::new(), ..op.clone() };
+        ctx.confirm(p, super::created_delta(&empty, &id))?;
+        self.listed(Team { id: id.clone(), name: op.name.clone() }).await;
+        self.add(ctx, (&op.key, &op.name, &id), &op.members).await.map_err(after_create)?;
+        Ok(id)
+    }
+
+    async fn update(&self, ctx: &Ctx, u: &Update) -> Result<(), OpError> {
+        if u.rename_from.is_some() {
+            // Nothing is sent and no `Renamed` is recorded: the known name stays the one the
+            // team has, so the plan keeps showing the rename until it is done by hand.
+            self.warn_rename(u);
+        }
+        let g = (u.key.as_str(), u.name.as_str(), u.remote_id.as_str());
+        let added = self.add(ctx, g, &u.add).await;
+        let r = match added {
+            // A refused addition does not hold back the removals.
+            Ok(()) | Err(OpError::Call(super::Failure { status: Some(400), .. })) => {
+                match (added, self.remove(ctx, g, &u.remove).await) {
+                    (_, Err(e)) if e.is_not_found() => Err(e),
+                    (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+                    (Ok(()), Ok(())) => Ok(()),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if matches!(&r, Err(e) if e.is_not_found()) {
+            self.unlisted(&u.remote_id).await;
+        }
+        r
+    }
+
+    async fn delete(&self, ctx: &Ctx, d: &Delete) -> Result<(), OpError> {
+        let req = Request::new(Method::DELETE, self.url(&format!("/teams/{}", d.remote_id)));
+        let info = CallInfo::new("delete").group(&d.key, &d.name);
+        let r = match ctx.send(info, req, Retry::Always, &default_verdict).await {
+            Ok(p) => ctx.confirm(p, Delta::Forget { key: d.key.clone() }),
+            Err(e) if e.is_not_found() => ctx.note("forget", &d.key, &d.name, Delta::Forget { key: d.key.clone() }),
+            Err(e) => Err(e),
+        };
+        if r.is_ok() {
+            self.unlisted(&d.remote_id).await;
+        }
+        r
+    }
 }
