@@ -384,7 +384,10 @@ mod tests {
     fn pacing_stays_under_the_vendor_limit() {
         let (period, burst) = pacing(10.0, 4);
         assert_eq!(burst, 3);
-        assert!(period > Duration::from_millis(100) && period < Duration::from_millis(110), "{period:?}");
+        assert!(
+            period > Duration::from_millis(100) && period < Duration::from_millis(110),
+            "{period:?}"
+        );
         assert_eq!(pacing(1.0, 1).1, 1);
         assert_eq!(pacing(10.0, 10).1, 9);
     }

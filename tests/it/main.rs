@@ -11,3 +11,4 @@ mod scim;
 mod conformance;
 
 mod kazoo;
+mod teams;

@@ -27,7 +27,9 @@ use secrecy::ExposeSecret;
 use tracing::warn;
 
 use super::http::{default_verdict, secret_header};
-use super::{CallInfo, Ctx, FailKind, Http, OpError, RemoteGroup, Request, Retry, Target, Verdict, batches};
+use super::{
+    CallInfo, Ctx, FailKind, Http, OpError, RemoteGroup, Request, Retry, Target, Verdict, batches,
+};
 use crate::config::TargetConfig;
 use crate::plan::{Create, Delete, KnownGroup, Member, Update};
 use crate::store::Delta;
@@ -46,9 +48,10 @@ pub struct Teams {
     batch_size: usize,
     /// This run's `GET /teams` (the target is built anew for every run): read once, on the
     /// first adoption lookup or `--full` name check, then kept in step with what this run
-    /// does (a created team is added, a deleted or vanished one removed). A create that may
-    /// have been applied without an answer drops it, so the next lookup lists again and sees
-    /// what the server really has. The async lock makes concurrent lookups wait for one listing.
+    /// does (a created team is added, a deleted one removed). Whatever leaves the server's
+    /// side uncertain drops it, so the next lookup lists again: a create that may have been
+    /// applied without an answer, a 404 on a membership call. The async lock makes
+    /// concurrent lookups wait for one listing.
     listing: tokio::sync::Mutex<Option<Vec<Team>>>,
     /// Groups whose impossible rename was already logged in this run (one warning each).
     rename_warned: std::sync::Mutex<BTreeSet<String>>,
@@ -74,7 +77,11 @@ pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), String> {
 /// Membership writes: any 2xx (the issue says 204, the seed 200 for additions); 409 would
 /// mean "already there": done.
 fn membership_verdict(status: u16, body: &[u8]) -> Verdict {
-    if status == 409 { Verdict::Ok } else { default_verdict(status, body) }
+    if status == 409 {
+        Verdict::Ok
+    } else {
+        default_verdict(status, body)
+    }
 }
 
 fn is_refused(e: &OpError) -> bool {
@@ -122,7 +129,13 @@ impl Teams {
     ) -> Result<Option<T>, OpError> {
         let mut url = url;
         for _ in 0..MAX_PAGES {
-            let reply = ctx.read(info.clone(), Request::new(Method::GET, &url), &default_verdict).await?;
+            let reply = ctx
+                .read(
+                    info.clone(),
+                    Request::new(Method::GET, &url),
+                    &default_verdict,
+                )
+                .await?;
             let page = reply.json();
             if let Some(found) = each(&page) {
                 return Ok(Some(found));
@@ -171,7 +184,13 @@ impl Teams {
     }
 
     /// A team's current members; None when the team is gone (404).
-    async fn members(&self, ctx: &Ctx, key: &str, name: &str, id: &str) -> Result<Option<Vec<String>>, OpError> {
+    async fn members(
+        &self,
+        ctx: &Ctx,
+        key: &str,
+        name: &str,
+        id: &str,
+    ) -> Result<Option<Vec<String>>, OpError> {
         let mut ids = Vec::new();
         let url = self.url(&format!("/teams/{id}/agents"));
         let r = self
@@ -199,12 +218,21 @@ impl Teams {
         batch: &[Member],
     ) -> Result<(), OpError> {
         let (method, info) = if adding {
-            (Method::PATCH, CallInfo::new("add").group(key, name).adds(batch))
+            (
+                Method::PATCH,
+                CallInfo::new("add").group(key, name).adds(batch),
+            )
         } else {
-            (Method::DELETE, CallInfo::new("remove").group(key, name).removes(batch))
+            (
+                Method::DELETE,
+                CallInfo::new("remove").group(key, name).removes(batch),
+            )
         };
-        let req = Request::new(method, self.url(&format!("/teams/{team}/agents"))).json(wire::agents_body(batch));
-        let p = ctx.send(info, req, Retry::Always, &membership_verdict).await?;
+        let req = Request::new(method, self.url(&format!("/teams/{team}/agents")))
+            .json(wire::agents_body(batch));
+        let p = ctx
+            .send(info, req, Retry::Always, &membership_verdict)
+            .await?;
         let delta = if adding {
             super::members_delta(key, batch, &[], false)
         } else {
@@ -216,9 +244,17 @@ impl Teams {
     /// Adds members, one call per batch. A batch the API refuses (400: an agent id it does
     /// not know) is split in halves until the refused ids stand alone, so everybody else
     /// still goes in; the first refusal is returned once all the rest is sent.
-    async fn add(&self, ctx: &Ctx, g: (&str, &str, &str), members: &[Member]) -> Result<(), OpError> {
+    async fn add(
+        &self,
+        ctx: &Ctx,
+        g: (&str, &str, &str),
+        members: &[Member],
+    ) -> Result<(), OpError> {
         let mut refused: Option<OpError> = None;
-        for batch in batches(members, self.batch_size).into_iter().filter(|b| !b.is_empty()) {
+        for batch in batches(members, self.batch_size)
+            .into_iter()
+            .filter(|b| !b.is_empty())
+        {
             let mut todo = vec![batch];
             let mut splits = 0;
             while let Some(b) = todo.pop() {
@@ -249,10 +285,20 @@ impl Teams {
     /// it does not know, e.g. an agent deleted from the organisation), the team is read: who
     /// is not in it any more is removed already (recorded as such), and the others are sent
     /// again.
-    async fn remove(&self, ctx: &Ctx, g: (&str, &str, &str), members: &[Member]) -> Result<(), OpError> {
+    async fn remove(
+        &self,
+        ctx: &Ctx,
+        g: (&str, &str, &str),
+        members: &[Member],
+    ) -> Result<(), OpError> {
         let (key, name, team) = g;
-        for batch in batches(members, self.batch_size).into_iter().filter(|b| !b.is_empty()) {
-            let Err(e) = self.membership_call(ctx, g, false, batch).await else { continue };
+        for batch in batches(members, self.batch_size)
+            .into_iter()
+            .filter(|b| !b.is_empty())
+        {
+            let Err(e) = self.membership_call(ctx, g, false, batch).await else {
+                continue;
+            };
             if !is_refused(&e) {
                 return Err(e);
             }
@@ -267,11 +313,19 @@ impl Teams {
                 }));
             };
             let now: BTreeSet<&str> = now.iter().map(String::as_str).collect();
-            let (still, gone): (Vec<Member>, Vec<Member>) = batch.iter().cloned().partition(|m| now.contains(m.id.as_str()));
+            let (still, gone): (Vec<Member>, Vec<Member>) = batch
+                .iter()
+                .cloned()
+                .partition(|m| now.contains(m.id.as_str()));
             if gone.is_empty() {
                 return Err(e);
             }
-            ctx.note("removed", key, name, super::members_delta(key, &[], &gone, false))?;
+            ctx.note(
+                "removed",
+                key,
+                name,
+                super::members_delta(key, &[], &gone, false),
+            )?;
             if !still.is_empty() {
                 self.membership_call(ctx, g, false, &still).await?;
             }
@@ -280,7 +334,11 @@ impl Teams {
     }
 
     fn warn_rename(&self, u: &Update) {
-        let first = self.rename_warned.lock().expect("rename_warned lock").insert(u.key.clone());
+        let first = self
+            .rename_warned
+            .lock()
+            .expect("rename_warned lock")
+            .insert(u.key.clone());
         if first {
             let from = u.rename_from.as_deref().unwrap_or_default();
             warn!(group = %u.name, from = %from,
@@ -299,7 +357,10 @@ impl Target for Teams {
     async fn lookup(&self, ctx: &Ctx, email: &str) -> Result<Option<String>, OpError> {
         let q: String = url::form_urlencoded::byte_serialize(email.as_bytes()).collect();
         let url = self.url(&format!("/agents?email={q}"));
-        self.pages(ctx, CallInfo::new("lookup"), url, |page| wire::agent_with_email(page, email)).await
+        self.pages(ctx, CallInfo::new("lookup"), url, |page| {
+            wire::agent_with_email(page, email)
+        })
+        .await
     }
 
     async fn find(&self, ctx: &Ctx, key: &str, name: &str) -> Result<Option<RemoteGroup>, OpError> {
@@ -313,12 +374,15 @@ impl Target for Teams {
         if count > 1 {
             warn!(group = %name, remote_id = %id, "{count} teams have this name; adopting the first one listed");
         }
-        Ok(self.members(ctx, key, name, &id).await?.map(|members| RemoteGroup {
-            id,
-            name: name.to_string(),
-            members,
-            ..Default::default()
-        }))
+        Ok(self
+            .members(ctx, key, name, &id)
+            .await?
+            .map(|members| RemoteGroup {
+                id,
+                name: name.to_string(),
+                members,
+                ..Default::default()
+            }))
     }
 
     async fn read(&self, ctx: &Ctx, g: &KnownGroup) -> Result<Option<RemoteGroup>, OpError> {
@@ -329,7 +393,12 @@ impl Target for Teams {
         // so a team renamed by hand is known by its real name again.
         let info = CallInfo::new("read").group(&g.key, &g.name);
         let name = self
-            .with_listing(ctx, info, |teams| teams.iter().find(|t| t.id == g.remote_id).map(|t| t.name.clone()))
+            .with_listing(ctx, info, |teams| {
+                teams
+                    .iter()
+                    .find(|t| t.id == g.remote_id)
+                    .map(|t| t.name.clone())
+            })
             .await?;
         Ok(Some(RemoteGroup {
             id: g.remote_id.clone(),
@@ -342,7 +411,10 @@ impl Target for Teams {
     async fn create(&self, ctx: &Ctx, op: &Create) -> Result<String, OpError> {
         let req = Request::new(Method::POST, self.url("/teams")).json(wire::create_body(&op.name));
         let info = CallInfo::new("create").group(&op.key, &op.name);
-        let p = match ctx.send(info, req, Retry::OnlyIfNotApplied, &default_verdict).await {
+        let p = match ctx
+            .send(info, req, Retry::OnlyIfNotApplied, &default_verdict)
+            .await
+        {
             Ok(p) => p,
             Err(e) => {
                 if e.maybe_applied() {
@@ -355,13 +427,26 @@ impl Target for Teams {
         let Some(id) = wire::created_id(&p.json()) else {
             ctx.confirm(p, Delta::None)?;
             *self.listing.lock().await = None;
-            return Err(OpError::Unsupported("the create answer carries no team id".into()));
+            return Err(OpError::Unsupported(
+                "the create answer carries no team id".into(),
+            ));
         };
         // The team exists, with nobody in it yet.
-        let empty = Create { members: Vec::new(), owners: Vec::new(), receive_call: Vec::new(), ..op.clone() };
+        let empty = Create {
+            members: Vec::new(),
+            owners: Vec::new(),
+            receive_call: Vec::new(),
+            ..op.clone()
+        };
         ctx.confirm(p, super::created_delta(&empty, &id))?;
-        self.listed(Team { id: id.clone(), name: op.name.clone() }).await;
-        self.add(ctx, (&op.key, &op.name, &id), &op.members).await.map_err(after_create)?;
+        self.listed(Team {
+            id: id.clone(),
+            name: op.name.clone(),
+        })
+        .await;
+        self.add(ctx, (&op.key, &op.name, &id), &op.members)
+            .await
+            .map_err(after_create)?;
         Ok(id)
     }
 
@@ -375,17 +460,21 @@ impl Target for Teams {
         let added = self.add(ctx, g, &u.add).await;
         let r = match added {
             // A refused addition does not hold back the removals.
-            Ok(()) | Err(OpError::Call(super::Failure { status: Some(400), .. })) => {
-                match (added, self.remove(ctx, g, &u.remove).await) {
-                    (_, Err(e)) if e.is_not_found() => Err(e),
-                    (Err(e), _) | (Ok(()), Err(e)) => Err(e),
-                    (Ok(()), Ok(())) => Ok(()),
-                }
-            }
+            Ok(())
+            | Err(OpError::Call(super::Failure {
+                status: Some(400), ..
+            })) => match (added, self.remove(ctx, g, &u.remove).await) {
+                (_, Err(e)) if e.is_not_found() => Err(e),
+                (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+                (Ok(()), Ok(())) => Ok(()),
+            },
             Err(e) => Err(e),
         };
         if matches!(&r, Err(e) if e.is_not_found()) {
-            self.unlisted(&u.remote_id).await;
+            // The engine forgets the team and looks for it by name before creating it again.
+            // The API's 404 says only "an entity" was not found: list again rather than trust
+            // that the team is gone, so a team that is still there is adopted, not duplicated.
+            *self.listing.lock().await = None;
         }
         r
     }
@@ -395,7 +484,12 @@ impl Target for Teams {
         let info = CallInfo::new("delete").group(&d.key, &d.name);
         let r = match ctx.send(info, req, Retry::Always, &default_verdict).await {
             Ok(p) => ctx.confirm(p, Delta::Forget { key: d.key.clone() }),
-            Err(e) if e.is_not_found() => ctx.note("forget", &d.key, &d.name, Delta::Forget { key: d.key.clone() }),
+            Err(e) if e.is_not_found() => ctx.note(
+                "forget",
+                &d.key,
+                &d.name,
+                Delta::Forget { key: d.key.clone() },
+            ),
             Err(e) => Err(e),
         };
         if r.is_ok() {

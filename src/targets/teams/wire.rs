@@ -43,7 +43,11 @@ pub fn created_id(v: &Value) -> Option<String> {
 
 /// The items of a list answer: `data` as an array (or a bare array).
 fn items(v: &Value) -> &[Value] {
-    v.get("data").unwrap_or(v).as_array().map(Vec::as_slice).unwrap_or_default()
+    v.get("data")
+        .unwrap_or(v)
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
 }
 
 /// Teams of a `GET /teams` page.
@@ -53,7 +57,11 @@ pub fn teams(v: &Value) -> Vec<Team> {
         .filter_map(|t| {
             Some(Team {
                 id: id_value(t.get("id"))?,
-                name: t.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
+                name: t
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
             })
         })
         .collect()
@@ -76,7 +84,9 @@ pub fn agent_ids(v: &Value) -> Vec<String> {
 pub fn agent_with_email(v: &Value, email: &str) -> Option<String> {
     let list = items(v);
     let matching = list.iter().find(|a| {
-        a.get("email").and_then(Value::as_str).is_some_and(|e| e.trim().eq_ignore_ascii_case(email))
+        a.get("email")
+            .and_then(Value::as_str)
+            .is_some_and(|e| e.trim().eq_ignore_ascii_case(email))
     });
     match matching {
         Some(a) => id_value(a.get("id")),
@@ -109,20 +119,30 @@ mod tests {
     use super::*;
 
     fn m(id: &str) -> Member {
-        Member { id: id.into(), email: None }
+        Member {
+            id: id.into(),
+            email: None,
+        }
     }
 
     #[test]
     fn request_bodies() {
         assert_eq!(create_body("Team A"), json!({ "name": "Team A" }));
-        assert_eq!(agents_body(&[m("u1"), m("u2")]), json!({ "agentIds": ["u1", "u2"] }));
+        assert_eq!(
+            agents_body(&[m("u1"), m("u2")]),
+            json!({ "agentIds": ["u1", "u2"] })
+        );
         assert_eq!(agents_body(&[]), json!({ "agentIds": [] }));
     }
 
     #[test]
     fn create_answer() {
-        let seed = json!({ "data": { "id": "005e7108-c85c-41d1-a945-4a8dc58c4399", "name": "Team A" } });
-        assert_eq!(created_id(&seed).as_deref(), Some("005e7108-c85c-41d1-a945-4a8dc58c4399"));
+        let seed =
+            json!({ "data": { "id": "005e7108-c85c-41d1-a945-4a8dc58c4399", "name": "Team A" } });
+        assert_eq!(
+            created_id(&seed).as_deref(),
+            Some("005e7108-c85c-41d1-a945-4a8dc58c4399")
+        );
         assert_eq!(created_id(&json!({ "id": 7 })).as_deref(), Some("7"));
         assert_eq!(created_id(&json!({ "data": { "id": "" } })), None);
         assert_eq!(created_id(&Value::Null), None);
@@ -152,30 +172,54 @@ mod tests {
             { "id": "a1", "email": "aa@example.org" },
             { "id": "a2", "email": " AB@Example.org " },
         ]});
-        assert_eq!(agent_with_email(&page, "ab@example.org").as_deref(), Some("a2"));
+        assert_eq!(
+            agent_with_email(&page, "ab@example.org").as_deref(),
+            Some("a2")
+        );
         assert_eq!(agent_with_email(&page, "zz@example.org"), None);
         // A server that filtered and omits the email field: its only item.
         let bare = json!({ "data": [{ "id": "a9" }] });
-        assert_eq!(agent_with_email(&bare, "x@example.org").as_deref(), Some("a9"));
+        assert_eq!(
+            agent_with_email(&bare, "x@example.org").as_deref(),
+            Some("a9")
+        );
         let paged = json!({ "data": [{ "id": "a9" }], "meta": { "next": "/v1/agents?pageKey=k" } });
         assert_eq!(agent_with_email(&paged, "x@example.org"), None);
-        assert_eq!(agent_with_email(&json!({ "data": [] }), "x@example.org"), None);
+        assert_eq!(
+            agent_with_email(&json!({ "data": [] }), "x@example.org"),
+            None
+        );
     }
 
     #[test]
     fn paging_stays_on_the_base_origin() {
         let base = "https://dev.dixa.io/v1";
         let cur = "https://dev.dixa.io/v1/agents?email=a%40b.c";
-        let v = json!({ "data": [], "meta": { "next": "/v1/agents?pageKey=YWI%3D&email=a%40b.c" } });
+        let v =
+            json!({ "data": [], "meta": { "next": "/v1/agents?pageKey=YWI%3D&email=a%40b.c" } });
         let next = next_page(&v).unwrap();
-        assert_eq!(next_url(base, cur, &next).as_deref(), Some("https://dev.dixa.io/v1/agents?pageKey=YWI%3D&email=a%40b.c"));
-        assert_eq!(next_url(base, cur, "?pageKey=k").as_deref(), Some("https://dev.dixa.io/v1/agents?pageKey=k"));
+        assert_eq!(
+            next_url(base, cur, &next).as_deref(),
+            Some("https://dev.dixa.io/v1/agents?pageKey=YWI%3D&email=a%40b.c")
+        );
+        assert_eq!(
+            next_url(base, cur, "?pageKey=k").as_deref(),
+            Some("https://dev.dixa.io/v1/agents?pageKey=k")
+        );
         assert_eq!(
             next_url(base, cur, "https://dev.dixa.io/v1/agents?pageKey=k").as_deref(),
             Some("https://dev.dixa.io/v1/agents?pageKey=k")
         );
-        assert_eq!(next_url(base, cur, "https://evil.example/v1/agents?pageKey=k"), None, "the key stays home");
-        assert_eq!(next_url(base, cur, "http://dev.dixa.io/v1/agents"), None, "no downgrade");
+        assert_eq!(
+            next_url(base, cur, "https://evil.example/v1/agents?pageKey=k"),
+            None,
+            "the key stays home"
+        );
+        assert_eq!(
+            next_url(base, cur, "http://dev.dixa.io/v1/agents"),
+            None,
+            "no downgrade"
+        );
         assert_eq!(next_url(base, cur, cur), None, "no loop");
         assert_eq!(next_page(&json!({ "meta": { "next": "" } })), None);
         assert_eq!(next_page(&json!({ "meta": { "next": null } })), None);

@@ -76,6 +76,9 @@ struct State {
     rate_limited: usize,
     add_status: u16,
     agents_page_cap: usize,
+    /// `GET /v1/agents` honours `email=` (false: a server that ignores the filter and pages
+    /// through everybody, so a client must page and match the email itself).
+    email_filter: bool,
 }
 
 impl State {
@@ -213,6 +216,7 @@ impl TeamsHandler {
                 rate_limited: 0,
                 add_status: 204,
                 agents_page_cap: DEFAULT_AGENTS_PAGE_CAP,
+                email_filter: true,
             }),
         }
     }
@@ -351,7 +355,7 @@ impl TeamsHandler {
             }
         }
         let limit = limit.clamp(1, st.agents_page_cap.max(1));
-        let email = req.query_param("email");
+        let email = req.query_param("email").filter(|_| st.email_filter);
         let matching: Vec<&Agent> = st
             .agents
             .iter()
@@ -590,6 +594,32 @@ impl FakeTeams {
     /// The largest page `GET /v1/agents` returns, and its size when `pageLimit` is absent.
     pub fn set_agents_page_cap(&self, cap: usize) {
         self.st().agents_page_cap = cap.max(1);
+    }
+
+    /// Whether `GET /v1/agents` honours `email=` (default true). Off, it lists everybody,
+    /// page by page (see `set_agents_page_cap`).
+    pub fn set_email_filter(&self, on: bool) {
+        self.st().email_filter = on;
+    }
+
+    /// Renames a team in the console (the API cannot).
+    pub fn rename_team_by_hand(&self, name: &str, new_name: &str) {
+        let mut st = self.st();
+        let i = Self::team_named(&st, name);
+        st.teams[i].name = new_name.into();
+    }
+
+    /// Deletes an agent from the organisation: gone from the directory and from every team;
+    /// its id is unknown from then on (400 in membership calls).
+    pub fn delete_agent_by_hand(&self, email: &str) {
+        let mut st = self.st();
+        let Some(id) = st.agent_by_email(email).map(|a| a.id.clone()) else {
+            return;
+        };
+        st.agents.retain(|a| a.id != id);
+        for t in &mut st.teams {
+            t.members.retain(|m| *m != id);
+        }
     }
 
     pub fn clear_faults(&self) {
