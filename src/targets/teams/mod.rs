@@ -84,6 +84,15 @@ fn membership_verdict(status: u16, body: &[u8]) -> Verdict {
     }
 }
 
+/// The team a membership call is about: the group's key and name (for the history) and
+/// the team's id.
+#[derive(Clone, Copy)]
+struct TeamRef<'a> {
+    key: &'a str,
+    name: &'a str,
+    id: &'a str,
+}
+
 fn is_refused(e: &OpError) -> bool {
     matches!(e, OpError::Call(f) if f.status == Some(400))
 }
@@ -118,8 +127,8 @@ impl Teams {
         format!("{}{path}", self.base)
     }
 
-    /// GETs `url` and every page `meta.next` leads to; hands each page to `each` until it
-    /// returns Some. None from a 404 on the first page when `gone_ok` (the team is gone).
+    /// GETs `url` and every page `meta.next` leads to (on the same origin); hands each page
+    /// to `each` until it returns Some.
     async fn pages<T>(
         &self,
         ctx: &Ctx,
@@ -213,30 +222,30 @@ impl Teams {
     async fn membership_call(
         &self,
         ctx: &Ctx,
-        (key, name, team): (&str, &str, &str),
+        t: TeamRef<'_>,
         adding: bool,
         batch: &[Member],
     ) -> Result<(), OpError> {
         let (method, info) = if adding {
             (
                 Method::PATCH,
-                CallInfo::new("add").group(key, name).adds(batch),
+                CallInfo::new("add").group(t.key, t.name).adds(batch),
             )
         } else {
             (
                 Method::DELETE,
-                CallInfo::new("remove").group(key, name).removes(batch),
+                CallInfo::new("remove").group(t.key, t.name).removes(batch),
             )
         };
-        let req = Request::new(method, self.url(&format!("/teams/{team}/agents")))
+        let req = Request::new(method, self.url(&format!("/teams/{}/agents", t.id)))
             .json(wire::agents_body(batch));
         let p = ctx
             .send(info, req, Retry::Always, &membership_verdict)
             .await?;
         let delta = if adding {
-            super::members_delta(key, batch, &[], false)
+            super::members_delta(t.key, batch, &[], false)
         } else {
-            super::members_delta(key, &[], batch, false)
+            super::members_delta(t.key, &[], batch, false)
         };
         ctx.confirm(p, delta)
     }
@@ -244,12 +253,7 @@ impl Teams {
     /// Adds members, one call per batch. A batch the API refuses (400: an agent id it does
     /// not know) is split in halves until the refused ids stand alone, so everybody else
     /// still goes in; the first refusal is returned once all the rest is sent.
-    async fn add(
-        &self,
-        ctx: &Ctx,
-        g: (&str, &str, &str),
-        members: &[Member],
-    ) -> Result<(), OpError> {
+    async fn add(&self, ctx: &Ctx, t: TeamRef<'_>, members: &[Member]) -> Result<(), OpError> {
         let mut refused: Option<OpError> = None;
         for batch in batches(members, self.batch_size)
             .into_iter()
@@ -258,7 +262,7 @@ impl Teams {
             let mut todo = vec![batch];
             let mut splits = 0;
             while let Some(b) = todo.pop() {
-                match self.membership_call(ctx, g, true, b).await {
+                match self.membership_call(ctx, t, true, b).await {
                     Ok(()) => {}
                     Err(e) if is_refused(&e) && b.len() > 1 && splits < MAX_SPLIT_CALLS => {
                         splits += 2;
@@ -268,7 +272,7 @@ impl Teams {
                     }
                     Err(e) if is_refused(&e) => {
                         if b.len() == 1 {
-                            warn!(group = %g.1, person = %b[0].label(), "the API refused this agent id; the others are added");
+                            warn!(group = %t.name, person = %b[0].label(), "the API refused this agent id; the others are added");
                             refused.get_or_insert(naming(e, &b[0]));
                         } else {
                             refused.get_or_insert(e);
@@ -285,24 +289,18 @@ impl Teams {
     /// it does not know, e.g. an agent deleted from the organisation), the team is read: who
     /// is not in it any more is removed already (recorded as such), and the others are sent
     /// again.
-    async fn remove(
-        &self,
-        ctx: &Ctx,
-        g: (&str, &str, &str),
-        members: &[Member],
-    ) -> Result<(), OpError> {
-        let (key, name, team) = g;
+    async fn remove(&self, ctx: &Ctx, t: TeamRef<'_>, members: &[Member]) -> Result<(), OpError> {
         for batch in batches(members, self.batch_size)
             .into_iter()
             .filter(|b| !b.is_empty())
         {
-            let Err(e) = self.membership_call(ctx, g, false, batch).await else {
+            let Err(e) = self.membership_call(ctx, t, false, batch).await else {
                 continue;
             };
             if !is_refused(&e) {
                 return Err(e);
             }
-            let Some(now) = self.members(ctx, key, name, team).await? else {
+            let Some(now) = self.members(ctx, t.key, t.name, t.id).await? else {
                 return Err(OpError::Call(super::Failure {
                     kind: FailKind::NotFound,
                     status: Some(404),
@@ -320,14 +318,10 @@ impl Teams {
             if gone.is_empty() {
                 return Err(e);
             }
-            ctx.note(
-                "removed",
-                key,
-                name,
-                super::members_delta(key, &[], &gone, false),
-            )?;
+            let delta = super::members_delta(t.key, &[], &gone, false);
+            ctx.note("removed", t.key, t.name, delta)?;
             if !still.is_empty() {
-                self.membership_call(ctx, g, false, &still).await?;
+                self.membership_call(ctx, t, false, &still).await?;
             }
         }
         Ok(())
@@ -444,9 +438,12 @@ impl Target for Teams {
             name: op.name.clone(),
         })
         .await;
-        self.add(ctx, (&op.key, &op.name, &id), &op.members)
-            .await
-            .map_err(after_create)?;
+        let t = TeamRef {
+            key: &op.key,
+            name: &op.name,
+            id: &id,
+        };
+        self.add(ctx, t, &op.members).await.map_err(after_create)?;
         Ok(id)
     }
 
@@ -456,19 +453,21 @@ impl Target for Teams {
             // team has, so the plan keeps showing the rename until it is done by hand.
             self.warn_rename(u);
         }
-        let g = (u.key.as_str(), u.name.as_str(), u.remote_id.as_str());
-        let added = self.add(ctx, g, &u.add).await;
-        let r = match added {
-            // A refused addition does not hold back the removals.
-            Ok(())
-            | Err(OpError::Call(super::Failure {
-                status: Some(400), ..
-            })) => match (added, self.remove(ctx, g, &u.remove).await) {
+        let t = TeamRef {
+            key: &u.key,
+            name: &u.name,
+            id: &u.remote_id,
+        };
+        let added = self.add(ctx, t, &u.add).await;
+        let r = if added.as_ref().is_err_and(|e| !is_refused(e)) {
+            added
+        } else {
+            // A refused addition does not hold back the removals; a team found gone wins.
+            match (added, self.remove(ctx, t, &u.remove).await) {
                 (_, Err(e)) if e.is_not_found() => Err(e),
                 (Err(e), _) | (Ok(()), Err(e)) => Err(e),
                 (Ok(()), Ok(())) => Ok(()),
-            },
-            Err(e) => Err(e),
+            }
         };
         if matches!(&r, Err(e) if e.is_not_found()) {
             // The engine forgets the team and looks for it by name before creating it again.
