@@ -78,14 +78,16 @@ fn target_ops(out: &mut String, p: &TargetPlan) {
     for op in &p.ops {
         match op {
             Op::Create(c) => {
-                let resumed = if c.resumed {
-                    " (resuming an unconfirmed create)"
-                } else {
-                    ""
-                };
+                let mut notes = String::new();
+                if !c.receive_call.is_empty() && c.receive_call.len() != c.members.len() {
+                    notes += &format!(", {} receive calls", c.receive_call.len());
+                }
+                if c.resumed {
+                    notes += " (resuming an unconfirmed create)";
+                }
                 let _ = writeln!(
                     out,
-                    "  + create {:<24} {} members{resumed}",
+                    "  + create {:<24} {} members{notes}",
                     quoted(&c.name),
                     c.members.len()
                 );

@@ -226,6 +226,26 @@ impl Ctx {
         self.write(record, &delta)
     }
 
+    /// Ends a delete: the call confirmed it, or the group was already gone (404, or
+    /// `gone` for kinds that tell "not found" by other means); other errors stand.
+    pub fn deleted(&self, d: &Delete, r: Result<Pending, OpError>) -> Result<(), OpError> {
+        let forget = Delta::Forget { key: d.key.clone() };
+        match r {
+            Ok(p) => self.confirm(p, forget),
+            Err(e) if e.is_not_found() => self.note("forget", &d.key, &d.name, forget),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records the rename an update carried, once its call was confirmed.
+    pub fn renamed(&self, u: &Update) -> Result<(), OpError> {
+        let delta = Delta::Renamed {
+            key: u.key.clone(),
+            name: u.name.clone(),
+        };
+        self.note("rename", &u.key, &u.name, delta)
+    }
+
     fn write(&self, record: CallRecord, delta: &Delta) -> Result<(), OpError> {
         let outcome = if record.ok { "ok" } else { "failed" };
         if record.method != "-" {

@@ -416,23 +416,16 @@ impl Target for AssignGroup {
     async fn delete(&self, ctx: &Ctx, d: &Delete) -> Result<(), OpError> {
         let info = CallInfo::new("delete").group(&d.key, &d.name);
         let req = self.request(Endpoint::Delete, wire::group_body(&d.remote_id));
-        match ctx
+        let r = match ctx
             .send(info, req, Retry::Always, &verdict(Endpoint::Delete))
             .await
         {
-            Ok(p) => ctx.confirm(p, Delta::Forget { key: d.key.clone() }),
-            Err(e) => match self
+            Ok(p) => Ok(p),
+            // 1503 is "not found or not authorized": gone only if the listing agrees.
+            Err(e) => Err(self
                 .disambiguate(ctx, &d.key, &d.name, &d.remote_id, e)
-                .await
-            {
-                e if e.is_not_found() => ctx.note(
-                    "forget",
-                    &d.key,
-                    &d.name,
-                    Delta::Forget { key: d.key.clone() },
-                ),
-                e => Err(e),
-            },
-        }
+                .await),
+        };
+        ctx.deleted(d, r)
     }
 }

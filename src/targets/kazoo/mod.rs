@@ -390,15 +390,7 @@ impl Target for Kazoo {
             .await?;
         ctx.confirm(p, super::members_delta(&u.key, &u.add, &u.remove, false))?;
         if rename.is_some() {
-            ctx.note(
-                "rename",
-                &u.key,
-                &u.name,
-                Delta::Renamed {
-                    key: u.key.clone(),
-                    name: u.name.clone(),
-                },
-            )?;
+            ctx.renamed(u)?;
         }
         Ok(())
     }
@@ -409,18 +401,9 @@ impl Target for Kazoo {
             self.url(&format!("/groups/{}", wire::urlencode(&d.remote_id))),
         );
         let info = CallInfo::new("delete").group(&d.key, &d.name);
-        match self
+        let r = self
             .call(ctx, info, req, Retry::Always, &wire::verdict)
-            .await
-        {
-            Ok(p) => ctx.confirm(p, Delta::Forget { key: d.key.clone() }),
-            Err(e) if e.is_not_found() => ctx.note(
-                "forget",
-                &d.key,
-                &d.name,
-                Delta::Forget { key: d.key.clone() },
-            ),
-            Err(e) => Err(e),
-        }
+            .await;
+        ctx.deleted(d, r)
     }
 }

@@ -339,15 +339,7 @@ impl Target for Scim {
             };
             ctx.confirm(p, delta)?;
             if parts.rename.is_some() {
-                ctx.note(
-                    "rename",
-                    &u.key,
-                    &u.name,
-                    Delta::Renamed {
-                        key: u.key.clone(),
-                        name: u.name.clone(),
-                    },
-                )?;
+                ctx.renamed(u)?;
             }
         }
         Ok(())
@@ -359,16 +351,10 @@ impl Target for Scim {
             self.url(&format!("/Groups/{}", d.remote_id)),
         );
         let info = CallInfo::new("delete").group(&d.key, &d.name);
-        match ctx.send(info, req, Retry::Always, &default_verdict).await {
-            Ok(p) => ctx.confirm(p, Delta::Forget { key: d.key.clone() }),
-            Err(e) if e.is_not_found() => ctx.note(
-                "forget",
-                &d.key,
-                &d.name,
-                Delta::Forget { key: d.key.clone() },
-            ),
-            Err(e) => Err(e),
-        }
+        ctx.deleted(
+            d,
+            ctx.send(info, req, Retry::Always, &default_verdict).await,
+        )
     }
 }
 

@@ -481,16 +481,10 @@ impl Target for Teams {
     async fn delete(&self, ctx: &Ctx, d: &Delete) -> Result<(), OpError> {
         let req = Request::new(Method::DELETE, self.url(&format!("/teams/{}", d.remote_id)));
         let info = CallInfo::new("delete").group(&d.key, &d.name);
-        let r = match ctx.send(info, req, Retry::Always, &default_verdict).await {
-            Ok(p) => ctx.confirm(p, Delta::Forget { key: d.key.clone() }),
-            Err(e) if e.is_not_found() => ctx.note(
-                "forget",
-                &d.key,
-                &d.name,
-                Delta::Forget { key: d.key.clone() },
-            ),
-            Err(e) => Err(e),
-        };
+        let r = ctx.deleted(
+            d,
+            ctx.send(info, req, Retry::Always, &default_verdict).await,
+        );
         if r.is_ok() {
             self.unlisted(&d.remote_id).await;
         }
