@@ -226,8 +226,7 @@ fn sync(
 }
 
 fn check(cfg: &Config) -> u8 {
-    let names: Vec<&str> = cfg.targets.iter().map(|t| t.name.as_str()).collect();
-    let desired = match crate::source::load(&cfg.source, &names, cfg.allow_empty_source) {
+    let desired = match cfg.load_source() {
         Ok(d) => d,
         Err(e) => {
             report(&e);

@@ -327,6 +327,28 @@ impl Config {
     pub fn target(&self, name: &str) -> Option<&TargetConfig> {
         self.targets.iter().find(|t| t.name == name)
     }
+
+    /// Reads the source of truth against this config's targets.
+    pub fn load_source(&self) -> Result<crate::model::Desired, crate::source::SourceErrors> {
+        let names: Vec<&str> = self.targets.iter().map(|t| t.name.as_str()).collect();
+        crate::source::load(&self.source, &names, self.allow_empty_source)
+    }
+
+    /// An error naming every missing secret of these targets, or None when all are set.
+    pub fn missing_secrets<'a>(
+        &self,
+        targets: impl IntoIterator<Item = &'a TargetConfig>,
+    ) -> Option<String> {
+        let missing: Vec<String> = targets
+            .into_iter()
+            .flat_map(|t| {
+                t.missing_secrets()
+                    .into_iter()
+                    .map(move |m| format!("target \"{}\": {m} is not set", t.name))
+            })
+            .collect();
+        (!missing.is_empty()).then(|| format!("{}: {}", self.path.display(), missing.join("; ")))
+    }
 }
 
 fn resolve(dir: &Path, p: &str) -> PathBuf {

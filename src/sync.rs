@@ -249,8 +249,7 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
             )));
         }
     }
-    let names: Vec<&str> = cfg.targets.iter().map(|t| t.name.as_str()).collect();
-    let desired = crate::source::load(&cfg.source, &names, cfg.allow_empty_source)?;
+    let desired = cfg.load_source()?;
     let selected: Vec<&TargetConfig> = cfg
         .targets
         .iter()
@@ -258,22 +257,11 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
         .collect();
 
     // Everything that can stop a run is checked before anything is sent.
-    if !opts.dry_run {
-        let missing: Vec<String> = selected
-            .iter()
-            .flat_map(|t| {
-                t.missing_secrets()
-                    .into_iter()
-                    .map(move |m| format!("target \"{}\": {m} is not set", t.name))
-            })
-            .collect();
-        if !missing.is_empty() {
-            return Err(SyncError::Usage(format!(
-                "{}: {}",
-                cfg.path.display(),
-                missing.join("; ")
-            )));
-        }
+    if let Some(e) = cfg
+        .missing_secrets(selected.iter().copied())
+        .filter(|_| !opts.dry_run)
+    {
+        return Err(SyncError::Usage(e));
     }
     let (_lock, store) = if opts.dry_run {
         (None, Store::open_read_only(&cfg.state)?)

@@ -204,21 +204,11 @@ pub async fn run(cfg_path: PathBuf, cfg: Config) -> Result<u8, String> {
 /// What a reload (and the start) must check before anything runs: the source loads and
 /// every target has its secrets.
 fn validate(cfg: &Config) -> Result<(), String> {
-    let names: Vec<&str> = cfg.targets.iter().map(|t| t.name.as_str()).collect();
-    crate::source::load(&cfg.source, &names, cfg.allow_empty_source).map_err(|e| e.to_string())?;
-    let missing: Vec<String> = cfg
-        .targets
-        .iter()
-        .flat_map(|t| {
-            t.missing_secrets()
-                .into_iter()
-                .map(move |m| format!("target \"{}\": {m} is not set", t.name))
-        })
-        .collect();
-    if !missing.is_empty() {
-        return Err(format!("{}: {}", cfg.path.display(), missing.join("; ")));
+    cfg.load_source().map_err(|e| e.to_string())?;
+    match cfg.missing_secrets(&cfg.targets) {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn target_names(cfg: &Config) -> Vec<String> {
