@@ -15,6 +15,7 @@ use tracing::{Instrument, info, warn};
 
 use crate::config::{Config, Flavor, Kind, Mode, TargetConfig};
 use crate::model::Desired;
+use crate::plan::resolve::{self, Naming, Unresolved};
 use crate::plan::{
     Create, DesiredGroup, DesiredTarget, Known, KnownGroup, KnownMember, Op, PlanOptions,
     TargetPlan, plan_group, plan_target,
@@ -103,14 +104,6 @@ pub enum SyncError {
     Lock(#[from] crate::store::LockError),
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
-}
-
-/// A member that could not be resolved for a target.
-#[derive(Clone, Debug, Serialize)]
-pub struct Unresolved {
-    pub email: String,
-    pub group: String,
-    pub reason: String,
 }
 
 /// An op that failed.
@@ -626,7 +619,9 @@ fn known_from_remote(prev: &KnownGroup, rg: &RemoteGroup) -> KnownGroup {
     }
 }
 
-/// Resolves every member of every group meant for this target to a member id.
+/// Resolves every member of every group meant for this target to a member id: looks up
+/// (and caches) the people the source and the cache do not name, then builds the target's
+/// desired state with `plan::resolve::desired_target`.
 #[allow(clippy::too_many_arguments)]
 async fn resolve(
     ctx: &Ctx,
@@ -640,38 +635,24 @@ async fn resolve(
     store: Option<&Arc<Mutex<Store>>>,
     report: &mut TargetReport,
 ) -> DesiredTarget {
-    let groups: Vec<_> = desired
-        .groups
-        .values()
-        .filter(|g| g.is_for(&t.name))
-        .collect();
-    let owners_supported = t.kind == Kind::Scim && t.flavor == Flavor::Maestroqa;
-    let email_is_id = t.kind == Kind::Scim && t.flavor == Flavor::Maestroqa;
+    let naming = Naming {
+        target: &t.name,
+        email_is_id: t.kind == Kind::Scim && t.flavor == Flavor::Maestroqa,
+        owners: t.kind == Kind::Scim && t.flavor == Flavor::Maestroqa,
+        receive_call: t.kind == Kind::AssignGroup,
+        scim: t.kind == Kind::Scim,
+    };
     if opts.full {
+        // A --full run asks again about people nobody had.
         cache.retain(|_, v| v.is_some());
     }
-    let id_from_source = |email: &str| -> Option<String> {
-        desired
-            .people
-            .get(email)
-            .and_then(|p| p.ids.get(&t.name))
-            .cloned()
-    };
-    // Who must be looked up through the API.
-    let mut wanted: BTreeSet<&str> = BTreeSet::new();
-    for g in &groups {
-        for e in &g.members {
-            if id_from_source(e).is_none() && !email_is_id && !cache.contains_key(e.as_str()) {
-                wanted.insert(e);
-            }
-        }
-    }
-    let mut looked_up: HashMap<String, Result<Option<String>, String>> = HashMap::new();
+    let wanted = resolve::to_look_up(desired, &naming, &cache);
+    let mut failed: HashMap<String, String> = HashMap::new();
     if !wanted.is_empty() && target.can_lookup() && can_call {
         let results = futures::stream::iter(
             wanted
                 .iter()
-                .map(|e| async move { (*e, target.lookup(ctx, e).await) }),
+                .map(|e| async move { (e, target.lookup(ctx, e).await) }),
         )
         .buffer_unordered(t.concurrency)
         .collect::<Vec<_>>()
@@ -690,86 +671,38 @@ async fn resolve(
                     if let Err(e) = cached {
                         warn!("cannot cache the resolution of {email}: {e}");
                     }
-                    cache.insert(email.to_string(), id.clone());
-                    looked_up.insert(email.to_string(), Ok(id));
+                    cache.insert(email.clone(), id);
                 }
                 Err(e) => {
-                    looked_up.insert(email.to_string(), Err(e.to_string()));
+                    failed.insert(email.clone(), e.to_string());
                 }
             }
         }
     }
-    // The ids known groups already hold for an email: never remove somebody just because a
-    // lookup failed this time.
-    let mut known_ids: HashMap<&str, &str> = HashMap::new();
-    for g in known.groups.values() {
-        for (id, m) in &g.members {
-            if let Some(e) = &m.email {
-                known_ids.insert(e.as_str(), id.as_str());
-            }
+    let reason = |e: &str| match failed.get(e) {
+        Some(err) => format!("lookup failed: {err}"),
+        None if !target.can_lookup() => {
+            format!(
+                "no people[].ids.{} given and {} has no lookup by email",
+                t.name, t.kind
+            )
         }
-    }
+        None if !can_call => {
+            "not in the resolution cache (a dry-run without credentials does not look people up)"
+                .into()
+        }
+        None => format!("no person with this email on {}", t.name),
+    };
+    let r = resolve::desired_target(desired, &naming, &cache, known, &reason);
     let mut warned = BTreeSet::new();
-    let mut dt = DesiredTarget::default();
-    for g in groups {
-        let mut dg = DesiredGroup {
-            key: g.key.clone(),
-            name: g.name.clone(),
-            ..Default::default()
-        };
-        for e in &g.members {
-            let id = id_from_source(e)
-                .or_else(|| email_is_id.then(|| e.clone()))
-                .or_else(|| cache.get(e.as_str()).cloned().flatten())
-                .or_else(|| known_ids.get(e.as_str()).map(|s| s.to_string()));
-            match id {
-                Some(id) => {
-                    dg.members.insert(id, e.clone());
-                }
-                None => {
-                    let reason = match looked_up.get(e.as_str()) {
-                        Some(Err(err)) => format!("lookup failed: {err}"),
-                        _ if !target.can_lookup() => format!("no people[].ids.{} given and {} has no lookup by email", t.name, t.kind),
-                        _ if !can_call => "not in the resolution cache (a dry-run without credentials does not look people up)".into(),
-                        _ => format!("no person with this email on {}", t.name),
-                    };
-                    if warned.insert(e.clone()) {
-                        warn!(person = %e, group = %g.name, target = %t.name, "member skipped: {reason}");
-                    }
-                    report.unresolved.push(Unresolved {
-                        email: e.clone(),
-                        group: g.name.clone(),
-                        reason,
-                    });
-                }
-            }
+    for u in &r.unresolved {
+        if warned.insert(u.email.clone()) {
+            warn!(person = %u.email, group = %u.group, target = %t.name, "member skipped: {}", u.reason);
         }
-        if owners_supported {
-            for e in &g.owners {
-                // SPEC: an owner without an id is sent as the email.
-                let id = id_from_source(e).unwrap_or_else(|| e.clone());
-                dg.owners.insert(id, e.clone());
-            }
-        } else if !g.owners.is_empty() && t.kind == Kind::Scim {
-            report.warnings.push(format!(
-                "group \"{}\": owners are only sent to maestroqa-flavored SCIM targets",
-                g.name
-            ));
-        }
-        if t.kind == Kind::AssignGroup {
-            dg.receive_call = match &g.receive_call {
-                None => dg.members.keys().cloned().collect(),
-                Some(rc) => dg
-                    .members
-                    .iter()
-                    .filter(|(_, e)| rc.contains(e))
-                    .map(|(id, _)| id.clone())
-                    .collect(),
-            };
-        }
-        dt.groups.insert(g.key.clone(), dg);
     }
-    dt
+    report.unresolved = r.unresolved;
+    report.warnings.extend(r.warnings);
+    r.target
 }
 
 /// Sends a target's plan: creates (with adoption), updates, deletes; records as it goes.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Mode, Safety};
 
+pub mod resolve;
 #[cfg(test)]
 mod tests;
 
