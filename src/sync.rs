@@ -419,8 +419,15 @@ async fn sync_target(
             ));
             return report;
         }
-        if let Err(e) =
-            read_back(&ctx, target.as_ref(), &mut known, &mut report, opts.dry_run).await
+        if let Err(e) = read_back(
+            &ctx,
+            target.as_ref(),
+            &mut known,
+            &names_by_id(desired, &t.name, &cache),
+            &mut report,
+            opts.dry_run,
+        )
+        .await
         {
             report.skipped = Some(format!("--full read-back failed: {e}"));
             return report;
@@ -502,6 +509,7 @@ async fn read_back(
     ctx: &Ctx,
     target: &dyn Target,
     known: &mut Known,
+    names: &HashMap<String, String>,
     report: &mut TargetReport,
     dry_run: bool,
 ) -> Result<(), OpError> {
@@ -546,26 +554,8 @@ async fn read_back(
                 }
             }
             Some(rg) => {
-                let fresh = known_from_remote(g, &rg);
-                let d = g
-                    .members
-                    .keys()
-                    .filter(|id| !fresh.members.contains_key(*id))
-                    .count()
-                    + fresh
-                        .members
-                        .keys()
-                        .filter(|id| !g.members.contains_key(*id))
-                        .count()
-                    + g.owners
-                        .keys()
-                        .filter(|id| !fresh.owners.contains_key(*id))
-                        .count()
-                    + fresh
-                        .owners
-                        .keys()
-                        .filter(|id| !g.owners.contains_key(*id))
-                        .count();
+                let fresh = known_from_remote(g, &rg, names);
+                let d = changed(&g.members, &fresh.members) + changed(&g.owners, &fresh.owners);
                 if d > 0 || fresh.name != g.name {
                     warn!(group = %g.name, drift = d, "drift found: the target differs from the known state");
                     drift += d;
@@ -590,8 +580,35 @@ async fn read_back(
     Ok(())
 }
 
+/// How many ids are in one map and not the other.
+fn changed(a: &BTreeMap<String, KnownMember>, b: &BTreeMap<String, KnownMember>) -> usize {
+    a.keys().filter(|id| !b.contains_key(*id)).count()
+        + b.keys().filter(|id| !a.contains_key(*id)).count()
+}
+
+/// Member id -> email, from the source's `people[].ids` and the resolution cache: names
+/// the members a `--full` read finds, so plans show emails rather than raw ids.
+fn names_by_id(
+    desired: &Desired,
+    target: &str,
+    cache: &HashMap<String, Option<String>>,
+) -> HashMap<String, String> {
+    let cached = cache
+        .iter()
+        .filter_map(|(e, id)| Some((id.clone()?, e.clone())));
+    let given = desired
+        .people
+        .values()
+        .filter_map(|p| Some((p.ids.get(target)?.clone(), p.email.clone())));
+    cached.chain(given).collect()
+}
+
 /// Known state as a read shows it, keeping what we knew of members still there.
-fn known_from_remote(prev: &KnownGroup, rg: &RemoteGroup) -> KnownGroup {
+fn known_from_remote(
+    prev: &KnownGroup,
+    rg: &RemoteGroup,
+    names: &HashMap<String, String>,
+) -> KnownGroup {
     let rc: BTreeSet<&String> = rg.receive_call.iter().collect();
     let carry = |prev: &BTreeMap<String, KnownMember>, ids: &[String], calls: bool| {
         ids.iter()
@@ -600,7 +617,9 @@ fn known_from_remote(prev: &KnownGroup, rg: &RemoteGroup) -> KnownGroup {
                 let k = KnownMember {
                     owned: p.is_some_and(|p| p.owned),
                     receive_call: calls && rc.contains(id),
-                    email: p.and_then(|p| p.email.clone()),
+                    email: p
+                        .and_then(|p| p.email.clone())
+                        .or_else(|| names.get(id).cloned()),
                 };
                 (id.clone(), k)
             })

@@ -169,7 +169,8 @@ pub fn drift_repaired_by_full(fake: Arc<dyn Fake>) {
     env.write_source(&groups);
     env.sync().expect(0);
     fake.add_user(&e(20));
-    fake.set_members_by_hand("Tier 2 Support", &[&e(4), &e(20)]);
+    // e(1) is somebody rostersync knows from other groups; e(20) is a stranger
+    fake.set_members_by_hand("Tier 2 Support", &[&e(4), &e(20), &e(1)]);
     fake.clear_requests();
     env.sync().expect(0);
     assert!(
@@ -177,6 +178,11 @@ pub fn drift_repaired_by_full(fake: Arc<dyn Fake>) {
         "a normal run trusts the known state"
     );
     let dry = env.run(&["sync", "--full", "--dry-run"]).expect(0);
+    assert!(
+        dry.stdout.contains("- agent001@example.com"),
+        "a person rostersync knows is named, not shown as an id: {}",
+        dry.stdout
+    );
     assert!(
         dry.stdout.contains("+ agent003@example.com"),
         "{}",
