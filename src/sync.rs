@@ -409,7 +409,10 @@ async fn sync_target(
         }
         None => (Known::default(), HashMap::new()),
     };
-    report.known_digest = known_digest(&known);
+    // For saved plans only (made by dry-runs, checked by --plan): not on the daemon's path.
+    if opts.dry_run || opts.expect.is_some() {
+        report.known_digest = known_digest(&known);
+    }
     let missing = t.missing_secrets();
     if opts.full {
         if !missing.is_empty() {

@@ -39,12 +39,13 @@ pub struct Resolved {
     pub warnings: Vec<String>,
 }
 
-fn source_id(desired: &Desired, n: &Naming<'_>, email: &str) -> Option<String> {
+/// email -> the id `people[].ids.<target>` gives, built once per target.
+fn source_ids<'a>(desired: &'a Desired, n: &Naming<'_>) -> HashMap<&'a str, &'a str> {
     desired
         .people
-        .get(email)
-        .and_then(|p| p.ids.get(n.target))
-        .cloned()
+        .values()
+        .filter_map(|p| Some((p.email.as_str(), p.ids.get(n.target)?.as_str())))
+        .collect()
 }
 
 /// The emails whose id must be looked up through the target's API: members of the
@@ -57,12 +58,13 @@ pub fn to_look_up(
     if n.email_is_id {
         return BTreeSet::new();
     }
+    let given = source_ids(desired, n);
     desired
         .groups
         .values()
         .filter(|g| g.is_for(n.target))
         .flat_map(|g| g.members.iter())
-        .filter(|e| !cache.contains_key(*e) && source_id(desired, n, e).is_none())
+        .filter(|e| !cache.contains_key(*e) && !given.contains_key(e.as_str()))
         .cloned()
         .collect()
 }
@@ -86,6 +88,7 @@ pub fn desired_target(
             }
         }
     }
+    let given = source_ids(desired, n);
     let mut out = Resolved::default();
     for g in desired.groups.values().filter(|g| g.is_for(n.target)) {
         let mut dg = DesiredGroup {
@@ -94,7 +97,9 @@ pub fn desired_target(
             ..Default::default()
         };
         for e in &g.members {
-            let id = source_id(desired, n, e)
+            let id = given
+                .get(e.as_str())
+                .map(|id| id.to_string())
                 .or_else(|| n.email_is_id.then(|| e.clone()))
                 .or_else(|| ids.get(e).cloned().flatten())
                 .or_else(|| known_ids.get(e.as_str()).map(|s| s.to_string()));
@@ -112,7 +117,9 @@ pub fn desired_target(
         if n.owners {
             for e in &g.owners {
                 // SPEC 5: an owner without an id is sent as the email.
-                let id = source_id(desired, n, e).unwrap_or_else(|| e.clone());
+                let id = given
+                    .get(e.as_str())
+                    .map_or_else(|| e.clone(), |id| id.to_string());
                 dg.owners.insert(id, e.clone());
             }
         } else if !g.owners.is_empty() && n.scim {
