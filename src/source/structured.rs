@@ -238,7 +238,10 @@ pub(super) fn parse(
                     let message = serde_saphyr::UserMessageFormatter
                         .format_message(e.without_snippet())
                         .into_owned();
-                    errors.push(origin(line), syntax_message(&message, column));
+                    errors.push(
+                        origin(line),
+                        syntax_message(&message, column, snippet(text, line)),
+                    );
                 })
                 .ok()
         }
@@ -250,7 +253,10 @@ pub(super) fn parse(
                     let start = e.span().map(|s| s.start);
                     let line = start.map(|s| index.line_of(s));
                     let column = start.map(|s| index.column_of(text, s));
-                    errors.push(origin(line), syntax_message(e.message(), column));
+                    errors.push(
+                        origin(line),
+                        syntax_message(e.message(), column, snippet(text, line)),
+                    );
                 })
                 .ok()
         }
@@ -263,7 +269,10 @@ pub(super) fn parse(
                     let suffix = format!(" at line {} column {}", e.line(), e.column());
                     let message = full.strip_suffix(&suffix).unwrap_or(&full);
                     let line = Some(e.line()).filter(|&l| l > 0);
-                    errors.push(origin(line), syntax_message(message, Some(e.column())));
+                    errors.push(
+                        origin(line),
+                        syntax_message(message, Some(e.column()), snippet(text, line)),
+                    );
                 })
                 .ok()
         }
@@ -271,16 +280,37 @@ pub(super) fn parse(
     }
 }
 
-/// A parser's message as one line, with the column when known.
-fn syntax_message(message: &str, column: Option<impl fmt::Display>) -> String {
-    let message: String = message
+/// A parser's message as one line, with the column and the offending line's text when
+/// known (so the message shows the value, not only where it is).
+fn syntax_message(
+    message: &str,
+    column: Option<impl fmt::Display>,
+    line: Option<String>,
+) -> String {
+    let mut message: String = message
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    match column {
-        Some(c) => format!("{message} (column {c})"),
-        None => message,
+    if let Some(c) = column {
+        message += &format!(" (column {c})");
     }
+    if let Some(l) = line {
+        message += &format!(" in: {l}");
+    }
+    message
+}
+
+/// The text of a 1-based line, trimmed and shortened, for error messages.
+fn snippet(text: &str, line: Option<usize>) -> Option<String> {
+    let l = text.lines().nth(line?.checked_sub(1)?)?.trim();
+    if l.is_empty() {
+        return None;
+    }
+    let mut out: String = l.chars().take(80).collect();
+    if l.chars().count() > 80 {
+        out.push('…');
+    }
+    Some(out)
 }
 
 /// serde-saphyr's options: duplicate keys are errors (the default), and a budget that

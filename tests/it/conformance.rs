@@ -363,6 +363,8 @@ pub fn bad_input(fake: Arc<dyn Fake>) {
             "groups:\n  - name: A\n    members: [a@example.com]\n    colour: red\n",
             "colour",
         ),
+        // a wrong type: a number where a list of emails belongs
+        ("groups:\n  - name: A\n    members: 5\n", "members: 5"),
         (
             "groups:\n  - name: A\n    members: [a@example.com]\n    targets: [nowhere]\n",
             "nowhere",
