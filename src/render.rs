@@ -33,6 +33,12 @@ pub fn plan(report: &RunReport) -> String {
                 "REFUSED by the safety guard"
             };
             let _ = writeln!(out, "  ! {verdict}: {g}");
+            if !g.overridden {
+                let _ = writeln!(
+                    out,
+                    "  ! nothing is sent to this target; if the removals are intended, run once with --allow-mass-removal"
+                );
+            }
         }
         target_ops(&mut out, p);
         for u in dedup_unresolved(t) {
@@ -170,7 +176,7 @@ pub fn history(runs: &[RunRow], calls: &[CallRow]) -> String {
     for r in runs {
         let _ = writeln!(
             out,
-            "run {} {} {}{} exit={} {}",
+            "run {} {} {}{} exit={}{} {}",
             r.id,
             r.started_at,
             r.command,
@@ -178,6 +184,10 @@ pub fn history(runs: &[RunRow], calls: &[CallRow]) -> String {
             r.exit_code
                 .map(|c| c.to_string())
                 .unwrap_or_else(|| "-".into()),
+            r.outcome
+                .as_deref()
+                .map(|o| format!(" ({o})"))
+                .unwrap_or_default(),
             r.summary
                 .as_deref()
                 .unwrap_or("(unfinished: the process stopped before the end of the run)")
@@ -198,7 +208,7 @@ pub fn history(runs: &[RunRow], calls: &[CallRow]) -> String {
             .unwrap_or("-");
         let _ = write!(
             out,
-            "{} run {} {} {:<8} {:<28} {:<7} +{} -{} {} {} {}ms",
+            "{} run {} {} {:<8} {:<28} {:<7} +{} -{} {} {} {} {}ms",
             c.at,
             c.run,
             c.target,
@@ -208,6 +218,7 @@ pub fn history(runs: &[RunRow], calls: &[CallRow]) -> String {
             c.added,
             c.removed,
             c.method,
+            c.path,
             status,
             c.latency_ms
         );

@@ -9,7 +9,7 @@ mod lock;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, params};
 use serde::Serialize;
 
 use crate::plan::{Known, KnownGroup, KnownMember};
@@ -138,7 +138,9 @@ pub struct Store {
 
 pub fn now() -> String {
     time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        ))
         .unwrap_or_default()
 }
 
@@ -529,20 +531,6 @@ impl Store {
         .map_err(w)?
         .collect::<std::result::Result<_, _>>()
         .map_err(w)
-    }
-
-    /// The last finished run that ended `ok` per target name is not tracked separately:
-    /// this returns the newest call of each target that succeeded (for `/healthz`).
-    pub fn last_ok_call(&self, target: &str) -> Result<Option<String>> {
-        self.conn
-            .query_row(
-                "SELECT max(at) FROM calls WHERE target = ?1 AND outcome = 'ok'",
-                [target],
-                |r| r.get(0),
-            )
-            .optional()
-            .map(Option::flatten)
-            .map_err(|e| self.wrap(e))
     }
 }
 
