@@ -476,3 +476,184 @@ fn plan_group_after_adoption() {
         None
     );
 }
+
+/// Properties over random desired and known states: applying the plan gives the source
+/// (authoritative), never removes what the mode protects, and the plan is a fixed point.
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Up to 6 groups of up to 8 members out of 12 people; known members carry flags.
+    fn state() -> impl Strategy<Value = (DesiredTarget, Known)> {
+        let desired =
+            prop::collection::btree_map(0u8..6, prop::collection::btree_set(0u8..12, 0..8), 0..6);
+        let known = prop::collection::btree_map(
+            0u8..6,
+            prop::collection::btree_map(0u8..12, (any::<bool>(), any::<bool>()), 0..8),
+            0..6,
+        );
+        (desired, known, any::<bool>()).prop_map(|(d, k, renamed)| {
+            let mut dt = DesiredTarget::default();
+            for (g, ms) in d {
+                let key = format!("g{g}");
+                let mut dg = DesiredGroup {
+                    key: key.clone(),
+                    name: key.clone(),
+                    ..Default::default()
+                };
+                if renamed {
+                    dg.name = format!("G{g}");
+                }
+                for m in ms {
+                    dg.members.insert(format!("u{m}"), format!("u{m}@x"));
+                }
+                dg.receive_call = dg.members.keys().take(2).cloned().collect();
+                dt.groups.insert(key, dg);
+            }
+            let mut kn = Known::default();
+            for (g, ms) in k {
+                let key = format!("g{g}");
+                let mut kg = KnownGroup {
+                    key: key.clone(),
+                    remote_id: format!("r{g}"),
+                    name: key.clone(),
+                    ..Default::default()
+                };
+                for (m, (owned, rc)) in ms {
+                    let km = KnownMember {
+                        owned,
+                        receive_call: rc,
+                        email: Some(format!("u{m}@x")),
+                    };
+                    kg.members.insert(format!("u{m}"), km);
+                }
+                kn.groups.insert(key, kg);
+            }
+            (dt, kn)
+        })
+    }
+
+    /// The known state after every op of `plan` was confirmed.
+    fn apply(known: &Known, plan: &TargetPlan) -> Known {
+        let mut k = known.clone();
+        for op in &plan.ops {
+            match op {
+                Op::Create(c) => {
+                    let mut g = KnownGroup {
+                        key: c.key.clone(),
+                        remote_id: "new".into(),
+                        name: c.name.clone(),
+                        ..Default::default()
+                    };
+                    for m in &c.members {
+                        let rc = c.receive_call.contains(&m.id);
+                        g.members.insert(
+                            m.id.clone(),
+                            KnownMember {
+                                owned: true,
+                                receive_call: rc,
+                                email: m.email.clone(),
+                            },
+                        );
+                    }
+                    k.groups.insert(c.key.clone(), g);
+                }
+                Op::Update(u) => {
+                    let g = k.groups.get_mut(&u.key).expect("updates name known groups");
+                    for m in &u.add {
+                        g.members.insert(
+                            m.id.clone(),
+                            KnownMember {
+                                owned: true,
+                                receive_call: false,
+                                email: m.email.clone(),
+                            },
+                        );
+                    }
+                    for m in &u.remove {
+                        assert!(
+                            g.members.remove(&m.id).is_some(),
+                            "removes only known members"
+                        );
+                    }
+                    if let Some(rc) = &u.receive_call {
+                        for (id, m) in g.members.iter_mut() {
+                            m.receive_call = rc.contains(id);
+                        }
+                    }
+                    g.name = u.name.clone();
+                }
+                Op::Delete(d) => {
+                    k.groups.remove(&d.key);
+                }
+            }
+        }
+        k
+    }
+
+    fn opts(mode: Mode, delete_groups: bool) -> PlanOptions {
+        PlanOptions {
+            mode,
+            safety: Safety {
+                max_removals: usize::MAX,
+                max_removal_ratio: 1.0,
+                delete_groups,
+            },
+            allow_mass_removal: false,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn authoritative_plans_converge_in_one_step((d, k) in state(), delete in any::<bool>()) {
+            let plan = plan_target(&d, &k, &opts(Mode::Authoritative, delete));
+            prop_assert!(plan.guard.is_none());
+            let after = apply(&k, &plan);
+            for (key, dg) in &d.groups {
+                let g = &after.groups[key];
+                prop_assert_eq!(g.members.keys().collect::<Vec<_>>(), dg.members.keys().collect::<Vec<_>>());
+                prop_assert_eq!(&g.name, &dg.name);
+                let rc: BTreeSet<&String> = g.members.iter().filter(|(_, m)| m.receive_call).map(|(id, _)| id).collect();
+                prop_assert_eq!(rc, dg.receive_call.iter().collect::<BTreeSet<_>>());
+            }
+            for key in k.groups.keys().filter(|key| !d.groups.contains_key(*key)) {
+                prop_assert_eq!(after.groups.contains_key(key), !delete, "left alone unless delete_groups");
+            }
+            // a fixed point: planning again from the result sends nothing
+            let again = plan_target(&d, &after, &opts(Mode::Authoritative, delete));
+            prop_assert!(again.ops.is_empty(), "{:?}", again.ops);
+        }
+
+        #[test]
+        fn protected_members_are_never_removed((d, k) in state()) {
+            for mode in [Mode::Owned, Mode::AddOnly] {
+                let plan = plan_target(&d, &k, &opts(mode, false));
+                for op in &plan.ops {
+                    if let Op::Update(u) = op {
+                        for m in &u.remove {
+                            prop_assert!(mode == Mode::Owned && k.groups[&u.key].members[&m.id].owned, "{mode:?} removed {}", m.id);
+                        }
+                    }
+                }
+                let after = apply(&k, &plan);
+                for (key, dg) in &d.groups {
+                    for id in dg.members.keys() {
+                        prop_assert!(after.groups[key].members.contains_key(id), "every desired member is there");
+                    }
+                }
+                prop_assert!(plan_target(&d, &after, &opts(mode, false)).ops.is_empty());
+            }
+        }
+
+        #[test]
+        fn the_guard_trips_exactly_past_its_limits((d, k) in state(), max in 0usize..10, ratio in 0.0f64..1.0) {
+            let o = PlanOptions { safety: Safety { max_removals: max, max_removal_ratio: ratio, delete_groups: true }, ..opts(Mode::Authoritative, true) };
+            let plan = plan_target(&d, &k, &o);
+            let removals: usize = plan.ops.iter().map(Op::removals).sum();
+            let managed = k.managed();
+            let over = removals > max || (managed > 0 && removals as f64 > ratio * managed as f64);
+            prop_assert_eq!(plan.refused(), over);
+        }
+    }
+}
