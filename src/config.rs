@@ -214,6 +214,13 @@ pub struct Secret {
     pub value: Option<SecretString>,
 }
 
+impl Secret {
+    /// The value of an optional secret, when it was found.
+    pub fn value_of(s: &Option<Secret>) -> Option<&SecretString> {
+        s.as_ref().and_then(|s| s.value.as_ref())
+    }
+}
+
 /// One `[[target]]`, validated.
 #[derive(Clone, Debug)]
 pub struct TargetConfig {

@@ -4,7 +4,6 @@
 //! `apply_target`. Targets run concurrently; one target's failure never stops another.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -181,14 +180,15 @@ fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 impl RunReport {
     /// 0 ok, 1 some ops failed, 2 a saved plan was stale, 3 a safety guard refused a target.
     pub fn exit_code(&self) -> u8 {
+        use crate::app::{EXIT_FAILED, EXIT_GUARD, EXIT_OK, EXIT_USAGE};
         if self.targets.iter().any(|t| t.stale) {
-            2
+            EXIT_USAGE
         } else if self.targets.iter().any(TargetReport::refused) {
-            3
+            EXIT_GUARD
         } else if self.targets.iter().any(|t| !t.failed.is_empty()) {
-            1
+            EXIT_FAILED
         } else {
-            0
+            EXIT_OK
         }
     }
 
@@ -390,7 +390,6 @@ async fn sync_target(
     };
     let ctx = Ctx {
         target: t.name.clone(),
-        kind: t.kind,
         http,
         recorder,
     };
@@ -912,9 +911,4 @@ async fn adopt(
         Some(u) => target.update(ctx, &u).await,
         None => Ok(()),
     }
-}
-
-/// Where the state database of a config lives, for commands that only read it.
-pub fn state_path(cfg: &Config) -> PathBuf {
-    cfg.state.clone()
 }

@@ -332,17 +332,6 @@ impl Store {
             .map_err(|e| self.wrap(e))
     }
 
-    /// Drops the negative entries (re-asked on `--full` runs).
-    pub fn forget_unresolved(&self, target: &str) -> Result<()> {
-        self.conn
-            .execute(
-                "DELETE FROM resolution WHERE target = ?1 AND member_id IS NULL",
-                [target],
-            )
-            .map(|_| ())
-            .map_err(|e| self.wrap(e))
-    }
-
     /// Starts a run; returns its id.
     pub fn begin_run(&self, command: &str, full: bool, digest: &str) -> Result<i64> {
         self.conn

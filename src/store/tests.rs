@@ -97,7 +97,7 @@ fn record_changes_known_state_with_its_history_row() {
 }
 
 #[test]
-fn resolution_cache_keeps_negative_answers_until_forgotten() {
+fn resolution_cache_keeps_negative_answers_until_answered_again() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(&dir.path().join("s.db")).unwrap();
     s.cache_resolution("t", "a@x", Some("1")).unwrap();
@@ -105,8 +105,12 @@ fn resolution_cache_keeps_negative_answers_until_forgotten() {
     let c = s.resolution_cache("t").unwrap();
     assert_eq!(c["a@x"].as_deref(), Some("1"));
     assert_eq!(c["b@x"], None);
-    s.forget_unresolved("t").unwrap();
-    assert!(!s.resolution_cache("t").unwrap().contains_key("b@x"));
+    // a later answer replaces the negative one
+    s.cache_resolution("t", "b@x", Some("2")).unwrap();
+    assert_eq!(
+        s.resolution_cache("t").unwrap()["b@x"].as_deref(),
+        Some("2")
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! of every message that leaves it.
 
 use std::num::NonZeroU32;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use backon::BackoffBuilder;
@@ -13,7 +13,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use secrecy::ExposeSecret;
 use tokio::sync::Semaphore;
 
-use crate::config::TargetConfig;
+use crate::config::{Secret, TargetConfig};
 
 /// How a target reads an answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,6 +146,16 @@ pub fn default_verdict(status: u16, body: &[u8]) -> Verdict {
     }
 }
 
+/// Membership changes: 409 means "already there" (SPEC 5: idempotent by construction),
+/// which counts as done; everything else as `default_verdict`.
+pub fn membership_verdict(status: u16, body: &[u8]) -> Verdict {
+    if status == 409 {
+        Verdict::Ok
+    } else {
+        default_verdict(status, body)
+    }
+}
+
 /// A short message from an error body: SCIM `detail`, `message`, `error`, or the text.
 pub fn message(status: u16, body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
@@ -218,8 +228,7 @@ impl Http {
         let limiter = cfg.rate_limit.map(|r| limiter(r, cfg.burst));
         let secrets = [&cfg.token, &cfg.user_id, &cfg.api_key, &cfg.ssid]
             .into_iter()
-            .flatten()
-            .filter_map(|s| s.value.as_ref().map(|v| v.expose_secret().to_string()))
+            .filter_map(|s| Secret::value_of(s).map(|v| v.expose_secret().to_string()))
             .filter(|s| s.len() >= 4)
             .collect();
         Ok(Http {
@@ -366,6 +375,13 @@ impl Http {
     }
 }
 
+/// Percent-encodes a path segment or query value (space as `%20`).
+pub fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
 /// Builds a header value from a secret, marked sensitive so it never prints.
 pub fn secret_header(value: &str) -> Result<HeaderValue, String> {
     let mut v = HeaderValue::from_str(value)
@@ -374,11 +390,14 @@ pub fn secret_header(value: &str) -> Result<HeaderValue, String> {
     Ok(v)
 }
 
-pub type SharedHttp = Arc<Http>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urlencode_escapes_query_values() {
+        assert_eq!(urlencode("a b+c@d"), "a%20b%2Bc%40d");
+    }
 
     #[test]
     fn pacing_stays_under_the_vendor_limit() {

@@ -124,7 +124,6 @@ pub struct Recorder {
 /// Everything a target needs during one run: its name, HTTP client and recorder.
 pub struct Ctx {
     pub target: String,
-    pub kind: Kind,
     pub http: Http,
     pub recorder: Arc<Recorder>,
 }

@@ -210,6 +210,24 @@ impl Env {
         assert_eq!(names, want, "every group exactly once (no duplicates)");
     }
 
+    /// Asserts no secret of the fake appears in these outputs or in the state database.
+    #[track_caller]
+    pub fn assert_no_secret(&self, outputs: &[&Run]) {
+        let db = self.db_bytes();
+        for s in self.fake.secrets() {
+            for o in outputs {
+                assert!(
+                    !o.stdout.contains(&s) && !o.stderr.contains(&s),
+                    "secret leaked in output"
+                );
+            }
+            assert!(
+                !contains_bytes(&db, s.as_bytes()),
+                "secret leaked into the database"
+            );
+        }
+    }
+
     pub fn db_bytes(&self) -> Vec<u8> {
         let mut all = Vec::new();
         for suffix in ["", "-wal", "-shm"] {

@@ -91,17 +91,7 @@ fn expired_token_mid_run_is_renewed_without_failing_a_group() {
     let v: Value = serde_json::from_str(&h.stdout).unwrap();
     let calls = v["calls"].as_array().unwrap();
     assert!(calls.iter().any(|c| c["op"] == "login"));
-    let db = env.db_bytes();
-    for s in fake.secrets() {
-        assert!(
-            !h.stdout.contains(&s) && !r.stderr.contains(&s),
-            "secret leaked"
-        );
-        assert!(
-            !contains_bytes(&db, s.as_bytes()),
-            "secret leaked into the database"
-        );
-    }
+    env.assert_no_secret(&[&h, &r]);
 }
 
 /// Tokens revoked between runs: the next run's first call logs in (runs do not share tokens)

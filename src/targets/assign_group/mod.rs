@@ -31,7 +31,7 @@ use tracing::warn;
 use super::{
     CallInfo, Ctx, FailKind, Failure, Http, OpError, RemoteGroup, Request, Retry, Target, Verdict,
 };
-use crate::config::{Mode, TargetConfig};
+use crate::config::{Mode, Secret, TargetConfig};
 use crate::plan::{Create, Delete, KnownGroup, KnownMember, Update};
 use crate::store::Delta;
 use wire::{Assignment, Endpoint};
@@ -53,7 +53,7 @@ pub struct AssignGroup {
 }
 
 pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), String> {
-    let value = |s: &Option<crate::config::Secret>| s.as_ref().and_then(|s| s.value.clone());
+    let value = |s| Secret::value_of(s).cloned();
     // Missing values are allowed here (dry-runs); `sync` refuses real runs without them.
     let mut auth = Vec::new();
     if cfg.ssid.is_some() {

@@ -24,11 +24,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::http::secret_header;
+use super::http::{secret_header, urlencode};
 use super::{
     CallInfo, Ctx, FailKind, Http, OpError, Pending, RemoteGroup, Reply, Request, Retry, Target,
 };
-use crate::config::TargetConfig;
+use crate::config::{Secret, TargetConfig};
 use crate::plan::{Create, Delete, KnownGroup, Update};
 use crate::store::Delta;
 
@@ -75,7 +75,7 @@ pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), String> {
     let mut headers = HeaderMap::new();
     headers.insert(ACCEPT, "application/json".parse().expect("static header"));
     let http = Http::new(cfg, headers)?;
-    let secret = |s: &Option<crate::config::Secret>| s.as_ref().and_then(|s| s.value.clone());
+    let secret = |s| Secret::value_of(s).cloned();
     let account = cfg
         .account_id
         .clone()
@@ -102,7 +102,7 @@ impl Kazoo {
         format!(
             "{}/v2/accounts/{}{path}",
             self.base,
-            wire::urlencode(&self.account)
+            urlencode(&self.account)
         )
     }
 
@@ -220,7 +220,7 @@ impl Kazoo {
         let mut start: Option<String> = None;
         for _ in 0..MAX_PAGES {
             let url = match &start {
-                Some(k) => format!("{}{sep}start_key={}", self.url(path), wire::urlencode(k)),
+                Some(k) => format!("{}{sep}start_key={}", self.url(path), urlencode(k)),
                 None => self.url(path),
             };
             let page = self
@@ -249,10 +249,7 @@ impl Kazoo {
         name: &str,
         id: &str,
     ) -> Result<Option<RemoteGroup>, OpError> {
-        let req = Request::new(
-            Method::GET,
-            self.url(&format!("/groups/{}", wire::urlencode(id))),
-        );
+        let req = Request::new(Method::GET, self.url(&format!("/groups/{}", urlencode(id))));
         match self
             .read_call(ctx, CallInfo::new("read").group(key, name), req)
             .await
@@ -290,7 +287,7 @@ impl Kazoo {
     async fn ids_named(&self, ctx: &Ctx, key: &str, name: &str) -> Result<Vec<String>, OpError> {
         let mut ids = Vec::new();
         let info = CallInfo::new("find").group(key, name);
-        let path = format!("/groups?filter_name={}", wire::urlencode(name));
+        let path = format!("/groups?filter_name={}", urlencode(name));
         self.list(ctx, &info, &path, |rows| {
             ids.extend(
                 rows.iter()
@@ -314,7 +311,7 @@ impl Target for Kazoo {
     /// Crossbar's filter is exact, so a user stored with capitals is not found this way (give
     /// `people[].ids.<target>` for such a person).
     async fn lookup(&self, ctx: &Ctx, email: &str) -> Result<Option<String>, OpError> {
-        let path = format!("/users?filter_email={}", wire::urlencode(email));
+        let path = format!("/users?filter_email={}", urlencode(email));
         self.list(ctx, &CallInfo::new("lookup"), &path, |rows| {
             wire::user_with_email(rows, email)
         })
@@ -382,7 +379,7 @@ impl Target for Kazoo {
             .group(&u.key, &u.name)
             .adds(&u.add)
             .removes(&u.remove);
-        let url = self.url(&format!("/groups/{}", wire::urlencode(&u.remote_id)));
+        let url = self.url(&format!("/groups/{}", urlencode(&u.remote_id)));
         let req = Request::new(Method::PATCH, url).json(body);
         // A merge PATCH is idempotent: safe to retry whatever happened.
         let p = self
@@ -398,7 +395,7 @@ impl Target for Kazoo {
     async fn delete(&self, ctx: &Ctx, d: &Delete) -> Result<(), OpError> {
         let req = Request::new(
             Method::DELETE,
-            self.url(&format!("/groups/{}", wire::urlencode(&d.remote_id))),
+            self.url(&format!("/groups/{}", urlencode(&d.remote_id))),
         );
         let info = CallInfo::new("delete").group(&d.key, &d.name);
         let r = self

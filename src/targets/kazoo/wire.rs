@@ -155,13 +155,6 @@ pub fn user_with_email(rows: &[Value], email: &str) -> Option<String> {
         .and_then(id_of)
 }
 
-/// Percent-encodes a query value.
-pub fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
-}
-
 /// A short message from a Crossbar error body: `message`, then the details in `data`
 /// (`data.message`/`cause`, or validation errors `{field: {rule: {message}}}`). Never the
 /// whole body (it echoes the token).
@@ -331,7 +324,6 @@ mod tests {
         assert_eq!(next_start_key(&json!({"data": []})), None);
         assert_eq!(rows(&json!({"data": [1, 2]})).len(), 2);
         assert!(rows(&json!({"data": {}})).is_empty());
-        assert_eq!(urlencode("a b+c@d"), "a%20b%2Bc%40d");
     }
 
     #[test]

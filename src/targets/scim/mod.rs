@@ -9,9 +9,9 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
-use super::http::{default_verdict, secret_header};
+use super::http::{default_verdict, membership_verdict, secret_header, urlencode};
 use super::{CallInfo, Ctx, Http, OpError, RemoteGroup, Request, Retry, Target, Verdict, batches};
-use crate::config::{Auth, Flavor, TargetConfig};
+use crate::config::{Auth, Flavor, Secret, TargetConfig};
 use crate::plan::{Create, Delete, KnownGroup, KnownMember, Member, Update};
 use crate::store::Delta;
 use wire::PatchParts;
@@ -44,7 +44,7 @@ pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), String> {
             .parse()
             .expect("static"),
     );
-    if let Some(token) = cfg.token.as_ref().and_then(|t| t.value.as_ref()) {
+    if let Some(token) = Secret::value_of(&cfg.token) {
         let token = token.expose_secret();
         match cfg.auth {
             Auth::ApiToken => {
@@ -67,15 +67,6 @@ pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), String> {
         listing: tokio::sync::Mutex::new(None),
     };
     Ok((Box::new(t), http))
-}
-
-/// 409 on a membership change means "already there": done.
-fn membership_verdict(status: u16, body: &[u8]) -> Verdict {
-    if status == 409 {
-        Verdict::Ok
-    } else {
-        default_verdict(status, body)
-    }
 }
 
 /// 409 on a create means a group of that name exists: look again (and adopt) rather than fail.
@@ -356,11 +347,4 @@ impl Target for Scim {
             ctx.send(info, req, Retry::Always, &default_verdict).await,
         )
     }
-}
-
-/// Percent-encodes a query value.
-pub fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
 }

@@ -26,11 +26,9 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap};
 use secrecy::ExposeSecret;
 use tracing::warn;
 
-use super::http::{default_verdict, secret_header};
-use super::{
-    CallInfo, Ctx, FailKind, Http, OpError, RemoteGroup, Request, Retry, Target, Verdict, batches,
-};
-use crate::config::TargetConfig;
+use super::http::{default_verdict, membership_verdict, secret_header};
+use super::{CallInfo, Ctx, FailKind, Http, OpError, RemoteGroup, Request, Retry, Target, batches};
+use crate::config::{Secret, TargetConfig};
 use crate::plan::{Create, Delete, KnownGroup, Member, Update};
 use crate::store::Delta;
 use wire::Team;
@@ -60,7 +58,7 @@ pub struct Teams {
 pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), String> {
     let mut headers = HeaderMap::new();
     headers.insert(ACCEPT, "application/json".parse().expect("static header"));
-    if let Some(token) = cfg.token.as_ref().and_then(|t| t.value.as_ref()) {
+    if let Some(token) = Secret::value_of(&cfg.token) {
         // The raw key, no `Bearer` (seed 001: ApiKeyAuth in Authorization).
         headers.insert(AUTHORIZATION, secret_header(token.expose_secret())?);
     }
@@ -72,16 +70,6 @@ pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), String> {
         rename_warned: std::sync::Mutex::new(BTreeSet::new()),
     };
     Ok((Box::new(t), http))
-}
-
-/// Membership writes: any 2xx (the issue says 204, the seed 200 for additions); 409 would
-/// mean "already there": done.
-fn membership_verdict(status: u16, body: &[u8]) -> Verdict {
-    if status == 409 {
-        Verdict::Ok
-    } else {
-        default_verdict(status, body)
-    }
 }
 
 /// The team a membership call is about: the group's key and name (for the history) and
@@ -349,8 +337,7 @@ impl Target for Teams {
     }
 
     async fn lookup(&self, ctx: &Ctx, email: &str) -> Result<Option<String>, OpError> {
-        let q: String = url::form_urlencoded::byte_serialize(email.as_bytes()).collect();
-        let url = self.url(&format!("/agents?email={q}"));
+        let url = self.url(&format!("/agents?email={}", super::http::urlencode(email)));
         self.pages(ctx, CallInfo::new("lookup"), url, |page| {
             wire::agent_with_email(page, email)
         })
