@@ -654,6 +654,10 @@ fn validate_target(
     if burst == 0 {
         return Err(err(file, format!("{ctx}: burst must be at least 1")));
     }
+    let ca_file = t.ca_file.map(|p| resolve(dir, &p));
+    if let Some(ca) = &ca_file {
+        crate::targets::http::read_ca_file(ca).map_err(|e| err(file, format!("{ctx}: {e}")))?;
+    }
     Ok(TargetConfig {
         name,
         kind,
@@ -665,7 +669,7 @@ fn validate_target(
         api_key,
         ssid,
         account_id: t.account_id,
-        ca_file: t.ca_file.map(|p| resolve(dir, &p)),
+        ca_file,
         timeout,
         concurrency,
         rate_limit,

@@ -384,7 +384,7 @@ async fn sync_target(
         Ok(x) => x,
         Err(e) => {
             warn!("target {} skipped: {e}", t.name);
-            report.skipped = Some(e);
+            report.skipped = Some(e.to_string());
             return report;
         }
     };
@@ -835,10 +835,10 @@ async fn create_or_adopt(
     if let Some(s) = store {
         s.lock()
             .expect("store")
-            .write_intent(ctx.recorder.run, &ctx.target, &c.key, &c.name)
-            .map_err(|e| OpError::Record(e.to_string()))?;
+            .write_intent(ctx.recorder.run, &ctx.target, &c.key, &c.name)?;
     }
     let mut last = None;
+    let mut attempts = 0;
     for attempt in 0..=t.max_retries {
         if attempt > 0 {
             if stop.is_cancelled() {
@@ -850,6 +850,7 @@ async fn create_or_adopt(
         if let Some(rg) = target.find(ctx, &c.key, &c.name).await? {
             return adopt(ctx, target, t, c, d, &rg).await;
         }
+        attempts += 1;
         match target.create(ctx, c).await {
             Ok(_) => return Ok(()),
             Err(e) if e.is_transient() => {
@@ -859,7 +860,16 @@ async fn create_or_adopt(
             Err(e) => return Err(e),
         }
     }
-    Err(last.unwrap_or_else(|| OpError::Unsupported("create failed".into())))
+    match last {
+        Some(last) => Err(OpError::CreateGaveUp {
+            attempts,
+            last: Box::new(last),
+        }),
+        None => Err(OpError::CreateGaveUp {
+            attempts,
+            last: Box::new(OpError::Conflict("stopped before the first attempt".into())),
+        }),
+    }
 }
 
 /// Takes over an existing group: records it with its current members, then sends only the

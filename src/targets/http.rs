@@ -212,19 +212,18 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 impl Http {
-    pub fn new(cfg: &TargetConfig, headers: HeaderMap) -> Result<Http, String> {
+    pub fn new(cfg: &TargetConfig, headers: HeaderMap) -> Result<Http, super::BuildError> {
         let mut b = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("rostersync/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(cfg.concurrency);
         if let Some(ca) = &cfg.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
-            b = b.add_root_certificate(cert);
+            for cert in read_ca_file(ca)? {
+                b = b.add_root_certificate(cert);
+            }
         }
-        let client = b.build().map_err(|e| format!("HTTP client: {e}"))?;
+        let client = b.build().map_err(super::BuildError::Client)?;
         let limiter = cfg.rate_limit.map(|r| limiter(r, cfg.burst));
         let secrets = [&cfg.token, &cfg.user_id, &cfg.api_key, &cfg.ssid]
             .into_iter()
@@ -375,6 +374,33 @@ impl Http {
     }
 }
 
+/// The certificates of a `ca_file` (a PEM bundle of private CAs), checked the way the HTTP
+/// client will use them. Config validation calls this too, so a bad file stops the
+/// program with exit 2 before any request.
+pub fn read_ca_file(
+    path: &std::path::Path,
+) -> Result<Vec<reqwest::Certificate>, super::BuildError> {
+    let fail = |message: String| super::BuildError::CaFile {
+        path: path.to_path_buf(),
+        message,
+    };
+    let pem = std::fs::read(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| fail(format!("not a PEM certificate bundle: {e}")))?;
+    if certs.is_empty() {
+        return Err(fail(
+            "holds no PEM certificate (expected -----BEGIN CERTIFICATE----- blocks)".into(),
+        ));
+    }
+    let mut b = reqwest::Client::builder();
+    for c in &certs {
+        b = b.add_root_certificate(c.clone());
+    }
+    b.build()
+        .map_err(|e| fail(format!("not a usable CA certificate: {e}")))?;
+    Ok(certs)
+}
+
 /// Percent-encodes a path segment or query value (space as `%20`).
 pub fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes())
@@ -383,9 +409,9 @@ pub fn urlencode(s: &str) -> String {
 }
 
 /// Builds a header value from a secret, marked sensitive so it never prints.
-pub fn secret_header(value: &str) -> Result<HeaderValue, String> {
-    let mut v = HeaderValue::from_str(value)
-        .map_err(|_| "secret is not a valid header value".to_string())?;
+pub fn secret_header(value: &str) -> Result<HeaderValue, super::BuildError> {
+    let mut v =
+        HeaderValue::from_str(value).map_err(|_| super::BuildError::Header { what: "a secret" })?;
     v.set_sensitive(true);
     Ok(v)
 }

@@ -7,19 +7,23 @@
 //! transaction.
 
 pub mod assign_group;
+mod ctx;
+pub mod decode;
 pub mod http;
 pub mod kazoo;
 pub mod scim;
 pub mod teams;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::config::{Kind, TargetConfig};
 use crate::plan::{Create, Delete, KnownGroup, Member, Update};
-use crate::store::{CallRecord, Delta, Store};
+use crate::store::{Delta, StoreError};
 
+pub use ctx::{CallInfo, Ctx, Pending, Recorder, Tally};
+pub use decode::NotUnderstood;
 pub use http::{FailKind, Failure, Http, Reply, Request, Retry, Verdict};
 
 /// A group as the target reports it.
@@ -33,7 +37,9 @@ pub struct RemoteGroup {
     pub receive_call: Vec<String>,
 }
 
-/// Why an operation did not complete.
+/// Why an operation did not complete. Each variant is a decision the engine makes
+/// differently: a failed call is in the history already; a store failure stops the target
+/// (nothing may go unrecorded); an answer not understood is never read as "nothing there".
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum OpError {
     /// A call failed; it is already in the history.
@@ -41,10 +47,47 @@ pub enum OpError {
     Call(Failure),
     /// The state database refused a write: stop this target, nothing may go unrecorded.
     #[error("recording failed: {0}")]
-    Record(String),
-    /// The target cannot do this at all (e.g. missing credentials).
+    Record(#[source] Arc<StoreError>),
+    /// A vendor answer without the records the operation needs (SPEC 6.3): the operation
+    /// fails, and nothing that depends on it is sent.
+    #[error(transparent)]
+    NotUnderstood(#[from] NotUnderstood),
+    /// Refused on our side before sending, because the vendor would do it wrong (e.g. a
+    /// rename onto a name another group has, which DeepCall would number).
     #[error("{0}")]
-    Unsupported(String),
+    Conflict(String),
+    /// The target refused our credentials, or there are none it can use.
+    #[error("{0}")]
+    Credentials(String),
+    /// A create whose every attempt failed transiently (each was looked up again first).
+    #[error("the create did not complete after {attempts} attempts: {last}")]
+    CreateGaveUp { attempts: u32, last: Box<OpError> },
+}
+
+impl From<StoreError> for OpError {
+    fn from(e: StoreError) -> OpError {
+        OpError::Record(Arc::new(e))
+    }
+}
+
+/// Why a target's client could not be made (a run fails that target: exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The `ca_file` could not be read or parsed (also checked when the config loads).
+    #[error("ca_file {path}: {message}")]
+    CaFile {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    /// A secret that cannot travel in an HTTP header (e.g. a newline inside it).
+    #[error("{what} is not a valid HTTP header value")]
+    Header { what: &'static str },
+    /// A setting the kind needs (also checked when the config loads).
+    #[error("{0} is missing")]
+    Missing(&'static str),
+    /// The HTTP client refused its settings.
+    #[error("HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
 }
 
 impl OpError {
@@ -56,228 +99,6 @@ impl OpError {
     }
     pub fn maybe_applied(&self) -> bool {
         matches!(self, OpError::Call(f) if f.maybe_applied)
-    }
-}
-
-/// What a call is, for the history and the log.
-#[derive(Clone, Debug, Default)]
-pub struct CallInfo {
-    /// `create`, `update`, `add`, `remove`, `rename`, `delete`, `read`, `find`, `lookup`, `login`.
-    pub op: &'static str,
-    pub group_key: Option<String>,
-    pub group_name: Option<String>,
-    pub added: Vec<Member>,
-    pub removed: Vec<Member>,
-}
-
-impl CallInfo {
-    pub fn new(op: &'static str) -> CallInfo {
-        CallInfo {
-            op,
-            ..Default::default()
-        }
-    }
-    pub fn group(mut self, key: &str, name: &str) -> CallInfo {
-        self.group_key = Some(key.to_string());
-        self.group_name = Some(name.to_string());
-        self
-    }
-    pub fn adds(mut self, m: &[Member]) -> CallInfo {
-        self.added = m.to_vec();
-        self
-    }
-    pub fn removes(mut self, m: &[Member]) -> CallInfo {
-        self.removed = m.to_vec();
-        self
-    }
-}
-
-/// A successful call whose history row is still to be written (with its state change).
-#[must_use = "confirm the call with the state change it proves"]
-pub struct Pending {
-    record: CallRecord,
-    pub reply: Reply,
-}
-
-impl Pending {
-    pub fn json(&self) -> serde_json::Value {
-        self.reply.json()
-    }
-}
-
-/// Counts for the run summary.
-#[derive(Clone, Debug, Default)]
-pub struct Tally {
-    pub calls_ok: usize,
-    pub calls_failed: usize,
-    pub added: usize,
-    pub removed: usize,
-}
-
-/// Where calls are recorded: the state database (real runs) or nowhere (dry-runs).
-pub struct Recorder {
-    pub store: Option<Arc<Mutex<Store>>>,
-    pub run: i64,
-    pub tally: Arc<Mutex<Tally>>,
-}
-
-/// Everything a target needs during one run: its name, HTTP client and recorder.
-pub struct Ctx {
-    pub target: String,
-    pub http: Http,
-    pub recorder: Arc<Recorder>,
-}
-
-impl Ctx {
-    fn record_of(&self, info: &CallInfo, req: &Request) -> CallRecord {
-        let mut members = Vec::new();
-        members.extend(
-            info.added
-                .iter()
-                .map(|m| ('+', m.id.clone(), m.email.clone())),
-        );
-        members.extend(
-            info.removed
-                .iter()
-                .map(|m| ('-', m.id.clone(), m.email.clone())),
-        );
-        CallRecord {
-            target: self.target.clone(),
-            group_key: info.group_key.clone(),
-            group_name: info.group_name.clone(),
-            op: info.op.to_string(),
-            method: req.method.to_string(),
-            path: self.http.scrub(&req.path()),
-            added: info.added.len(),
-            removed: info.removed.len(),
-            members,
-            ..Default::default()
-        }
-    }
-
-    /// Sends a call. A failure is recorded (history only) and returned; a success comes
-    /// back as `Pending`, to be confirmed with the state change it proves.
-    pub async fn send(
-        &self,
-        info: CallInfo,
-        req: Request,
-        retry: Retry,
-        verdict: &(dyn Fn(u16, &[u8]) -> Verdict + Sync),
-    ) -> Result<Pending, OpError> {
-        let mut record = self.record_of(&info, &req);
-        match self.http.send(&req, retry, verdict).await {
-            Ok(reply) => {
-                record.ok = true;
-                record.status = Some(reply.status);
-                record.latency_ms = reply.latency_ms;
-                record.attempts = reply.attempts;
-                Ok(Pending { record, reply })
-            }
-            Err(f) => {
-                record.ok = false;
-                record.status = f.status;
-                record.error = Some(f.message.clone());
-                record.latency_ms = f.latency_ms;
-                record.attempts = f.attempts;
-                self.write(record, &Delta::None)?;
-                Err(OpError::Call(f))
-            }
-        }
-    }
-
-    /// Sends a read-only call and records it at once (history only).
-    pub async fn read(
-        &self,
-        info: CallInfo,
-        req: Request,
-        verdict: &(dyn Fn(u16, &[u8]) -> Verdict + Sync),
-    ) -> Result<Reply, OpError> {
-        let p = self.send(info, req, Retry::Always, verdict).await?;
-        let reply = p.reply.clone();
-        self.confirm(p, Delta::None)?;
-        Ok(reply)
-    }
-
-    /// Records a confirmed call with the state change it proves, in one transaction.
-    pub fn confirm(&self, p: Pending, delta: Delta) -> Result<(), OpError> {
-        self.write(p.record, &delta)
-    }
-
-    /// Records a state change that a call already in the history proved (adoption after
-    /// a lookup, forgetting a group found gone), as a row of its own.
-    pub fn note(
-        &self,
-        op: &'static str,
-        key: &str,
-        name: &str,
-        delta: Delta,
-    ) -> Result<(), OpError> {
-        let record = CallRecord {
-            target: self.target.clone(),
-            group_key: Some(key.to_string()),
-            group_name: Some(name.to_string()),
-            op: op.to_string(),
-            method: "-".into(),
-            path: "-".into(),
-            ok: true,
-            ..Default::default()
-        };
-        self.write(record, &delta)
-    }
-
-    /// Ends a delete: the call confirmed it, or the group was already gone (404, or
-    /// `gone` for kinds that tell "not found" by other means); other errors stand.
-    pub fn deleted(&self, d: &Delete, r: Result<Pending, OpError>) -> Result<(), OpError> {
-        let forget = Delta::Forget { key: d.key.clone() };
-        match r {
-            Ok(p) => self.confirm(p, forget),
-            Err(e) if e.is_not_found() => self.note("forget", &d.key, &d.name, forget),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Records the rename an update carried, once its call was confirmed.
-    pub fn renamed(&self, u: &Update) -> Result<(), OpError> {
-        let delta = Delta::Renamed {
-            key: u.key.clone(),
-            name: u.name.clone(),
-        };
-        self.note("rename", &u.key, &u.name, delta)
-    }
-
-    fn write(&self, record: CallRecord, delta: &Delta) -> Result<(), OpError> {
-        let outcome = if record.ok { "ok" } else { "failed" };
-        if record.method != "-" {
-            metrics::counter!("rostersync_calls_total", "target" => record.target.clone(),
-                "operation" => record.op.clone(), "outcome" => outcome)
-            .increment(1);
-            if record.ok {
-                tracing::info!(target = %record.target, group = record.group_name.as_deref().unwrap_or("-"),
-                    op = %record.op, added = record.added, removed = record.removed,
-                    status = record.status.unwrap_or(0), latency_ms = record.latency_ms,
-                    attempts = record.attempts, "{} {}", record.method, record.path);
-            } else {
-                tracing::warn!(target = %record.target, group = record.group_name.as_deref().unwrap_or("-"),
-                    op = %record.op, added = record.added, removed = record.removed,
-                    status = record.status.unwrap_or(0), latency_ms = record.latency_ms,
-                    attempts = record.attempts, error = record.error.as_deref().unwrap_or(""),
-                    "{} {} failed", record.method, record.path);
-            }
-            let mut t = self.recorder.tally.lock().expect("tally lock");
-            if record.ok {
-                t.calls_ok += 1;
-                t.added += record.added;
-                t.removed += record.removed;
-            } else {
-                t.calls_failed += 1;
-            }
-        }
-        if let Some(store) = &self.recorder.store {
-            let mut s = store.lock().expect("store lock");
-            s.record(self.recorder.run, &record, delta)
-                .map_err(|e| OpError::Record(e.to_string()))?;
-        }
-        Ok(())
     }
 }
 
@@ -308,8 +129,8 @@ pub trait Target: Send + Sync {
     async fn delete(&self, ctx: &Ctx, op: &Delete) -> Result<(), OpError>;
 }
 
-/// Makes the target of a configured kind. Err when the kind is not built yet.
-pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), String> {
+/// Makes the target of a configured kind with its HTTP client.
+pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), BuildError> {
     match cfg.kind {
         Kind::Scim => scim::build(cfg),
         Kind::Teams => teams::build(cfg),

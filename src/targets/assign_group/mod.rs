@@ -52,7 +52,7 @@ pub struct AssignGroup {
     fresh: Mutex<HashMap<String, Lists>>,
 }
 
-pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), String> {
+pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), super::BuildError> {
     let value = |s| Secret::value_of(s).cloned();
     // Missing values are allowed here (dry-runs); `sync` refuses real runs without them.
     let mut auth = Vec::new();
@@ -210,7 +210,7 @@ impl AssignGroup {
         let same = |n: &str| n.to_lowercase() == u.name.to_lowercase();
         let groups = self.list(ctx, &u.key, &u.name, Some(&u.name)).await?;
         if let Some(other) = groups.iter().find(|g| g.id != u.remote_id && same(&g.name)) {
-            return Err(OpError::Unsupported(format!(
+            return Err(OpError::Conflict(format!(
                 "cannot rename {:?} to {:?}: DeepCall already has a group {:?} (id {}) and would give ours a \
                  numbered name; rename or delete that group first",
                 u.rename_from.as_deref().unwrap_or_default(),

@@ -71,7 +71,7 @@ pub struct Kazoo {
     listed: std::sync::Mutex<HashSet<String>>,
 }
 
-pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), String> {
+pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), super::BuildError> {
     let mut headers = HeaderMap::new();
     headers.insert(ACCEPT, "application/json".parse().expect("static header"));
     let http = Http::new(cfg, headers)?;
@@ -83,7 +83,7 @@ pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), String> {
         .trim()
         .to_string();
     if account.is_empty() {
-        return Err("account_id is missing".into());
+        return Err(super::BuildError::Missing("account_id"));
     }
     let t = Kazoo {
         base: cfg.base_url.clone(),
@@ -118,9 +118,12 @@ impl Kazoo {
             ctx.http.add_secret(t);
         }
         ctx.confirm(p, Delta::None)?;
-        token
-            .map(SecretString::from)
-            .ok_or_else(|| OpError::Unsupported("the api_auth answer carries no auth_token".into()))
+        token.map(SecretString::from).ok_or_else(|| {
+            OpError::from(super::NotUnderstood {
+                what: "the api_auth answer".into(),
+                seen: "no data.auth_token".into(),
+            })
+        })
     }
 
     /// The token to send, logging in on the first call of the run. When `stale` is the
@@ -129,7 +132,7 @@ impl Kazoo {
     async fn token(&self, ctx: &Ctx, stale: Option<u64>) -> Result<(u64, SecretString), OpError> {
         let mut s = self.session.lock().await;
         if let Some(msg) = &s.refused {
-            return Err(OpError::Unsupported(msg.clone()));
+            return Err(OpError::Credentials(msg.clone()));
         }
         let fresh = match (&s.token, stale) {
             (Some(t), None) => return Ok((s.generation, t.clone())),
@@ -150,12 +153,12 @@ impl Kazoo {
                 // A configured token cannot be renewed: the 401 stands.
                 (None, Some(t)) if stale.is_none() => t.clone(),
                 (None, Some(_)) => {
-                    return Err(OpError::Unsupported(
+                    return Err(OpError::Credentials(
                         "the configured token was refused (401); give api_key_env to log in instead".into(),
                     ));
                 }
                 (None, None) => {
-                    return Err(OpError::Unsupported(
+                    return Err(OpError::Credentials(
                         "no api_key or token to log in with".into(),
                     ));
                 }
@@ -178,7 +181,9 @@ impl Kazoo {
         verdict: &VerdictFn,
     ) -> Result<Pending, OpError> {
         let authed = |t: &SecretString| -> Result<Request, OpError> {
-            let v = secret_header(t.expose_secret()).map_err(OpError::Unsupported)?;
+            let v = secret_header(t.expose_secret()).map_err(|_| {
+                OpError::Credentials("the session token is not a valid header value".into())
+            })?;
             Ok(req.clone().header(AUTH_HEADER, v))
         };
         let (mut generation, mut token) = self.token(ctx, None).await?;
@@ -357,9 +362,11 @@ impl Target for Kazoo {
             .await?;
         let Some(id) = wire::id_of(wire::data(&p.json())) else {
             ctx.confirm(p, Delta::None)?;
-            return Err(OpError::Unsupported(
-                "the create answer carries no group id".into(),
-            ));
+            return Err(super::NotUnderstood {
+                what: "the create answer".into(),
+                seen: "no data.id".into(),
+            }
+            .into());
         };
         ctx.confirm(p, super::created_delta(op, &id))?;
         Ok(id)

@@ -30,7 +30,7 @@ pub struct Scim {
     listing: tokio::sync::Mutex<Option<Vec<Value>>>,
 }
 
-pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), String> {
+pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), super::BuildError> {
     let mut headers = HeaderMap::new();
     headers.insert(
         reqwest::header::CONTENT_TYPE,
@@ -260,9 +260,12 @@ impl Target for Scim {
             }
         };
         let Some(id) = wire::id_of(&p.json()) else {
-            let msg = "the create answer carries no group id".to_string();
             ctx.confirm(p, Delta::None)?;
-            return Err(OpError::Unsupported(msg));
+            return Err(super::NotUnderstood {
+                what: "the create answer".into(),
+                seen: "no group id".into(),
+            }
+            .into());
         };
         ctx.confirm(p, super::created_delta(op, &id))?;
         Ok(id)

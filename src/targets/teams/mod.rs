@@ -55,7 +55,7 @@ pub struct Teams {
     rename_warned: std::sync::Mutex<BTreeSet<String>>,
 }
 
-pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), String> {
+pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), super::BuildError> {
     let mut headers = HeaderMap::new();
     headers.insert(ACCEPT, "application/json".parse().expect("static header"));
     if let Some(token) = Secret::value_of(&cfg.token) {
@@ -408,9 +408,11 @@ impl Target for Teams {
         let Some(id) = wire::created_id(&p.json()) else {
             ctx.confirm(p, Delta::None)?;
             *self.listing.lock().await = None;
-            return Err(OpError::Unsupported(
-                "the create answer carries no team id".into(),
-            ));
+            return Err(super::NotUnderstood {
+                what: "the create answer".into(),
+                seen: "no team id".into(),
+            }
+            .into());
         };
         // The team exists, with nobody in it yet.
         let empty = Create {
