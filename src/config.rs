@@ -388,7 +388,7 @@ fn validate(file: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigErr
     })?;
     let state = raw.state.unwrap_or_else(|| "state/rostersync.db".into());
     let cron = raw.schedule.cron.unwrap_or_else(|| "*/10 * * * *".into());
-    validate_cron(&cron).map_err(|e| err(file, format!("schedule.cron = \"{cron}\": {e}")))?;
+    parse_cron(&cron).map_err(|e| err(file, format!("schedule.cron = \"{cron}\": {e}")))?;
     let ratio = raw.safety.max_removal_ratio.unwrap_or(0.25);
     if !(0.0..=1.0).contains(&ratio) {
         return Err(err(
@@ -459,24 +459,25 @@ fn validate(file: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigErr
     })
 }
 
-/// Checks a cron expression: standard 5 fields, or 6 with seconds first.
-pub fn validate_cron(expr: &str) -> Result<(), String> {
-    parse_cron(expr).map(|_| ())
+/// A cron expression that does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum CronError {
+    #[error("has {0} fields; write 5 (minute hour day month weekday) or 6 (seconds first)")]
+    Fields(usize),
+    #[error(transparent)]
+    Syntax(#[from] croner::errors::CronError),
 }
 
 /// Parses a cron expression: standard 5 fields, or 6 with seconds first.
-pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
+pub fn parse_cron(expr: &str) -> Result<croner::Cron, CronError> {
     let fields = expr.split_whitespace().count();
     if !(expr.starts_with('@') || fields == 5 || fields == 6) {
-        return Err(format!(
-            "has {fields} fields; write 5 (minute hour day month weekday) or 6 (seconds first)"
-        ));
+        return Err(CronError::Fields(fields));
     }
-    croner::parser::CronParser::builder()
+    Ok(croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Optional)
         .build()
-        .parse(expr)
-        .map_err(|e| e.to_string())
+        .parse(expr)?)
 }
 
 fn secret(

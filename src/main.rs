@@ -6,5 +6,5 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = rostersync::cli::Cli::parse();
-    ExitCode::from(rostersync::app::main(cli))
+    rostersync::app::main(cli).into()
 }

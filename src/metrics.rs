@@ -24,8 +24,17 @@ use tracing::{debug, warn};
 /// Buckets of `rostersync_run_duration_seconds`: from a no-op run to a rate-limited hour.
 const RUN_BUCKETS: &[f64] = &[0.05, 0.25, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0];
 
+/// The Prometheus recorder could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("metrics: {0}")]
+    Buckets(#[source] metrics_exporter_prometheus::BuildError),
+    #[error("metrics: {0}")]
+    Install(#[source] metrics_exporter_prometheus::BuildError),
+}
+
 /// Installs the Prometheus recorder (once per process) and describes the metrics.
-pub fn install() -> Result<PrometheusHandle, String> {
+pub fn install() -> Result<PrometheusHandle, MetricsError> {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     if let Some(h) = HANDLE.get() {
         return Ok(h.clone());
@@ -35,9 +44,9 @@ pub fn install() -> Result<PrometheusHandle, String> {
             Matcher::Full("rostersync_run_duration_seconds".into()),
             RUN_BUCKETS,
         )
-        .map_err(|e| format!("metrics: {e}"))?
+        .map_err(MetricsError::Buckets)?
         .install_recorder()
-        .map_err(|e| format!("metrics: {e}"))?;
+        .map_err(MetricsError::Install)?;
     describe();
     Ok(HANDLE.get_or_init(|| handle).clone())
 }

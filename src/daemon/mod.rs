@@ -1,8 +1,10 @@
 //! The scheduler loop for systemd (SPEC section 7).
 //!
-//! One task owns everything. It waits for the next trigger (start, cron, a settled change of
-//! the source, `SIGHUP`) while it polls the run in progress, so runs never overlap and a
-//! trigger during a run queues at most one more. It ticks at least every `TICK`; the watchdog
+//! One task owns the loop. It waits for the next trigger (start, cron, a settled change of
+//! the source, `SIGHUP`) or the end of the run in progress, which runs on a task of its own
+//! (its state writes go to the store's writer thread), so runs never overlap, a trigger
+//! during a run queues at most one more, and a slow run or disk never stalls signals or the
+//! watchdog. It ticks at least every `TICK`; the watchdog
 //! task (`systemd::spawn_watchdog`) pings systemd only while it does, and `/healthz` reads the
 //! same heartbeat. `/metrics` and `/healthz` are served by `crate::metrics` on tasks of their
 //! own.
@@ -29,9 +31,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config::Config;
-use crate::metrics::Health;
-use crate::sync::{RunReport, SyncError, SyncOptions};
+use crate::config::{Config, ConfigError, CronError};
+use crate::metrics::{Health, MetricsError};
+use crate::source::SourceErrors;
+use crate::sync::{ExitCode, RunReport, SyncError, SyncOptions};
 use schedule::{Cron, FullEvery};
 use watch::SourceWatcher;
 
@@ -71,14 +74,62 @@ struct Trigger {
     full: bool,
 }
 
-type RunFuture = Pin<Box<dyn Future<Output = Result<RunReport, SyncError>>>>;
+type RunFuture = Pin<Box<dyn Future<Output = Result<RunReport, SyncError>> + Send>>;
+
+/// Why the daemon cannot start (nothing has been sent then).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}\nnothing was sent; fix it and start the daemon again")]
+    Invalid(#[source] Invalid),
+    #[error("cannot handle {signal}: {source}")]
+    Signal {
+        signal: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("schedule.cron: {0}")]
+    Cron(#[source] CronError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error("{config}: metrics.listen = \"{addr}\": cannot listen: {source}")]
+    Listen {
+        config: String,
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Watch(#[from] watch::WatchError),
+}
+
+impl DaemonError {
+    /// Startup errors the config decides are usage errors (2); the others are failures (1).
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            DaemonError::Invalid(_) | DaemonError::Cron(_) | DaemonError::Listen { .. } => {
+                ExitCode::Usage
+            }
+            _ => ExitCode::Failed,
+        }
+    }
+}
+
+/// What makes a config unfit to run (at start or on reload).
+#[derive(Debug, thiserror::Error)]
+pub enum Invalid {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Source(#[from] SourceErrors),
+    #[error("{0}")]
+    MissingSecrets(String),
+}
 
 /// The run in progress.
 struct Running {
     /// What started it, for the log when it ends.
     trigger: Trigger,
-    /// `sync::run`, polled by the loop itself: a run that blocks the loop also stops the
-    /// watchdog pings.
+    /// `sync::run` on a task of its own.
     fut: RunFuture,
 }
 
@@ -90,9 +141,13 @@ struct Signals {
 }
 
 impl Signals {
-    fn register() -> Result<Signals, String> {
-        let reg =
-            |k: SignalKind, name: &str| signal(k).map_err(|e| format!("cannot handle {name}: {e}"));
+    fn register() -> Result<Signals, DaemonError> {
+        let reg = |k: SignalKind, name: &'static str| {
+            signal(k).map_err(|source| DaemonError::Signal {
+                signal: name,
+                source,
+            })
+        };
         Ok(Signals {
             hup: reg(SignalKind::hangup(), "SIGHUP")?,
             term: reg(SignalKind::terminate(), "SIGTERM")?,
@@ -135,12 +190,11 @@ struct Daemon {
 /// Runs until `SIGTERM` or `SIGINT`; returns the exit code (0 after a graceful stop).
 /// Errors are startup failures (the source does not load, a secret is missing, the metrics
 /// address is taken...): nothing has been sent then.
-pub async fn run(cfg_path: PathBuf, cfg: Config) -> Result<u8, String> {
-    validate(&cfg)
-        .map_err(|e| format!("{e}\nnothing was sent; fix it and start the daemon again"))?;
+pub async fn run(cfg_path: PathBuf, cfg: Config) -> Result<ExitCode, DaemonError> {
+    validate(&cfg).map_err(DaemonError::Invalid)?;
     // Before READY=1: systemd's reload must never meet SIGHUP's default action (exit).
     let mut signals = Signals::register()?;
-    let cron = Cron::parse(&cfg.schedule.cron).map_err(|e| format!("schedule.cron: {e}"))?;
+    let cron = Cron::parse(&cfg.schedule.cron).map_err(DaemonError::Cron)?;
     let names = target_names(&cfg);
     let health = Arc::new(Health::new(&names, cfg.metrics.max_age, TICK * 6));
     health.beat();
@@ -150,12 +204,13 @@ pub async fn run(cfg_path: PathBuf, cfg: Config) -> Result<u8, String> {
         .unwrap_or(TICK);
     if let Some(addr) = cfg.metrics.listen {
         let handle = crate::metrics::install()?;
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            format!(
-                "{}: metrics.listen = \"{addr}\": cannot listen: {e}",
-                cfg.path.display()
-            )
-        })?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Listen {
+                config: cfg.path.display().to_string(),
+                addr,
+                source,
+            })?;
         info!(listen = %addr, "serving Prometheus metrics on http://{addr}/metrics and health on /healthz");
         tokio::spawn(crate::metrics::serve(listener, handle, health.clone()));
     }
@@ -198,15 +253,15 @@ pub async fn run(cfg_path: PathBuf, cfg: Config) -> Result<u8, String> {
         why: Why::Start,
         full: false,
     });
-    d.main_loop(&mut signals).await
+    Ok(d.main_loop(&mut signals).await)
 }
 
 /// What a reload (and the start) must check before anything runs: the source loads and
 /// every target has its secrets.
-fn validate(cfg: &Config) -> Result<(), String> {
-    cfg.load_source().map_err(|e| e.to_string())?;
+fn validate(cfg: &Config) -> Result<(), Invalid> {
+    cfg.load_source()?;
     match cfg.missing_secrets(&cfg.targets) {
-        Some(e) => Err(e),
+        Some(e) => Err(Invalid::MissingSecrets(e)),
         None => Ok(()),
     }
 }
@@ -224,7 +279,7 @@ async fn run_done(running: &mut Option<Running>) -> Result<RunReport, SyncError>
 }
 
 impl Daemon {
-    async fn main_loop(&mut self, signals: &mut Signals) -> Result<u8, String> {
+    async fn main_loop(&mut self, signals: &mut Signals) -> ExitCode {
         loop {
             let wake = self.next_wake();
             tokio::select! {
@@ -238,8 +293,8 @@ impl Daemon {
                 _ = tokio::time::sleep_until(wake) => self.on_tick(),
                 Some(()) = self.changes.recv() => self.on_change(),
                 _ = signals.hup.recv() => self.reload(),
-                _ = signals.term.recv() => return Ok(self.shutdown("SIGTERM", signals).await),
-                _ = signals.int.recv() => return Ok(self.shutdown("SIGINT", signals).await),
+                _ = signals.term.recv() => return self.shutdown("SIGTERM", signals).await,
+                _ = signals.int.recv() => return self.shutdown("SIGINT", signals).await,
             }
         }
     }
@@ -336,7 +391,13 @@ impl Daemon {
             t.why.as_str(),
             if t.full { ", full" } else { "" }
         );
-        let fut: RunFuture = Box::pin(async move { crate::sync::run(&cfg, &opts).await });
+        let task = tokio::spawn(async move { crate::sync::run(&cfg, &opts).await });
+        let fut: RunFuture = Box::pin(async move {
+            match task.await {
+                Ok(r) => r,
+                Err(e) => Err(SyncError::Loader(e)),
+            }
+        });
         self.running = Some(Running { trigger: t, fut });
     }
 
@@ -346,23 +407,21 @@ impl Daemon {
         match result {
             Ok(report) => {
                 let now = std::time::Instant::now();
-                for t in &report.targets {
-                    if t.skipped.is_none() && t.failed.is_empty() && !t.refused() {
-                        self.health.succeeded(&t.name, now);
-                    }
+                for t in report.targets.iter().filter(|t| t.converged()) {
+                    self.health.succeeded(&t.name, now);
                 }
                 let code = report.exit_code();
                 let run = report.run.unwrap_or(0);
                 match code {
-                    0 => {}
-                    3 => warn!(
+                    ExitCode::Ok => {}
+                    ExitCode::Guard => warn!(
                         run,
-                        exit = code,
+                        exit = code.code(),
                         "run {run}: the safety guard refused a target (see above); it stays refused at every run until the source is fixed or `rostersync sync --allow-mass-removal` is run by hand"
                     ),
                     _ => warn!(
                         run,
-                        exit = code,
+                        exit = code.code(),
                         "run {run}: some operations failed (see above); the next run retries them"
                     ),
                 }
@@ -381,8 +440,11 @@ impl Daemon {
                     SyncError::Lock(_) => {
                         "another rostersync holds the state database; the run is skipped"
                     }
-                    SyncError::Usage(_) => "the run is skipped; fix the config and reload",
+                    SyncError::UnknownTarget { .. }
+                    | SyncError::MissingSecrets(_)
+                    | SyncError::SavedPlan(_) => "the run is skipped; fix the config and reload",
                     SyncError::Store(_) => "the state database failed; the run is skipped",
+                    SyncError::Loader(_) => "the run stopped unexpectedly; the next run re-plans",
                 };
                 error!(trigger = why, error = %e, "{what}");
                 let first = e.to_string().lines().next().unwrap_or_default().to_string();
@@ -400,12 +462,12 @@ impl Daemon {
         systemd::reloading();
         info!(config = %self.path.display(), "SIGHUP: reloading the config and the source");
         let loaded = Config::load(&self.path)
-            .map_err(|e| e.to_string())
+            .map_err(Invalid::from)
             .and_then(|c| validate(&c).map(|()| c));
         match loaded {
             Err(e) => {
                 error!(error = %e, "reload failed; the previous config and source stay in force");
-                let first = e.lines().next().unwrap_or_default().to_string();
+                let first = e.to_string().lines().next().unwrap_or_default().to_string();
                 systemd::ready(&format!("reload failed, previous config in force: {first}"));
             }
             Ok(new) => {
@@ -463,7 +525,7 @@ impl Daemon {
 
     /// Stops scheduling, lets the run in progress finish its calls in flight (at most
     /// `GRACE`), and returns the exit code.
-    async fn shutdown(&mut self, sig: &str, signals: &mut Signals) -> u8 {
+    async fn shutdown(&mut self, sig: &str, signals: &mut Signals) -> ExitCode {
         self.stop.cancel();
         self.queued = None;
         self.settle_at = None;
@@ -471,7 +533,7 @@ impl Daemon {
         let Some(mut r) = self.running.take() else {
             systemd::stopping("stopping");
             info!("{sig}: stopped (no run in progress)");
-            return 0;
+            return ExitCode::Ok;
         };
         systemd::stopping("stopping: waiting for the calls in flight");
         info!(
@@ -503,7 +565,7 @@ impl Daemon {
             }
         }
         info!("stopped");
-        0
+        ExitCode::Ok
     }
 
     fn next_text(&self) -> String {

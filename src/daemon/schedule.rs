@@ -11,7 +11,7 @@ pub struct Cron {
 }
 
 impl Cron {
-    pub fn parse(expr: &str) -> Result<Cron, String> {
+    pub fn parse(expr: &str) -> Result<Cron, crate::config::CronError> {
         let cron = crate::config::parse_cron(expr)?;
         Ok(Cron {
             expr: expr.to_string(),

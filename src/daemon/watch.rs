@@ -32,24 +32,24 @@ pub enum Scope {
 
 impl Scope {
     /// The scope for a configured source path (which must exist).
-    pub fn of(source: &Path) -> Result<Scope, String> {
-        let canon = source
-            .canonicalize()
-            .map_err(|e| format!("{}: {e}", source.display()))?;
+    pub fn of(source: &Path) -> Result<Scope, WatchError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| WatchError::Path { path, source }
+        };
+        let canon = source.canonicalize().map_err(io(source))?;
         if canon.is_dir() {
             return Ok(Scope::Dir(canon));
         }
         // Watch the directory the configured path is in (not the symlink target's).
         let name = source
             .file_name()
-            .ok_or_else(|| format!("{}: not a file name", source.display()))?;
+            .ok_or_else(|| WatchError::NotAFile(source.to_path_buf()))?;
         let parent = source
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let dir = parent
-            .canonicalize()
-            .map_err(|e| format!("{}: {e}", parent.display()))?;
+        let dir = parent.canonicalize().map_err(io(parent))?;
         Ok(Scope::File {
             dir,
             name: name.to_os_string(),
@@ -111,7 +111,7 @@ pub struct SourceWatcher {
 }
 
 /// Starts watching `source`; sends `()` on `changes` for every relevant event.
-pub fn start(source: &Path, changes: UnboundedSender<()>) -> Result<SourceWatcher, String> {
+pub fn start(source: &Path, changes: UnboundedSender<()>) -> Result<SourceWatcher, WatchError> {
     let scope = Scope::of(source)?;
     let filter = scope.clone();
     let mut watcher =
@@ -141,14 +141,38 @@ pub fn start(source: &Path, changes: UnboundedSender<()>) -> Result<SourceWatche
     })
 }
 
-fn watch_error(path: &Path, e: notify::Error) -> String {
+/// Why the source cannot be watched.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("{}: {source}", path.display())]
+    Path {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not a file name", .0.display())]
+    NotAFile(PathBuf),
+    #[error("cannot watch {}: {source}{hint}", path.display())]
+    Notify {
+        path: PathBuf,
+        #[source]
+        source: notify::Error,
+        hint: &'static str,
+    },
+}
+
+fn watch_error(path: &Path, e: notify::Error) -> WatchError {
     let hint = match &e.kind {
         notify::ErrorKind::MaxFilesWatch => {
             "; raise the limit (sysctl fs.inotify.max_user_watches) or set schedule.watch = false"
         }
         _ => "; set schedule.watch = false to rely on the cron schedule alone",
     };
-    format!("cannot watch {}: {e}{hint}", path.display())
+    WatchError::Notify {
+        path: path.to_path_buf(),
+        source: e,
+        hint,
+    }
 }
 
 #[cfg(test)]

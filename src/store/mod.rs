@@ -5,6 +5,7 @@
 //! forward-only at open, each in its own transaction, tracked by `PRAGMA user_version`.
 
 mod lock;
+mod shim;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use serde::Serialize;
 use crate::plan::{Known, KnownGroup, KnownMember};
 
 pub use lock::{LockError, StateLock};
+pub use shim::Writer;
 
 const MIGRATIONS: &[&str] = &[include_str!("migrations/001_initial.sql")];
 

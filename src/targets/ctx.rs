@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use super::http::Http;
 use super::{OpError, Reply, Request, Retry, Verdict};
 use crate::plan::{Delete, Member, Update};
-use crate::store::{CallRecord, Delta, Store};
+use crate::store::{CallRecord, Delta, StoreError, Writer};
 
 /// What a call is, for the history and the log.
 #[derive(Clone, Debug, Default)]
@@ -64,11 +64,95 @@ pub struct Tally {
     pub removed: usize,
 }
 
-/// Where calls are recorded: the state database (real runs) or nowhere (dry-runs).
+/// Where calls are recorded: chosen once at the top of a run. A real run writes every
+/// call and the state change it proves to the state database (through its writer thread);
+/// a dry-run writes nothing at all, and this is the only place that tells them apart.
 pub struct Recorder {
-    pub store: Option<Arc<Mutex<Store>>>,
+    /// The run's id in the history (0 for dry-runs).
     pub run: i64,
-    pub tally: Arc<Mutex<Tally>>,
+    /// None for a dry-run.
+    store: Option<Writer>,
+    /// Counts for the run summary.
+    tally: Mutex<Tally>,
+}
+
+impl Recorder {
+    /// A dry-run's recorder: counts, writes nothing.
+    pub fn dry() -> Recorder {
+        Recorder {
+            run: 0,
+            store: None,
+            tally: Mutex::default(),
+        }
+    }
+
+    /// A real run's recorder.
+    pub fn real(run: i64, store: Writer) -> Recorder {
+        Recorder {
+            run,
+            store: Some(store),
+            tally: Mutex::default(),
+        }
+    }
+
+    /// The counts so far.
+    pub fn tally(&self) -> Tally {
+        self.tally.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn count(&self, record: &CallRecord) {
+        let mut t = self.tally.lock().unwrap_or_else(|e| e.into_inner());
+        if record.ok {
+            t.calls_ok += 1;
+            t.added += record.added;
+            t.removed += record.removed;
+        } else {
+            t.calls_failed += 1;
+        }
+    }
+
+    /// Writes a call's history row and the state change it proves, in one transaction.
+    pub async fn record(&self, record: CallRecord, delta: Delta) -> Result<(), StoreError> {
+        if let Some(s) = &self.store {
+            s.record(self.run, record, delta).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes down that a create is about to be sent (SPEC 6.2); awaited before sending.
+    pub async fn intent(&self, target: &str, key: &str, name: &str) -> Result<(), StoreError> {
+        match &self.store {
+            Some(s) => {
+                s.write_intent(self.run, target.into(), key.into(), name.into())
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Drops the intent of a group that left the source before its create was confirmed.
+    pub async fn drop_intent(&self, target: &str, key: &str) -> Result<(), StoreError> {
+        match &self.store {
+            Some(s) => s.drop_intent(target.into(), key.into()).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Caches a member-id lookup (None: the target has nobody with that email).
+    pub async fn cache_resolution(
+        &self,
+        target: &str,
+        email: &str,
+        id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        match &self.store {
+            Some(s) => {
+                s.cache_resolution(target.into(), email.into(), id.map(str::to_string))
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
 }
 
 /// Everything a target needs during one run: its name, HTTP client and recorder.
@@ -213,19 +297,10 @@ impl Ctx {
                     attempts = record.attempts, error = record.error.as_deref().unwrap_or(""),
                     "{} {} failed", record.method, record.path);
             }
-            let mut t = self.recorder.tally.lock().expect("tally lock");
-            if record.ok {
-                t.calls_ok += 1;
-                t.added += record.added;
-                t.removed += record.removed;
-            } else {
-                t.calls_failed += 1;
-            }
+            self.recorder.count(&record);
         }
-        if let Some(store) = &self.recorder.store {
-            let mut s = store.lock().expect("store lock");
-            s.record(self.recorder.run, &record, delta)?;
-        }
+        // TEMPORARY: synchronous until the targets await their confirmations.
+        futures::executor::block_on(self.recorder.record(record, delta.clone()))?;
         Ok(())
     }
 }

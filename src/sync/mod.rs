@@ -1,0 +1,450 @@
+//! One run: load -> (read back) -> resolve -> plan -> (render | apply + record).
+//!
+//! The choice between a dry-run and a real run is made once, in `Exec::open`: a dry-run
+//! reads the known state and writes nothing (its `Recorder` has no store), a real run holds
+//! the state lock, records every call and applies the plans. A run has two phases: every
+//! selected target is prepared (known state, `--full` read-back, lookups, plan) before any
+//! target is sent a write, so a stale saved plan is refused for all targets at once. Targets
+//! run concurrently; one target's failure never stops another.
+//!
+//! Files: `apply.rs` (sending a plan, create-or-adopt), `readback.rs` (`--full`),
+//! `lookup.rs` (member-id lookups), `saved.rs` (saved plans), `report.rs` (the report and
+//! the one exit policy).
+
+mod apply;
+mod lookup;
+mod readback;
+mod report;
+mod saved;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, warn};
+
+use crate::config::{Config, TargetConfig};
+use crate::model::Desired;
+use crate::plan::{DesiredTarget, Known, PlanOptions, plan_target};
+use crate::source::SourceErrors;
+use crate::store::{LockError, StateLock, Store, StoreError, Writer};
+use crate::targets::{self, Ctx, Recorder, Target};
+
+pub use lookup::naming;
+pub use report::{ExitCode, Failed, NotRun, RunReport, TargetReport, exit_policy};
+pub use saved::{SavedPlan, SavedPlanError, SavedTarget, known_digest};
+
+/// What the command line asked of this run.
+#[derive(Clone, Debug, Default)]
+pub struct SyncOptions {
+    pub dry_run: bool,
+    pub full: bool,
+    /// Only these targets (empty = all).
+    pub targets: Vec<String>,
+    pub allow_mass_removal: bool,
+    /// `sync` or `daemon`, for the runs table.
+    pub command: String,
+    /// `sync --plan FILE`: apply exactly this saved plan, or refuse if anything changed.
+    pub expect: Option<SavedPlan>,
+    /// Cancelled by the daemon on SIGTERM: no operation starts after that, calls in flight
+    /// finish and are recorded, and the next run re-plans what was not sent.
+    pub stop: CancellationToken,
+}
+
+/// What stops a run before anything is sent (or the state lock).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Source(#[from] SourceErrors),
+    #[error("--target {name}: no such target in {config} (targets: {known})")]
+    UnknownTarget {
+        name: String,
+        config: PathBuf,
+        known: String,
+    },
+    #[error("{0}")]
+    MissingSecrets(String),
+    #[error(transparent)]
+    SavedPlan(#[from] SavedPlanError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("reading the source stopped unexpectedly: {0}")]
+    Loader(#[source] tokio::task::JoinError),
+}
+
+impl SyncError {
+    /// The exit code of a run that stopped with this error.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            SyncError::Source(_)
+            | SyncError::UnknownTarget { .. }
+            | SyncError::MissingSecrets(_)
+            | SyncError::SavedPlan(_) => ExitCode::Usage,
+            SyncError::Lock(LockError::Held { .. }) => ExitCode::Locked,
+            SyncError::Lock(_) | SyncError::Store(_) | SyncError::Loader(_) => ExitCode::Failed,
+        }
+    }
+}
+
+/// How this run touches the state database and the targets: chosen once, at the top.
+struct Exec {
+    /// The state database (None for a dry-run before any real run: nothing is known).
+    state: Option<Writer>,
+    /// Where calls are recorded: the state database, or nowhere for a dry-run.
+    recorder: Arc<Recorder>,
+    /// Whether plans are sent (a real run) or only shown (a dry-run).
+    apply: bool,
+    /// Held for the whole of a real run.
+    _lock: Option<StateLock>,
+}
+
+impl Exec {
+    /// A dry-run opens the state read-only (if it exists) and records nothing; a real run
+    /// takes the lock, opens (and migrates) the state and begins a run in the history.
+    fn open(cfg: &Config, opts: &SyncOptions) -> Result<Exec, SyncError> {
+        if opts.dry_run {
+            return Ok(Exec {
+                state: Store::open_read_only(&cfg.state)?.map(Writer::spawn),
+                recorder: Arc::new(Recorder::dry()),
+                apply: false,
+                _lock: None,
+            });
+        }
+        let lock = StateLock::acquire(&cfg.state)?;
+        let state = Writer::spawn(Store::open(&cfg.state)?);
+        Ok(Exec {
+            state: Some(state),
+            recorder: Arc::new(Recorder::dry()),
+            apply: true,
+            _lock: Some(lock),
+        })
+    }
+
+    /// Begins the run in the history (real runs); returns its id.
+    async fn begin(
+        &mut self,
+        opts: &SyncOptions,
+        desired: &Desired,
+    ) -> Result<Option<i64>, StoreError> {
+        match (&self.state, self.apply) {
+            (Some(s), true) => {
+                let run = s
+                    .begin_run(opts.command.clone(), opts.full, desired.digest.clone())
+                    .await?;
+                self.recorder = Arc::new(Recorder::real(run, s.clone()));
+                Ok(Some(run))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// One target's known state and resolution cache.
+    async fn known(
+        &self,
+        target: &str,
+    ) -> Result<(Known, HashMap<String, Option<String>>), StoreError> {
+        match &self.state {
+            Some(s) => Ok((
+                s.known(target.to_string()).await?,
+                s.resolution_cache(target.to_string()).await?,
+            )),
+            None => Ok((Known::default(), HashMap::new())),
+        }
+    }
+}
+
+/// Reads the source off the async runtime (it can take seconds on a large source).
+async fn load_source(cfg: &Config) -> Result<Desired, SyncError> {
+    let cfg = cfg.clone();
+    tokio::task::spawn_blocking(move || cfg.load_source())
+        .await
+        .map_err(SyncError::Loader)?
+        .map_err(SyncError::from)
+}
+
+/// One run, from the config and the command line's options.
+pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncError> {
+    let started = Instant::now();
+    for name in &opts.targets {
+        if cfg.target(name).is_none() {
+            let known: Vec<_> = cfg.targets.iter().map(|t| t.name.as_str()).collect();
+            return Err(SyncError::UnknownTarget {
+                name: name.clone(),
+                config: cfg.path.clone(),
+                known: known.join(", "),
+            });
+        }
+    }
+    let desired = load_source(cfg).await?;
+    let selected: Vec<&TargetConfig> = cfg
+        .targets
+        .iter()
+        .filter(|t| opts.targets.is_empty() || opts.targets.contains(&t.name))
+        .collect();
+
+    // Everything that can stop a run with exit 2 is checked before anything is sent.
+    if !opts.dry_run
+        && let Some(e) = cfg.missing_secrets(selected.iter().copied())
+    {
+        return Err(SyncError::MissingSecrets(e));
+    }
+    if let Some(saved) = &opts.expect {
+        saved.check_source(&desired)?;
+    }
+    let mut exec = Exec::open(cfg, opts)?;
+    let mut states = Vec::with_capacity(selected.len());
+    for t in &selected {
+        let state = exec.known(&t.name).await;
+        if let (Some(saved), Ok((known, _))) = (&opts.expect, &state) {
+            saved.check_known(&t.name, known)?;
+        }
+        states.push(state);
+    }
+    let run_id = exec.begin(opts, &desired).await?;
+
+    let span = tracing::info_span!("run", run = run_id.unwrap_or(0), dry_run = opts.dry_run);
+    span.in_scope(|| {
+        info!(
+            targets = selected.len(),
+            groups = desired.groups.len(),
+            full = opts.full,
+            "run {} started",
+            run_id
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "(dry-run)".into())
+        )
+    });
+
+    // Phase 1: every target is prepared (reads only) before any target is sent a write.
+    let desired = Arc::new(desired);
+    let prepared = futures::future::join_all(selected.iter().zip(states).map(|(t, state)| {
+        let span = tracing::info_span!(parent: &span, "target", run = run_id.unwrap_or(0), target = %t.name);
+        let recorder = exec.recorder.clone();
+        let desired = desired.clone();
+        async move { prepare(cfg, t, &desired, state, recorder, opts).await }.instrument(span)
+    }))
+    .await;
+
+    // Phase 2: a real run applies the plans, unless a saved plan turned out stale.
+    let stale: Vec<&str> = prepared
+        .iter()
+        .filter(|p| p.report.stale)
+        .map(|p| p.report.name.as_str())
+        .collect();
+    if !stale.is_empty() {
+        span.in_scope(|| {
+            warn!(
+                "the saved plan is stale for {}; nothing is sent to any target, make a new plan",
+                stale.join(", ")
+            )
+        });
+    }
+    let apply = exec.apply && stale.is_empty();
+    let reports = futures::future::join_all(selected.iter().zip(prepared).map(|(t, p)| {
+        let span = tracing::info_span!(parent: &span, "target", run = run_id.unwrap_or(0), target = %t.name);
+        async move {
+            if apply {
+                p.apply(t, &opts.stop).await
+            } else {
+                p.report
+            }
+        }
+        .instrument(span)
+    }))
+    .await;
+
+    let tally = exec.recorder.tally();
+    let mut report = RunReport {
+        run: run_id,
+        dry_run: opts.dry_run,
+        full: opts.full,
+        groups: desired.groups.len(),
+        targets: reports,
+        calls_ok: tally.calls_ok,
+        calls_failed: tally.calls_failed,
+        added: tally.added,
+        removed: tally.removed,
+        duration: started.elapsed(),
+        source_digest: desired.digest.clone(),
+        exit_code: ExitCode::Ok,
+    };
+    report.exit_code = report.exit_code();
+    if let (Some(run), Some(state)) = (run_id, &exec.state) {
+        state
+            .finish_run(
+                run,
+                report.outcome().to_string(),
+                i32::from(report.exit_code.code()),
+                report.summary(),
+            )
+            .await?;
+    }
+    metrics::counter!("rostersync_runs_total", "outcome" => report.outcome()).increment(1);
+    metrics::histogram!("rostersync_run_duration_seconds").record(report.duration.as_secs_f64());
+    metrics::counter!("rostersync_members_added_total").increment(report.added as u64);
+    metrics::counter!("rostersync_members_removed_total").increment(report.removed as u64);
+    span.in_scope(|| info!(exit = report.exit_code.code(), "{}", report.summary()));
+    Ok(report)
+}
+
+fn plan_options(cfg: &Config, t: &TargetConfig, opts: &SyncOptions) -> PlanOptions {
+    PlanOptions {
+        mode: t.membership,
+        safety: cfg.safety,
+        allow_mass_removal: opts.allow_mass_removal,
+    }
+}
+
+/// A target after phase 1: its report (with the plan) and what applying it needs.
+struct Prepared {
+    report: TargetReport,
+    /// None when the target could not run (the report says why).
+    work: Option<Work>,
+}
+
+/// What applying a target's plan needs.
+struct Work {
+    target: Box<dyn Target>,
+    ctx: Ctx,
+    desired: DesiredTarget,
+    /// Keys of creates left unconfirmed by an earlier run.
+    intents: Vec<String>,
+}
+
+impl Prepared {
+    fn not_run(mut report: TargetReport, why: NotRun) -> Prepared {
+        warn!("target {} could not run: {why}", report.name);
+        report.skipped = Some(why);
+        Prepared { report, work: None }
+    }
+
+    /// Phase 2 of a real run: sends the plan (unless the guard refused it).
+    async fn apply(mut self, t: &TargetConfig, stop: &CancellationToken) -> TargetReport {
+        let (Some(w), Some(plan)) = (self.work, self.report.plan.take()) else {
+            return self.report;
+        };
+        if !plan.refused() {
+            for key in w
+                .intents
+                .iter()
+                .filter(|k| !w.desired.groups.contains_key(*k))
+            {
+                warn!(group = %key, "dropping the unconfirmed create of a group no longer in the source; check the target for a stray group");
+                if let Err(e) = w.ctx.recorder.drop_intent(&t.name, key).await {
+                    warn!(group = %key, error = %e, "cannot drop the intent");
+                }
+            }
+            apply::apply_target(
+                &w.ctx,
+                w.target.as_ref(),
+                t,
+                &plan,
+                &w.desired,
+                stop,
+                &mut self.report,
+            )
+            .await;
+        }
+        self.report.plan = Some(plan);
+        if self.report.converged() {
+            metrics::gauge!("rostersync_last_success_timestamp_seconds", "target" => t.name.clone())
+                .set(unix_now());
+        }
+        self.report
+    }
+}
+
+/// Phase 1 for one target: its client, `--full` read-back, lookups and plan. Sends reads
+/// only.
+async fn prepare(
+    cfg: &Config,
+    t: &TargetConfig,
+    desired: &Desired,
+    state: Result<(Known, HashMap<String, Option<String>>), StoreError>,
+    recorder: Arc<Recorder>,
+    opts: &SyncOptions,
+) -> Prepared {
+    let mut report = TargetReport::new(t);
+    let (mut known, cache) = match state {
+        Ok(s) => s,
+        Err(e) => return Prepared::not_run(report, NotRun::State(e)),
+    };
+    let (target, http) = match targets::build(t) {
+        Ok(x) => x,
+        Err(e) => return Prepared::not_run(report, NotRun::Client(e)),
+    };
+    let ctx = Ctx {
+        target: t.name.clone(),
+        http,
+        recorder,
+    };
+    // For saved plans (made by dry-runs, checked by --plan): not on the daemon's path.
+    if opts.dry_run || opts.expect.is_some() {
+        report.known_digest = known_digest(&known);
+    }
+    if opts.full {
+        let missing = t.missing_secrets();
+        if !missing.is_empty() {
+            return Prepared::not_run(report, NotRun::NoCredentials(missing.join(", ")));
+        }
+        let names = readback::names_by_id(desired, &t.name, &cache);
+        if let Err(e) =
+            readback::read_back(&ctx, target.as_ref(), &mut known, &names, &mut report).await
+        {
+            return Prepared::not_run(report, NotRun::ReadBack(e));
+        }
+    }
+    let dt = lookup::resolve_members(
+        &ctx,
+        target.as_ref(),
+        t,
+        desired,
+        &known,
+        cache,
+        opts.full,
+        &mut report,
+    )
+    .await;
+    let plan = plan_target(&dt, &known, &plan_options(cfg, t, opts));
+    if let Some(saved) = &opts.expect
+        && !saved.matches(&t.name, &plan)
+    {
+        warn!(
+            "target {}: the plan differs from the saved one (a member lookup gave another answer); make a new plan",
+            t.name
+        );
+        report.stale = true;
+    }
+    if let Some(g) = &plan.guard {
+        if g.overridden {
+            warn!("safety guard overridden by --allow-mass-removal: {g}");
+        } else {
+            warn!(
+                "target {} refused by the safety guard: {g}; rerun with --allow-mass-removal if this is intended",
+                t.name
+            );
+        }
+    }
+    metrics::gauge!("rostersync_plan_ops", "target" => t.name.clone()).set(plan.ops.len() as f64);
+    report.plan = Some(plan);
+    Prepared {
+        report,
+        work: Some(Work {
+            target,
+            ctx,
+            desired: dt,
+            intents: known.intents.into_iter().collect(),
+        }),
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
