@@ -328,3 +328,62 @@ fn a_saved_plan_is_applied_exactly_or_refused_when_stale() {
     // --plan and --dry-run do not mix
     assert_eq!(env.run(&["sync", "--plan", plan_s, "--dry-run"]).code, 2);
 }
+
+#[test]
+fn an_unusable_ca_file_stops_check_and_sync_with_exit_2_before_any_request() {
+    let fake = FakeMaestro::start();
+    let mut env = Env::new(fake.clone());
+    env.write_source(&[g("Tier 1", &["a@example.com"])]);
+    let garbage = env.path("not-a-ca.pem");
+    std::fs::write(&garbage, "this is not a certificate\n").unwrap();
+    for (ca, says) in [
+        ("/nonexistent/ca.pem".to_string(), "cannot read it"),
+        (garbage.display().to_string(), "holds no PEM certificate"),
+    ] {
+        env.set_target_extra(&format!("ca_file = \"{ca}\""));
+        for args in [&["check"][..], &["sync"], &["sync", "--dry-run"]] {
+            let r = env.run(args).expect(2);
+            assert!(
+                r.stderr.contains("ca_file") && r.stderr.contains(says),
+                "{args:?}: {}",
+                r.stderr
+            );
+            assert!(!r.stdout.contains("\nok\n"), "{}", r.stdout);
+        }
+    }
+    assert!(fake.requests().is_empty(), "nothing may be sent");
+    assert!(!env.db_path().exists(), "nothing was run");
+}
+
+#[test]
+fn a_target_whose_known_state_cannot_be_read_fails_with_exit_1_and_sends_nothing() {
+    let fake = FakeMaestro::start();
+    let env = Env::new(fake.clone());
+    env.write_source(&[g("Tier 1", &["a@example.com", "b@example.com"])]);
+    env.sync().expect(0);
+    // One row of the known state that the store cannot read back.
+    let db = rusqlite::Connection::open(env.db_path()).unwrap();
+    let n = db
+        .execute(
+            "UPDATE members SET owned = 'not a flag' WHERE target = ?1",
+            [T],
+        )
+        .unwrap();
+    assert!(n > 0);
+    drop(db);
+    env.write_source(&[g("Tier 1", &["a@example.com"])]);
+    fake.clear_requests();
+    for args in [&["sync"][..], &["sync", "--dry-run"]] {
+        let r = env.run(args).expect(1);
+        assert!(
+            r.stdout.contains("known state could not be read")
+                || r.stderr.contains("known state could not be read"),
+            "{args:?}\n{}\n{}",
+            r.stdout,
+            r.stderr
+        );
+    }
+    assert!(fake.requests().is_empty(), "nothing may be sent");
+    let r = env.run(&["history", "--limit", "1"]).expect(0);
+    assert!(r.stdout.contains("failed"), "{}", r.stdout);
+}
