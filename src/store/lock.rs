@@ -2,6 +2,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Another instance holds the lock, or the lock file cannot be used.
@@ -43,6 +44,8 @@ impl StateLock {
             .write(true)
             .create(true)
             .truncate(false)
+            // SPEC 6.5: created private, like the database beside it.
+            .mode(0o600)
             .open(&path)
             .map_err(io)?;
         match file.try_lock() {

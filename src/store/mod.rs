@@ -3,9 +3,13 @@
 //! Known state changes only through `record`, which writes the history row of a confirmed
 //! call and its state delta in one transaction. Migrations are numbered SQL files applied
 //! forward-only at open, each in its own transaction, tracked by `PRAGMA user_version`.
+//!
+//! In a run, the `Store` lives on its own thread behind a `Writer` (writer.rs): SQLite
+//! commits and their fsyncs never run on a tokio worker, and records queued together share
+//! one commit.
 
 mod lock;
-mod shim;
+mod writer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -16,17 +20,48 @@ use serde::Serialize;
 use crate::plan::{Known, KnownGroup, KnownMember};
 
 pub use lock::{LockError, StateLock};
-pub use shim::Writer;
+pub use writer::{Writer, WriterOptions, WriterStats};
 
 const MIGRATIONS: &[&str] = &[include_str!("migrations/001_initial.sql")];
 
-/// A database problem, with the file it concerns.
+/// A state database problem, with the file it concerns.
 #[derive(Debug, thiserror::Error)]
-#[error("state database {path}: {source}")]
-pub struct StoreError {
-    pub path: PathBuf,
-    #[source]
-    pub source: rusqlite::Error,
+pub enum StoreError {
+    /// SQLite refused: opening, migrating, a query or a commit.
+    #[error("state database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The database file or its directory could not be created.
+    #[error("state database {path}: cannot create it: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The writer thread is gone (closed, or it stopped): nothing more can be recorded.
+    #[error("state database {path}: the store writer has stopped; nothing more can be recorded")]
+    Closed { path: PathBuf },
+}
+
+impl StoreError {
+    fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
+        move |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// The database file this error concerns.
+    pub fn path(&self) -> &Path {
+        match self {
+            StoreError::Sqlite { path, .. }
+            | StoreError::Io { path, .. }
+            | StoreError::Closed { path } => path,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -148,14 +183,11 @@ pub fn now() -> String {
 
 impl Store {
     /// Opens (creating the file and its directory if missing) and migrates.
+    /// A new file is created with mode 0600 before SQLite opens it (SPEC 6.5: it holds
+    /// people's emails); SQLite gives its `-wal` and `-shm` files the same mode.
     pub fn open(path: &Path) -> Result<Store> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let wrap = |source| StoreError {
-            path: path.to_path_buf(),
-            source,
-        };
+        create_private(path)?;
+        let wrap = StoreError::sqlite(path);
         let conn = Connection::open(path).map_err(wrap)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(wrap)?;
@@ -179,10 +211,7 @@ impl Store {
         if !path.exists() {
             return Ok(None);
         }
-        let wrap = |source| StoreError {
-            path: path.to_path_buf(),
-            source,
-        };
+        let wrap = StoreError::sqlite(path);
         let conn =
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(wrap)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
@@ -204,7 +233,7 @@ impl Store {
     }
 
     fn wrap(&self, source: rusqlite::Error) -> StoreError {
-        StoreError {
+        StoreError::Sqlite {
             path: self.path.clone(),
             source,
         }
@@ -215,24 +244,13 @@ impl Store {
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(|e| self.wrap(e))?;
+        let w = StoreError::sqlite(&self.path);
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-            let tx = self.conn.transaction().map_err(|e| StoreError {
-                path: self.path.clone(),
-                source: e,
-            })?;
-            tx.execute_batch(sql).map_err(|e| StoreError {
-                path: self.path.clone(),
-                source: e,
-            })?;
+            let tx = self.conn.transaction().map_err(&w)?;
+            tx.execute_batch(sql).map_err(&w)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)
-                .map_err(|e| StoreError {
-                    path: self.path.clone(),
-                    source: e,
-                })?;
-            tx.commit().map_err(|e| StoreError {
-                path: self.path.clone(),
-                source: e,
-            })?;
+                .map_err(&w)?;
+            tx.commit().map_err(&w)?;
         }
         Ok(())
     }
@@ -380,59 +398,34 @@ impl Store {
 
     /// Records one call and, when it was confirmed, its state change: one transaction.
     pub fn record(&mut self, run: i64, call: &CallRecord, delta: &Delta) -> Result<i64> {
-        let path = self.path.clone();
-        let w = |source| StoreError {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(w)?;
-        let at = now();
-        tx.execute(
-            "INSERT INTO calls (run_id, at, target, group_key, group_name, op, method, path, added,
-                                removed, status, outcome, error, latency_ms, attempts)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            params![
-                run,
-                at,
-                call.target,
-                call.group_key,
-                call.group_name,
-                call.op,
-                call.method,
-                call.path,
-                call.added as i64,
-                call.removed as i64,
-                call.status,
-                if call.ok { "ok" } else { "failed" },
-                call.error,
-                call.latency_ms as i64,
-                call.attempts,
-            ],
-        )
-        .map_err(w)?;
-        let call_id = tx.last_insert_rowid();
-        {
-            let mut q = tx
-                .prepare_cached("INSERT INTO call_members (call_id, change, member_id, email) VALUES (?1, ?2, ?3, ?4)")
-                .map_err(w)?;
-            for (change, id, email) in &call.members {
-                q.execute(params![call_id, change.to_string(), id, email])
-                    .map_err(w)?;
-            }
+        let ids = self.record_many(&[(run, call, delta)])?;
+        Ok(ids[0])
+    }
+
+    /// Records several calls and their state changes in ONE transaction (group commit):
+    /// all of them or none. Returns the call ids in order.
+    pub fn record_many(&mut self, batch: &[(i64, &CallRecord, &Delta)]) -> Result<Vec<i64>> {
+        let w = StoreError::sqlite(&self.path);
+        let tx = self.conn.transaction().map_err(&w)?;
+        let mut ids = Vec::with_capacity(batch.len());
+        for (run, call, delta) in batch {
+            ids.push(insert_call(&tx, *run, call, delta).map_err(&w)?);
         }
-        apply_delta(&tx, &call.target, delta, &at).map_err(w)?;
-        tx.commit().map_err(w)?;
-        Ok(call_id)
+        tx.commit().map_err(&w)?;
+        Ok(ids)
+    }
+
+    /// Closes the connection, reporting what SQLite says (a plain drop would ignore it).
+    pub fn close(self) -> Result<()> {
+        let Store { conn, path } = self;
+        conn.close()
+            .map_err(|(_, source)| StoreError::Sqlite { path, source })
     }
 
     /// Applies a state change without a call (e.g. forgetting a group a `--full` read
     /// found gone is recorded with its read call instead; this is for tests and repairs).
     pub fn apply(&mut self, target: &str, delta: &Delta) -> Result<()> {
-        let path = self.path.clone();
-        let w = |source| StoreError {
-            path: path.clone(),
-            source,
-        };
+        let w = StoreError::sqlite(&self.path);
         let tx = self.conn.transaction().map_err(w)?;
         apply_delta(&tx, target, delta, &now()).map_err(w)?;
         tx.commit().map_err(w)
@@ -523,6 +516,69 @@ impl Store {
         .collect::<std::result::Result<_, _>>()
         .map_err(w)
     }
+}
+
+/// Creates the database file (and its directory) with mode 0600 when it does not exist yet.
+fn create_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// One call row, its member rows and its state change, inside the caller's transaction.
+fn insert_call(
+    tx: &rusqlite::Transaction<'_>,
+    run: i64,
+    call: &CallRecord,
+    delta: &Delta,
+) -> rusqlite::Result<i64> {
+    let at = now();
+    tx.prepare_cached(
+        "INSERT INTO calls (run_id, at, target, group_key, group_name, op, method, path, added,
+                            removed, status, outcome, error, latency_ms, attempts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?
+    .execute(params![
+        run,
+        at,
+        call.target,
+        call.group_key,
+        call.group_name,
+        call.op,
+        call.method,
+        call.path,
+        call.added as i64,
+        call.removed as i64,
+        call.status,
+        if call.ok { "ok" } else { "failed" },
+        call.error,
+        call.latency_ms as i64,
+        call.attempts,
+    ])?;
+    let call_id = tx.last_insert_rowid();
+    let mut q = tx.prepare_cached(
+        "INSERT INTO call_members (call_id, change, member_id, email) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (change, id, email) in &call.members {
+        q.execute(params![call_id, change.to_string(), id, email])?;
+    }
+    apply_delta(tx, &call.target, delta, &at)?;
+    Ok(call_id)
 }
 
 fn member_rows(

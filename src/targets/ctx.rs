@@ -123,7 +123,7 @@ impl Recorder {
     pub async fn intent(&self, target: &str, key: &str, name: &str) -> Result<(), StoreError> {
         match &self.store {
             Some(s) => {
-                s.write_intent(self.run, target.into(), key.into(), name.into())
+                s.write_intent(self.run, target, key, name)
                     .await
             }
             None => Ok(()),
@@ -133,7 +133,7 @@ impl Recorder {
     /// Drops the intent of a group that left the source before its create was confirmed.
     pub async fn drop_intent(&self, target: &str, key: &str) -> Result<(), StoreError> {
         match &self.store {
-            Some(s) => s.drop_intent(target.into(), key.into()).await,
+            Some(s) => s.drop_intent(target, key).await,
             None => Ok(()),
         }
     }
@@ -147,7 +147,7 @@ impl Recorder {
     ) -> Result<(), StoreError> {
         match &self.store {
             Some(s) => {
-                s.cache_resolution(target.into(), email.into(), id.map(str::to_string))
+                s.cache_resolution(target, email, id.map(str::to_string))
                     .await
             }
             None => Ok(()),
