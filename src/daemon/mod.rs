@@ -14,6 +14,7 @@
 //! `SyncOptions::stop`, so no operation starts after it; calls in flight get `GRACE` to finish
 //! and be recorded.
 
+mod error;
 mod schedule;
 mod systemd;
 mod watch;
@@ -31,10 +32,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{Config, ConfigError, CronError};
-use crate::metrics::{Health, MetricsError};
-use crate::source::SourceErrors;
+use crate::config::Config;
+use crate::metrics::Health;
 use crate::sync::{ExitCode, RunReport, SyncError, SyncOptions};
+pub use error::{DaemonError, Invalid};
 use schedule::{Cron, FullEvery};
 use watch::SourceWatcher;
 
@@ -75,55 +76,6 @@ struct Trigger {
 }
 
 type RunFuture = Pin<Box<dyn Future<Output = Result<RunReport, SyncError>> + Send>>;
-
-/// Why the daemon cannot start (nothing has been sent then).
-#[derive(Debug, thiserror::Error)]
-pub enum DaemonError {
-    #[error("{0}\nnothing was sent; fix it and start the daemon again")]
-    Invalid(#[source] Invalid),
-    #[error("cannot handle {signal}: {source}")]
-    Signal {
-        signal: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("schedule.cron: {0}")]
-    Cron(#[source] CronError),
-    #[error(transparent)]
-    Metrics(#[from] MetricsError),
-    #[error("{config}: metrics.listen = \"{addr}\": cannot listen: {source}")]
-    Listen {
-        config: String,
-        addr: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Watch(#[from] watch::WatchError),
-}
-
-impl DaemonError {
-    /// Startup errors the config decides are usage errors (2); the others are failures (1).
-    pub fn exit_code(&self) -> ExitCode {
-        match self {
-            DaemonError::Invalid(_) | DaemonError::Cron(_) | DaemonError::Listen { .. } => {
-                ExitCode::Usage
-            }
-            _ => ExitCode::Failed,
-        }
-    }
-}
-
-/// What makes a config unfit to run (at start or on reload).
-#[derive(Debug, thiserror::Error)]
-pub enum Invalid {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Source(#[from] SourceErrors),
-    #[error("{0}")]
-    MissingSecrets(String),
-}
 
 /// The run in progress.
 struct Running {

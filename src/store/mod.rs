@@ -8,6 +8,8 @@
 //! commits and their fsyncs never run on a tokio worker, and records queued together share
 //! one commit.
 
+mod delta;
+mod history;
 mod lock;
 mod writer;
 
@@ -19,6 +21,8 @@ use serde::Serialize;
 
 use crate::plan::{Known, KnownGroup, KnownMember};
 
+use delta::{apply_delta, insert_call};
+pub use history::{CallRow, HistoryFilter, RunRow};
 pub use lock::{LockError, StateLock};
 pub use writer::{Writer, WriterOptions, WriterStats};
 
@@ -119,52 +123,6 @@ pub struct CallRecord {
     /// (change '+'/'-', member id, email) for membership calls.
     #[serde(skip)]
     pub members: Vec<(char, String, Option<String>)>,
-}
-
-/// A history row as `history` shows it.
-#[derive(Clone, Debug, Serialize)]
-pub struct CallRow {
-    pub id: i64,
-    pub run: i64,
-    pub at: String,
-    pub target: String,
-    pub group_key: Option<String>,
-    pub group_name: Option<String>,
-    pub op: String,
-    pub method: String,
-    pub path: String,
-    pub added: i64,
-    pub removed: i64,
-    pub status: Option<i64>,
-    pub outcome: String,
-    pub error: Option<String>,
-    pub latency_ms: i64,
-    pub attempts: i64,
-}
-
-/// A run as `history` shows it.
-#[derive(Clone, Debug, Serialize)]
-pub struct RunRow {
-    pub id: i64,
-    pub started_at: String,
-    pub finished_at: Option<String>,
-    pub command: String,
-    pub full: bool,
-    pub outcome: Option<String>,
-    pub exit_code: Option<i64>,
-    pub summary: Option<String>,
-}
-
-/// Filters for `history`.
-#[derive(Clone, Debug, Default)]
-pub struct HistoryFilter {
-    pub limit: usize,
-    pub target: Option<String>,
-    /// Group key or name.
-    pub group: Option<String>,
-    pub run: Option<i64>,
-    /// Only calls that touched this email.
-    pub email: Option<String>,
 }
 
 /// An open state database.
@@ -430,92 +388,6 @@ impl Store {
         apply_delta(&tx, target, delta, &now()).map_err(w)?;
         tx.commit().map_err(w)
     }
-
-    /// Calls, newest first.
-    pub fn history(&self, f: &HistoryFilter) -> Result<Vec<CallRow>> {
-        let w = |e| self.wrap(e);
-        let mut sql = String::from(
-            "SELECT c.id, c.run_id, c.at, c.target, c.group_key, c.group_name, c.op, c.method, c.path,
-                    c.added, c.removed, c.status, c.outcome, c.error, c.latency_ms, c.attempts
-             FROM calls c WHERE 1 = 1",
-        );
-        let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        if let Some(t) = &f.target {
-            args.push(t.clone().into());
-            sql += &format!(" AND c.target = ?{}", args.len());
-        }
-        if let Some(g) = &f.group {
-            args.push(g.clone().into());
-            sql += &format!(
-                " AND (c.group_key = ?{0} OR c.group_name = ?{0})",
-                args.len()
-            );
-        }
-        if let Some(r) = f.run {
-            args.push(r.into());
-            sql += &format!(" AND c.run_id = ?{}", args.len());
-        }
-        if let Some(e) = &f.email {
-            args.push(e.to_lowercase().into());
-            sql += &format!(
-                " AND c.id IN (SELECT call_id FROM call_members WHERE email = ?{})",
-                args.len()
-            );
-        }
-        args.push((f.limit.max(1) as i64).into());
-        sql += &format!(" ORDER BY c.id DESC LIMIT ?{}", args.len());
-        let mut q = self.conn.prepare(&sql).map_err(w)?;
-        q.query_map(rusqlite::params_from_iter(args), |r| {
-            Ok(CallRow {
-                id: r.get(0)?,
-                run: r.get(1)?,
-                at: r.get(2)?,
-                target: r.get(3)?,
-                group_key: r.get(4)?,
-                group_name: r.get(5)?,
-                op: r.get(6)?,
-                method: r.get(7)?,
-                path: r.get(8)?,
-                added: r.get(9)?,
-                removed: r.get(10)?,
-                status: r.get(11)?,
-                outcome: r.get(12)?,
-                error: r.get(13)?,
-                latency_ms: r.get(14)?,
-                attempts: r.get(15)?,
-            })
-        })
-        .map_err(w)?
-        .collect::<std::result::Result<_, _>>()
-        .map_err(w)
-    }
-
-    /// Runs, newest first.
-    pub fn runs(&self, limit: usize, run: Option<i64>) -> Result<Vec<RunRow>> {
-        let w = |e| self.wrap(e);
-        let mut q = self
-            .conn
-            .prepare(
-                "SELECT id, started_at, finished_at, command, full, outcome, exit_code, summary FROM runs
-                 WHERE (?1 IS NULL OR id = ?1) ORDER BY id DESC LIMIT ?2",
-            )
-            .map_err(w)?;
-        q.query_map(params![run, limit.max(1) as i64], |r| {
-            Ok(RunRow {
-                id: r.get(0)?,
-                started_at: r.get(1)?,
-                finished_at: r.get(2)?,
-                command: r.get(3)?,
-                full: r.get(4)?,
-                outcome: r.get(5)?,
-                exit_code: r.get(6)?,
-                summary: r.get(7)?,
-            })
-        })
-        .map_err(w)?
-        .collect::<std::result::Result<_, _>>()
-        .map_err(w)
-    }
 }
 
 /// Creates the database file (and its directory) with mode 0600 when it does not exist yet.
@@ -538,177 +410,6 @@ fn create_private(path: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(io(e)),
     }
-}
-
-/// One call row, its member rows and its state change, inside the caller's transaction.
-fn insert_call(
-    tx: &rusqlite::Transaction<'_>,
-    run: i64,
-    call: &CallRecord,
-    delta: &Delta,
-) -> rusqlite::Result<i64> {
-    let at = now();
-    tx.prepare_cached(
-        "INSERT INTO calls (run_id, at, target, group_key, group_name, op, method, path, added,
-                            removed, status, outcome, error, latency_ms, attempts)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-    )?
-    .execute(params![
-        run,
-        at,
-        call.target,
-        call.group_key,
-        call.group_name,
-        call.op,
-        call.method,
-        call.path,
-        call.added as i64,
-        call.removed as i64,
-        call.status,
-        if call.ok { "ok" } else { "failed" },
-        call.error,
-        call.latency_ms as i64,
-        call.attempts,
-    ])?;
-    let call_id = tx.last_insert_rowid();
-    let mut q = tx.prepare_cached(
-        "INSERT INTO call_members (call_id, change, member_id, email) VALUES (?1, ?2, ?3, ?4)",
-    )?;
-    for (change, id, email) in &call.members {
-        q.execute(params![call_id, change.to_string(), id, email])?;
-    }
-    apply_delta(tx, &call.target, delta, &at)?;
-    Ok(call_id)
-}
-
-fn member_rows(
-    tx: &rusqlite::Transaction<'_>,
-    target: &str,
-    key: &str,
-    role: &str,
-    members: &[(String, KnownMember)],
-) -> rusqlite::Result<()> {
-    let mut q = tx.prepare_cached(
-        "INSERT INTO members (target, key, role, member_id, email, owned, receive_call)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (target, key, role, member_id) DO UPDATE SET
-            email = coalesce(excluded.email, email), receive_call = excluded.receive_call,
-            owned = max(owned, excluded.owned)",
-    )?;
-    for (id, m) in members {
-        q.execute(params![
-            target,
-            key,
-            role,
-            id,
-            m.email,
-            m.owned,
-            m.receive_call
-        ])?;
-    }
-    Ok(())
-}
-
-fn remove_rows(
-    tx: &rusqlite::Transaction<'_>,
-    target: &str,
-    key: &str,
-    role: &str,
-    ids: &[String],
-) -> rusqlite::Result<()> {
-    let mut q = tx.prepare_cached(
-        "DELETE FROM members WHERE target = ?1 AND key = ?2 AND role = ?3 AND member_id = ?4",
-    )?;
-    for id in ids {
-        q.execute(params![target, key, role, id])?;
-    }
-    Ok(())
-}
-
-fn apply_delta(
-    tx: &rusqlite::Transaction<'_>,
-    target: &str,
-    delta: &Delta,
-    at: &str,
-) -> rusqlite::Result<()> {
-    match delta {
-        Delta::None => {}
-        Delta::Group {
-            key,
-            remote_id,
-            name,
-            members,
-            owners,
-        } => {
-            tx.execute(
-                "INSERT INTO groups (target, key, remote_id, name, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (target, key) DO UPDATE SET remote_id = ?3, name = ?4, updated_at = ?5",
-                params![target, key, remote_id, name, at],
-            )?;
-            tx.execute(
-                "DELETE FROM members WHERE target = ?1 AND key = ?2",
-                params![target, key],
-            )?;
-            let m: Vec<_> = members
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            let o: Vec<_> = owners.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            member_rows(tx, target, key, "member", &m)?;
-            member_rows(tx, target, key, "owner", &o)?;
-            tx.execute(
-                "DELETE FROM intents WHERE target = ?1 AND key = ?2",
-                params![target, key],
-            )?;
-        }
-        Delta::Members {
-            key,
-            added,
-            removed,
-            owners_added,
-            owners_removed,
-            receive_call,
-        } => {
-            member_rows(tx, target, key, "member", added)?;
-            remove_rows(tx, target, key, "member", removed)?;
-            member_rows(tx, target, key, "owner", owners_added)?;
-            remove_rows(tx, target, key, "owner", owners_removed)?;
-            if let Some(rc) = receive_call {
-                tx.execute(
-                    "UPDATE members SET receive_call = 0 WHERE target = ?1 AND key = ?2 AND role = 'member'",
-                    params![target, key],
-                )?;
-                let mut q = tx.prepare_cached(
-                    "UPDATE members SET receive_call = 1
-                     WHERE target = ?1 AND key = ?2 AND role = 'member' AND member_id = ?3",
-                )?;
-                for id in rc {
-                    q.execute(params![target, key, id])?;
-                }
-            }
-            tx.execute(
-                "UPDATE groups SET updated_at = ?3 WHERE target = ?1 AND key = ?2",
-                params![target, key, at],
-            )?;
-        }
-        Delta::Renamed { key, name } => {
-            tx.execute(
-                "UPDATE groups SET name = ?3, updated_at = ?4 WHERE target = ?1 AND key = ?2",
-                params![target, key, name, at],
-            )?;
-        }
-        Delta::Forget { key } => {
-            tx.execute(
-                "DELETE FROM members WHERE target = ?1 AND key = ?2",
-                params![target, key],
-            )?;
-            tx.execute(
-                "DELETE FROM groups WHERE target = ?1 AND key = ?2",
-                params![target, key],
-            )?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

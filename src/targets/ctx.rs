@@ -122,10 +122,7 @@ impl Recorder {
     /// Writes down that a create is about to be sent (SPEC 6.2); awaited before sending.
     pub async fn intent(&self, target: &str, key: &str, name: &str) -> Result<(), StoreError> {
         match &self.store {
-            Some(s) => {
-                s.write_intent(self.run, target, key, name)
-                    .await
-            }
+            Some(s) => s.write_intent(self.run, target, key, name).await,
             None => Ok(()),
         }
     }
