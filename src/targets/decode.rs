@@ -136,6 +136,28 @@ pub fn de_ids<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> 
         .collect()
 }
 
+/// A list item that holds an id: bare (`"a"`, `7`), or an object holding it under `value`
+/// (SCIM members, `{"value": id}`) or `id` (teams agents, `{"id": ..., "name": ...}`), by
+/// the one id rule; anything else is not understood.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdRef(pub String);
+
+impl<'de> Deserialize<'de> for IdRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<IdRef, D::Error> {
+        let v = Value::deserialize(d)?;
+        let found = match &v {
+            Value::Object(o) => first_of(o, &["value", "id"]).and_then(id),
+            other => id(other),
+        };
+        found.map(IdRef).ok_or_else(|| {
+            D::Error::custom(format!(
+                "an item that is {} (expected {ID_EXPECTED}, bare or as {{\"value\" or \"id\": id}})",
+                describe(&v)
+            ))
+        })
+    }
+}
+
 /// An id that deserializes by `id` (for lists and enums of ids).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Id(pub String);

@@ -63,7 +63,8 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// The body as JSON, leniently (an empty body is `null`).
+    /// The body as JSON, leniently (an empty or non-JSON body is `null`). Never for reading
+    /// records: `decode::value`/`decode::answer` tell "not understood" from "none".
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
     }

@@ -214,3 +214,12 @@ pub fn created_delta(op: &Create, remote_id: &str) -> Delta {
         owners: known(&op.owners, false),
     }
 }
+
+/// A member with an id and no email, for the kinds' tests.
+#[cfg(test)]
+pub fn test_member(id: &str) -> Member {
+    Member {
+        id: id.into(),
+        email: None,
+    }
+}

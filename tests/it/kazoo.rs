@@ -478,3 +478,43 @@ fn delete_groups_sends_one_delete() {
     assert_eq!(count_ok(&reqs, &Match::new("DELETE", "/groups/")), 1);
     assert_eq!(reqs.len(), 2, "login + DELETE");
 }
+
+/// SPEC 6.3: a group listing page in a shape not understood (here the second page) fails
+/// the group (exit 1, the keys seen named) and sends no create: never a shorter listing.
+#[test]
+fn a_listing_page_in_an_unknown_shape_creates_nothing() {
+    let fake = FakeKazoo::start_with_ids_in_source();
+    let env = Env::new(fake.clone());
+    fake.set_default_page_size(2);
+    for i in 0..5 {
+        fake.create_group_by_hand(&format!("H{i}"), &[]);
+    }
+    let gs = vec![g("H4", &[&e(1)]), g("New", &[&e(2)])];
+    env.write_source(&gs);
+    let shape = json!({"status": "success", "rows": [{"id": "x", "name": "H4"}]});
+    fake.inject(
+        crate::fakes::Match::new("GET", "start_key="),
+        crate::fakes::Fault::body(200, shape),
+        100,
+    );
+    let r = env.sync().expect(1);
+    assert!(
+        r.stderr.contains(
+            "the group listing: answer not understood (an object with keys: rows, status; expected {\"data\": [...]}"
+        ),
+        "{}",
+        r.stderr
+    );
+    let creates = |f: &FakeKazoo| {
+        f.requests()
+            .iter()
+            .filter(|r| r.method == "PUT" && r.path.ends_with("/groups"))
+            .count()
+    };
+    assert_eq!(creates(&fake), 0, "no create was sent");
+    assert_eq!(fake.all_group_names().len(), 5);
+    fake.clear_faults();
+    env.sync().expect(0);
+    assert_eq!(creates(&fake), 1, "H4 adopted, New created");
+    assert_eq!(fake.all_group_names().len(), 6);
+}

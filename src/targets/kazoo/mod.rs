@@ -246,14 +246,14 @@ impl Kazoo {
     async fn get_group(
         &self,
         ctx: &Ctx,
-        key: &str,
-        name: &str,
+        info: CallInfo,
         id: &str,
     ) -> Result<Option<RemoteGroup>, OpError> {
+        let path = format!("/groups/{}", urlencode(id));
         decode::gone_on_404(async {
-            let req = Request::new(Method::GET, self.url(&format!("/groups/{}", urlencode(id))));
-            let info = CallInfo::new("read").group(key, name);
-            let reply = self.read_call(ctx, info, req).await?;
+            let reply = self
+                .read_call(ctx, info, Request::new(Method::GET, self.url(&path)))
+                .await?;
             Ok(wire::group("the group", &reply.body)?.remote())
         })
         .await
@@ -340,7 +340,8 @@ impl Target for Kazoo {
         };
         // The listing gives only a count of endpoints: read the group for its members.
         for id in ids {
-            if let Some(g) = self.get_group(ctx, key, name, &id).await? {
+            let info = CallInfo::new("read").group(key, name);
+            if let Some(g) = self.get_group(ctx, info, &id).await? {
                 return Ok(Some(g));
             }
         }
@@ -348,7 +349,8 @@ impl Target for Kazoo {
     }
 
     async fn read(&self, ctx: &Ctx, g: &KnownGroup) -> Result<Option<RemoteGroup>, OpError> {
-        self.get_group(ctx, &g.key, &g.name, &g.remote_id).await
+        let info = CallInfo::new("read").group(&g.key, &g.name);
+        self.get_group(ctx, info, &g.remote_id).await
     }
 
     async fn create(&self, ctx: &Ctx, op: &Create) -> Result<String, OpError> {
@@ -360,15 +362,7 @@ impl Target for Kazoo {
         let p = self
             .call(ctx, info, req, Retry::OnlyIfNotApplied, &wire::verdict)
             .await?;
-        let id = match wire::created_id(&p.reply.body) {
-            Ok(id) => id,
-            Err(e) => {
-                ctx.confirm(p, Delta::None)?;
-                return Err(e.into());
-            }
-        };
-        ctx.confirm(p, super::created_delta(op, &id))?;
-        Ok(id)
+        ctx.created(p, op, wire::created_id)
     }
 
     async fn update(&self, ctx: &Ctx, u: &Update) -> Result<(), OpError> {

@@ -286,12 +286,7 @@ fn is_datastore_conflict(body: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    fn m(id: &str) -> Member {
-        Member {
-            id: id.into(),
-            email: None,
-        }
-    }
+    use crate::targets::test_member as m;
 
     #[test]
     fn create_sends_the_whole_endpoints_map_in_an_envelope() {

@@ -87,13 +87,11 @@ impl Scim {
     async fn get_group(
         &self,
         ctx: &Ctx,
-        key: &str,
-        name: &str,
+        info: CallInfo,
         id: &str,
     ) -> Result<Option<RemoteGroup>, OpError> {
+        let req = Request::new(Method::GET, self.url(&format!("/Groups/{id}")));
         decode::gone_on_404(async {
-            let req = Request::new(Method::GET, self.url(&format!("/Groups/{id}")));
-            let info = CallInfo::new("read").group(key, name);
             let reply = ctx.read(info, req, &default_verdict).await?;
             Ok(wire::group("the group", &reply.body)?.remote())
         })
@@ -165,7 +163,10 @@ impl Scim {
     ) -> Result<Option<RemoteGroup>, OpError> {
         match g.members {
             Some(_) => Ok(Some(g.remote())),
-            None => self.get_group(ctx, key, name, &g.id).await,
+            None => {
+                let info = CallInfo::new("read").group(key, name);
+                self.get_group(ctx, info, &g.id).await
+            }
         }
     }
 }
@@ -220,7 +221,8 @@ impl Target for Scim {
     }
 
     async fn read(&self, ctx: &Ctx, g: &KnownGroup) -> Result<Option<RemoteGroup>, OpError> {
-        self.get_group(ctx, &g.key, &g.name, &g.remote_id).await
+        let info = CallInfo::new("read").group(&g.key, &g.name);
+        self.get_group(ctx, info, &g.remote_id).await
     }
 
     async fn create(&self, ctx: &Ctx, op: &Create) -> Result<String, OpError> {
@@ -240,17 +242,12 @@ impl Target for Scim {
                 return Err(e);
             }
         };
-        let id = match wire::created_id(&p.reply.body) {
-            Ok(id) => id,
-            Err(e) => {
-                ctx.confirm(p, Delta::None)?;
-                // The group may exist now: the next lookup must list again.
-                *self.listing.lock().await = None;
-                return Err(e.into());
-            }
-        };
-        ctx.confirm(p, super::created_delta(op, &id))?;
-        Ok(id)
+        let r = ctx.created(p, op, wire::created_id);
+        if r.is_err() {
+            // The group may exist now: the next lookup must list again.
+            *self.listing.lock().await = None;
+        }
+        r
     }
 
     async fn update(&self, ctx: &Ctx, u: &Update) -> Result<(), OpError> {

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::config::Flavor;
 use crate::plan::Member;
 use crate::targets::RemoteGroup;
-use crate::targets::decode::{self, NotUnderstood};
+use crate::targets::decode::{self, IdRef, NotUnderstood};
 
 pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 pub const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
@@ -78,27 +78,6 @@ pub fn quote(s: &str) -> String {
     format!("\"{escaped}\"")
 }
 
-/// A member of a SCIM `members`/`owners` list: a plain id (MaestroQA) or a `{"value": id}`
-/// object (RFC 7644), by the one id rule; anything else is not understood.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MemberRef(pub String);
-
-impl<'de> Deserialize<'de> for MemberRef {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MemberRef, D::Error> {
-        let v = Value::deserialize(d)?;
-        let id = match &v {
-            Value::Object(o) => o.get("value").and_then(decode::id),
-            other => decode::id(other),
-        };
-        id.map(MemberRef).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "a member that is {} (expected an id or {{\"value\": id}})",
-                decode::describe(&v)
-            ))
-        })
-    }
-}
-
 /// A SCIM Group resource. `members`/`owners` may be left out (SCIM omits empty attributes;
 /// a listing may leave them out to be short): None then.
 #[derive(Clone, Debug, Deserialize)]
@@ -108,16 +87,16 @@ pub struct Group {
     #[serde(rename = "displayName")]
     pub display_name: String,
     #[serde(default)]
-    pub members: Option<Vec<MemberRef>>,
+    pub members: Option<Vec<IdRef>>,
     #[serde(default)]
-    pub owners: Option<Vec<MemberRef>>,
+    pub owners: Option<Vec<IdRef>>,
 }
 
 impl Group {
     /// The group as rostersync sees it (members left out count as none: read it by id first
     /// when that matters, see `Scim::complete`).
     pub fn remote(&self) -> RemoteGroup {
-        let ids = |l: &Option<Vec<MemberRef>>| -> Vec<String> {
+        let ids = |l: &Option<Vec<IdRef>>| -> Vec<String> {
             l.iter().flatten().map(|m| m.0.clone()).collect()
         };
         RemoteGroup {
@@ -186,12 +165,7 @@ pub fn group(what: &str, body: &[u8]) -> Result<Group, NotUnderstood> {
 mod tests {
     use super::*;
 
-    fn m(id: &str) -> Member {
-        Member {
-            id: id.into(),
-            email: None,
-        }
-    }
+    use crate::targets::test_member as m;
 
     #[test]
     fn maestroqa_create_uses_plain_strings_and_owners() {

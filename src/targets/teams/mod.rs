@@ -31,7 +31,6 @@ use super::http::{default_verdict, membership_verdict, secret_header};
 use super::{CallInfo, Ctx, FailKind, Http, OpError, RemoteGroup, Request, Retry, Target, batches};
 use crate::config::{Secret, TargetConfig};
 use crate::plan::{Create, Delete, KnownGroup, Member, Update};
-use crate::store::Delta;
 use wire::Team;
 
 /// Upper bound on pages followed through `meta.next` (a server that never stops paging).
@@ -210,7 +209,7 @@ impl Teams {
             info,
             "the team's agents",
             url,
-            |page: Vec<wire::AgentRef>, _| {
+            |page: Vec<decode::IdRef>, _| {
                 ids.extend(page.into_iter().map(|a| a.0));
                 None::<()>
             },
@@ -430,15 +429,6 @@ impl Target for Teams {
                 return Err(e);
             }
         };
-        let id = match wire::created_id(&p.reply.body) {
-            Ok(id) => id,
-            Err(e) => {
-                ctx.confirm(p, Delta::None)?;
-                // The team may exist now: the next lookup must list again.
-                *self.listing.lock().await = None;
-                return Err(e.into());
-            }
-        };
         // The team exists, with nobody in it yet.
         let empty = Create {
             members: Vec::new(),
@@ -446,7 +436,14 @@ impl Target for Teams {
             receive_call: Vec::new(),
             ..op.clone()
         };
-        ctx.confirm(p, super::created_delta(&empty, &id))?;
+        let id = match ctx.created(p, &empty, wire::created_id) {
+            Ok(id) => id,
+            Err(e) => {
+                // The team may exist now: the next lookup must list again.
+                *self.listing.lock().await = None;
+                return Err(e);
+            }
+        };
         self.listed(Team {
             id: id.clone(),
             name: op.name.clone(),

@@ -84,26 +84,6 @@ pub fn created_id(body: &[u8]) -> Result<String, NotUnderstood> {
     }
 }
 
-/// An agent of a `GET /teams/{id}/agents` page: an `{id, ...}` object or a bare id.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AgentRef(pub String);
-
-impl<'de> Deserialize<'de> for AgentRef {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<AgentRef, D::Error> {
-        let v = Value::deserialize(d)?;
-        let id = match &v {
-            Value::Object(o) => o.get("id").and_then(decode::id),
-            other => decode::id(other),
-        };
-        id.map(AgentRef).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "an agent that is {} (expected an id or {{\"id\": ...}})",
-                decode::describe(&v)
-            ))
-        })
-    }
-}
-
 /// An agent of a `GET /agents?email=E` page.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Agent {
@@ -144,12 +124,7 @@ pub fn next_url(base: &str, current: &str, next: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn m(id: &str) -> Member {
-        Member {
-            id: id.into(),
-            email: None,
-        }
-    }
+    use crate::targets::test_member as m;
 
     #[test]
     fn request_bodies() {
@@ -219,21 +194,22 @@ mod tests {
         );
 
         let a = json!({ "data": [{ "id": "a1", "name": "Agent A", "email": "aa@example.org" }, "a2", 3] });
-        let (agents, _) = page::<AgentRef>("l", &b(a)).unwrap();
+        let (agents, _) = page::<decode::IdRef>("l", &b(a)).unwrap();
         assert_eq!(
             agents.into_iter().map(|a| a.0).collect::<Vec<_>>(),
             ["a1", "a2", "3"]
         );
-        assert!(page::<AgentRef>("l", &b(json!({ "data": ["a", null] }))).is_err());
-        assert!(page::<AgentRef>("l", &b(json!({ "data": [{}] }))).is_err());
-        let (_, next) = page::<AgentRef>(
+        assert!(page::<decode::IdRef>("l", &b(json!({ "data": ["a", null] }))).is_err());
+        assert!(page::<decode::IdRef>("l", &b(json!({ "data": [{}] }))).is_err());
+        let (_, next) = page::<decode::IdRef>(
             "l",
             &b(json!({ "data": [], "meta": { "next": " /v1/x " } })),
         )
         .unwrap();
         assert_eq!(next.as_deref(), Some("/v1/x"));
         for m in [json!({ "next": "" }), json!({ "next": null }), json!({})] {
-            let (_, next) = page::<AgentRef>("l", &b(json!({ "data": [], "meta": m }))).unwrap();
+            let (_, next) =
+                page::<decode::IdRef>("l", &b(json!({ "data": [], "meta": m }))).unwrap();
             assert_eq!(next, None);
         }
     }
@@ -272,7 +248,7 @@ mod tests {
         let cur = "https://dev.dixa.io/v1/agents?email=a%40b.c";
         let v =
             json!({ "data": [], "meta": { "next": "/v1/agents?pageKey=YWI%3D&email=a%40b.c" } });
-        let (_, next) = page::<AgentRef>("l", &b(v)).unwrap();
+        let (_, next) = page::<decode::IdRef>("l", &b(v)).unwrap();
         let next = next.unwrap();
         assert_eq!(
             next_url(base, cur, &next).as_deref(),
