@@ -601,20 +601,13 @@ fn answers_in_an_unknown_shape_fail_the_group_and_create_nothing() {
     env.write_source(&groups);
     let shape = json!({"status": "success", "message": "ok", "code": 200,
         "items": [{"gid": "1", "title": "Tier 1"}], "total": 1});
-    f.inject(
+    let r = sync_not_understood(
+        &env,
         Match::new("POST", "Group/list"),
-        Fault::body(200, shape),
-        100,
+        shape,
+        "the group listing: answer not understood (an object with keys: ",
     );
-    let r = env.sync().expect(1);
-    assert!(
-        r.stderr
-            .contains("the group listing: answer not understood (an object with keys: ")
-            && r.stderr.contains("items")
-            && r.stderr.contains("total"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("items") && r.stderr.contains("total"));
     assert_eq!(f.calls_to("Group/add"), 0, "no create was sent");
     assert_eq!(assigns(&f), 0);
     assert_eq!(names(&f), ["Tier 1"]);
@@ -622,18 +615,11 @@ fn answers_in_an_unknown_shape_fail_the_group_and_create_nothing() {
     // The listing is fine, the relation of the group to adopt is not: still no create.
     f.clear_faults();
     f.clear_requests();
-    f.inject(
+    sync_not_understood(
+        &env,
         Match::new("POST", "getGroupAgentRelation"),
-        Fault::body(200, json!({"status": "success", "rows": [{"uid": 1001}]})),
-        100,
-    );
-    let r = env.sync().expect(1);
-    assert!(
-        r.stderr.contains(
-            "the group's agents: answer not understood (an object with keys: rows, status"
-        ),
-        "{}",
-        r.stderr
+        json!({"status": "success", "rows": [{"uid": 1001}]}),
+        "the group's agents: answer not understood (an object with keys: rows, status",
     );
     assert_eq!(
         f.calls_to("Group/add"),

@@ -191,20 +191,11 @@ fn maestroqa_listing_in_an_unknown_shape_creates_nothing() {
         g("New", &[&email(3)]),
     ];
     env.write_source(&groups);
-    let shape =
-        serde_json::json!({"items": [{"id": "x", "displayName": "Late Shift"}], "total": 1});
-    fake.inject(
+    sync_not_understood(
+        &env,
         Match::new("GET", "/Groups?startIndex"),
-        crate::fakes::Fault::body(200, shape),
-        100,
-    );
-    let r = env.sync().expect(1);
-    assert!(
-        r.stderr.contains(
-            "the group listing: answer not understood (an object with keys: items, total; expected Resources)"
-        ),
-        "{}",
-        r.stderr
+        serde_json::json!({"items": [{"id": "x", "displayName": "Late Shift"}], "total": 1}),
+        "the group listing: answer not understood (an object with keys: items, total; expected Resources)",
     );
     assert_eq!(count_ok(&fake.requests(), &fake.create_request()), 0);
     assert_eq!(fake.count_named("Late Shift"), 1);

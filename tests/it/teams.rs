@@ -497,19 +497,11 @@ fn a_team_listing_in_an_unknown_shape_creates_nothing() {
     fake.create_group_by_hand("Tier 1", &[&e(1)]);
     let groups = vec![g("Tier 1", &[&e(1), &e(2)]), g("Tier 2", &[&e(3)])];
     env.write_source(&groups);
-    let shape = serde_json::json!({"items": [{"id": "x", "name": "Tier 1"}], "total": 1});
-    fake.inject(
+    sync_not_understood(
+        &env,
         Match::new("GET", "/v1/teams"),
-        crate::fakes::Fault::body(200, shape),
-        100,
-    );
-    let r = env.sync().expect(1);
-    assert!(
-        r.stderr.contains(
-            "the team listing: answer not understood (an object with keys: items, total; expected {\"data\": [...]}"
-        ),
-        "{}",
-        r.stderr
+        serde_json::json!({"items": [{"id": "x", "name": "Tier 1"}], "total": 1}),
+        "the team listing: answer not understood (an object with keys: items, total; expected {\"data\": [...]}",
     );
     let creates = |f: &FakeTeams| {
         f.requests()
