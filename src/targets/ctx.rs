@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex};
 
 use super::http::Http;
-use super::{OpError, Reply, Request, Retry, Verdict};
-use crate::plan::{Delete, Member, Update};
+use super::{NotUnderstood, OpError, Reply, Request, Retry, Verdict};
+use crate::plan::{Create, Delete, Member, Update};
 use crate::store::{CallRecord, Delta, StoreError, Writer};
 
 /// What a call is, for the history and the log.
@@ -232,6 +232,27 @@ impl Ctx {
     /// Records a confirmed call with the state change it proves, in one transaction.
     pub fn confirm(&self, p: Pending, delta: Delta) -> Result<(), OpError> {
         self.write(p.record, &delta)
+    }
+
+    /// Ends a create call: the id its answer carries (`id_of`), confirmed with the group it
+    /// proves (`created_delta(op, id)`). An answer without an id is recorded as a call that
+    /// proved nothing and comes back as not understood (the group may exist now).
+    pub fn created(
+        &self,
+        p: Pending,
+        op: &Create,
+        id_of: impl FnOnce(&[u8]) -> Result<String, NotUnderstood>,
+    ) -> Result<String, OpError> {
+        match id_of(&p.reply.body) {
+            Ok(id) => {
+                self.confirm(p, super::created_delta(op, &id))?;
+                Ok(id)
+            }
+            Err(e) => {
+                self.confirm(p, Delta::None)?;
+                Err(e.into())
+            }
+        }
     }
 
     /// Records a state change that a call already in the history proved (adoption after

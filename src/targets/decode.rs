@@ -2,6 +2,25 @@
 //!
 //! Decoding an answer has three outcomes: the records, "there are none" (the answer says
 //! so in a shape we know), and "not understood" (an error naming the keys seen).
+//!
+//! - `answer` / `value`: a body as a serde type / as JSON; anything else is `NotUnderstood`.
+//! - `id` / `de_id` / `de_ids`: the ONE rule for an id that may be a string or a number.
+//! - `flag` / `de_flag`: the ONE rule for a flag spelled `1`/`0`, `"1"`/`"0"`, `true`/`false`
+//!   or `"true"`/`"false"`.
+//! - `paged`: the ONE pager (any cursor), which refuses to stop at its cap with a partial list.
+//! - `gone_on_404`: the ONE "read by id, 404 means gone" rule.
+//! - `locate`: finds the records of an undocumented answer (DeepCall) wherever they are.
+//!
+//! Messages never quote an answer's values (Kazoo answers echo the session token): only its
+//! keys, its type and its size.
+
+use std::future::Future;
+
+use serde::de::{DeserializeOwned, Deserializer, Error as _};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::OpError;
 
 /// An answer that did not carry the records an operation needs.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -11,4 +30,632 @@ pub struct NotUnderstood {
     pub what: String,
     /// What the answer held instead, e.g. "an object with keys: items, total".
     pub seen: String,
+}
+
+impl NotUnderstood {
+    /// `v` was not the answer expected: names its keys, and what was expected instead.
+    pub fn of(what: &str, v: &Value, expected: &str) -> NotUnderstood {
+        NotUnderstood {
+            what: what.to_string(),
+            seen: format!("{}; expected {expected}", describe(v)),
+        }
+    }
+}
+
+/// What a JSON value is, by its shape only (never its values): "an object with keys: a, b",
+/// "an array of 3 items", "a string", "null".
+pub fn describe(v: &Value) -> String {
+    match v {
+        Value::Object(o) if o.is_empty() => "an empty object".into(),
+        Value::Object(o) => {
+            let keys: Vec<&str> = o.keys().map(String::as_str).take(12).collect();
+            let more = if o.len() > keys.len() { ", ..." } else { "" };
+            format!("an object with keys: {}{more}", keys.join(", "))
+        }
+        Value::Array(a) if a.is_empty() => "an empty array".into(),
+        Value::Array(a) => format!("an array of {} items", a.len()),
+        Value::String(_) => "a string".into(),
+        Value::Number(_) => "a number".into(),
+        Value::Bool(_) => "a boolean".into(),
+        Value::Null => "null".into(),
+    }
+}
+
+/// A body as JSON; an empty body or one that is not JSON is not understood.
+pub fn value(what: &str, body: &[u8]) -> Result<Value, NotUnderstood> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(NotUnderstood {
+            what: what.into(),
+            seen: "an empty body".into(),
+        });
+    }
+    serde_json::from_slice(body).map_err(|_| NotUnderstood {
+        what: what.into(),
+        seen: format!("a body of {} bytes that is not JSON", body.len()),
+    })
+}
+
+/// A JSON value as the serde type `T`; `expected` says what was wanted, for the message.
+/// Unknown fields are ignored (the types do not deny them); a missing or malformed record
+/// is not understood, and serde's reason is added to the message.
+pub fn typed<T: DeserializeOwned>(
+    what: &str,
+    expected: &str,
+    v: &Value,
+) -> Result<T, NotUnderstood> {
+    T::deserialize(v).map_err(|e| {
+        let mut n = NotUnderstood::of(what, v, expected);
+        n.seen += &format!(": {e}");
+        n
+    })
+}
+
+/// A body as the serde type `T` (`value`, then `typed`).
+pub fn answer<T: DeserializeOwned>(
+    what: &str,
+    expected: &str,
+    body: &[u8],
+) -> Result<T, NotUnderstood> {
+    typed(what, expected, &value(what, body)?)
+}
+
+/// THE id rule: a JSON string (trimmed, not empty) or an integer number (a float without a
+/// fraction counts as one). Empty strings, null, booleans, objects, arrays and fractions
+/// are no id.
+pub fn id(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.trim()).filter(|s| !s.is_empty()).map(str::to_string),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        Value::Number(n) => n
+            .as_f64()
+            .filter(|f| f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15)
+            .map(|f| format!("{}", f as i64)),
+        _ => None,
+    }
+}
+
+const ID_EXPECTED: &str = "an id (a non-empty string or an integer)";
+
+/// `#[serde(deserialize_with = "decode::de_id")]`: a field that holds an id (`id`).
+pub fn de_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let v = Value::deserialize(d)?;
+    id(&v).ok_or_else(|| D::Error::custom(format!("{} is not {ID_EXPECTED}", describe(&v))))
+}
+
+/// `#[serde(deserialize_with = "decode::de_ids")]`: a list of ids (`id` for each).
+pub fn de_ids<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let items = Vec::<Value>::deserialize(d)?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            id(v).ok_or_else(|| {
+                D::Error::custom(format!("item {i}: {} is not {ID_EXPECTED}", describe(v)))
+            })
+        })
+        .collect()
+}
+
+/// A list item that holds an id: bare (`"a"`, `7`), or an object holding it under `value`
+/// (SCIM members, `{"value": id}`) or `id` (teams agents, `{"id": ..., "name": ...}`), by
+/// the one id rule; anything else is not understood.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdRef(pub String);
+
+impl<'de> Deserialize<'de> for IdRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<IdRef, D::Error> {
+        let v = Value::deserialize(d)?;
+        let found = match &v {
+            Value::Object(o) => first_of(o, &["value", "id"]).and_then(id),
+            other => id(other),
+        };
+        found.map(IdRef).ok_or_else(|| {
+            D::Error::custom(format!(
+                "an item that is {} (expected {ID_EXPECTED}, bare or as {{\"value\" or \"id\": id}})",
+                describe(&v)
+            ))
+        })
+    }
+}
+
+/// An id that deserializes by `id` (for lists and enums of ids).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Id(pub String);
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Id, D::Error> {
+        de_id(d).map(Id)
+    }
+}
+
+/// THE flag rule: `1`/`0`, `"1"`/`"0"`, `true`/`false`, `"true"`/`"false"` (trimmed, any
+/// case). Anything else is no flag.
+pub fn flag(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => match n.as_f64() {
+            Some(1.0) => Some(true),
+            Some(0.0) => Some(false),
+            _ => None,
+        },
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" => Some(true),
+            "0" | "false" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `#[serde(deserialize_with = "decode::de_flag")]`: a field that holds a flag (`flag`).
+pub fn de_flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let v = Value::deserialize(d)?;
+    flag(&v).ok_or_else(|| {
+        D::Error::custom(format!(
+            "{} is not a flag (1/0, \"1\"/\"0\", true/false)",
+            describe(&v)
+        ))
+    })
+}
+
+/// THE pager. Reads page after page: `fetch(cursor)` reads one page and gives its records
+/// and the cursor of the next page (None on the last page); `each(records, more)` sees every
+/// page's records (`more`: another page follows) and ends the paging early by returning
+/// Some. A next cursor equal to the one just read (a loop), or still another page after
+/// `max_pages` pages, is not understood: a listing is whole or it is an error, never
+/// truncated (a group beyond the cap would be created twice).
+pub async fn paged<T, C, R, F, Fut>(
+    what: &str,
+    max_pages: usize,
+    first: C,
+    mut fetch: F,
+    mut each: impl FnMut(Vec<T>, bool) -> Option<R>,
+) -> Result<Option<R>, OpError>
+where
+    C: PartialEq + Clone,
+    F: FnMut(C) -> Fut,
+    Fut: Future<Output = Result<(Vec<T>, Option<C>), OpError>>,
+{
+    let mut cursor = first;
+    for _ in 0..max_pages {
+        let (records, next) = fetch(cursor.clone()).await?;
+        if let Some(found) = each(records, next.is_some()) {
+            return Ok(Some(found));
+        }
+        match next {
+            None => return Ok(None),
+            Some(n) if n == cursor => {
+                return Err(NotUnderstood {
+                    what: what.into(),
+                    seen: "the next page it names is the page just read".into(),
+                }
+                .into());
+            }
+            Some(n) => cursor = n,
+        }
+    }
+    Err(NotUnderstood {
+        what: what.into(),
+        seen: format!(
+            "stopped at {max_pages} pages, the cap, with more to come; rostersync reads a \
+             listing whole or not at all (a server that pages forever, or a listing larger \
+             than the cap: raise the kind's MAX_PAGES)"
+        ),
+    }
+    .into())
+}
+
+/// THE "read by id" rule: a 404 (`OpError::is_not_found`) means the record is gone
+/// (`Ok(None)`); any other failure, and any answer not understood, stands.
+pub async fn gone_on_404<T>(
+    read: impl Future<Output = Result<T, OpError>>,
+) -> Result<Option<T>, OpError> {
+    match read.await {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The records `locate` found: the array, where it was, and the object holding it (for
+/// answers that spread one record over sibling arrays).
+#[derive(Debug)]
+pub struct Located<'a> {
+    /// Where the array was, e.g. `data.groups` (`(the answer)` for a bare array).
+    pub path: String,
+    /// The key that holds the array (None for a bare array).
+    pub key: Option<&'a str>,
+    /// The records (empty when the answer said there are none).
+    pub items: &'a [Value],
+    /// The object that holds the array (None for a bare array).
+    pub parent: Option<&'a Map<String, Value>>,
+}
+
+/// What `locate` looks for in an undocumented answer.
+pub struct Wanted<'a> {
+    /// What is being read, e.g. "the group listing".
+    pub what: &'a str,
+    /// What a record carries, for the message, e.g. "objects with an id and a name".
+    pub expected: &'a str,
+    /// Whether an array (and its key) holds the records: typically "an object in it carries
+    /// the expected fields".
+    pub is_records: &'a dyn Fn(Option<&str>, &[Value]) -> bool,
+    /// Keys under which an explicit empty array means "there are none" (see `locate`).
+    pub empty_keys: &'a [&'a str],
+}
+
+/// How deep `locate` looks: an array under a key of the answer (`data`), or one or two
+/// levels deeper (`data.groups`, `result.data.groups`).
+const MAX_KEY_DEPTH: usize = 3;
+
+/// Finds the records of an answer whose shape is not documented (DeepCall's `Group/list` and
+/// `getGroupAgentRelation`, SPEC 6.3): the ONE array for which `is_records` holds, whether
+/// the answer is that array, holds it under a key (`{"data": [...]}`), or nests it one or two
+/// levels deeper (`{"data": {"groups": [...]}}`, `{"result": {"data": {"groups": [...]}}}`).
+/// Arrays inside records are not searched. Several such arrays are not understood (which
+/// one holds the records?), and so is none, with one exception:
+///
+/// **The rule for "none".** An answer without records says there are none only when (1) it
+/// is the vendor's documented success body (`"status": "success"`), (2) it holds an explicit
+/// empty array under one of `empty_keys` within the depth searched, and (3) it holds no
+/// non-empty array at all within that depth (nothing that could be the records in a shape
+/// we do not know). Anything else is never read as empty.
+pub fn locate<'a>(v: &'a Value, w: &Wanted<'_>) -> Result<Located<'a>, NotUnderstood> {
+    fn walk<'a>(o: &'a Map<String, Value>, prefix: &str, depth: usize, out: &mut Vec<Located<'a>>) {
+        for (k, child) in o {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match child {
+                Value::Array(a) => out.push(Located {
+                    path,
+                    key: Some(k.as_str()),
+                    items: a.as_slice(),
+                    parent: Some(o),
+                }),
+                Value::Object(c) if depth < MAX_KEY_DEPTH => walk(c, &path, depth + 1, out),
+                _ => {}
+            }
+        }
+    }
+    let mut arrays: Vec<Located<'a>> = Vec::new();
+    match v {
+        Value::Array(a) => arrays.push(Located {
+            path: "(the answer)".into(),
+            key: None,
+            items: a.as_slice(),
+            parent: None,
+        }),
+        Value::Object(o) => walk(o, "", 1, &mut arrays),
+        _ => {}
+    }
+    let not = |seen: String| NotUnderstood {
+        what: w.what.into(),
+        seen,
+    };
+    let (mut found, rest): (Vec<Located<'a>>, Vec<Located<'a>>) = arrays
+        .into_iter()
+        .partition(|l| !l.items.is_empty() && (w.is_records)(l.key, l.items));
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => {
+            let success = v
+                .get("status")
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.trim().eq_ignore_ascii_case("success"));
+            let non_empty: Vec<&str> = rest
+                .iter()
+                .filter(|l| !l.items.is_empty())
+                .map(|l| l.path.as_str())
+                .collect();
+            let empty_known = rest.iter().position(|l| {
+                l.items.is_empty() && l.key.is_some_and(|k| w.empty_keys.contains(&k))
+            });
+            match empty_known {
+                Some(i) if success && non_empty.is_empty() => {
+                    Ok(rest.into_iter().nth(i).expect("found above"))
+                }
+                _ => {
+                    let mut seen = describe(v);
+                    if !non_empty.is_empty() {
+                        seen += &format!(" (arrays at: {})", non_empty.join(", "));
+                    }
+                    Err(not(format!("{seen}; expected an array of {}", w.expected)))
+                }
+            }
+        }
+        n => {
+            let paths: Vec<&str> = found.iter().map(|l| l.path.as_str()).collect();
+            Err(not(format!(
+                "{}; {n} arrays could hold the records ({}): which one is meant is not known",
+                describe(v),
+                paths.join(", ")
+            )))
+        }
+    }
+}
+
+/// Where a record of a located array sits, for messages: `data.groups[3]`.
+pub fn at(path: &str, i: usize) -> String {
+    format!("{path}[{i}]")
+}
+
+/// The first of `keys` that `o` has (not null), for records whose field names vary.
+pub fn first_of<'a>(o: &'a Map<String, Value>, keys: &[&str]) -> Option<&'a Value> {
+    keys.iter().find_map(|k| o.get(*k).filter(|v| !v.is_null()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn one_id_rule() {
+        assert_eq!(id(&json!("abc")).as_deref(), Some("abc"));
+        assert_eq!(id(&json!(" 7 ")).as_deref(), Some("7"));
+        assert_eq!(id(&json!(7)).as_deref(), Some("7"));
+        assert_eq!(id(&json!(-3)).as_deref(), Some("-3"));
+        assert_eq!(
+            id(&json!(18446744073709551615u64)).as_deref(),
+            Some("18446744073709551615")
+        );
+        assert_eq!(id(&json!(7.0)).as_deref(), Some("7"));
+        for bad in [
+            json!(""),
+            json!("   "),
+            json!(null),
+            json!(7.5),
+            json!({}),
+            json!({"id": 1}),
+            json!([1]),
+            json!(true),
+        ] {
+            assert_eq!(id(&bad), None, "{bad}");
+        }
+        #[derive(Deserialize, Debug)]
+        struct R {
+            #[serde(deserialize_with = "de_id")]
+            id: String,
+            #[serde(default, deserialize_with = "de_ids")]
+            more: Vec<String>,
+        }
+        let r: R = typed("r", "R", &json!({"id": 5, "more": ["a", 2], "x": 1})).unwrap();
+        assert_eq!(
+            (r.id.as_str(), r.more),
+            ("5", vec!["a".to_string(), "2".into()])
+        );
+        let e = typed::<R>("the thing", "an id", &json!({"id": ""})).unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "the thing: answer not understood (an object with keys: id; expected an id: "
+            ),
+            "{e}"
+        );
+        assert!(typed::<R>("r", "R", &json!({"id": null})).is_err());
+        assert!(typed::<R>("r", "R", &json!({"id": 1, "more": ["a", null]})).is_err());
+        let e = NotUnderstood::of(
+            "the group listing",
+            &json!({"items": [], "total": 0}),
+            "Resources",
+        );
+        assert_eq!(
+            e.to_string(),
+            "the group listing: answer not understood (an object with keys: items, total; expected Resources)"
+        );
+        assert_eq!(
+            typed::<Id>("x", "an id", &json!(9)).unwrap(),
+            Id("9".into())
+        );
+    }
+
+    #[test]
+    fn one_flag_rule() {
+        for (v, want) in [
+            (json!(1), true),
+            (json!(0), false),
+            (json!("1"), true),
+            (json!("0"), false),
+            (json!(true), true),
+            (json!(false), false),
+            (json!("true"), true),
+            (json!(" FALSE "), false),
+        ] {
+            assert_eq!(flag(&v), Some(want), "{v}");
+        }
+        for bad in [
+            json!(2),
+            json!("yes"),
+            json!(""),
+            json!(null),
+            json!([1]),
+            json!(0.5),
+        ] {
+            assert_eq!(flag(&bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn bodies_that_are_not_json_are_not_understood() {
+        assert_eq!(
+            value("the answer", b"").unwrap_err().to_string(),
+            "the answer: answer not understood (an empty body)"
+        );
+        let e = value("the answer", b"<html>secret</html>")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not JSON") && !e.contains("secret"), "{e}");
+        assert_eq!(value("x", br#"{"a":1}"#).unwrap(), json!({"a": 1}));
+    }
+
+    fn block<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn the_pager_refuses_to_stop_at_its_cap() {
+        let mut calls = 0;
+        let r = block(paged(
+            "the group listing",
+            5,
+            0usize,
+            |k| {
+                calls += 1;
+                async move { Ok((vec![k], Some(k + 1))) }
+            },
+            |_, _| None::<()>,
+        ));
+        assert_eq!(calls, 5);
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.starts_with("the group listing: answer not understood (stopped at 5 pages, the cap"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_pager_reads_every_page_stops_early_and_refuses_loops() {
+        let mut all = Vec::new();
+        let r = block(paged(
+            "l",
+            10,
+            0usize,
+            |k| async move { Ok((vec![k * 10, k * 10 + 1], (k < 2).then_some(k + 1))) },
+            |rs, _| {
+                all.extend(rs);
+                None::<()>
+            },
+        ));
+        assert!(matches!(r, Ok(None)));
+        assert_eq!(all, [0, 1, 10, 11, 20, 21]);
+        let r = block(paged(
+            "l",
+            10,
+            0usize,
+            |k| async move { Ok((vec![k], Some(k + 1))) },
+            |rs, more| (rs[0] == 3 && more).then_some(rs[0]),
+        ));
+        assert_eq!(r.unwrap(), Some(3));
+        let r = block(paged(
+            "l",
+            10,
+            0usize,
+            |k| async move { Ok((vec![k], Some(k))) },
+            |_, _| None::<()>,
+        ));
+        assert!(r.unwrap_err().to_string().contains("the page just read"));
+    }
+
+    #[test]
+    fn a_404_means_gone_and_nothing_else_does() {
+        use crate::targets::{FailKind, Failure};
+        let fail = |kind| {
+            OpError::Call(Failure {
+                kind,
+                status: None,
+                message: "m".into(),
+                latency_ms: 0,
+                attempts: 1,
+                maybe_applied: false,
+            })
+        };
+        assert_eq!(block(gone_on_404(async { Ok(1) })).unwrap(), Some(1));
+        assert_eq!(
+            block(gone_on_404(async {
+                Err::<i32, _>(fail(FailKind::NotFound))
+            }))
+            .unwrap(),
+            None
+        );
+        assert!(
+            block(gone_on_404(async {
+                Err::<i32, _>(fail(FailKind::Permanent))
+            }))
+            .is_err()
+        );
+        let nu = OpError::from(NotUnderstood {
+            what: "w".into(),
+            seen: "s".into(),
+        });
+        assert!(block(gone_on_404(async { Err::<i32, _>(nu) })).is_err());
+    }
+
+    fn groups() -> Wanted<'static> {
+        fn is(_: Option<&str>, items: &[Value]) -> bool {
+            items
+                .iter()
+                .any(|i| i.get("id").is_some() && i.get("name").is_some())
+        }
+        Wanted {
+            what: "the group listing",
+            expected: "objects with an id and a name",
+            is_records: &is,
+            empty_keys: &["data", "groups"],
+        }
+    }
+
+    #[test]
+    fn records_are_found_wherever_they_are() {
+        let g = json!([{"id": 1, "name": "A"}]);
+        for (v, path) in [
+            (json!([{"id": 1, "name": "A"}]), "(the answer)"),
+            (json!({"status": "success", "data": g}), "data"),
+            (
+                json!({"status": "success", "data": {"groups": g, "total": 1}}),
+                "data.groups",
+            ),
+            (
+                json!({"result": {"data": {"list": g}}, "meta": {"tags": ["x"]}}),
+                "result.data.list",
+            ),
+        ] {
+            let l = locate(&v, &groups()).unwrap();
+            assert_eq!((l.path.as_str(), l.items.len()), (path, 1), "{v}");
+        }
+        // Three levels below the answer's keys is too deep.
+        let deep = json!({"a": {"b": {"c": {"d": g}}}});
+        assert!(locate(&deep, &groups()).is_err());
+        // Two candidates: which one?
+        let two = json!({"data": g, "recent": g});
+        let e = locate(&two, &groups()).unwrap_err().to_string();
+        assert!(
+            e.contains("2 arrays could hold the records (data, recent)"),
+            "{e}"
+        );
+        // None.
+        let e = locate(&json!({"items": [{"gid": 1}], "total": 1}), &groups())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "the group listing: answer not understood (an object with keys: items, total (arrays at: items); \
+             expected an array of objects with an id and a name)"
+        );
+        assert!(locate(&json!({"status": "success"}), &groups()).is_err());
+        assert!(locate(&json!("x"), &groups()).is_err());
+    }
+
+    #[test]
+    fn an_explicit_empty_array_in_a_success_body_is_none() {
+        let v = json!({"status": "success", "code": 200, "data": []});
+        assert!(locate(&v, &groups()).unwrap().items.is_empty());
+        let v = json!({"status": "Success", "data": {"groups": []}});
+        assert_eq!(locate(&v, &groups()).unwrap().path, "data.groups");
+        // Not a success body, an unknown key, or something else that might be records.
+        assert!(locate(&json!({"data": []}), &groups()).is_err());
+        assert!(locate(&json!({"status": "success", "items": []}), &groups()).is_err());
+        assert!(
+            locate(
+                &json!({"status": "success", "data": [], "items": [{"gid": 1}]}),
+                &groups()
+            )
+            .is_err()
+        );
+        assert!(locate(&json!([]), &groups()).is_err());
+    }
 }

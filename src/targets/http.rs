@@ -63,14 +63,16 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// The body as JSON, leniently (an empty body is `null`).
+    /// The body as JSON, leniently (an empty or non-JSON body is `null`). Never for reading
+    /// records: `decode::value`/`decode::answer` tell "not understood" from "none".
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
     }
 }
 
-/// One request to send.
-#[derive(Clone, Debug)]
+/// One request to send. Its `Debug` shows no body and no header value: DeepCall and Kazoo
+/// carry credentials in the body.
+#[derive(Clone)]
 pub struct Request {
     pub method: Method,
     /// Absolute URL.
@@ -78,6 +80,18 @@ pub struct Request {
     pub body: Option<serde_json::Value>,
     /// Extra headers (auth is added by the target through `Http::with_header`).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        let mut d = f.debug_struct("Request");
+        d.field("method", &self.method).field("path", &self.path());
+        if self.body.is_some() {
+            d.field("body", &format_args!("[REDACTED]"));
+        }
+        d.field("headers", &headers).finish()
+    }
 }
 
 impl Request {
@@ -419,6 +433,28 @@ pub fn secret_header(value: &str) -> Result<HeaderValue, super::BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_debug_prints_no_body_and_no_header_value() {
+        let r = Request::new(Method::POST, "https://h.example/api/v2/Group/list?x=1")
+            .json(serde_json::json!({"userId": "u-secret", "token": "t-secret", "name": "G"}))
+            .header(
+                HeaderName::from_static("x-auth-token"),
+                HeaderValue::from_static("h-secret"),
+            );
+        let d = format!("{r:?}");
+        assert!(!d.contains("secret") && !d.contains("\"G\""), "{d}");
+        assert!(
+            d.contains("POST") && d.contains("/api/v2/Group/list?x=1"),
+            "{d}"
+        );
+        assert!(
+            d.contains("body: [REDACTED]") && d.contains("x-auth-token"),
+            "{d}"
+        );
+        let d = format!("{:#?}", Request::new(Method::GET, "https://h.example/a"));
+        assert!(!d.contains("body"), "{d}");
+    }
 
     #[test]
     fn urlencode_escapes_query_values() {

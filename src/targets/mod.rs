@@ -59,6 +59,11 @@ pub enum OpError {
     /// The target refused our credentials, or there are none it can use.
     #[error("{0}")]
     Credentials(String),
+    /// A create that may have been applied although no call failed (its answer carried no
+    /// id, or the vendor gave the group a numbered name and the duplicate was removed):
+    /// transient, so the engine looks the group up again before any new attempt.
+    #[error("{0}")]
+    LookAgain(String),
     /// A create whose every attempt failed transiently (each was looked up again first).
     #[error("the create did not complete after {attempts} attempts: {last}")]
     CreateGaveUp { attempts: u32, last: Box<OpError> },
@@ -96,9 +101,10 @@ impl OpError {
     }
     pub fn is_transient(&self) -> bool {
         matches!(self, OpError::Call(f) if f.kind == FailKind::Transient)
+            || matches!(self, OpError::LookAgain(_))
     }
     pub fn maybe_applied(&self) -> bool {
-        matches!(self, OpError::Call(f) if f.maybe_applied)
+        matches!(self, OpError::Call(f) if f.maybe_applied) || matches!(self, OpError::LookAgain(_))
     }
 }
 
@@ -206,5 +212,14 @@ pub fn created_delta(op: &Create, remote_id: &str) -> Delta {
         name: op.name.clone(),
         members: known(&op.members, true),
         owners: known(&op.owners, false),
+    }
+}
+
+/// A member with an id and no email, for the kinds' tests.
+#[cfg(test)]
+pub fn test_member(id: &str) -> Member {
+    Member {
+        id: id.into(),
+        email: None,
     }
 }

@@ -587,3 +587,78 @@ fn full_with_a_refused_group_repairs_the_others() {
     env.run(&["sync", "--full"]).expect(0);
     env.assert_converged(&groups);
 }
+
+/// SPEC 6.3: a `Group/list` or `getGroupAgentRelation` answer whose records cannot be found
+/// fails the group (exit 1, the keys seen named) and sends no create, never "no such group".
+#[test]
+fn answers_in_an_unknown_shape_fail_the_group_and_create_nothing() {
+    let (f, env) = start();
+    f.create_group_by_hand("Tier 1", &[&email(1)]);
+    let groups = vec![
+        g("Tier 1", &[&email(1), &email(2)]),
+        g("Tier 2", &[&email(3)]),
+    ];
+    env.write_source(&groups);
+    let shape = json!({"status": "success", "message": "ok", "code": 200,
+        "items": [{"gid": "1", "title": "Tier 1"}], "total": 1});
+    let r = sync_not_understood(
+        &env,
+        Match::new("POST", "Group/list"),
+        shape,
+        "the group listing: answer not understood (an object with keys: ",
+    );
+    assert!(r.stderr.contains("items") && r.stderr.contains("total"));
+    assert_eq!(f.calls_to("Group/add"), 0, "no create was sent");
+    assert_eq!(assigns(&f), 0);
+    assert_eq!(names(&f), ["Tier 1"]);
+
+    // The listing is fine, the relation of the group to adopt is not: still no create.
+    f.clear_faults();
+    f.clear_requests();
+    sync_not_understood(
+        &env,
+        Match::new("POST", "getGroupAgentRelation"),
+        json!({"status": "success", "rows": [{"uid": 1001}]}),
+        "the group's agents: answer not understood (an object with keys: rows, status",
+    );
+    assert_eq!(
+        f.calls_to("Group/add"),
+        1,
+        "only Tier 2, which the listing does not have"
+    );
+    assert_eq!(f.group_count_with_prefix("Tier 1"), 1);
+
+    // Answers in a shape we know: Tier 1 is adopted, never duplicated.
+    f.clear_faults();
+    env.sync().expect(0);
+    env.assert_converged(&groups);
+    assert_eq!(f.group_count_with_prefix("Tier 1"), 1);
+}
+
+/// The records of the undocumented answers are found one or two levels deeper too. (An
+/// empty answer counts as "none" only under a known key: `data`, `groups` for the listing.)
+#[test]
+fn records_nested_deeper_are_found_and_adopted() {
+    for at in [&["data", "groups"][..], &["result", "data", "groups"][..]] {
+        let (f, env) = start();
+        f.set_records_at(at);
+        f.create_group_by_hand("Tier 1", &[&email(1), &email(2)]);
+        let groups = vec![
+            g("Tier 1", &[&email(1), &email(3)]),
+            g("Tier 2", &[&email(3)]),
+        ];
+        env.write_source(&groups);
+        env.sync().expect(0);
+        env.assert_converged(&groups);
+        assert_eq!(
+            f.calls_to("Group/add"),
+            1,
+            "{at:?}: Tier 1 adopted, only Tier 2 created"
+        );
+        assert_eq!(f.group_count_with_prefix("Tier 1"), 1);
+        // --full reads the relations in the same shape.
+        f.set_members_by_hand("Tier 2", &[&email(4)]);
+        env.run(&["sync", "--full"]).expect(0);
+        env.assert_converged(&groups);
+    }
+}

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::fakes::Fake;
+use crate::fakes::{Fake, Fault, Match};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_rostersync");
 
@@ -239,6 +239,17 @@ impl Env {
         }
         all
     }
+}
+
+/// SPEC 6.3: arms the fake to answer every request matching `when` with `body` (HTTP 200, an
+/// answer in a shape rostersync does not know), runs `sync`, and checks that it exits 1 with
+/// `message` (the operation and the keys seen) in its log.
+#[track_caller]
+pub fn sync_not_understood(env: &Env, when: Match, body: serde_json::Value, message: &str) -> Run {
+    env.fake.inject(when, Fault::body(200, body), 100);
+    let r = env.sync().expect(1);
+    assert!(r.stderr.contains(message), "{message}\n{}", r.stderr);
+    r
 }
 
 /// Polls `f` until it is true or `limit` passes.

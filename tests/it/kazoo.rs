@@ -3,6 +3,7 @@
 //! and credentials.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
@@ -273,16 +274,21 @@ fn datastore_conflicts_are_retried() {
 
 /// The group listing is paged (`next_start_key` -> `start_key`): a group on the last page
 /// is adopted, not duplicated.
-#[test]
-fn adoption_pages_through_the_listing() {
+/// Five groups H0..H4 listed in pages of two; the source wants H4 (to adopt) and New.
+fn five_groups_in_pages_of_two() -> (Arc<FakeKazoo>, Env) {
     let fake = FakeKazoo::start_with_ids_in_source();
     let env = Env::new(fake.clone());
     fake.set_default_page_size(2);
     for i in 0..5 {
         fake.create_group_by_hand(&format!("H{i}"), &[]);
     }
-    let gs = vec![g("H4", &[&e(1)]), g("New", &[&e(2)])];
-    env.write_source(&gs);
+    env.write_source(&[g("H4", &[&e(1)]), g("New", &[&e(2)])]);
+    (fake, env)
+}
+
+#[test]
+fn adoption_pages_through_the_listing() {
+    let (fake, env) = five_groups_in_pages_of_two();
     fake.clear_requests();
     env.sync().expect(0);
     let got = fake.groups();
@@ -477,4 +483,29 @@ fn delete_groups_sends_one_delete() {
     let reqs = fake.requests();
     assert_eq!(count_ok(&reqs, &Match::new("DELETE", "/groups/")), 1);
     assert_eq!(reqs.len(), 2, "login + DELETE");
+}
+
+/// SPEC 6.3: a group listing page in a shape not understood (here the second page) fails
+/// the group (exit 1, the keys seen named) and sends no create: never a shorter listing.
+#[test]
+fn a_listing_page_in_an_unknown_shape_creates_nothing() {
+    let (fake, env) = five_groups_in_pages_of_two();
+    sync_not_understood(
+        &env,
+        Match::new("GET", "start_key="),
+        json!({"status": "success", "rows": [{"id": "x", "name": "H4"}]}),
+        "the group listing: answer not understood (an object with keys: rows, status; expected {\"data\": [...]}",
+    );
+    let creates = |f: &FakeKazoo| {
+        f.requests()
+            .iter()
+            .filter(|r| r.method == "PUT" && r.path.ends_with("/groups"))
+            .count()
+    };
+    assert_eq!(creates(&fake), 0, "no create was sent");
+    assert_eq!(fake.all_group_names().len(), 5);
+    fake.clear_faults();
+    env.sync().expect(0);
+    assert_eq!(creates(&fake), 1, "H4 adopted, New created");
+    assert_eq!(fake.all_group_names().len(), 6);
 }

@@ -177,3 +177,30 @@ fn a_new_name_under_the_same_key_renames_the_remote_group() {
     env.sync().expect(0);
     assert!(fake.requests().is_empty());
 }
+
+/// SPEC 6.3: a MaestroQA listing in a shape not understood fails the group (exit 1, the keys
+/// seen named) and sends no create; `{"totalResults": 0}` is a real empty listing.
+#[test]
+fn maestroqa_listing_in_an_unknown_shape_creates_nothing() {
+    let fake = FakeMaestro::start();
+    let env = Env::new(fake.clone());
+    fake.add_user(&email(1));
+    fake.create_group_by_hand("Late Shift", &[&email(1)]);
+    let groups = vec![
+        g("Late Shift", &[&email(1), &email(2)]),
+        g("New", &[&email(3)]),
+    ];
+    env.write_source(&groups);
+    sync_not_understood(
+        &env,
+        Match::new("GET", "/Groups?startIndex"),
+        serde_json::json!({"items": [{"id": "x", "displayName": "Late Shift"}], "total": 1}),
+        "the group listing: answer not understood (an object with keys: items, total; expected Resources)",
+    );
+    assert_eq!(count_ok(&fake.requests(), &fake.create_request()), 0);
+    assert_eq!(fake.count_named("Late Shift"), 1);
+    fake.clear_faults();
+    env.sync().expect(0);
+    env.assert_converged(&groups);
+    assert_eq!(fake.count_named("Late Shift"), 1);
+}

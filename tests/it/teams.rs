@@ -487,3 +487,32 @@ fn bench_200_teams() {
         assert_eq!(fake.rate_limited_count(), 0);
     }
 }
+
+/// SPEC 6.3: a team listing in a shape not understood fails the group (exit 1, the keys
+/// seen named) and sends no create.
+#[test]
+fn a_team_listing_in_an_unknown_shape_creates_nothing() {
+    let fake = unlimited(FakeTeams::start_with_ids_in_source());
+    let env = Env::new(fake.clone());
+    fake.create_group_by_hand("Tier 1", &[&e(1)]);
+    let groups = vec![g("Tier 1", &[&e(1), &e(2)]), g("Tier 2", &[&e(3)])];
+    env.write_source(&groups);
+    sync_not_understood(
+        &env,
+        Match::new("GET", "/v1/teams"),
+        serde_json::json!({"items": [{"id": "x", "name": "Tier 1"}], "total": 1}),
+        "the team listing: answer not understood (an object with keys: items, total; expected {\"data\": [...]}",
+    );
+    let creates = |f: &FakeTeams| {
+        f.requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == "/v1/teams")
+            .count()
+    };
+    assert_eq!(creates(&fake), 0, "no create was sent");
+    assert_eq!(fake.all_group_names(), ["Tier 1"]);
+    fake.clear_faults();
+    env.sync().expect(0);
+    env.assert_converged(&groups);
+    assert_eq!(creates(&fake), 1, "Tier 1 adopted, Tier 2 created");
+}

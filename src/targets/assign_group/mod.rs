@@ -28,9 +28,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 use tracing::warn;
 
-use super::{
-    CallInfo, Ctx, FailKind, Failure, Http, OpError, RemoteGroup, Request, Retry, Target, Verdict,
-};
+use super::decode::{self, NotUnderstood};
+use super::{CallInfo, Ctx, FailKind, Http, OpError, RemoteGroup, Request, Retry, Target, Verdict};
 use crate::config::{Mode, Secret, TargetConfig};
 use crate::plan::{Create, Delete, KnownGroup, KnownMember, Update};
 use crate::store::Delta;
@@ -79,18 +78,6 @@ fn verdict(ep: Endpoint) -> impl Fn(u16, &[u8]) -> Verdict + Sync {
     move |status, body| wire::classify(ep, status, body)
 }
 
-/// A failure that no single call proves: the create may have happened, look again.
-fn look_again(message: String) -> OpError {
-    OpError::Call(Failure {
-        kind: FailKind::Transient,
-        status: None,
-        message,
-        latency_ms: 0,
-        attempts: 0,
-        maybe_applied: true,
-    })
-}
-
 /// Makes a failure final, with context; other errors pass through.
 fn permanent(e: OpError, context: &str) -> OpError {
     match e {
@@ -126,7 +113,10 @@ impl AssignGroup {
         let info = CallInfo::new("find").group(key, name);
         let req = self.request(Endpoint::List, wire::list_body(filter));
         let reply = ctx.read(info, req, &verdict(Endpoint::List)).await?;
-        Ok(wire::listed(&reply.json()))
+        Ok(wire::listed(&decode::value(
+            "the group listing",
+            &reply.body,
+        )?)?)
     }
 
     /// `Group/getGroupAgentRelation`: the group's agents and receive_call flags. A 1503 comes
@@ -134,9 +124,28 @@ impl AssignGroup {
     async fn relation(&self, ctx: &Ctx, key: &str, name: &str, id: &str) -> Result<Lists, OpError> {
         let info = CallInfo::new("read").group(key, name);
         let req = self.request(Endpoint::Relation, wire::group_body(id));
-        match ctx.read(info, req, &verdict(Endpoint::Relation)).await {
-            Ok(reply) => Ok(wire::relation(&reply.json())),
-            Err(e) => Err(self.disambiguate(ctx, key, name, id, e).await),
+        let reply = match ctx.read(info, req, &verdict(Endpoint::Relation)).await {
+            Ok(reply) => reply,
+            Err(e) => return Err(self.disambiguate(ctx, key, name, id, e).await),
+        };
+        Ok(wire::relation(&decode::value(
+            "the group's agents",
+            &reply.body,
+        )?)?)
+    }
+
+    /// A group read through its relation, kept for the update that may follow in this run.
+    fn remote(&self, id: &str, name: &str, (members, receive_call): Lists) -> RemoteGroup {
+        self.fresh
+            .lock()
+            .expect("fresh lock")
+            .insert(id.to_string(), (members.clone(), receive_call.clone()));
+        RemoteGroup {
+            id: id.to_string(),
+            name: name.to_string(),
+            members,
+            owners: vec![],
+            receive_call,
         }
     }
 
@@ -281,45 +290,15 @@ impl Target for AssignGroup {
         let Some(g) = wire::exact_match(&groups, name) else {
             return Ok(None);
         };
-        match self.relation(ctx, key, name, &g.id).await {
-            Ok((members, receive_call)) => {
-                self.fresh
-                    .lock()
-                    .expect("fresh lock")
-                    .insert(g.id.clone(), (members.clone(), receive_call.clone()));
-                Ok(Some(RemoteGroup {
-                    id: g.id.clone(),
-                    name: g.name.clone(),
-                    members,
-                    owners: vec![],
-                    receive_call,
-                }))
-            }
-            // Deleted since the listing.
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        // Gone since the listing: None.
+        let found = decode::gone_on_404(self.relation(ctx, key, name, &g.id)).await?;
+        Ok(found.map(|lists| self.remote(&g.id, &g.name, lists)))
     }
 
     async fn read(&self, ctx: &Ctx, g: &KnownGroup) -> Result<Option<RemoteGroup>, OpError> {
-        match self.relation(ctx, &g.key, &g.name, &g.remote_id).await {
-            Ok((members, receive_call)) => {
-                self.fresh
-                    .lock()
-                    .expect("fresh lock")
-                    .insert(g.remote_id.clone(), (members.clone(), receive_call.clone()));
-                // The relation does not carry the name: the known one stays.
-                Ok(Some(RemoteGroup {
-                    id: g.remote_id.clone(),
-                    name: String::new(),
-                    members,
-                    owners: vec![],
-                    receive_call,
-                }))
-            }
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        let found = decode::gone_on_404(self.relation(ctx, &g.key, &g.name, &g.remote_id)).await?;
+        // The relation does not carry the name: the known one stays.
+        Ok(found.map(|lists| self.remote(&g.remote_id, "", lists)))
     }
 
     async fn create(&self, ctx: &Ctx, op: &Create) -> Result<String, OpError> {
@@ -329,10 +308,22 @@ impl Target for AssignGroup {
         let p = ctx
             .send(info, req, Retry::OnlyIfNotApplied, &verdict(Endpoint::Add))
             .await?;
-        let answer = p.json();
-        let Some(id) = wire::created_id(&answer) else {
-            ctx.confirm(p, Delta::None)?;
-            return Err(look_again("the Group/add answer carries no groupId".into()));
+        const WHAT: &str = "the Group/add answer";
+        let answer = decode::value(WHAT, &p.reply.body);
+        let (id, answer) = match answer {
+            Ok(v) => match wire::created_id(&v) {
+                Some(id) => (id, v),
+                None => {
+                    ctx.confirm(p, Delta::None)?;
+                    let e = NotUnderstood::of(WHAT, &v, "a groupId");
+                    // The group may exist: the engine looks it up again before a new attempt.
+                    return Err(OpError::LookAgain(e.to_string()));
+                }
+            },
+            Err(e) => {
+                ctx.confirm(p, Delta::None)?;
+                return Err(OpError::LookAgain(e.to_string()));
+            }
         };
         if let Some(got) =
             wire::created_name(&answer).filter(|n| n.to_lowercase() != op.name.to_lowercase())
@@ -349,7 +340,7 @@ impl Target for AssignGroup {
             {
                 Ok(p) => {
                     ctx.confirm(p, Delta::None)?;
-                    Err(look_again(format!(
+                    Err(OpError::LookAgain(format!(
                         "DeepCall named the new group {got:?} (a duplicate, deleted)"
                     )))
                 }

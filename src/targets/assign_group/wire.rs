@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 
 use crate::config::Mode;
 use crate::plan::Update;
+use crate::targets::decode::{self, NotUnderstood};
 use crate::targets::http::{Verdict, default_verdict, message};
 
 /// The endpoints rostersync calls. Vendor error codes mean different things per endpoint
@@ -81,31 +82,6 @@ fn loose_i64(v: Option<&Value>) -> Option<i64> {
         Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
-    }
-}
-
-/// An id that may come as a string or a number; None when absent or empty.
-pub fn loose_id(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// A flag as `getGroupAgentRelation` may spell it: `1`/`0`, `"1"`/`"0"`, `true`/`false`,
-/// `"true"`/`"yes"`/`"y"`/`"on"`. Anything else is false.
-pub fn loose_flag(v: Option<&Value>) -> bool {
-    match v {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
-        Some(Value::String(s)) => {
-            matches!(
-                s.trim().to_ascii_lowercase().as_str(),
-                "1" | "true" | "yes" | "y" | "on"
-            )
-        }
-        _ => false,
     }
 }
 
@@ -217,19 +193,39 @@ pub fn with_auth(mut body: Value, auth: &Map<String, Value>) -> Value {
     body
 }
 
-/// The `groupId` of a `Group/add` answer (top level or under `data`).
+/// Field names a group record may use for its id and its name.
+const GROUP_ID: [&str; 3] = ["groupId", "group_id", "id"];
+const GROUP_NAME: [&str; 3] = ["name", "groupName", "group_name"];
+/// Field names a relation record may use for the agent id and its `receive_call` flag.
+const AGENT_ID: [&str; 5] = [
+    "agent_unique_id",
+    "agentUniqueId",
+    "agent_id",
+    "agentId",
+    "id",
+];
+const FLAG: [&str; 2] = ["receive_call", "receiveCall"];
+
+fn has_any(o: &Value, keys: &[&str]) -> bool {
+    keys.iter().any(|k| o.get(*k).is_some_and(|v| !v.is_null()))
+}
+
+/// The `groupId` of a `Group/add` answer (top level or under `data`), by the one id rule.
 pub fn created_id(v: &Value) -> Option<String> {
-    let keys = ["groupId", "group_id", "id"];
-    let at = |o: &Value| keys.iter().find_map(|k| loose_id(o.get(*k)));
+    let at = |o: &Value| {
+        o.as_object()
+            .and_then(|o| decode::first_of(o, &GROUP_ID))
+            .and_then(decode::id)
+    };
     at(v).or_else(|| v.get("data").and_then(at))
 }
 
 /// The name a `Group/add` answer reports, when it reports one (the vendor appends a number
 /// to a duplicate name).
 pub fn created_name(v: &Value) -> Option<String> {
-    let keys = ["name", "groupName", "group_name"];
     let at = |o: &Value| {
-        keys.iter()
+        GROUP_NAME
+            .iter()
             .find_map(|k| o.get(*k).and_then(Value::as_str).map(str::to_string))
     };
     at(v).or_else(|| v.get("data").and_then(at))
@@ -242,32 +238,60 @@ pub struct Listed {
     pub name: String,
 }
 
-/// The items of an answer: `data` as an array, or an array under `data.<key>`, or `<key>`.
-fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    let arr = match v.get("data") {
-        Some(Value::Array(a)) => Some(a),
-        Some(d @ Value::Object(_)) => d.get(key).and_then(Value::as_array),
-        _ => None,
-    };
-    arr.or_else(|| v.get(key).and_then(Value::as_array))
-        .or_else(|| v.as_array())
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
+/// A record of a located array that lacks what it must carry.
+fn bad_record(what: &str, path: &str, i: usize, v: &Value, expected: &str) -> NotUnderstood {
+    NotUnderstood {
+        what: what.into(),
+        seen: format!(
+            "{} is {}; expected {expected}",
+            decode::at(path, i),
+            decode::describe(v)
+        ),
+    }
 }
 
-/// The groups of a `Group/list` answer (lenient about key names and id types).
-pub fn listed(v: &Value) -> Vec<Listed> {
-    items(v, "groups")
+/// The groups of a `Group/list` answer, whose shape is not documented: the one array of
+/// objects that carry an id (`groupId`, `group_id` or `id`) and a name (`name`, `groupName`
+/// or `group_name`), wherever `decode::locate` finds it. Every record of that array must
+/// carry both (a group we cannot read could be the one we look for); an explicit empty
+/// array under `data` or `groups` in a `"status": "success"` body is "no groups".
+pub fn listed(v: &Value) -> Result<Vec<Listed>, NotUnderstood> {
+    const WHAT: &str = "the group listing";
+    const EXPECTED: &str =
+        "objects with an id (groupId, group_id or id) and a name (name, groupName or group_name)";
+    let is = |_: Option<&str>, items: &[Value]| {
+        items
+            .iter()
+            .any(|g| has_any(g, &GROUP_ID) && has_any(g, &GROUP_NAME))
+    };
+    let found = decode::locate(
+        v,
+        &decode::Wanted {
+            what: WHAT,
+            expected: EXPECTED,
+            is_records: &is,
+            empty_keys: &["data", "groups"],
+        },
+    )?;
+    found
+        .items
         .iter()
-        .filter_map(|g| {
-            let id = ["groupId", "group_id", "id"]
-                .iter()
-                .find_map(|k| loose_id(g.get(*k)))?;
-            let name = ["name", "groupName", "group_name"]
-                .iter()
-                .find_map(|k| g.get(*k).and_then(Value::as_str))?
-                .to_string();
-            Some(Listed { id, name })
+        .enumerate()
+        .map(|(i, g)| {
+            let o = g.as_object();
+            let id = o
+                .and_then(|o| decode::first_of(o, &GROUP_ID))
+                .and_then(decode::id);
+            let name = o
+                .and_then(|o| decode::first_of(o, &GROUP_NAME))
+                .and_then(Value::as_str);
+            match (id, name) {
+                (Some(id), Some(name)) => Ok(Listed {
+                    id,
+                    name: name.to_string(),
+                }),
+                _ => Err(bad_record(WHAT, &found.path, i, g, "an id and a name")),
+            }
         })
         .collect()
 }
@@ -284,42 +308,82 @@ pub fn exact_match<'a>(groups: &'a [Listed], name: &str) -> Option<&'a Listed> {
 }
 
 /// A group's agents and which of them receive calls, from a `getGroupAgentRelation`
-/// answer, whose shape is not documented: rows of `{agent_unique_id, receive_call}` (under
-/// `data`, `data.agents` or `agents`), rows that are bare ids, or the two lists of the
-/// assign call's own shape.
-pub fn relation(v: &Value) -> (Vec<String>, Vec<String>) {
-    let data = v.get("data").unwrap_or(v);
-    if let Some(Value::Array(ids)) = data.get("agent_unique_id") {
-        let agents: Vec<String> = ids.iter().filter_map(|i| loose_id(Some(i))).collect();
-        let rc = match data.get("receive_call") {
-            Some(Value::Array(r)) => r.iter().filter_map(|i| loose_id(Some(i))).collect(),
-            _ => Vec::new(),
-        };
-        return (agents, rc);
-    }
+/// answer, whose shape is not documented. `decode::locate` finds, wherever it is, either
+/// - the one array of rows carrying an agent id (`agent_unique_id`, `agentUniqueId`,
+///   `agent_id`, `agentId` or `id`) and maybe a flag (`receive_call` or `receiveCall`, by
+///   `decode::flag`; a row without one does not receive calls), or
+/// - the assign call's own shape: an `agent_unique_id` array of ids, with its sibling
+///   `receive_call` array of ids (left out: nobody receives calls).
+///
+/// A row without an agent id, an id that is no id, or a flag that is no flag is not
+/// understood; so is an answer with no such array, except an explicit empty array under
+/// `data`, `agents` or `agent_unique_id` in a `"status": "success"` body ("no agents").
+pub fn relation(v: &Value) -> Result<(Vec<String>, Vec<String>), NotUnderstood> {
+    const WHAT: &str = "the group's agents";
+    const EXPECTED: &str = "objects with an agent id (agent_unique_id, agentUniqueId, agent_id, agentId or id), \
+                            or an agent_unique_id array of ids";
+    let is = |key: Option<&str>, items: &[Value]| {
+        items.iter().any(|r| has_any(r, &AGENT_ID))
+            || (key == Some("agent_unique_id") && items.iter().all(|i| !i.is_object()))
+    };
+    let found = decode::locate(
+        v,
+        &decode::Wanted {
+            what: WHAT,
+            expected: EXPECTED,
+            is_records: &is,
+            empty_keys: &["data", "agents", "agent_unique_id"],
+        },
+    )?;
+    let ids = |path: &str, items: &[Value]| -> Result<Vec<String>, NotUnderstood> {
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, x)| decode::id(x).ok_or_else(|| bad_record(WHAT, path, i, x, "an agent id")))
+            .collect()
+    };
     let mut agents = Vec::new();
     let mut rc = Vec::new();
-    let mut seen = BTreeSet::new();
-    for row in items(v, "agents") {
-        let (id, flag) = match row {
-            Value::Object(_) => {
-                let id = [
-                    "agent_unique_id",
-                    "agentUniqueId",
-                    "agent_id",
-                    "agentId",
-                    "id",
-                ]
-                .iter()
-                .find_map(|k| loose_id(row.get(*k)));
-                let flag = ["receive_call", "receiveCall"]
-                    .iter()
-                    .find_map(|k| row.get(*k));
-                (id, loose_flag(flag))
+    if found.key == Some("agent_unique_id") && found.items.iter().all(|i| !i.is_object()) {
+        agents = ids(&found.path, found.items)?;
+        match found.parent.and_then(|p| p.get("receive_call")) {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(r)) => rc = ids("receive_call", r)?,
+            Some(other) => {
+                return Err(NotUnderstood {
+                    what: WHAT.into(),
+                    seen: format!(
+                        "receive_call is {}; expected an array of agent ids",
+                        decode::describe(other)
+                    ),
+                });
             }
-            other => (loose_id(Some(other)), false),
+        }
+        let mut seen = BTreeSet::new();
+        agents.retain(|a| seen.insert(a.clone()));
+        return Ok((agents, rc));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, row) in found.items.iter().enumerate() {
+        let o = row.as_object();
+        let id = o
+            .and_then(|o| decode::first_of(o, &AGENT_ID))
+            .and_then(decode::id);
+        let Some(id) = id else {
+            return Err(bad_record(WHAT, &found.path, i, row, "an agent id"));
         };
-        let Some(id) = id else { continue };
+        let flag = match o.and_then(|o| decode::first_of(o, &FLAG)) {
+            None => false,
+            Some(f) => decode::flag(f).ok_or_else(|| {
+                bad_record(
+                    WHAT,
+                    &found.path,
+                    i,
+                    f,
+                    "a receive_call flag (1/0, \"1\"/\"0\", true/false)",
+                )
+            })?,
+        };
         if seen.insert(id.clone()) {
             if flag {
                 rc.push(id.clone());
@@ -327,7 +391,7 @@ pub fn relation(v: &Value) -> (Vec<String>, Vec<String>) {
             agents.push(id);
         }
     }
-    (agents, rc)
+    Ok((agents, rc))
 }
 
 /// The two whole lists one assign call sends, and what it proves beyond the plan.
@@ -556,6 +620,7 @@ mod tests {
         assert_eq!(created_id(&json!({"groupId": 7})), Some("7".into()));
         assert_eq!(created_id(&json!({"data": {"id": 8}})), Some("8".into()));
         assert_eq!(created_id(&json!({"groupId": ""})), None);
+        assert_eq!(created_id(&json!({"groupId": 7.5})), None);
         assert_eq!(
             created_name(&json!({"data": {"name": "Tier 11"}})),
             Some("Tier 11".into())
@@ -564,18 +629,83 @@ mod tests {
 
         let l = listed(&json!({"data": [
             {"groupId": "1", "name": "Tier 1"}, {"group_id": 2, "groupName": "tier 1"},
-            {"id": "3", "name": "Tier 11"}, {"name": "no id"}
-        ]}));
+            {"id": "3", "name": "Tier 11"}
+        ]}))
+        .unwrap();
         assert_eq!(l.len(), 3);
         assert_eq!(
-            listed(&json!({"data": {"groups": [{"id": 5, "name": "A"}]}})),
-            vec![Listed {
-                id: "5".into(),
-                name: "A".into()
-            }]
+            l[1],
+            Listed {
+                id: "2".into(),
+                name: "tier 1".into()
+            }
         );
-        assert_eq!(listed(&json!([{"id": 5, "name": "A"}])).len(), 1);
-        assert!(listed(&json!({"status": "success"})).is_empty());
+        // A listed group without an id could be the one we look for: not understood.
+        let e = listed(&json!({"data": [{"groupId": "1", "name": "Tier 1"}, {"name": "no id"}]}))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "the group listing: answer not understood (data[1] is an object with keys: name; expected an id and a name)"
+        );
+        assert!(listed(&json!({"data": [{"groupId": "", "name": "A"}]})).is_err());
+    }
+
+    fn g(id: u32, name: &str) -> Value {
+        json!({"groupId": id.to_string(), "name": name, "agentCount": 2})
+    }
+
+    #[test]
+    fn group_records_are_found_wherever_the_answer_puts_them() {
+        let gs = json!([g(1, "A"), g(2, "B")]);
+        for v in [
+            gs.clone(),
+            json!({"status": "success", "code": 200, "data": gs}),
+            json!({"status": "success", "data": {"groups": gs, "total": 2}}),
+            json!({"status": "success", "result": {"data": {"list": gs}}}),
+            json!({"status": "success", "groups": gs, "tags": ["x", "y"]}),
+        ] {
+            let l = listed(&v).unwrap_or_else(|e| panic!("{v}: {e}"));
+            assert_eq!(
+                l.iter().map(|g| g.id.as_str()).collect::<Vec<_>>(),
+                ["1", "2"],
+                "{v}"
+            );
+        }
+        // Two candidate arrays, or none: not understood.
+        let two = json!({"status": "success", "data": gs, "recent": [g(3, "C")]});
+        let e = listed(&two).unwrap_err().to_string();
+        assert!(
+            e.contains("2 arrays could hold the records (data, recent)"),
+            "{e}"
+        );
+        let none = json!({"status": "success", "items": [{"gid": 1, "title": "A"}], "total": 1});
+        let e = listed(&none).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "the group listing: answer not understood (an object with keys: items, status, total (arrays at: items); \
+                 expected an array of objects with an id"
+            ),
+            "{e}"
+        );
+        assert!(listed(&json!({"status": "success"})).is_err());
+        assert!(listed(&json!({"status": "success", "message": "ok", "code": 200})).is_err());
+        // Too deep.
+        assert!(listed(&json!({"a": {"b": {"c": {"d": gs}}}})).is_err());
+        // "None", said in the documented success shape.
+        assert!(
+            listed(&json!({"status": "success", "data": []}))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            listed(&json!({"status": "success", "data": {"groups": []}}))
+                .unwrap()
+                .is_empty()
+        );
+        // Not a success body, or an empty array under a key we do not know.
+        assert!(listed(&json!({"data": []})).is_err());
+        assert!(listed(&json!({"status": "success", "rows": []})).is_err());
     }
 
     #[test]
@@ -609,13 +739,72 @@ mod tests {
                 {"groupId": "1", "agent_unique_id": "1001", "receive_call": on},
                 {"groupId": "1", "agent_unique_id": 1002, "receive_call": off},
             ]});
-            assert_eq!(relation(&v), (s(&["1001", "1002"]), s(&["1001"])));
+            assert_eq!(relation(&v).unwrap(), (s(&["1001", "1002"]), s(&["1001"])));
         }
-        let v = json!({"data": {"agent_unique_id": ["1", 2], "receive_call": ["2"]}});
-        assert_eq!(relation(&v), (s(&["1", "2"]), s(&["2"])));
-        let v = json!({"data": {"agents": [{"agentId": "5", "receiveCall": "yes"}, "6", "6"]}});
-        assert_eq!(relation(&v), (s(&["5", "6"]), s(&["5"])));
-        assert_eq!(relation(&json!({"data": []})), (vec![], vec![]));
+        for bad in [json!("yes"), json!(2), json!({}), json!("")] {
+            let v = json!({"data": [{"agent_unique_id": "1", "receive_call": bad}]});
+            let e = relation(&v).unwrap_err().to_string();
+            assert!(
+                e.contains("data[0] is") && e.contains("receive_call flag"),
+                "{e}"
+            );
+        }
+        // No flag: the agent does not receive calls.
+        let v = json!({"data": {"agents": [{"agentId": "5", "receiveCall": "1"}, {"agentId": 6}, {"agentId": "6"}]}});
+        assert_eq!(relation(&v).unwrap(), (s(&["5", "6"]), s(&["5"])));
+        // The assign call's own shape.
+        let v = json!({"data": {"agent_unique_id": ["1", 2, "1"], "receive_call": ["2"]}});
+        assert_eq!(relation(&v).unwrap(), (s(&["1", "2"]), s(&["2"])));
+        let v = json!({"agent_unique_id": ["1"]});
+        assert_eq!(relation(&v).unwrap(), (s(&["1"]), s(&[])));
+        assert!(relation(&json!({"agent_unique_id": ["1", null]})).is_err());
+        assert!(relation(&json!({"agent_unique_id": ["1"], "receive_call": "1"})).is_err());
+    }
+
+    #[test]
+    fn relation_records_are_found_wherever_the_answer_puts_them() {
+        let rows = json!([{"agent_unique_id": "1001", "receive_call": 1}, {"agent_unique_id": "1002", "receive_call": 0}]);
+        let want = (s(&["1001", "1002"]), s(&["1001"]));
+        for v in [
+            rows.clone(),
+            json!({"status": "success", "data": rows}),
+            json!({"status": "success", "data": {"agents": rows}}),
+            json!({"status": "success", "result": {"data": {"rows": rows}}}),
+        ] {
+            assert_eq!(relation(&v).unwrap(), want, "{v}");
+        }
+        let two = json!({"data": rows, "previous": rows});
+        assert!(
+            relation(&two)
+                .unwrap_err()
+                .to_string()
+                .contains("2 arrays could hold")
+        );
+        let none = json!({"status": "success", "data": {"members": [{"uid": 1}]}});
+        let e = relation(&none).unwrap_err().to_string();
+        assert!(
+            e.starts_with("the group's agents: answer not understood (an object with keys: data, status (arrays at: data.members)"),
+            "{e}"
+        );
+        // A row without an agent id in the records' array.
+        let e = relation(&json!({"data": [{"agent_unique_id": "1"}, {"receive_call": 1}]}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("data[1] is an object with keys: receive_call; expected an agent id"),
+            "{e}"
+        );
+        // "None", in the documented success shape only.
+        for empty in [
+            json!({"status": "success", "data": []}),
+            json!({"status": "success", "data": {"agents": []}}),
+            json!({"status": "success", "data": {"agent_unique_id": [], "receive_call": []}}),
+        ] {
+            assert_eq!(relation(&empty).unwrap(), (vec![], vec![]), "{empty}");
+        }
+        assert!(relation(&json!({"data": []})).is_err());
+        assert!(relation(&json!({"status": "success"})).is_err());
+        assert!(relation(&json!({"status": "success", "list": []})).is_err());
     }
 
     fn update(after: &[&str], rc_after: &[&str], remove: &[&str]) -> Update {

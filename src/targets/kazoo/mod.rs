@@ -21,9 +21,9 @@ use async_trait::async_trait;
 use reqwest::Method;
 use reqwest::header::{ACCEPT, HeaderMap, HeaderName};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::Value;
 use tokio::sync::Mutex;
 
+use super::decode::{self, NotUnderstood};
 use super::http::{secret_header, urlencode};
 use super::{
     CallInfo, Ctx, FailKind, Http, OpError, Pending, RemoteGroup, Reply, Request, Retry, Target,
@@ -113,17 +113,18 @@ impl Kazoo {
         let p = ctx
             .send(CallInfo::new("login"), req, Retry::Always, &wire::verdict)
             .await?;
-        let token = wire::auth_token(&p.json());
+        const WHAT: &str = "the api_auth answer";
+        let answer = decode::value(WHAT, &p.reply.body);
+        let token = answer.as_ref().ok().and_then(wire::auth_token);
         if let Some(t) = &token {
             ctx.http.add_secret(t);
         }
         ctx.confirm(p, Delta::None)?;
-        token.map(SecretString::from).ok_or_else(|| {
-            OpError::from(super::NotUnderstood {
-                what: "the api_auth answer".into(),
-                seen: "no data.auth_token".into(),
-            })
-        })
+        match (token, answer) {
+            (Some(t), _) => Ok(SecretString::from(t)),
+            (None, Ok(v)) => Err(NotUnderstood::of(WHAT, &v, "auth_token").into()),
+            (None, Err(e)) => Err(e.into()),
+        }
     }
 
     /// The token to send, logging in on the first call of the run. When `stale` is the
@@ -212,57 +213,50 @@ impl Kazoo {
         Ok(reply)
     }
 
-    /// Every row of a listing (`path` may carry filters), following `next_start_key`.
-    /// `stop` ends the paging early once it returns a value.
-    async fn list<T>(
+    /// Every row of a listing (`path` may carry filters), following `next_start_key`, each
+    /// decoded as `T`. `each` ends the paging early once it returns a value. A listing not
+    /// understood, or longer than `MAX_PAGES`, is an error, never a shorter list.
+    async fn list<T, R>(
         &self,
         ctx: &Ctx,
         info: &CallInfo,
+        what: &str,
         path: &str,
-        mut stop: impl FnMut(&[Value]) -> Option<T>,
-    ) -> Result<Option<T>, OpError> {
+        each: impl FnMut(Vec<T>, bool) -> Option<R> + Send,
+    ) -> Result<Option<R>, OpError>
+    where
+        T: serde::de::DeserializeOwned + Send,
+    {
         let sep = if path.contains('?') { '&' } else { '?' };
-        let mut start: Option<String> = None;
-        for _ in 0..MAX_PAGES {
+        let fetch = |start: Option<String>| async move {
             let url = match &start {
                 Some(k) => format!("{}{sep}start_key={}", self.url(path), urlencode(k)),
                 None => self.url(path),
             };
-            let page = self
+            let reply = self
                 .read_call(ctx, info.clone(), Request::new(Method::GET, url))
-                .await?
-                .json();
-            if let Some(found) = stop(wire::rows(&page)) {
-                return Ok(Some(found));
-            }
-            match wire::next_start_key(&page) {
-                // A server repeating the same key would loop forever.
-                Some(next) if start.as_ref() != Some(&next) && !wire::rows(&page).is_empty() => {
-                    start = Some(next)
-                }
-                _ => return Ok(None),
-            }
-        }
-        Ok(None)
+                .await?;
+            let (rows, next) = wire::page::<T>(what, &reply.body)?;
+            Ok((rows, next.map(Some)))
+        };
+        decode::paged(what, MAX_PAGES, None, fetch, each).await
     }
 
     /// `GET .../groups/{id}`; None when it is gone.
     async fn get_group(
         &self,
         ctx: &Ctx,
-        key: &str,
-        name: &str,
+        info: CallInfo,
         id: &str,
     ) -> Result<Option<RemoteGroup>, OpError> {
-        let req = Request::new(Method::GET, self.url(&format!("/groups/{}", urlencode(id))));
-        match self
-            .read_call(ctx, CallInfo::new("read").group(key, name), req)
-            .await
-        {
-            Ok(reply) => Ok(wire::remote_group(wire::data(&reply.json()))),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        let path = format!("/groups/{}", urlencode(id));
+        decode::gone_on_404(async {
+            let reply = self
+                .read_call(ctx, info, Request::new(Method::GET, self.url(&path)))
+                .await?;
+            Ok(wire::group("the group", &reply.body)?.remote())
+        })
+        .await
     }
 
     /// The listing of this run's first `find`: every group, by exact name.
@@ -273,14 +267,18 @@ impl Kazoo {
         }
         let mut by_name = Listing::new();
         let info = CallInfo::new("find").group(key, name);
-        self.list(ctx, &info, "/groups", |rows| {
-            for g in rows {
-                if let Some(id) = wire::id_of(g) {
-                    by_name.entry(wire::name_of(g)).or_default().push(id);
+        self.list(
+            ctx,
+            &info,
+            "the group listing",
+            "/groups",
+            |rows: Vec<wire::GroupRow>, _| {
+                for g in rows {
+                    by_name.entry(g.name).or_default().push(g.id);
                 }
-            }
-            None::<()>
-        })
+                None::<()>
+            },
+        )
         .await?;
         let l = Arc::new(by_name);
         *cached = Some(l.clone());
@@ -293,12 +291,9 @@ impl Kazoo {
         let mut ids = Vec::new();
         let info = CallInfo::new("find").group(key, name);
         let path = format!("/groups?filter_name={}", urlencode(name));
-        self.list(ctx, &info, &path, |rows| {
-            ids.extend(
-                rows.iter()
-                    .filter(|g| wire::name_of(g) == name)
-                    .filter_map(wire::id_of),
-            );
+        let what = "the group lookup";
+        self.list(ctx, &info, what, &path, |rows: Vec<wire::GroupRow>, _| {
+            ids.extend(rows.into_iter().filter(|g| g.name == name).map(|g| g.id));
             None::<()>
         })
         .await?;
@@ -317,9 +312,14 @@ impl Target for Kazoo {
     /// `people[].ids.<target>` for such a person).
     async fn lookup(&self, ctx: &Ctx, email: &str) -> Result<Option<String>, OpError> {
         let path = format!("/users?filter_email={}", urlencode(email));
-        self.list(ctx, &CallInfo::new("lookup"), &path, |rows| {
-            wire::user_with_email(rows, email)
-        })
+        let info = CallInfo::new("lookup");
+        self.list(
+            ctx,
+            &info,
+            "the user lookup",
+            &path,
+            |rows: Vec<wire::UserRow>, _| wire::user_with_email(&rows, email),
+        )
         .await
     }
 
@@ -340,7 +340,8 @@ impl Target for Kazoo {
         };
         // The listing gives only a count of endpoints: read the group for its members.
         for id in ids {
-            if let Some(g) = self.get_group(ctx, key, name, &id).await? {
+            let info = CallInfo::new("read").group(key, name);
+            if let Some(g) = self.get_group(ctx, info, &id).await? {
                 return Ok(Some(g));
             }
         }
@@ -348,7 +349,8 @@ impl Target for Kazoo {
     }
 
     async fn read(&self, ctx: &Ctx, g: &KnownGroup) -> Result<Option<RemoteGroup>, OpError> {
-        self.get_group(ctx, &g.key, &g.name, &g.remote_id).await
+        let info = CallInfo::new("read").group(&g.key, &g.name);
+        self.get_group(ctx, info, &g.remote_id).await
     }
 
     async fn create(&self, ctx: &Ctx, op: &Create) -> Result<String, OpError> {
@@ -360,16 +362,7 @@ impl Target for Kazoo {
         let p = self
             .call(ctx, info, req, Retry::OnlyIfNotApplied, &wire::verdict)
             .await?;
-        let Some(id) = wire::id_of(wire::data(&p.json())) else {
-            ctx.confirm(p, Delta::None)?;
-            return Err(super::NotUnderstood {
-                what: "the create answer".into(),
-                seen: "no data.id".into(),
-            }
-            .into());
-        };
-        ctx.confirm(p, super::created_delta(op, &id))?;
-        Ok(id)
+        ctx.created(p, op, wire::created_id)
     }
 
     async fn update(&self, ctx: &Ctx, u: &Update) -> Result<(), OpError> {

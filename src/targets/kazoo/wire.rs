@@ -7,9 +7,12 @@
 //! session token in `auth_token`, so an answer body is never logged or stored: only the
 //! pieces extracted here leave this module.
 
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use crate::plan::Member;
+use crate::targets::decode::{self, NotUnderstood};
 use crate::targets::{RemoteGroup, Verdict};
 
 /// The endpoint type of a person; `device` endpoints are never rostersync's.
@@ -76,83 +79,118 @@ pub fn data(v: &Value) -> &Value {
     v.get("data").unwrap_or(&Value::Null)
 }
 
-/// An id given as a string or a number.
-fn id_value(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
+/// An answer envelope `{"data": T, ...}` (the token it echoes is never kept).
+#[derive(Debug, Deserialize)]
+struct Envelope<T> {
+    data: T,
+}
+
+/// A listing answer: `{"data": [...], "next_start_key": ...}` (the key only while more pages
+/// remain). `{"data": []}` is a real empty listing.
+#[derive(Debug, Deserialize)]
+struct ListAnswer<T> {
+    data: Vec<T>,
+    #[serde(default)]
+    next_start_key: Option<Value>,
+}
+
+/// A group row of `GET .../groups` (its `endpoints` is only a count).
+#[derive(Clone, Debug, Deserialize)]
+pub struct GroupRow {
+    #[serde(deserialize_with = "decode::de_id")]
+    pub id: String,
+    pub name: String,
+}
+
+/// A group document (a read answer's `data`): the `endpoints` map is required (seed 003).
+#[derive(Clone, Debug, Deserialize)]
+pub struct GroupDoc {
+    #[serde(deserialize_with = "decode::de_id")]
+    pub id: String,
+    pub name: String,
+    pub endpoints: Map<String, Value>,
+}
+
+impl GroupDoc {
+    /// The group as rostersync sees it: only `user` endpoints are members. Devices (and any
+    /// other type) are not members in rostersync's view and are never touched.
+    pub fn remote(&self) -> RemoteGroup {
+        let members = self
+            .endpoints
+            .iter()
+            .filter(|(_, ep)| {
+                ep.get("type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| t.eq_ignore_ascii_case(USER))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        RemoteGroup {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            members,
+            ..Default::default()
+        }
     }
 }
 
-/// The `id` of a document.
-pub fn id_of(doc: &Value) -> Option<String> {
-    id_value(doc.get("id"))
+/// A user row of `GET .../users?filter_email=E`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct UserRow {
+    #[serde(deserialize_with = "decode::de_id")]
+    pub id: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
 }
 
-/// The `name` of a document (empty when absent).
-pub fn name_of(doc: &Value) -> String {
-    doc.get("name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// The ids of the `user` endpoints of a group document's `endpoints` map. Devices (and any
-/// other type) are not members in rostersync's view and are never touched. A listing row's
-/// `endpoints` is only a count: no ids then.
-pub fn user_endpoints(doc: &Value) -> Vec<String> {
-    let Some(eps) = doc.get("endpoints").and_then(Value::as_object) else {
-        return Vec::new();
+/// The rows of a listing page and the `start_key` of the next page, as a query value:
+/// Crossbar's `next_start_key` is a string, or a JSON value for views with complex keys.
+pub fn page<T: DeserializeOwned>(
+    what: &str,
+    body: &[u8],
+) -> Result<(Vec<T>, Option<String>), NotUnderstood> {
+    let l: ListAnswer<T> = decode::answer(what, "{\"data\": [...]}", body)?;
+    let next = match l.next_start_key {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => Some(s),
+        Some(other) => Some(other.to_string()),
     };
-    eps.iter()
-        .filter(|(_, ep)| {
-            ep.get("type")
-                .and_then(Value::as_str)
-                .is_some_and(|t| t.eq_ignore_ascii_case(USER))
-        })
-        .map(|(id, _)| id.clone())
-        .collect()
+    Ok((l.data, next))
 }
 
-/// A group document (a create/read answer's `data`) as rostersync sees it.
-pub fn remote_group(doc: &Value) -> Option<RemoteGroup> {
-    Some(RemoteGroup {
-        id: id_of(doc)?,
-        name: name_of(doc),
-        members: user_endpoints(doc),
-        ..Default::default()
-    })
+/// The group document of a read answer.
+pub fn group(what: &str, body: &[u8]) -> Result<GroupDoc, NotUnderstood> {
+    let e: Envelope<GroupDoc> =
+        decode::answer(what, "{\"data\": {\"id\", \"name\", \"endpoints\"}}", body)?;
+    Ok(e.data)
 }
 
-/// The rows of a listing answer.
-pub fn rows(v: &Value) -> &[Value] {
-    data(v).as_array().map(Vec::as_slice).unwrap_or_default()
-}
-
-/// The `start_key` for the next page of a listing, as a query value: Crossbar's
-/// `next_start_key` is a string, or a JSON value for views with complex keys.
-pub fn next_start_key(v: &Value) -> Option<String> {
-    match v.get("next_start_key")? {
-        Value::Null => None,
-        Value::String(s) if s.is_empty() => None,
-        Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
+/// The id of a create answer (`data.id`).
+pub fn created_id(body: &[u8]) -> Result<String, NotUnderstood> {
+    #[derive(Deserialize)]
+    struct Created {
+        #[serde(deserialize_with = "decode::de_id")]
+        id: String,
     }
+    let e: Envelope<Created> =
+        decode::answer("the create answer", "{\"data\": {\"id\": ...}}", body)?;
+    Ok(e.data.id)
 }
 
 /// The id of the user with this email among listing rows (compared case-insensitively,
 /// `email` first, then `username`), in case the server ignored the filter.
-pub fn user_with_email(rows: &[Value], email: &str) -> Option<String> {
-    let has = |u: &Value, field: &str| {
-        u.get(field)
-            .and_then(Value::as_str)
+pub fn user_with_email(rows: &[UserRow], email: &str) -> Option<String> {
+    let has = |f: &Option<String>| {
+        f.as_deref()
             .is_some_and(|e| e.trim().eq_ignore_ascii_case(email))
     };
     rows.iter()
-        .find(|u| has(u, "email"))
-        .or_else(|| rows.iter().find(|u| has(u, "username")))
-        .and_then(id_of)
+        .find(|u| has(&u.email))
+        .or_else(|| rows.iter().find(|u| has(&u.username)))
+        .map(|u| u.id.clone())
 }
 
 /// A short message from a Crossbar error body: `message`, then the details in `data`
@@ -248,12 +286,7 @@ fn is_datastore_conflict(body: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    fn m(id: &str) -> Member {
-        Member {
-            id: id.into(),
-            email: None,
-        }
-    }
+    use crate::targets::test_member as m;
 
     #[test]
     fn create_sends_the_whole_endpoints_map_in_an_envelope() {
@@ -288,18 +321,42 @@ mod tests {
         assert_eq!(patch_body(None, &[], &[]), None);
     }
 
+    fn b(v: Value) -> Vec<u8> {
+        v.to_string().into_bytes()
+    }
+
     #[test]
     fn only_user_endpoints_are_members() {
         let doc = json!({"id": "g1", "name": "G", "endpoints": {
             "u1": {"type": "user", "weight": 1}, "d1": {"type": "device"}, "u2": {"type": "User"},
             "x": true, "y": {}}});
-        let g = remote_group(&json!({"data": doc})["data"]).unwrap();
+        let g = group("g", &b(json!({"data": doc, "auth_token": "T"})))
+            .unwrap()
+            .remote();
         assert_eq!((g.id.as_str(), g.name.as_str()), ("g1", "G"));
         assert_eq!(g.members, ["u1", "u2"]);
-        // A listing row: endpoints is a count.
-        assert!(user_endpoints(&json!({"id": 1, "endpoints": 2})).is_empty());
-        assert_eq!(id_of(&json!({"id": 7})).as_deref(), Some("7"));
-        assert_eq!(remote_group(&json!({"name": "no id"})), None);
+        assert_eq!(created_id(&b(json!({"data": {"id": 7}}))).unwrap(), "7");
+        // Without its id or its endpoints map, a group document is not understood.
+        for bad in [
+            json!({"data": {"name": "no id", "endpoints": {}}}),
+            json!({"data": {"id": "g1", "name": "G"}}),
+            json!({"data": {"id": "g1", "name": "G", "endpoints": 2}}),
+            json!({"id": "g1", "name": "G", "endpoints": {}}),
+            json!({"data": null}),
+        ] {
+            assert!(group("g", &b(bad.clone())).is_err(), "{bad}");
+        }
+        let e = group(
+            "the group",
+            &b(json!({"data": {"id": "g1"}, "auth_token": "SECRET"})),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("keys: auth_token, data") && !e.contains("SECRET"),
+            "{e}"
+        );
+        assert!(created_id(&b(json!({"data": {"id": ""}}))).is_err());
     }
 
     #[test]
@@ -313,25 +370,43 @@ mod tests {
             Some("t2")
         );
         assert_eq!(auth_token(&json!({"auth_token": "", "data": {}})), None);
+        let next = |v: Value| page::<GroupRow>("l", &b(v)).unwrap().1;
         assert_eq!(
-            next_start_key(&json!({"next_start_key": "abc"})).as_deref(),
+            next(json!({"data": [], "next_start_key": "abc"})).as_deref(),
             Some("abc")
         );
         assert_eq!(
-            next_start_key(&json!({"next_start_key": ["g", 2]})).as_deref(),
+            next(json!({"data": [], "next_start_key": ["g", 2]})).as_deref(),
             Some("[\"g\",2]")
         );
-        assert_eq!(next_start_key(&json!({"data": []})), None);
-        assert_eq!(rows(&json!({"data": [1, 2]})).len(), 2);
-        assert!(rows(&json!({"data": {}})).is_empty());
+        assert_eq!(next(json!({"data": []})), None);
+        assert_eq!(next(json!({"data": [], "next_start_key": null})), None);
+        let (rows, _) = page::<GroupRow>(
+            "l",
+            &b(json!({"data": [{"id": "1", "name": "A", "endpoints": 2}, {"id": 2, "name": "B"}]})),
+        )
+        .unwrap();
+        assert_eq!(rows.len(), 2);
+        for bad in [
+            json!({"data": {}}),
+            json!({"rows": []}),
+            json!({"data": [{"name": "no id"}]}),
+            json!({"data": [{"id": "1"}]}),
+        ] {
+            assert!(page::<GroupRow>("l", &b(bad.clone())).is_err(), "{bad}");
+        }
     }
 
     #[test]
     fn users_match_by_email_case_insensitively() {
-        let rows = [
-            json!({"id": "1", "email": "other@x.com", "username": "ana@x.com"}),
-            json!({"id": "2", "email": "Ana@X.com"}),
-        ];
+        let (rows, _) = page::<UserRow>(
+            "l",
+            &b(json!({"data": [
+                {"id": "1", "email": "other@x.com", "username": "ana@x.com"},
+                {"id": "2", "email": "Ana@X.com"},
+            ]})),
+        )
+        .unwrap();
         assert_eq!(user_with_email(&rows, "ana@x.com").as_deref(), Some("2"));
         assert_eq!(
             user_with_email(&rows[..1], "ana@x.com").as_deref(),

@@ -7,8 +7,8 @@ use base64::Engine as _;
 use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName};
 use secrecy::ExposeSecret;
-use serde_json::Value;
 
+use super::decode::{self, NotUnderstood};
 use super::http::{default_verdict, membership_verdict, secret_header, urlencode};
 use super::{CallInfo, Ctx, Http, OpError, RemoteGroup, Request, Retry, Target, Verdict, batches};
 use crate::config::{Auth, Flavor, Secret, TargetConfig};
@@ -27,7 +27,7 @@ pub struct Scim {
     batch_size: usize,
     /// Every group as listed once per run, for name lookups where filtering is not
     /// supported; dropped when a create may have changed it.
-    listing: tokio::sync::Mutex<Option<Vec<Value>>>,
+    listing: tokio::sync::Mutex<Option<Vec<wire::Group>>>,
 }
 
 pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), super::BuildError> {
@@ -78,87 +78,73 @@ fn create_verdict(status: u16, body: &[u8]) -> Verdict {
     }
 }
 
-fn remote(v: &Value) -> Option<RemoteGroup> {
-    Some(RemoteGroup {
-        id: wire::id_of(v)?,
-        name: v
-            .get("displayName")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-        members: wire::ids(v.get("members")),
-        owners: wire::ids(v.get("owners")),
-        receive_call: Vec::new(),
-    })
-}
-
 impl Scim {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
+    /// `GET /Groups/{id}`; None when it is gone (404).
     async fn get_group(
         &self,
         ctx: &Ctx,
-        key: &str,
-        name: &str,
+        info: CallInfo,
         id: &str,
     ) -> Result<Option<RemoteGroup>, OpError> {
         let req = Request::new(Method::GET, self.url(&format!("/Groups/{id}")));
-        match ctx
-            .read(
-                CallInfo::new("read").group(key, name),
-                req,
-                &default_verdict,
-            )
-            .await
-        {
-            Ok(reply) => Ok(remote(&reply.json())),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        decode::gone_on_404(async {
+            let reply = ctx.read(info, req, &default_verdict).await?;
+            Ok(wire::group("the group", &reply.body)?.remote())
+        })
+        .await
     }
 
     /// Looks a name up in the listing of every group (for services without filtering,
     /// like MaestroQA). The listing is read once per run, paging with `startIndex`/`count`,
-    /// and read again after a create that may have been applied.
+    /// and read again after a create that may have been applied. A listing that is not
+    /// understood, or longer than `MAX_PAGES`, fails the lookup (never "no such group").
     async fn find_by_paging(
         &self,
         ctx: &Ctx,
         key: &str,
         name: &str,
     ) -> Result<Option<RemoteGroup>, OpError> {
+        const WHAT: &str = "the group listing";
         let mut listing = self.listing.lock().await;
         if listing.is_none() {
             let mut all = Vec::new();
-            let mut start = 1;
-            for _ in 0..MAX_PAGES {
+            let fetch = |start: usize| async move {
                 let url = self.url(&format!("/Groups?startIndex={start}&count={PAGE}"));
                 let info = CallInfo::new("find").group(key, name);
-                let page = ctx
+                let reply = ctx
                     .read(info, Request::new(Method::GET, url), &default_verdict)
-                    .await?
-                    .json();
-                let items = wire::resources(&page);
-                let total = page
-                    .get("totalResults")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0) as usize;
-                start += items.len();
-                let done = items.is_empty() || start > total;
-                all.extend(items);
-                if done {
-                    break;
+                    .await?;
+                let (items, total) = wire::list::<wire::Group>(WHAT, &reply.body)?;
+                let next = start + items.len();
+                match total {
+                    // More promised, none given: the listing cannot be read whole.
+                    Some(t) if items.is_empty() && (start as u64) <= t => {
+                        Err(OpError::from(NotUnderstood {
+                            what: WHAT.into(),
+                            seen: format!(
+                                "an empty page at startIndex {start} of totalResults {t}"
+                            ),
+                        }))
+                    }
+                    _ if items.is_empty() => Ok((items, None)),
+                    Some(t) if next as u64 > t => Ok((items, None)),
+                    _ => Ok((items, Some(next))),
                 }
-            }
+            };
+            decode::paged(WHAT, MAX_PAGES, 1, fetch, |items, _| {
+                all.extend(items);
+                None::<()>
+            })
+            .await?;
             *listing = Some(all);
         }
         let found = listing
             .as_ref()
-            .and_then(|all| {
-                all.iter()
-                    .find(|g| g.get("displayName").and_then(Value::as_str) == Some(name))
-            })
+            .and_then(|all| all.iter().find(|g| g.display_name == name))
             .cloned();
         drop(listing);
         match found {
@@ -173,12 +159,14 @@ impl Scim {
         ctx: &Ctx,
         key: &str,
         name: &str,
-        g: &Value,
+        g: &wire::Group,
     ) -> Result<Option<RemoteGroup>, OpError> {
-        match (g.get("members"), wire::id_of(g)) {
-            (Some(_), _) => Ok(remote(g)),
-            (None, Some(id)) => self.get_group(ctx, key, name, &id).await,
-            (None, None) => Ok(None),
+        match g.members {
+            Some(_) => Ok(Some(g.remote())),
+            None => {
+                let info = CallInfo::new("read").group(key, name);
+                self.get_group(ctx, info, &g.id).await
+            }
         }
     }
 }
@@ -199,13 +187,11 @@ impl Target for Scim {
                 &default_verdict,
             )
             .await?;
-        let body = reply.json();
-        let found = wire::resources(&body).into_iter().find(|u| {
-            u.get("userName")
-                .and_then(Value::as_str)
-                .is_some_and(|n| n.eq_ignore_ascii_case(email))
-        });
-        Ok(found.as_ref().and_then(wire::id_of))
+        let (users, _) = wire::list::<wire::User>("the user lookup", &reply.body)?;
+        Ok(users
+            .into_iter()
+            .find(|u| u.user_name.eq_ignore_ascii_case(email))
+            .map(|u| u.id))
     }
 
     async fn find(&self, ctx: &Ctx, key: &str, name: &str) -> Result<Option<RemoteGroup>, OpError> {
@@ -220,12 +206,8 @@ impl Target for Scim {
             .await
         {
             Ok(reply) => {
-                let body = reply.json();
-                let items = wire::resources(&body);
-                match items
-                    .iter()
-                    .find(|g| g.get("displayName").and_then(Value::as_str) == Some(name))
-                {
+                let (groups, _) = wire::list::<wire::Group>("the group lookup", &reply.body)?;
+                match groups.iter().find(|g| g.display_name == name) {
                     Some(g) => self.complete(ctx, key, name, g).await,
                     None => Ok(None),
                 }
@@ -239,7 +221,8 @@ impl Target for Scim {
     }
 
     async fn read(&self, ctx: &Ctx, g: &KnownGroup) -> Result<Option<RemoteGroup>, OpError> {
-        self.get_group(ctx, &g.key, &g.name, &g.remote_id).await
+        let info = CallInfo::new("read").group(&g.key, &g.name);
+        self.get_group(ctx, info, &g.remote_id).await
     }
 
     async fn create(&self, ctx: &Ctx, op: &Create) -> Result<String, OpError> {
@@ -259,16 +242,12 @@ impl Target for Scim {
                 return Err(e);
             }
         };
-        let Some(id) = wire::id_of(&p.json()) else {
-            ctx.confirm(p, Delta::None)?;
-            return Err(super::NotUnderstood {
-                what: "the create answer".into(),
-                seen: "no group id".into(),
-            }
-            .into());
-        };
-        ctx.confirm(p, super::created_delta(op, &id))?;
-        Ok(id)
+        let r = ctx.created(p, op, wire::created_id);
+        if r.is_err() {
+            // The group may exist now: the next lookup must list again.
+            *self.listing.lock().await = None;
+        }
+        r
     }
 
     async fn update(&self, ctx: &Ctx, u: &Update) -> Result<(), OpError> {

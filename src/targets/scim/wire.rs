@@ -1,9 +1,13 @@
 //! SCIM wire types and the pure lowering of changes into request bodies (no IO).
 
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::config::Flavor;
 use crate::plan::Member;
+use crate::targets::RemoteGroup;
+use crate::targets::decode::{self, IdRef, NotUnderstood};
 
 pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 pub const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
@@ -74,54 +78,94 @@ pub fn quote(s: &str) -> String {
     format!("\"{escaped}\"")
 }
 
-/// Member ids from a SCIM `members`/`owners` value: plain strings or `{"value": ...}` objects.
-pub fn ids(v: Option<&Value>) -> Vec<String> {
-    let Some(Value::Array(items)) = v else {
-        return Vec::new();
-    };
-    items
-        .iter()
-        .filter_map(|m| match m {
-            Value::String(s) => Some(s.clone()),
-            Value::Object(o) => o.get("value").and_then(|v| match v {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            }),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        })
-        .collect()
+/// A SCIM Group resource. `members`/`owners` may be left out (SCIM omits empty attributes;
+/// a listing may leave them out to be short): None then.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Group {
+    #[serde(deserialize_with = "decode::de_id")]
+    pub id: String,
+    #[serde(rename = "displayName")]
+    pub display_name: String,
+    #[serde(default)]
+    pub members: Option<Vec<IdRef>>,
+    #[serde(default)]
+    pub owners: Option<Vec<IdRef>>,
 }
 
-/// `Resources` of a ListResponse (lenient about its casing).
-pub fn resources(v: &Value) -> Vec<Value> {
-    v.get("Resources")
-        .or_else(|| v.get("resources"))
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
-}
-
-/// The id of a SCIM resource (string or number).
-pub fn id_of(v: &Value) -> Option<String> {
-    match v.get("id")? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
+impl Group {
+    /// The group as rostersync sees it (members left out count as none: read it by id first
+    /// when that matters, see `Scim::complete`).
+    pub fn remote(&self) -> RemoteGroup {
+        let ids = |l: &Option<Vec<IdRef>>| -> Vec<String> {
+            l.iter().flatten().map(|m| m.0.clone()).collect()
+        };
+        RemoteGroup {
+            id: self.id.clone(),
+            name: self.display_name.clone(),
+            members: ids(&self.members),
+            owners: ids(&self.owners),
+            receive_call: Vec::new(),
+        }
     }
+}
+
+/// A SCIM User resource, as a `userName` lookup needs it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct User {
+    #[serde(deserialize_with = "decode::de_id")]
+    pub id: String,
+    #[serde(rename = "userName")]
+    pub user_name: String,
+}
+
+/// A ListResponse (RFC 7644 3.4.2). `Resources` may be left out only when `totalResults` is
+/// 0 (the RFC requires it otherwise).
+#[derive(Clone, Debug, Deserialize)]
+struct ListResponse<T> {
+    #[serde(rename = "totalResults", default)]
+    total_results: Option<u64>,
+    #[serde(rename = "Resources", alias = "resources", default = "Option::default")]
+    resources: Option<Vec<T>>,
+}
+
+/// The records of a ListResponse and its `totalResults`. `{"totalResults": 0}` (with or
+/// without an empty `Resources`) is a real empty answer; an answer without `Resources`
+/// that does not say 0 is not understood.
+pub fn list<T: DeserializeOwned>(
+    what: &str,
+    body: &[u8],
+) -> Result<(Vec<T>, Option<u64>), NotUnderstood> {
+    const EXPECTED: &str = "a ListResponse with Resources";
+    let v = decode::value(what, body)?;
+    let l: ListResponse<T> = decode::typed(what, EXPECTED, &v)?;
+    match (l.resources, l.total_results) {
+        (Some(r), total) => Ok((r, total)),
+        (None, Some(0)) => Ok((Vec::new(), Some(0))),
+        (None, _) => Err(NotUnderstood::of(what, &v, "Resources")),
+    }
+}
+
+/// The id of a create answer (the created Group; only its id is needed).
+pub fn created_id(body: &[u8]) -> Result<String, NotUnderstood> {
+    #[derive(Deserialize)]
+    struct Created {
+        #[serde(deserialize_with = "decode::de_id")]
+        id: String,
+    }
+    decode::answer::<Created>("the create answer", "the created Group with its id", body)
+        .map(|c| c.id)
+}
+
+/// The group of a read answer.
+pub fn group(what: &str, body: &[u8]) -> Result<Group, NotUnderstood> {
+    decode::answer(what, "a Group with an id and a displayName", body)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn m(id: &str) -> Member {
-        Member {
-            id: id.into(),
-            email: None,
-        }
-    }
+    use crate::targets::test_member as m;
 
     #[test]
     fn maestroqa_create_uses_plain_strings_and_owners() {
@@ -165,13 +209,58 @@ mod tests {
 
     #[test]
     fn lenient_member_decoding() {
-        assert_eq!(
-            ids(Some(
-                &json!(["a", { "value": "b" }, { "value": 3 }, 4, null])
-            )),
-            ["a", "b", "3", "4"]
-        );
-        assert!(ids(None).is_empty());
+        let g: Group = decode::typed(
+            "g",
+            "a Group",
+            &json!({"id": 4, "displayName": "G", "members": ["a", { "value": "b" }, { "value": 3 }, 4]}),
+        )
+        .unwrap();
+        assert_eq!(g.remote().members, ["a", "b", "3", "4"]);
+        assert_eq!(g.remote().id, "4");
+        for bad in [json!(null), json!({}), json!({ "value": "" }), json!("")] {
+            let v = json!({"id": "g", "displayName": "G", "members": ["a", bad]});
+            assert!(decode::typed::<Group>("g", "a Group", &v).is_err(), "{v}");
+        }
         assert_eq!(quote("a\"b"), "\"a\\\"b\"");
+    }
+
+    #[test]
+    fn list_responses() {
+        let body = |v: Value| v.to_string().into_bytes();
+        let (g, total) = list::<Group>(
+            "l",
+            &body(json!({"totalResults": 1, "Resources": [{"id": "1", "displayName": "A"}]})),
+        )
+        .unwrap();
+        assert_eq!((g.len(), total, g[0].members.is_none()), (1, Some(1), true));
+        for empty in [
+            json!({"totalResults": 0, "Resources": []}),
+            json!({"totalResults": 0}),
+            json!({"schemas": ["x"], "totalResults": 0, "itemsPerPage": 0}),
+        ] {
+            assert!(list::<Group>("l", &body(empty)).unwrap().0.is_empty());
+        }
+        let e = list::<Group>("the group listing", &body(json!({"items": [], "total": 0})))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "the group listing: answer not understood (an object with keys: items, total; expected Resources)"
+        );
+        assert!(list::<Group>("l", &body(json!({"totalResults": 3}))).is_err());
+        assert!(
+            list::<Group>(
+                "l",
+                &body(json!({"totalResults": 1, "Resources": [{"displayName": "no id"}]}))
+            )
+            .is_err()
+        );
+        assert!(list::<Group>("l", b"").is_err());
+        let (u, _) = list::<User>(
+            "l",
+            &body(json!({"Resources": [{"id": "u1", "userName": "a@x"}]})),
+        )
+        .unwrap();
+        assert_eq!(u[0].user_name, "a@x");
     }
 }

@@ -26,11 +26,11 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap};
 use secrecy::ExposeSecret;
 use tracing::warn;
 
+use super::decode::{self, NotUnderstood};
 use super::http::{default_verdict, membership_verdict, secret_header};
 use super::{CallInfo, Ctx, FailKind, Http, OpError, RemoteGroup, Request, Retry, Target, batches};
 use crate::config::{Secret, TargetConfig};
 use crate::plan::{Create, Delete, KnownGroup, Member, Update};
-use crate::store::Delta;
 use wire::Team;
 
 /// Upper bound on pages followed through `meta.next` (a server that never stops paging).
@@ -115,35 +115,42 @@ impl Teams {
         format!("{}{path}", self.base)
     }
 
-    /// GETs `url` and every page `meta.next` leads to (on the same origin); hands each page
-    /// to `each` until it returns Some.
-    async fn pages<T>(
+    /// GETs `url` and every page `meta.next` leads to (on the same origin), decoding each
+    /// page's `data` as `T`; hands each page to `each` until it returns Some. A `meta.next`
+    /// that leaves the origin (the API key must never be sent elsewhere) or names the page
+    /// just read is not understood: the listing is whole or an error.
+    async fn pages<T, R>(
         &self,
         ctx: &Ctx,
         info: CallInfo,
+        what: &str,
         url: String,
-        mut each: impl FnMut(&serde_json::Value) -> Option<T> + Send,
-    ) -> Result<Option<T>, OpError> {
-        let mut url = url;
-        for _ in 0..MAX_PAGES {
-            let reply = ctx
-                .read(
-                    info.clone(),
-                    Request::new(Method::GET, &url),
-                    &default_verdict,
-                )
-                .await?;
-            let page = reply.json();
-            if let Some(found) = each(&page) {
-                return Ok(Some(found));
+        each: impl FnMut(Vec<T>, bool) -> Option<R> + Send,
+    ) -> Result<Option<R>, OpError>
+    where
+        T: serde::de::DeserializeOwned + Send,
+    {
+        let fetch = |url: String| {
+            let info = info.clone();
+            async move {
+                let req = Request::new(Method::GET, &url);
+                let reply = ctx.read(info, req, &default_verdict).await?;
+                let (records, next) = wire::page::<T>(what, &reply.body)?;
+                let Some(next) = next else {
+                    return Ok((records, None));
+                };
+                match wire::next_url(&self.base, &url, &next) {
+                    Some(n) => Ok((records, Some(n))),
+                    None => Err(OpError::from(NotUnderstood {
+                        what: what.into(),
+                        seen:
+                            "a meta.next that leaves the API's origin or names the page just read"
+                                .into(),
+                    })),
+                }
             }
-            match wire::next_page(&page).and_then(|n| wire::next_url(&self.base, &url, &n)) {
-                Some(next) => url = next,
-                None => return Ok(None),
-            }
-        }
-        warn!(url = %ctx.http.scrub(&url), "stopped paging after {MAX_PAGES} pages");
-        Ok(None)
+        };
+        decode::paged(what, MAX_PAGES, url, fetch, each).await
     }
 
     /// Runs `f` on this run's team listing, reading it first if needed.
@@ -156,10 +163,16 @@ impl Teams {
         let mut listing = self.listing.lock().await;
         if listing.is_none() {
             let mut all = Vec::new();
-            self.pages(ctx, info, self.url("/teams"), |page| {
-                all.extend(wire::teams(page));
-                None::<()>
-            })
+            self.pages(
+                ctx,
+                info,
+                "the team listing",
+                self.url("/teams"),
+                |page, _| {
+                    all.extend(page);
+                    None::<()>
+                },
+            )
             .await?;
             *listing = Some(all);
         }
@@ -180,6 +193,31 @@ impl Teams {
         }
     }
 
+    /// A team's current members; a 404 (the team is gone) is the read's NotFound failure.
+    async fn members_now(
+        &self,
+        ctx: &Ctx,
+        key: &str,
+        name: &str,
+        id: &str,
+    ) -> Result<Vec<String>, OpError> {
+        let mut ids = Vec::new();
+        let url = self.url(&format!("/teams/{id}/agents"));
+        let info = CallInfo::new("read").group(key, name);
+        self.pages(
+            ctx,
+            info,
+            "the team's agents",
+            url,
+            |page: Vec<decode::IdRef>, _| {
+                ids.extend(page.into_iter().map(|a| a.0));
+                None::<()>
+            },
+        )
+        .await?;
+        Ok(ids)
+    }
+
     /// A team's current members; None when the team is gone (404).
     async fn members(
         &self,
@@ -188,22 +226,11 @@ impl Teams {
         name: &str,
         id: &str,
     ) -> Result<Option<Vec<String>>, OpError> {
-        let mut ids = Vec::new();
-        let url = self.url(&format!("/teams/{id}/agents"));
-        let r = self
-            .pages(ctx, CallInfo::new("read").group(key, name), url, |page| {
-                ids.extend(wire::agent_ids(page));
-                None::<()>
-            })
-            .await;
-        match r {
-            Ok(_) => Ok(Some(ids)),
-            Err(e) if e.is_not_found() => {
-                self.unlisted(id).await;
-                Ok(None)
-            }
-            Err(e) => Err(e),
+        let r = decode::gone_on_404(self.members_now(ctx, key, name, id)).await?;
+        if r.is_none() {
+            self.unlisted(id).await;
         }
+        Ok(r)
     }
 
     /// One membership call (`PATCH` adds, `DELETE` removes) for one batch.
@@ -288,16 +315,8 @@ impl Teams {
             if !is_refused(&e) {
                 return Err(e);
             }
-            let Some(now) = self.members(ctx, t.key, t.name, t.id).await? else {
-                return Err(OpError::Call(super::Failure {
-                    kind: FailKind::NotFound,
-                    status: Some(404),
-                    message: "the team is gone".into(),
-                    latency_ms: 0,
-                    attempts: 0,
-                    maybe_applied: false,
-                }));
-            };
+            // A team found gone (404) fails the removal with that read's NotFound.
+            let now = self.members_now(ctx, t.key, t.name, t.id).await?;
             let now: BTreeSet<&str> = now.iter().map(String::as_str).collect();
             let (still, gone): (Vec<Member>, Vec<Member>) = batch
                 .iter()
@@ -338,9 +357,14 @@ impl Target for Teams {
 
     async fn lookup(&self, ctx: &Ctx, email: &str) -> Result<Option<String>, OpError> {
         let url = self.url(&format!("/agents?email={}", super::http::urlencode(email)));
-        self.pages(ctx, CallInfo::new("lookup"), url, |page| {
-            wire::agent_with_email(page, email)
-        })
+        let info = CallInfo::new("lookup");
+        self.pages(
+            ctx,
+            info,
+            "the agent lookup",
+            url,
+            |page: Vec<wire::Agent>, more| wire::agent_with_email(&page, more, email),
+        )
         .await
     }
 
@@ -405,15 +429,6 @@ impl Target for Teams {
                 return Err(e);
             }
         };
-        let Some(id) = wire::created_id(&p.json()) else {
-            ctx.confirm(p, Delta::None)?;
-            *self.listing.lock().await = None;
-            return Err(super::NotUnderstood {
-                what: "the create answer".into(),
-                seen: "no team id".into(),
-            }
-            .into());
-        };
         // The team exists, with nobody in it yet.
         let empty = Create {
             members: Vec::new(),
@@ -421,7 +436,14 @@ impl Target for Teams {
             receive_call: Vec::new(),
             ..op.clone()
         };
-        ctx.confirm(p, super::created_delta(&empty, &id))?;
+        let id = match ctx.created(p, &empty, wire::created_id) {
+            Ok(id) => id,
+            Err(e) => {
+                // The team may exist now: the next lookup must list again.
+                *self.listing.lock().await = None;
+                return Err(e);
+            }
+        };
         self.listed(Team {
             id: id.clone(),
             name: op.name.clone(),

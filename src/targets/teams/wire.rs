@@ -2,16 +2,21 @@
 //! (no IO).
 //!
 //! Every answer wraps its payload in `{"data": ...}`; list answers may carry
-//! `{"meta": {"next": ...}}` while more pages remain. Decoding is lenient: unknown fields are
-//! ignored, ids may come as strings or numbers, a list item may be a bare id.
+//! `{"meta": {"next": ...}}` while more pages remain. Decoding is lenient (unknown fields are
+//! ignored, ids may come as strings or numbers, a member item may be a bare id) but not
+//! credulous: an answer without its `data`, or a record without its id, is not understood.
 
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::plan::Member;
+use crate::targets::decode::{self, NotUnderstood};
 
 /// A team as `GET /teams` lists it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct Team {
+    #[serde(deserialize_with = "decode::de_id")]
     pub id: String,
     pub name: String,
 }
@@ -27,80 +32,81 @@ pub fn agents_body(members: &[Member]) -> Value {
     json!({ "agentIds": members.iter().map(|m| m.id.as_str()).collect::<Vec<_>>() })
 }
 
-/// An id given as a string or a number.
-fn id_value(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+/// A list answer: `{"data": [...], "meta": {"next": ...}}` (`meta` only while more pages
+/// remain). `{"data": []}` is a real empty answer; an answer without a `data` array is not
+/// understood.
+#[derive(Debug, Deserialize)]
+struct ListAnswer<T> {
+    data: Vec<T>,
+    #[serde(default)]
+    meta: Option<Meta>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Meta {
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// The records of a list answer and its `meta.next` (None on the last page).
+pub fn page<T: DeserializeOwned>(
+    what: &str,
+    body: &[u8],
+) -> Result<(Vec<T>, Option<String>), NotUnderstood> {
+    let l: ListAnswer<T> = decode::answer(what, "{\"data\": [...]}", body)?;
+    let next = l
+        .meta
+        .and_then(|m| m.next)
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty());
+    Ok((l.data, next))
 }
 
 /// The id in a create answer: `data.id` (or a bare `id`, leniently).
-pub fn created_id(v: &Value) -> Option<String> {
-    id_value(v.get("data").and_then(|d| d.get("id"))).or_else(|| id_value(v.get("id")))
-}
-
-/// The items of a list answer: `data` as an array (or a bare array).
-fn items(v: &Value) -> &[Value] {
-    v.get("data")
-        .unwrap_or(v)
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-}
-
-/// Teams of a `GET /teams` page.
-pub fn teams(v: &Value) -> Vec<Team> {
-    items(v)
-        .iter()
-        .filter_map(|t| {
-            Some(Team {
-                id: id_value(t.get("id"))?,
-                name: t
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-            })
-        })
-        .collect()
-}
-
-/// Agent ids of a `GET /teams/{id}/agents` page: `{id, ...}` objects or bare ids.
-pub fn agent_ids(v: &Value) -> Vec<String> {
-    items(v)
-        .iter()
-        .filter_map(|a| match a {
-            Value::Object(_) => id_value(a.get("id")),
-            other => id_value(Some(other)),
-        })
-        .collect()
-}
-
-/// The id of the agent with this email on a `GET /agents?email=E` page. An item without an
-/// `email` field is taken only when it is the page's only item and no page follows (the
-/// server filtered for us); otherwise the email must match, case-insensitively.
-pub fn agent_with_email(v: &Value, email: &str) -> Option<String> {
-    let list = items(v);
-    let matching = list.iter().find(|a| {
-        a.get("email")
-            .and_then(Value::as_str)
-            .is_some_and(|e| e.trim().eq_ignore_ascii_case(email))
-    });
-    match matching {
-        Some(a) => id_value(a.get("id")),
-        None if list.len() == 1 && list[0].get("email").is_none() && next_page(v).is_none() => {
-            id_value(list[0].get("id"))
-        }
-        None => None,
+pub fn created_id(body: &[u8]) -> Result<String, NotUnderstood> {
+    #[derive(Deserialize)]
+    struct Created {
+        #[serde(deserialize_with = "decode::de_id")]
+        id: String,
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Answer {
+        Data { data: Created },
+        Bare(Created),
+    }
+    let what = "the create answer";
+    let v = decode::value(what, body)?;
+    match decode::typed::<Answer>(what, "{\"data\": {\"id\": ...}}", &v) {
+        Ok(Answer::Data { data: c } | Answer::Bare(c)) => Ok(c.id),
+        // Untagged enums say nothing useful: name the keys only.
+        Err(_) => Err(NotUnderstood::of(what, &v, "{\"data\": {\"id\": ...}}")),
     }
 }
 
-/// `meta.next` of a list answer, when another page follows.
-pub fn next_page(v: &Value) -> Option<String> {
-    let next = v.get("meta")?.get("next")?.as_str()?.trim();
-    (!next.is_empty()).then(|| next.to_string())
+/// An agent of a `GET /agents?email=E` page.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Agent {
+    #[serde(deserialize_with = "decode::de_id")]
+    pub id: String,
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+/// The id of the agent with this email among a page's agents. An agent without an `email`
+/// field is taken only when it is the page's only agent and no page follows (`more` false:
+/// the server filtered for us); otherwise the email must match, case-insensitively.
+pub fn agent_with_email(agents: &[Agent], more: bool, email: &str) -> Option<String> {
+    let matching = agents.iter().find(|a| {
+        a.email
+            .as_deref()
+            .is_some_and(|e| e.trim().eq_ignore_ascii_case(email))
+    });
+    match (matching, agents) {
+        (Some(a), _) => Some(a.id.clone()),
+        (None, [only]) if only.email.is_none() && !more => Some(only.id.clone()),
+        _ => None,
+    }
 }
 
 /// The absolute URL of the next page: `next` (a path, a relative reference or an absolute
@@ -118,12 +124,7 @@ pub fn next_url(base: &str, current: &str, next: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn m(id: &str) -> Member {
-        Member {
-            id: id.into(),
-            email: None,
-        }
-    }
+    use crate::targets::test_member as m;
 
     #[test]
     fn request_bodies() {
@@ -135,60 +136,110 @@ mod tests {
         assert_eq!(agents_body(&[]), json!({ "agentIds": [] }));
     }
 
+    fn b(v: Value) -> Vec<u8> {
+        v.to_string().into_bytes()
+    }
+
     #[test]
     fn create_answer() {
         let seed =
             json!({ "data": { "id": "005e7108-c85c-41d1-a945-4a8dc58c4399", "name": "Team A" } });
         assert_eq!(
-            created_id(&seed).as_deref(),
-            Some("005e7108-c85c-41d1-a945-4a8dc58c4399")
+            created_id(&b(seed)).unwrap(),
+            "005e7108-c85c-41d1-a945-4a8dc58c4399"
         );
-        assert_eq!(created_id(&json!({ "id": 7 })).as_deref(), Some("7"));
-        assert_eq!(created_id(&json!({ "data": { "id": "" } })), None);
-        assert_eq!(created_id(&Value::Null), None);
+        assert_eq!(created_id(&b(json!({ "id": 7 }))).unwrap(), "7");
+        let e = created_id(&b(json!({ "data": { "id": "" } }))).unwrap_err();
+        assert!(e.to_string().contains("an object with keys: data"), "{e}");
+        assert!(created_id(b"").is_err());
+        assert!(created_id(&b(json!({ "team": { "id": "x" } }))).is_err());
     }
 
     #[test]
-    fn listings_are_decoded_leniently() {
+    fn listings_are_decoded_leniently_but_not_credulously() {
         let v = json!({ "data": [
             { "id": "t1", "name": "Team A", "extra": true },
             { "id": 2, "name": "Team B" },
-            { "name": "no id" },
-            { "id": "t3" },
         ]});
-        let want = [("t1", "Team A"), ("2", "Team B"), ("t3", "")];
-        let got: Vec<(String, String)> = teams(&v).into_iter().map(|t| (t.id, t.name)).collect();
+        let (teams, next) = page::<Team>("l", &b(v)).unwrap();
+        let got: Vec<(String, String)> = teams.into_iter().map(|t| (t.id, t.name)).collect();
+        let want = [("t1", "Team A"), ("2", "Team B")];
         assert_eq!(got, want.map(|(a, b)| (a.to_string(), b.to_string())));
-        assert!(teams(&json!({ "message": "x" })).is_empty());
+        assert_eq!(next, None);
+        assert!(
+            page::<Team>("l", &b(json!({ "data": [] })))
+                .unwrap()
+                .0
+                .is_empty()
+        );
+        // Unknown shapes and records without their fields are no "no teams".
+        for bad in [
+            json!({ "message": "x" }),
+            json!({ "items": [], "total": 0 }),
+            json!({ "data": null }),
+            json!({ "data": { "teams": [] } }),
+            json!({ "data": [{ "name": "no id" }] }),
+            json!({ "data": [{ "id": "t3" }] }),
+            json!([{ "id": "t1", "name": "A" }]),
+        ] {
+            assert!(page::<Team>("l", &b(bad.clone())).is_err(), "{bad}");
+        }
+        let e =
+            page::<Team>("the team listing", &b(json!({ "items": [], "total": 0 }))).unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "the team listing: answer not understood (an object with keys: items, total; expected {\"data\": [...]}"
+            ),
+            "{e}"
+        );
 
-        let a = json!({ "data": [{ "id": "a1", "name": "Agent A", "email": "aa@example.org" }, "a2", 3, null, {}] });
-        assert_eq!(agent_ids(&a), ["a1", "a2", "3"]);
-        assert_eq!(agent_ids(&json!(["x"])), ["x"]);
+        let a = json!({ "data": [{ "id": "a1", "name": "Agent A", "email": "aa@example.org" }, "a2", 3] });
+        let (agents, _) = page::<decode::IdRef>("l", &b(a)).unwrap();
+        assert_eq!(
+            agents.into_iter().map(|a| a.0).collect::<Vec<_>>(),
+            ["a1", "a2", "3"]
+        );
+        assert!(page::<decode::IdRef>("l", &b(json!({ "data": ["a", null] }))).is_err());
+        assert!(page::<decode::IdRef>("l", &b(json!({ "data": [{}] }))).is_err());
+        let (_, next) = page::<decode::IdRef>(
+            "l",
+            &b(json!({ "data": [], "meta": { "next": " /v1/x " } })),
+        )
+        .unwrap();
+        assert_eq!(next.as_deref(), Some("/v1/x"));
+        for m in [json!({ "next": "" }), json!({ "next": null }), json!({})] {
+            let (_, next) =
+                page::<decode::IdRef>("l", &b(json!({ "data": [], "meta": m }))).unwrap();
+            assert_eq!(next, None);
+        }
     }
 
     #[test]
     fn agent_by_email() {
-        let page = json!({ "data": [
-            { "id": "a1", "email": "aa@example.org" },
-            { "id": "a2", "email": " AB@Example.org " },
-        ]});
+        let (page1, _) = page::<Agent>(
+            "l",
+            &b(json!({ "data": [
+                { "id": "a1", "email": "aa@example.org" },
+                { "id": "a2", "email": " AB@Example.org " },
+            ]})),
+        )
+        .unwrap();
         assert_eq!(
-            agent_with_email(&page, "ab@example.org").as_deref(),
+            agent_with_email(&page1, false, "ab@example.org").as_deref(),
             Some("a2")
         );
-        assert_eq!(agent_with_email(&page, "zz@example.org"), None);
+        assert_eq!(agent_with_email(&page1, false, "zz@example.org"), None);
         // A server that filtered and omits the email field: its only item.
-        let bare = json!({ "data": [{ "id": "a9" }] });
+        let bare = [Agent {
+            id: "a9".into(),
+            email: None,
+        }];
         assert_eq!(
-            agent_with_email(&bare, "x@example.org").as_deref(),
+            agent_with_email(&bare, false, "x@example.org").as_deref(),
             Some("a9")
         );
-        let paged = json!({ "data": [{ "id": "a9" }], "meta": { "next": "/v1/agents?pageKey=k" } });
-        assert_eq!(agent_with_email(&paged, "x@example.org"), None);
-        assert_eq!(
-            agent_with_email(&json!({ "data": [] }), "x@example.org"),
-            None
-        );
+        assert_eq!(agent_with_email(&bare, true, "x@example.org"), None);
+        assert_eq!(agent_with_email(&[], false, "x@example.org"), None);
     }
 
     #[test]
@@ -197,7 +248,8 @@ mod tests {
         let cur = "https://dev.dixa.io/v1/agents?email=a%40b.c";
         let v =
             json!({ "data": [], "meta": { "next": "/v1/agents?pageKey=YWI%3D&email=a%40b.c" } });
-        let next = next_page(&v).unwrap();
+        let (_, next) = page::<decode::IdRef>("l", &b(v)).unwrap();
+        let next = next.unwrap();
         assert_eq!(
             next_url(base, cur, &next).as_deref(),
             Some("https://dev.dixa.io/v1/agents?pageKey=YWI%3D&email=a%40b.c")
@@ -221,8 +273,5 @@ mod tests {
             "no downgrade"
         );
         assert_eq!(next_url(base, cur, cur), None, "no loop");
-        assert_eq!(next_page(&json!({ "meta": { "next": "" } })), None);
-        assert_eq!(next_page(&json!({ "meta": { "next": null } })), None);
-        assert_eq!(next_page(&json!({ "data": [] })), None);
     }
 }

@@ -98,6 +98,21 @@ struct State {
     /// Group id -> error code answered for every request naming that group.
     fail_group: BTreeMap<String, u32>,
     style: Style,
+    /// Where `Group/list` and `getGroupAgentRelation` put their records (the shape is not
+    /// documented): the keys from the answer down to the array; empty means `["data"]`.
+    records_at: Vec<String>,
+}
+
+/// Puts `records` into `{...}` under the keys of `at` (`["data"]` when empty), as the
+/// `extra` of a success body.
+fn nested(at: &[String], records: Value) -> Value {
+    let default = ["data".to_string()];
+    let at = if at.is_empty() { &default[..] } else { at };
+    at.iter().rev().fold(records, |inner, k| {
+        let mut o = serde_json::Map::new();
+        o.insert(k.clone(), inner);
+        Value::Object(o)
+    })
 }
 
 impl State {
@@ -354,7 +369,8 @@ impl Vendor {
                     })
                 })
                 .collect();
-            return success("Groups fetched successfully", json!({"data": data}));
+            let extra = nested(&st.records_at, Value::Array(data));
+            return success("Groups fetched successfully", extra);
         }
 
         // Everything else names a group.
@@ -439,7 +455,7 @@ impl Vendor {
                     .collect();
                 success(
                     "Group agent relation fetched successfully",
-                    json!({"data": data}),
+                    nested(&st.records_at, Value::Array(data)),
                 )
             }
             _ => error_code(code::SOMETHING_WENT_WRONG),
@@ -548,6 +564,13 @@ impl FakeDeepCall {
     /// How `getGroupAgentRelation` spells `receive_call` flags from now on.
     pub fn set_receive_call_style(&self, style: Style) {
         self.state().style = style;
+    }
+
+    /// Where `Group/list` and `getGroupAgentRelation` put their records from now on: the
+    /// keys from the answer down to the array (`&["data", "groups"]` is one level deeper
+    /// than the default `&["data"]`).
+    pub fn set_records_at(&self, keys: &[&str]) {
+        self.state().records_at = keys.iter().map(|k| k.to_string()).collect();
     }
 
     /// The next `n` authenticated requests to `endpoint` ("Group/add", "add",

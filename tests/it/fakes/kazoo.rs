@@ -864,6 +864,10 @@ impl FakeKazoo {
     pub fn conflict_next(&self, n: usize) {
         self.state().conflicts = n;
     }
+    /// Drops every armed http.rs fault.
+    pub fn clear_faults(&self) {
+        self.server.clear_faults();
+    }
     /// Listing page size used when the client sends no `page_size` (Crossbar's is 50).
     pub fn set_default_page_size(&self, n: usize) {
         self.state().page_size = n.max(1);
