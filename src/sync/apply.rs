@@ -82,7 +82,7 @@ async fn apply_op(
             Err(e) if e.is_not_found() => {
                 warn!(group = %u.name, "managed group is gone from the target (404); creating it again");
                 let forget = Delta::Forget { key: u.key.clone() };
-                ctx.note("forget", &u.key, &u.name, forget)?;
+                ctx.note("forget", &u.key, &u.name, forget).await?;
                 let d = &dt.groups[&u.key];
                 create_or_adopt(ctx, target, t, &create_op(d, false), d, stop).await
             }
@@ -185,7 +185,7 @@ async fn adopt(
 ) -> Result<(), OpError> {
     info!(group = %c.name, remote_id = %rg.id, members = rg.members.len(), "adopting the existing group of the same name");
     let kg = adopted(c, d, rg, t.membership);
-    ctx.note("adopt", &c.key, &c.name, group_delta(&kg))?;
+    ctx.note("adopt", &c.key, &c.name, group_delta(&kg)).await?;
     match plan_group(d, &kg, t.membership) {
         Some(u) => target.update(ctx, &u).await,
         None => Ok(()),

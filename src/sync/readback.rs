@@ -55,7 +55,7 @@ pub async fn read_back(
                 drift += g.members.len();
                 known.groups.remove(&g.key);
                 let forget = Delta::Forget { key: g.key.clone() };
-                ctx.note("forget", &g.key, &g.name, forget)?;
+                ctx.note("forget", &g.key, &g.name, forget).await?;
             }
             Some(rg) => {
                 let fresh = known_from_remote(g, &rg, names);
@@ -63,7 +63,8 @@ pub async fn read_back(
                 if d > 0 || fresh.name != g.name {
                     warn!(group = %g.name, drift = d, "drift found: the target differs from the known state");
                     drift += d;
-                    ctx.note("drift", &g.key, &g.name, group_delta(&fresh))?;
+                    ctx.note("drift", &g.key, &g.name, group_delta(&fresh))
+                        .await?;
                 }
                 known.groups.insert(g.key.clone(), fresh);
             }

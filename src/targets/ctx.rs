@@ -210,7 +210,7 @@ impl Ctx {
                 record.error = Some(f.message.clone());
                 record.latency_ms = f.latency_ms;
                 record.attempts = f.attempts;
-                self.write(record, &Delta::None)?;
+                self.write(record, Delta::None).await?;
                 Err(OpError::Call(f))
             }
         }
@@ -225,19 +225,19 @@ impl Ctx {
     ) -> Result<Reply, OpError> {
         let p = self.send(info, req, Retry::Always, verdict).await?;
         let reply = p.reply.clone();
-        self.confirm(p, Delta::None)?;
+        self.confirm(p, Delta::None).await?;
         Ok(reply)
     }
 
     /// Records a confirmed call with the state change it proves, in one transaction.
-    pub fn confirm(&self, p: Pending, delta: Delta) -> Result<(), OpError> {
-        self.write(p.record, &delta)
+    pub async fn confirm(&self, p: Pending, delta: Delta) -> Result<(), OpError> {
+        self.write(p.record, delta).await
     }
 
     /// Ends a create call: the id its answer carries (`id_of`), confirmed with the group it
     /// proves (`created_delta(op, id)`). An answer without an id is recorded as a call that
     /// proved nothing and comes back as not understood (the group may exist now).
-    pub fn created(
+    pub async fn created(
         &self,
         p: Pending,
         op: &Create,
@@ -245,11 +245,11 @@ impl Ctx {
     ) -> Result<String, OpError> {
         match id_of(&p.reply.body) {
             Ok(id) => {
-                self.confirm(p, super::created_delta(op, &id))?;
+                self.confirm(p, super::created_delta(op, &id)).await?;
                 Ok(id)
             }
             Err(e) => {
-                self.confirm(p, Delta::None)?;
+                self.confirm(p, Delta::None).await?;
                 Err(e.into())
             }
         }
@@ -257,7 +257,7 @@ impl Ctx {
 
     /// Records a state change that a call already in the history proved (adoption after
     /// a lookup, forgetting a group found gone), as a row of its own.
-    pub fn note(
+    pub async fn note(
         &self,
         op: &'static str,
         key: &str,
@@ -274,30 +274,31 @@ impl Ctx {
             ok: true,
             ..Default::default()
         };
-        self.write(record, &delta)
+        self.write(record, delta).await
     }
 
     /// Ends a delete: the call confirmed it, or the group was already gone (404, or
     /// `gone` for kinds that tell "not found" by other means); other errors stand.
-    pub fn deleted(&self, d: &Delete, r: Result<Pending, OpError>) -> Result<(), OpError> {
+    pub async fn deleted(&self, d: &Delete, r: Result<Pending, OpError>) -> Result<(), OpError> {
         let forget = Delta::Forget { key: d.key.clone() };
         match r {
-            Ok(p) => self.confirm(p, forget),
-            Err(e) if e.is_not_found() => self.note("forget", &d.key, &d.name, forget),
+            Ok(p) => self.confirm(p, forget).await,
+            Err(e) if e.is_not_found() => self.note("forget", &d.key, &d.name, forget).await,
             Err(e) => Err(e),
         }
     }
 
     /// Records the rename an update carried, once its call was confirmed.
-    pub fn renamed(&self, u: &Update) -> Result<(), OpError> {
+    pub async fn renamed(&self, u: &Update) -> Result<(), OpError> {
         let delta = Delta::Renamed {
             key: u.key.clone(),
             name: u.name.clone(),
         };
-        self.note("rename", &u.key, &u.name, delta)
+        self.note("rename", &u.key, &u.name, delta).await
     }
 
-    fn write(&self, record: CallRecord, delta: &Delta) -> Result<(), OpError> {
+    /// Logs and counts a call, then awaits its commit (real runs) with the state change.
+    async fn write(&self, record: CallRecord, delta: Delta) -> Result<(), OpError> {
         let outcome = if record.ok { "ok" } else { "failed" };
         if record.method != "-" {
             metrics::counter!("rostersync_calls_total", "target" => record.target.clone(),
@@ -317,8 +318,7 @@ impl Ctx {
             }
             self.recorder.count(&record);
         }
-        // TEMPORARY: synchronous until the targets await their confirmations.
-        futures::executor::block_on(self.recorder.record(record, delta.clone()))?;
+        self.recorder.record(record, delta).await?;
         Ok(())
     }
 }

@@ -195,7 +195,7 @@ impl AssignGroup {
         let delta = members_delta(u, &a);
         if current.as_ref().is_some_and(|c| wire::already(&a, c)) {
             // The read just proved the group has both lists already.
-            return ctx.note("update", &u.key, &u.name, delta);
+            return ctx.note("update", &u.key, &u.name, delta).await;
         }
         let info = CallInfo::new("update")
             .group(&u.key, &u.name)
@@ -206,7 +206,7 @@ impl AssignGroup {
             .send(info, req, Retry::Always, &verdict(Endpoint::Assign))
             .await
         {
-            Ok(p) => ctx.confirm(p, delta),
+            Ok(p) => ctx.confirm(p, delta).await,
             Err(e) => Err(self
                 .disambiguate(ctx, &u.key, &u.name, &u.remote_id, e)
                 .await),
@@ -234,13 +234,16 @@ impl AssignGroup {
             .send(info, req, Retry::Always, &verdict(Endpoint::Update))
             .await
         {
-            Ok(p) => ctx.confirm(
-                p,
-                Delta::Renamed {
-                    key: u.key.clone(),
-                    name: u.name.clone(),
-                },
-            ),
+            Ok(p) => {
+                ctx.confirm(
+                    p,
+                    Delta::Renamed {
+                        key: u.key.clone(),
+                        name: u.name.clone(),
+                    },
+                )
+                .await
+            }
             Err(e) => Err(self
                 .disambiguate(ctx, &u.key, &u.name, &u.remote_id, e)
                 .await),
@@ -314,14 +317,14 @@ impl Target for AssignGroup {
             Ok(v) => match wire::created_id(&v) {
                 Some(id) => (id, v),
                 None => {
-                    ctx.confirm(p, Delta::None)?;
+                    ctx.confirm(p, Delta::None).await?;
                     let e = NotUnderstood::of(WHAT, &v, "a groupId");
                     // The group may exist: the engine looks it up again before a new attempt.
                     return Err(OpError::LookAgain(e.to_string()));
                 }
             },
             Err(e) => {
-                ctx.confirm(p, Delta::None)?;
+                ctx.confirm(p, Delta::None).await?;
                 return Err(OpError::LookAgain(e.to_string()));
             }
         };
@@ -330,7 +333,7 @@ impl Target for AssignGroup {
         {
             // Another group of this name appeared since the lookup and the vendor numbered
             // ours: remove the duplicate and look again (the other one is then adopted).
-            ctx.confirm(p, Delta::None)?;
+            ctx.confirm(p, Delta::None).await?;
             warn!(group = %op.name, created = %got, "DeepCall gave the new group a numbered name; deleting it");
             let info = CallInfo::new("delete").group(&op.key, &got);
             let req = self.request(Endpoint::Delete, wire::group_body(&id));
@@ -339,7 +342,7 @@ impl Target for AssignGroup {
                 .await
             {
                 Ok(p) => {
-                    ctx.confirm(p, Delta::None)?;
+                    ctx.confirm(p, Delta::None).await?;
                     Err(OpError::LookAgain(format!(
                         "DeepCall named the new group {got:?} (a duplicate, deleted)"
                     )))
@@ -359,7 +362,7 @@ impl Target for AssignGroup {
             members: Default::default(),
             owners: Default::default(),
         };
-        ctx.confirm(p, group)?;
+        ctx.confirm(p, group).await?;
         if op.members.is_empty() {
             return Ok(id);
         }
@@ -382,7 +385,7 @@ impl Target for AssignGroup {
             .await
         {
             Ok(p) => {
-                ctx.confirm(p, members_delta(&u, &a))?;
+                ctx.confirm(p, members_delta(&u, &a)).await?;
                 Ok(id)
             }
             // The group is recorded: the next run plans the assignment as an update. Not
@@ -417,6 +420,6 @@ impl Target for AssignGroup {
                 .disambiguate(ctx, &d.key, &d.name, &d.remote_id, e)
                 .await),
         };
-        ctx.deleted(d, r)
+        ctx.deleted(d, r).await
     }
 }

@@ -119,7 +119,7 @@ impl Kazoo {
         if let Some(t) = &token {
             ctx.http.add_secret(t);
         }
-        ctx.confirm(p, Delta::None)?;
+        ctx.confirm(p, Delta::None).await?;
         match (token, answer) {
             (Some(t), _) => Ok(SecretString::from(t)),
             (None, Ok(v)) => Err(NotUnderstood::of(WHAT, &v, "auth_token").into()),
@@ -209,7 +209,7 @@ impl Kazoo {
             .call(ctx, info, req, Retry::Always, &wire::verdict)
             .await?;
         let reply = p.reply.clone();
-        ctx.confirm(p, Delta::None)?;
+        ctx.confirm(p, Delta::None).await?;
         Ok(reply)
     }
 
@@ -362,7 +362,7 @@ impl Target for Kazoo {
         let p = self
             .call(ctx, info, req, Retry::OnlyIfNotApplied, &wire::verdict)
             .await?;
-        ctx.created(p, op, wire::created_id)
+        ctx.created(p, op, wire::created_id).await
     }
 
     async fn update(&self, ctx: &Ctx, u: &Update) -> Result<(), OpError> {
@@ -385,9 +385,10 @@ impl Target for Kazoo {
         let p = self
             .call(ctx, info, req, Retry::Always, &wire::verdict)
             .await?;
-        ctx.confirm(p, super::members_delta(&u.key, &u.add, &u.remove, false))?;
+        ctx.confirm(p, super::members_delta(&u.key, &u.add, &u.remove, false))
+            .await?;
         if rename.is_some() {
-            ctx.renamed(u)?;
+            ctx.renamed(u).await?;
         }
         Ok(())
     }
@@ -401,6 +402,6 @@ impl Target for Kazoo {
         let r = self
             .call(ctx, info, req, Retry::Always, &wire::verdict)
             .await;
-        ctx.deleted(d, r)
+        ctx.deleted(d, r).await
     }
 }

@@ -242,7 +242,7 @@ impl Target for Scim {
                 return Err(e);
             }
         };
-        let r = ctx.created(p, op, wire::created_id);
+        let r = ctx.created(p, op, wire::created_id).await;
         if r.is_err() {
             // The group may exist now: the next lookup must list again.
             *self.listing.lock().await = None;
@@ -310,9 +310,9 @@ impl Target for Scim {
                 owners_removed: ids(parts.remove_owners),
                 receive_call: None,
             };
-            ctx.confirm(p, delta)?;
+            ctx.confirm(p, delta).await?;
             if parts.rename.is_some() {
-                ctx.renamed(u)?;
+                ctx.renamed(u).await?;
             }
         }
         Ok(())
@@ -328,5 +328,6 @@ impl Target for Scim {
             d,
             ctx.send(info, req, Retry::Always, &default_verdict).await,
         )
+        .await
     }
 }

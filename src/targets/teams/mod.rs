@@ -262,7 +262,7 @@ impl Teams {
         } else {
             super::members_delta(t.key, &[], batch, false)
         };
-        ctx.confirm(p, delta)
+        ctx.confirm(p, delta).await
     }
 
     /// Adds members, one call per batch. A batch the API refuses (400: an agent id it does
@@ -326,7 +326,7 @@ impl Teams {
                 return Err(e);
             }
             let delta = super::members_delta(t.key, &[], &gone, false);
-            ctx.note("removed", t.key, t.name, delta)?;
+            ctx.note("removed", t.key, t.name, delta).await?;
             if !still.is_empty() {
                 self.membership_call(ctx, t, false, &still).await?;
             }
@@ -436,7 +436,7 @@ impl Target for Teams {
             receive_call: Vec::new(),
             ..op.clone()
         };
-        let id = match ctx.created(p, &empty, wire::created_id) {
+        let id = match ctx.created(p, &empty, wire::created_id).await {
             Ok(id) => id,
             Err(e) => {
                 // The team may exist now: the next lookup must list again.
@@ -492,10 +492,12 @@ impl Target for Teams {
     async fn delete(&self, ctx: &Ctx, d: &Delete) -> Result<(), OpError> {
         let req = Request::new(Method::DELETE, self.url(&format!("/teams/{}", d.remote_id)));
         let info = CallInfo::new("delete").group(&d.key, &d.name);
-        let r = ctx.deleted(
-            d,
-            ctx.send(info, req, Retry::Always, &default_verdict).await,
-        );
+        let r = ctx
+            .deleted(
+                d,
+                ctx.send(info, req, Retry::Always, &default_verdict).await,
+            )
+            .await;
         if r.is_ok() {
             self.unlisted(&d.remote_id).await;
         }
