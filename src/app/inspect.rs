@@ -126,9 +126,15 @@ pub(super) fn state(cfg: &Config, target: Option<&str>, output: Format) -> ExitC
                     }
                 }
                 for k in &known.intents {
-                    println!(
-                        "  ! unconfirmed create of key {k}: the next sync looks it up before creating"
-                    );
+                    if known.groups.contains_key(k) {
+                        println!(
+                            "  ! unfinished write to key {k}: the next sync reads the group back first"
+                        );
+                    } else {
+                        println!(
+                            "  ! unconfirmed create of key {k}: the next sync looks it up before creating"
+                        );
+                    }
                 }
             }
         }

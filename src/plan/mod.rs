@@ -74,7 +74,10 @@ pub struct KnownGroup {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Known {
     pub groups: BTreeMap<String, KnownGroup>,
-    /// Keys of groups whose create was started but never confirmed (crash, timeout).
+    /// Keys of groups with a write (create, membership change, rename, delete) that was
+    /// started but never ended (crash, timeout). For a key not in `groups` it is an
+    /// unfinished create (looked up and adopted before anything is sent); for a managed
+    /// group, the group is read back before it is planned.
     pub intents: BTreeSet<String>,
 }
 

@@ -78,18 +78,45 @@ async fn apply_op(
 ) -> Result<(), OpError> {
     match op {
         Op::Create(c) => create_or_adopt(ctx, target, t, c, &dt.groups[&c.key], stop).await,
-        Op::Update(u) => match target.update(ctx, u).await {
-            Err(e) if e.is_not_found() => {
-                warn!(group = %u.name, "managed group is gone from the target (404); creating it again");
-                let forget = Delta::Forget { key: u.key.clone() };
-                ctx.note("forget", &u.key, &u.name, forget).await?;
-                let d = &dt.groups[&u.key];
-                create_or_adopt(ctx, target, t, &create_op(d, false), d, stop).await
+        Op::Update(u) => {
+            let r = intended(ctx, &u.key, &u.name, target.update(ctx, u)).await;
+            match r {
+                Err(e) if e.is_not_found() => {
+                    warn!(group = %u.name, "managed group is gone from the target (404); creating it again");
+                    let forget = Delta::Forget { key: u.key.clone() };
+                    ctx.note("forget", &u.key, &u.name, forget).await?;
+                    let d = &dt.groups[&u.key];
+                    create_or_adopt(ctx, target, t, &create_op(d, false), d, stop).await
+                }
+                r => r,
             }
-            r => r,
-        },
-        Op::Delete(d) => target.delete(ctx, d).await,
+        }
+        Op::Delete(d) => intended(ctx, &d.key, &d.name, target.delete(ctx, d)).await,
     }
+}
+
+/// Runs a write to a managed group under an intent (SPEC 6.2): the intent is committed
+/// before the first call is sent, and dropped once the write has ended in a way that
+/// leaves nothing unknown (it succeeded, or it failed without reaching the target). A
+/// write that may have been applied without its confirmation being recorded (a crash, a
+/// timeout, an answer not understood) keeps its intent, and the next run reads the group
+/// back before planning it.
+async fn intended(
+    ctx: &Ctx,
+    key: &str,
+    name: &str,
+    write: impl std::future::Future<Output = Result<(), OpError>>,
+) -> Result<(), OpError> {
+    ctx.recorder.intent(&ctx.target, key, name).await?;
+    let r = write.await;
+    let ended = match &r {
+        Ok(()) => true,
+        Err(e) => !e.may_have_changed_the_target(),
+    };
+    if ended {
+        ctx.recorder.drop_intent(&ctx.target, key).await?;
+    }
+    r
 }
 
 /// The create of a desired group (after its managed copy was found gone).
@@ -124,8 +151,10 @@ fn create_delays(t: &TargetConfig) -> impl Iterator<Item = std::time::Duration> 
 }
 
 /// Looks for a group of the same name first and adopts it; creates only if there is none.
-/// The intent is committed before the first create is sent. A create that may have been
-/// applied (timeout, dropped connection, 5xx) is never re-sent before looking again.
+/// The intent is committed before the first create is sent and dropped only when the
+/// create (with its follow-up membership calls) or the adoption (with its update) has
+/// ended. A create that may have been applied (timeout, dropped connection, 5xx) is never
+/// re-sent before looking again.
 async fn create_or_adopt(
     ctx: &Ctx,
     target: &dyn Target,
@@ -135,6 +164,21 @@ async fn create_or_adopt(
     stop: &CancellationToken,
 ) -> Result<(), OpError> {
     ctx.recorder.intent(&ctx.target, &c.key, &c.name).await?;
+    let r = create_or_adopt_once(ctx, target, t, c, d, stop).await;
+    if r.is_ok() {
+        ctx.recorder.drop_intent(&ctx.target, &c.key).await?;
+    }
+    r
+}
+
+async fn create_or_adopt_once(
+    ctx: &Ctx,
+    target: &dyn Target,
+    t: &TargetConfig,
+    c: &Create,
+    d: &DesiredGroup,
+    stop: &CancellationToken,
+) -> Result<(), OpError> {
     let mut delays = create_delays(t);
     let mut attempts = 0;
     loop {

@@ -17,7 +17,7 @@ mod readback;
 mod report;
 mod saved;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -311,7 +311,7 @@ struct Work {
     target: Box<dyn Target>,
     ctx: Ctx,
     desired: DesiredTarget,
-    /// Keys of creates left unconfirmed by an earlier run.
+    /// Keys of creates left unfinished by an earlier run (groups not known).
     intents: Vec<String>,
 }
 
@@ -386,16 +386,44 @@ async fn prepare(
     if opts.dry_run || opts.expect.is_some() {
         report.known_digest = known_digest(&known);
     }
-    if opts.full {
+    // Managed groups with an unfinished write are read back before they are planned, so
+    // whatever the target applied after a crash is known; `--full` reads every group.
+    let pending: BTreeSet<String> = known
+        .intents
+        .iter()
+        .filter(|k| known.groups.contains_key(*k))
+        .cloned()
+        .collect();
+    let to_read: BTreeSet<String> = if opts.full {
+        known.groups.keys().cloned().collect()
+    } else {
+        pending.clone()
+    };
+    let mut blocked = BTreeSet::new();
+    if !to_read.is_empty() {
         let missing = t.missing_secrets();
         if !missing.is_empty() {
             return Prepared::not_run(report, NotRun::NoCredentials(missing.join(", ")));
         }
+        if !pending.is_empty() {
+            info!(
+                groups = pending.len(),
+                "reading back groups with an unfinished write from an earlier run"
+            );
+        }
         let names = readback::names_by_id(desired, &t.name, &cache);
-        if let Err(e) =
-            readback::read_back(&ctx, target.as_ref(), &mut known, &names, &mut report).await
-        {
-            return Prepared::not_run(report, NotRun::ReadBack(e));
+        let read = readback::read_back(
+            &ctx,
+            target.as_ref(),
+            &mut known,
+            &to_read,
+            &names,
+            &mut report,
+        )
+        .await;
+        match read {
+            Ok(unread) => blocked = &unread & &pending,
+            Err(e) => return Prepared::not_run(report, NotRun::ReadBack(e)),
         }
     }
     let dt = lookup::resolve_members(
@@ -409,7 +437,17 @@ async fn prepare(
         &mut report,
     )
     .await;
-    let plan = plan_target(&dt, &known, &plan_options(cfg, t, opts));
+    let mut plan = plan_target(&dt, &known, &plan_options(cfg, t, opts));
+    if !blocked.is_empty() {
+        // Its state is unknown: nothing that depends on it is sent (it failed above).
+        plan.ops.retain(|op| {
+            let keep = !blocked.contains(op.key());
+            if !keep {
+                warn!(group = %op.key(), "an unfinished write could not be read back; nothing is sent to this group in this run");
+            }
+            keep
+        });
+    }
     if let Some(saved) = &opts.expect
         && !saved.matches(&t.name, &plan)
     {
@@ -437,7 +475,11 @@ async fn prepare(
             target,
             ctx,
             desired: dt,
-            intents: known.intents.into_iter().collect(),
+            intents: known
+                .intents
+                .into_iter()
+                .filter(|k| !known.groups.contains_key(k))
+                .collect(),
         }),
     }
 }

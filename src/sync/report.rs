@@ -103,8 +103,9 @@ pub enum NotRun {
     /// Its known state could not be read from the state database.
     #[error("its known state could not be read: {0}")]
     State(#[source] StoreError),
-    /// `--full` needs credentials that are not set (dry-runs only; real runs stop earlier).
-    #[error("--full needs {0} to read the target")]
+    /// Reading groups back (`--full`, or unfinished writes) needs credentials that are not
+    /// set (dry-runs only; real runs stop earlier).
+    #[error("reading groups back (--full, or writes left unfinished) needs {0}")]
     NoCredentials(String),
     /// The `--full` read-back could not be recorded.
     #[error("--full read-back stopped: {0}")]
