@@ -46,6 +46,8 @@ pub struct SyncOptions {
     pub allow_mass_removal: bool,
     /// `sync` or `daemon`, for the runs table.
     pub command: String,
+    /// `--only EMAIL`: scope the run to these people (lower-cased; empty = a whole run).
+    pub only: Vec<String>,
     /// `sync --plan FILE`: apply exactly this saved plan, or refuse if anything changed.
     pub expect: Option<SavedPlan>,
     /// Cancelled by the daemon on SIGTERM: no operation starts after that, calls in flight
@@ -180,6 +182,13 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
         }
     }
     let desired = load_source(cfg).await?;
+    for email in &opts.only {
+        if !desired.groups.values().any(|g| g.members.contains(email)) {
+            warn!(
+                "--only {email}: in no group of the source; only removals of them can be planned"
+            );
+        }
+    }
     let selected: Vec<&TargetConfig> = cfg
         .targets
         .iter()
@@ -262,6 +271,7 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
         run: run_id,
         dry_run: opts.dry_run,
         full: opts.full,
+        scoped: !opts.only.is_empty(),
         groups: desired.groups.len(),
         targets: reports,
         calls_ok: tally.calls_ok,
@@ -296,6 +306,13 @@ fn plan_options(cfg: &Config, t: &TargetConfig, opts: &SyncOptions) -> PlanOptio
         mode: t.membership,
         safety: cfg.safety,
         allow_mass_removal: opts.allow_mass_removal,
+        keep: t.keep_members.clone(),
+        only: (!opts.only.is_empty()).then(|| {
+            opts.only
+                .iter()
+                .map(|e| e.to_lowercase())
+                .collect::<BTreeSet<_>>()
+        }),
     }
 }
 
@@ -311,6 +328,8 @@ struct Work {
     target: Box<dyn Target>,
     ctx: Ctx,
     desired: DesiredTarget,
+    /// The options the plan was made with (adoption plans again with them).
+    popts: PlanOptions,
     /// Keys of creates left unfinished by an earlier run (groups not known).
     intents: Vec<String>,
 }
@@ -343,7 +362,10 @@ impl Prepared {
                 w.target.as_ref(),
                 t,
                 &plan,
-                &w.desired,
+                &apply::Goal {
+                    desired: &w.desired,
+                    opts: &w.popts,
+                },
                 stop,
                 &mut self.report,
             )
@@ -369,6 +391,7 @@ async fn prepare(
     opts: &SyncOptions,
 ) -> Prepared {
     let mut report = TargetReport::new(t);
+    report.scoped = !opts.only.is_empty();
     let (mut known, cache) = match state {
         Ok(s) => s,
         Err(e) => return Prepared::not_run(report, NotRun::State(e)),
@@ -437,7 +460,8 @@ async fn prepare(
         &mut report,
     )
     .await;
-    let mut plan = plan_target(&dt, &known, &plan_options(cfg, t, opts));
+    let popts = plan_options(cfg, t, opts);
+    let mut plan = plan_target(&dt, &known, &popts);
     if !blocked.is_empty() {
         // Its state is unknown: nothing that depends on it is sent (it failed above).
         plan.ops.retain(|op| {
@@ -475,6 +499,7 @@ async fn prepare(
             target,
             ctx,
             desired: dt,
+            popts,
             intents: known
                 .intents
                 .into_iter()

@@ -150,6 +150,8 @@ pub struct TargetReport {
     pub stale: bool,
     /// Operations not started because the run was stopped (daemon `SIGTERM`).
     pub not_started: usize,
+    /// The run was scoped with `--only`: it never counts as converged.
+    pub scoped: bool,
 }
 
 impl TargetReport {
@@ -166,6 +168,7 @@ impl TargetReport {
             known_digest: String::new(),
             stale: false,
             not_started: 0,
+            scoped: false,
         }
     }
 
@@ -188,8 +191,9 @@ impl TargetReport {
     }
 
     /// Did this target end where the source wants it (for health and freshness metrics)?
+    /// A run scoped with `--only` never did: it left the rest for a whole run.
     pub fn converged(&self) -> bool {
-        self.exit_code() == ExitCode::Ok
+        !self.scoped && self.exit_code() == ExitCode::Ok
     }
 }
 
@@ -200,6 +204,8 @@ pub struct RunReport {
     pub run: Option<i64>,
     pub dry_run: bool,
     pub full: bool,
+    /// The run was scoped with `--only` (never a converged run).
+    pub scoped: bool,
     pub targets: Vec<TargetReport>,
     pub groups: usize,
     pub calls_ok: usize,
@@ -245,6 +251,11 @@ impl RunReport {
         } else {
             String::new()
         };
+        let not_run = if self.scoped {
+            format!("{not_run}, scoped with --only")
+        } else {
+            not_run
+        };
         if self.dry_run {
             let (adds, rems): (usize, usize) = self
                 .targets
@@ -280,6 +291,7 @@ mod tests {
             unchanged: 0,
             left_alone: Vec::new(),
             guard: None,
+            skipped: Vec::new(),
         }
     }
 
@@ -296,6 +308,7 @@ mod tests {
             known_digest: String::new(),
             stale: false,
             not_started: 0,
+            scoped: false,
         }
     }
 
@@ -404,6 +417,7 @@ mod tests {
                 run: None,
                 dry_run: true,
                 full: false,
+                scoped: false,
                 targets: vec![t],
                 groups: 0,
                 calls_ok: 0,
@@ -426,5 +440,12 @@ mod tests {
         assert_eq!(ExitCode::Guard.max(ExitCode::Failed), ExitCode::Guard);
         assert!(!skipped().converged());
         assert!(ok().converged());
+        let mut scoped = ok();
+        scoped.scoped = true;
+        assert_eq!(scoped.exit_code(), ExitCode::Ok);
+        assert!(
+            !scoped.converged(),
+            "a run scoped with --only never converges"
+        );
     }
 }

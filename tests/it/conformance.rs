@@ -22,11 +22,11 @@ pub fn matches(r: &Logged, m: &Match) -> bool {
         && m.body_contains.as_ref().is_none_or(|b| r.body.contains(b))
 }
 
-fn writes(fake: &dyn Fake, reqs: &[Logged]) -> usize {
+pub fn writes(fake: &dyn Fake, reqs: &[Logged]) -> usize {
     reqs.iter().filter(|r| fake.is_write(r)).count()
 }
 
-fn summary(reqs: &[Logged]) -> String {
+pub fn summary(reqs: &[Logged]) -> String {
     let mut by: std::collections::BTreeMap<String, usize> = Default::default();
     for r in reqs {
         let path: String = r.path.split('?').next().unwrap_or("").to_string();

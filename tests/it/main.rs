@@ -6,6 +6,8 @@ mod daemon;
 mod fakes;
 mod harness;
 mod scim;
+#[macro_use]
+mod scope;
 
 #[macro_use]
 mod conformance;

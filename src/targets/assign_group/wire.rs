@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value, json};
 
 use crate::config::Mode;
-use crate::plan::Update;
+use crate::plan::{Keep, Update};
 use crate::targets::decode::{self, NotUnderstood};
 use crate::targets::http::{Verdict, default_verdict, message};
 
@@ -410,20 +410,26 @@ pub struct Assignment {
 }
 
 /// The whole lists for one update. `authoritative`: exactly what the plan says the group
-/// has after the op. `owned`/`add_only` with the group's current lists (`current`, from a
-/// relation read): what the plan says, plus the agents the group has now that rostersync
-/// does not know of (with their current flags), minus the planned removals, and without
-/// the merely kept members (`Update::kept`) that the group no longer has.
+/// has after the op, plus (with the group's current lists) the agents on it now that
+/// `keep_members` protects by id. `owned`/`add_only` with the group's current lists
+/// (`current`, from a relation read): what the plan says, plus the agents the group has
+/// now that rostersync does not know of (with their current flags), minus the planned
+/// removals. In every mode, without the merely kept members (`Update::kept`) that the
+/// group no longer has.
 pub fn assignment(
     u: &Update,
     mode: Mode,
+    keep: &Keep,
     current: Option<&(Vec<String>, Vec<String>)>,
 ) -> Assignment {
     let mut agents: BTreeSet<String> = u.members_after.iter().cloned().collect();
     let mut rc: BTreeSet<String> = u.receive_call_after.iter().cloned().collect();
     let mut foreign = Vec::new();
     let mut dropped = Vec::new();
-    if let (Some((now, now_rc)), false) = (current, mode == Mode::Authoritative) {
+    // Agents on the group that the plan does not name stay when the mode keeps what
+    // rostersync does not know, or when they are protected.
+    let stays = |id: &str| mode != Mode::Authoritative || keep.protects(id, None).is_some();
+    if let Some((now, now_rc)) = current {
         let now_set: BTreeSet<&String> = now.iter().collect();
         for id in &u.kept {
             if !now_set.contains(id) && agents.remove(id) {
@@ -433,7 +439,11 @@ pub fn assignment(
         let removed: BTreeSet<&str> = u.remove.iter().map(|m| m.id.as_str()).collect();
         let now_rc: BTreeSet<&String> = now_rc.iter().collect();
         for id in now {
-            if removed.contains(id.as_str()) || agents.contains(id) || dropped.contains(id) {
+            if removed.contains(id.as_str())
+                || agents.contains(id)
+                || dropped.contains(id)
+                || !stays(id)
+            {
                 continue;
             }
             agents.insert(id.clone());
@@ -823,7 +833,7 @@ mod tests {
     fn authoritative_sends_exactly_the_plan() {
         let u = update(&["1", "2"], &["2"], &["3"]);
         let now = (s(&["1", "3", "9"]), s(&["9"]));
-        let a = assignment(&u, Mode::Authoritative, Some(&now));
+        let a = assignment(&u, Mode::Authoritative, &Keep::default(), Some(&now));
         assert_eq!(
             a,
             Assignment {
@@ -832,7 +842,22 @@ mod tests {
                 ..Default::default()
             }
         );
-        assert_eq!(assignment(&u, Mode::Authoritative, None), a);
+        assert_eq!(
+            assignment(&u, Mode::Authoritative, &Keep::default(), None),
+            a
+        );
+    }
+
+    #[test]
+    fn authoritative_keeps_protected_agents_found_on_the_group() {
+        // 9 was put on the group by hand and is protected by id; 8 is not protected.
+        let u = update(&["1", "2"], &["2"], &["3"]);
+        let now = (s(&["1", "3", "9", "8"]), s(&["9"]));
+        let keep = Keep::new(&["id:9"]).unwrap();
+        let a = assignment(&u, Mode::Authoritative, &keep, Some(&now));
+        assert_eq!(a.agents, s(&["1", "2", "9"]));
+        assert_eq!(a.receive_call, s(&["2", "9"]));
+        assert_eq!(a.foreign, s(&["9"]));
     }
 
     #[test]
@@ -842,13 +867,16 @@ mod tests {
         let u = update(&["1", "2"], &["2"], &["3"]);
         let now = (s(&["1", "3", "9", "8"]), s(&["9", "3"]));
         for mode in [Mode::Owned, Mode::AddOnly] {
-            let a = assignment(&u, mode, Some(&now));
+            let a = assignment(&u, mode, &Keep::default(), Some(&now));
             assert_eq!(a.agents, s(&["1", "2", "8", "9"]));
             assert_eq!(a.receive_call, s(&["2", "9"]));
             assert_eq!(a.foreign, s(&["8", "9"]));
         }
         // Without a read there is nothing foreign to keep.
-        assert_eq!(assignment(&u, Mode::Owned, None).agents, s(&["1", "2"]));
+        assert_eq!(
+            assignment(&u, Mode::Owned, &Keep::default(), None).agents,
+            s(&["1", "2"])
+        );
     }
 
     #[test]
@@ -857,7 +885,7 @@ mod tests {
         let mut u = update(&["1", "2", "5"], &["2", "5"], &[]);
         u.kept = s(&["5"]);
         let now = (s(&["2"]), s(&["2"]));
-        let a = assignment(&u, Mode::Owned, Some(&now));
+        let a = assignment(&u, Mode::Owned, &Keep::default(), Some(&now));
         assert_eq!(
             a.agents,
             s(&["1", "2"]),
@@ -868,12 +896,12 @@ mod tests {
         assert!(a.foreign.is_empty());
         // Still there: kept as it is.
         let now = (s(&["2", "5"]), s(&[]));
-        let a = assignment(&u, Mode::AddOnly, Some(&now));
+        let a = assignment(&u, Mode::AddOnly, &Keep::default(), Some(&now));
         assert_eq!(a.agents, s(&["1", "2", "5"]));
         assert!(a.dropped.is_empty());
         // Authoritative never keeps anything the plan does not say.
         assert_eq!(
-            assignment(&u, Mode::Authoritative, Some(&now)).agents,
+            assignment(&u, Mode::Authoritative, &Keep::default(), Some(&now)).agents,
             s(&["1", "2", "5"])
         );
     }
