@@ -127,14 +127,18 @@ async fn intended(
 ) -> Result<(), OpError> {
     ctx.recorder.intent(&ctx.target, key, name).await?;
     let r = write.await;
-    let ended = match &r {
-        Ok(()) => true,
-        Err(e) => !e.may_have_changed_the_target(),
-    };
-    if ended {
+    if ended(&r) {
         ctx.recorder.drop_intent(&ctx.target, key).await?;
     }
     r
+}
+
+/// Whether an operation ended with nothing left unknown on the target.
+fn ended(r: &Result<(), OpError>) -> bool {
+    match r {
+        Ok(()) => true,
+        Err(e) => !e.may_have_changed_the_target(),
+    }
 }
 
 /// The create of a desired group (after its managed copy was found gone).
@@ -171,7 +175,7 @@ fn create_delays(t: &TargetConfig) -> impl Iterator<Item = std::time::Duration> 
 /// Looks for a group of the same name first and adopts it; creates only if there is none.
 /// The intent is committed before the first create is sent and dropped only when the
 /// create (with its follow-up membership calls) or the adoption (with its update) has
-/// ended. A create that may have been applied (timeout, dropped connection, 5xx) is never
+/// ended with nothing left unknown. A create that may have been applied (timeout, dropped connection, 5xx) is never
 /// re-sent before looking again.
 async fn create_or_adopt(
     ctx: &Ctx,
@@ -184,7 +188,7 @@ async fn create_or_adopt(
 ) -> Result<(), OpError> {
     ctx.recorder.intent(&ctx.target, &c.key, &c.name).await?;
     let r = create_or_adopt_once(ctx, target, t, c, d, popts, stop).await;
-    if r.is_ok() {
+    if ended(&r) {
         ctx.recorder.drop_intent(&ctx.target, &c.key).await?;
     }
     r
