@@ -57,7 +57,13 @@ pub(super) fn state(cfg: &Config, target: Option<&str>, output: Format) -> ExitC
         Err(c) => return c,
     };
     let mut names: Vec<String> = match &store {
-        Some(s) => s.targets().unwrap_or_default(),
+        Some(s) => match s.targets() {
+            Ok(t) => t,
+            Err(e) => {
+                report(&e);
+                return ExitCode::Failed;
+            }
+        },
         None => Vec::new(),
     };
     for t in &cfg.targets {
