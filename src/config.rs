@@ -93,6 +93,7 @@ struct RawConfig {
     state: Option<String>,
     #[serde(default)]
     allow_empty_source: bool,
+    max_source_bytes: Option<u64>,
     #[serde(default)]
     schedule: RawSchedule,
     #[serde(default)]
@@ -161,6 +162,7 @@ struct RawTarget {
     retry_base: Option<String>,
     batch_size: Option<usize>,
     membership: Option<String>,
+    max_response_bytes: Option<u64>,
 }
 
 /// `[schedule]`.
@@ -253,7 +255,12 @@ pub struct TargetConfig {
     /// Member ids per operation where the API takes lists.
     pub batch_size: usize,
     pub membership: Mode,
+    /// The largest answer body accepted; a larger one fails the call unread.
+    pub max_response_bytes: u64,
 }
+
+/// The default `max_response_bytes`: 32 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 32 * 1024 * 1024;
 
 impl TargetConfig {
     /// The secrets this target needs that are missing, as "token_env (X)" strings.
@@ -284,11 +291,16 @@ pub struct Config {
     pub source: PathBuf,
     pub state: PathBuf,
     pub allow_empty_source: bool,
+    /// A source whose files add up to more bytes is refused unread (exit 2).
+    pub max_source_bytes: u64,
     pub schedule: Schedule,
     pub safety: Safety,
     pub log: Log,
     pub metrics: Metrics,
     pub targets: Vec<TargetConfig>,
+    /// Problems worth a warning that do not stop the program (a secret file readable by
+    /// other users, SPEC 6.5). Logged by the caller once logging is set up.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -338,7 +350,12 @@ impl Config {
     /// Reads the source of truth against this config's targets.
     pub fn load_source(&self) -> Result<crate::model::Desired, crate::source::SourceErrors> {
         let names: Vec<&str> = self.targets.iter().map(|t| t.name.as_str()).collect();
-        crate::source::load(&self.source, &names, self.allow_empty_source)
+        crate::source::load_limited(
+            &self.source,
+            &names,
+            self.allow_empty_source,
+            self.max_source_bytes,
+        )
     }
 
     /// An error naming every missing secret of these targets, or None when all are set.
@@ -420,10 +437,21 @@ fn validate(file: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigErr
         None => Duration::from_secs(3600),
     };
 
+    let max_source_bytes = raw
+        .max_source_bytes
+        .unwrap_or(crate::source::DEFAULT_MAX_SOURCE_BYTES);
+    if max_source_bytes == 0 {
+        return Err(err(
+            file,
+            "max_source_bytes = 0 would refuse every source; give a size in bytes \
+             (default 134217728, 128 MiB)",
+        ));
+    }
     let mut names = BTreeSet::new();
     let mut targets = Vec::new();
+    let mut warnings = Vec::new();
     for (i, t) in raw.target.into_iter().enumerate() {
-        let tc = validate_target(file, dir, i, t)?;
+        let tc = validate_target(file, dir, i, t, &mut warnings)?;
         if !names.insert(tc.name.clone()) {
             return Err(err(
                 file,
@@ -440,6 +468,7 @@ fn validate(file: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigErr
         source: resolve(dir, &source),
         state: resolve(dir, &state),
         allow_empty_source: raw.allow_empty_source,
+        max_source_bytes,
         schedule: Schedule {
             cron,
             full_every: raw.schedule.full_every.unwrap_or(6),
@@ -456,6 +485,7 @@ fn validate(file: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigErr
         },
         metrics: Metrics { listen, max_age },
         targets,
+        warnings,
     })
 }
 
@@ -480,14 +510,43 @@ pub fn parse_cron(expr: &str) -> Result<croner::Cron, CronError> {
         .parse(expr)?)
 }
 
+/// Where a target's secrets are read, and where warnings about them go.
+struct SecretCtx<'a> {
+    file: &'a Path,
+    dir: &'a Path,
+    ctx: &'a str,
+    warnings: &'a mut Vec<String>,
+}
+
+/// A warning when the secret file at `path` can be read by its group or by other users.
+fn check_secret_mode(path: &Path, ctx: &str, what: &str, warnings: &mut Vec<String>) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o044 != 0 {
+        let who = match (mode & 0o040 != 0, mode & 0o004 != 0) {
+            (true, true) => "its group and all other users",
+            (true, false) => "its group",
+            _ => "all other users",
+        };
+        warnings.push(format!(
+            "{ctx}: {what}_file {} is readable by {who} (mode {mode:04o}); \
+             restrict it with `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+}
+
 fn secret(
-    file: &Path,
-    dir: &Path,
-    ctx: &str,
+    sc: &mut SecretCtx<'_>,
     what: &str,
     env: Option<String>,
     path: Option<String>,
 ) -> Result<Option<Secret>, ConfigError> {
+    let (file, dir, ctx) = (sc.file, sc.dir, sc.ctx);
     match (env, path) {
         (Some(_), Some(_)) => Err(err(
             file,
@@ -518,6 +577,7 @@ fn secret(
                 Err(_) => p.clone(),
             };
             let full = resolve(dir, &expanded);
+            check_secret_mode(&full, ctx, what, sc.warnings);
             let value = std::fs::read_to_string(&full)
                 .ok()
                 .map(|s| s.trim().to_string())
@@ -537,6 +597,7 @@ fn validate_target(
     dir: &Path,
     i: usize,
     t: RawTarget,
+    warnings: &mut Vec<String>,
 ) -> Result<TargetConfig, ConfigError> {
     let name = t
         .name
@@ -593,10 +654,16 @@ fn validate_target(
         )?,
         None => Mode::Authoritative,
     };
-    let token = secret(file, dir, &ctx, "token", t.token_env, t.token_file)?;
-    let user_id = secret(file, dir, &ctx, "user_id", t.user_id_env, t.user_id_file)?;
-    let api_key = secret(file, dir, &ctx, "api_key", t.api_key_env, t.api_key_file)?;
-    let ssid = secret(file, dir, &ctx, "ssid", t.ssid_env, t.ssid_file)?;
+    let mut sc = SecretCtx {
+        file,
+        dir,
+        ctx: &ctx,
+        warnings,
+    };
+    let token = secret(&mut sc, "token", t.token_env, t.token_file)?;
+    let user_id = secret(&mut sc, "user_id", t.user_id_env, t.user_id_file)?;
+    let api_key = secret(&mut sc, "api_key", t.api_key_env, t.api_key_file)?;
+    let ssid = secret(&mut sc, "ssid", t.ssid_env, t.ssid_file)?;
     match kind {
         Kind::Scim | Kind::Teams if token.is_none() => {
             return Err(err(
@@ -655,6 +722,16 @@ fn validate_target(
     if burst == 0 {
         return Err(err(file, format!("{ctx}: burst must be at least 1")));
     }
+    let max_response_bytes = t.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES);
+    if max_response_bytes < 1024 {
+        return Err(err(
+            file,
+            format!(
+                "{ctx}: max_response_bytes = {max_response_bytes} is too small; \
+                 give at least 1024 (default {DEFAULT_MAX_RESPONSE_BYTES})"
+            ),
+        ));
+    }
     let ca_file = t.ca_file.map(|p| resolve(dir, &p));
     if let Some(ca) = &ca_file {
         crate::targets::http::read_ca_file(ca).map_err(|e| err(file, format!("{ctx}: {e}")))?;
@@ -679,5 +756,6 @@ fn validate_target(
         retry_base,
         batch_size,
         membership,
+        max_response_bytes,
     })
 }

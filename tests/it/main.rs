@@ -3,12 +3,17 @@
 mod assign_group;
 mod cli;
 mod daemon;
+mod disagree;
 mod fakes;
 mod harness;
+mod hostile;
 mod scim;
+mod secrets;
+mod soak;
 
 #[macro_use]
 mod conformance;
 
 mod kazoo;
 mod teams;
+mod tls;
