@@ -245,6 +245,7 @@ impl Http {
             .into_iter()
             .filter_map(|s| Secret::value_of(s).map(|v| v.expose_secret().to_string()))
             .filter(|s| s.len() >= 4)
+            .flat_map(|s| with_encodings(&s))
             .collect();
         Ok(Http {
             client,
@@ -406,6 +407,20 @@ impl Http {
     }
 }
 
+/// A secret and the forms it travels in besides itself (a vendor may echo the
+/// `Authorization` header back): base64 of the value, and of `value:` and `:value` (HTTP
+/// Basic with the secret as user or password).
+fn with_encodings(s: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let b64 = |v: String| base64::engine::general_purpose::STANDARD.encode(v);
+    vec![
+        s.to_string(),
+        b64(s.to_string()),
+        b64(format!("{s}:")),
+        b64(format!(":{s}")),
+    ]
+}
+
 /// Why an answer's body was not read.
 enum BodyError {
     Read(reqwest::Error),
@@ -495,6 +510,21 @@ mod tests {
         );
         let d = format!("{:#?}", Request::new(Method::GET, "https://h.example/a"));
         assert!(!d.contains("body"), "{d}");
+    }
+
+    #[test]
+    fn the_encoded_forms_of_a_secret_are_scrubbed_too() {
+        use base64::Engine as _;
+        let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+        let forms = with_encodings("s3cret-token");
+        for echoed in [
+            b64("s3cret-token"),
+            b64("s3cret-token:"),
+            b64(":s3cret-token"),
+        ] {
+            assert!(forms.contains(&echoed), "{echoed}");
+        }
+        assert_eq!(forms[0], "s3cret-token");
     }
 
     #[test]

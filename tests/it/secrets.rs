@@ -47,9 +47,20 @@ fn files(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
     }
 }
 
-/// A body that repeats every secret back, as a careless vendor's error page would.
+/// A body that repeats every secret rostersync sent back, as a careless vendor's error page
+/// would: every secret of the fake (with the forms it travels in), except DeepCall's
+/// `ssid` (another way to log in, not configured here) and Kazoo's session tokens (issued
+/// at each run's login; every Kazoo answer of the fake carries the current one anyway).
 fn echo(fake: &dyn Fake) -> serde_json::Value {
-    let all = fake.secrets().join(" / ");
+    let mut secrets = fake.secrets();
+    match fake.kind() {
+        "assign_group" => secrets.truncate(2),
+        // The session token in use is only known once the run has logged in (the fake's
+        // own answers carry it, as Kazoo's do): echoed here is the API key.
+        "kazoo" => secrets.truncate(1),
+        _ => {}
+    }
+    let all = secrets.join(" / ");
     serde_json::json!({
         "status": "error",
         "code": 1000,
@@ -86,7 +97,14 @@ fn every_command(fake: Arc<dyn Fake>) {
     fake.inject(Match::new("*", "/"), Fault::body(401, echo(&*fake)), 1);
     keep("sync (echoing errors)", env.run(&["-vv", "sync"]));
     fake.clear_requests();
-    keep("sync", env.run(&["-vv", "sync"]));
+    for _ in 0..3 {
+        let r = env.run(&["-vv", "sync"]);
+        let done = r.code == 0;
+        keep("sync", r);
+        if done {
+            break;
+        }
+    }
     env.assert_converged(&groups);
     keep(
         "sync --dry-run json",
@@ -170,6 +188,8 @@ fn every_command(fake: Arc<dyn Fake>) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     ));
 
+    // Every secret, including the session tokens issued during the commands.
+    let secrets = fake.secrets();
     // The echoed errors did reach the logs (redacted), so the scan means something.
     let all_logs: String = texts.iter().map(|(_, t)| t.as_str()).collect();
     assert!(
@@ -179,11 +199,15 @@ fn every_command(fake: Arc<dyn Fake>) {
     );
     for s in &secrets {
         for (what, text) in &texts {
-            assert!(
-                !text.contains(s.as_str()),
-                "[{}] a secret leaked in {what}",
-                fake.kind()
-            );
+            if let Some(i) = text.find(s.as_str()) {
+                let from = text.floor_char_boundary(i.saturating_sub(300));
+                let to = text.floor_char_boundary((i + s.len() + 100).min(text.len()));
+                panic!(
+                    "[{}] a secret leaked in {what}: ...{}...",
+                    fake.kind(),
+                    &text[from..to]
+                );
+            }
         }
     }
     let mut written = Vec::new();
@@ -192,11 +216,12 @@ fn every_command(fake: Arc<dyn Fake>) {
     assert!(written.iter().any(|(p, _)| p.ends_with("rostersync.db")));
     for s in &secrets {
         for (path, bytes) in &written {
-            assert!(
-                !contains_bytes(bytes, s.as_bytes()),
-                "[{}] a secret leaked into {path}",
-                fake.kind()
-            );
+            if let Some(i) = bytes.windows(s.len()).position(|w| w == s.as_bytes()) {
+                let ctx = String::from_utf8_lossy(
+                    &bytes[i.saturating_sub(200)..(i + s.len() + 60).min(bytes.len())],
+                );
+                panic!("[{}] a secret leaked into {path}: ...{ctx}...", fake.kind());
+            }
         }
     }
     env.assert_no_secret(&[]);

@@ -143,6 +143,7 @@ impl Soak {
             .env_remove("ROSTERSYNC_LOG")
             .env("NO_COLOR", "1")
             .stdin(std::process::Stdio::null());
+        scrub_test_env(&mut c);
         for (_, f) in &self.fakes {
             for (k, v) in f.env() {
                 c.env(k, v);
