@@ -113,13 +113,16 @@ fn file_digest(file: &Path, max_bytes: u64) -> Option<[u8; 32]> {
     Some(hasher.finalize().into())
 }
 
+/// A file read, and the SHA-256 of the bytes parsed from it.
+type FileDigest = (PathBuf, [u8; 32]);
+
 /// One reading of the source, and the digest of every file's bytes as they were parsed.
 fn load_once(
     path: &Path,
     targets: &[&str],
     allow_empty: bool,
     max_bytes: u64,
-) -> (Result<Desired, SourceErrors>, Vec<(PathBuf, [u8; 32])>) {
+) -> (Result<Desired, SourceErrors>, Vec<FileDigest>) {
     use std::io::Read as _;
     let mut errors = Errors::default();
     let listed = list_files(path, &mut errors);

@@ -269,7 +269,7 @@ fn yaml_alias_bombs_are_refused() {
     let (fake, env) = teams();
     env.write_source(&[g("Tier 1", &[&email(1)])]);
     let mut laughs = String::from("groups:\n  - name: A\n    members: &a0 [");
-    laughs += &vec!["a@example.com"; 9].join(", ");
+    laughs += &["a@example.com"; 9].join(", ");
     laughs += "]\n";
     for l in 1..10 {
         laughs += &format!(
@@ -363,7 +363,7 @@ fn a_file_changing_while_it_is_read_is_never_planned_from() {
         std::thread::spawn(move || {
             let mut n = 0usize;
             while !stop.load(Ordering::Relaxed) {
-                let text = if n % 2 == 0 { &b } else { &a };
+                let text = if n.is_multiple_of(2) { &b } else { &a };
                 let mut f = std::fs::File::create(&path).unwrap();
                 for piece in text.as_bytes().chunks(4 * 1024) {
                     f.write_all(piece).unwrap();

@@ -190,10 +190,16 @@ impl Soak {
         let mut armed = Vec::new();
         for (name, f) in &self.fakes {
             for _ in 0..rng.below(4) {
+                // DeepCall reads with POST too.
+                let reads = if name == "deepcall" {
+                    Match::new("POST", "Group/")
+                } else {
+                    Match::new("GET", "")
+                };
                 let when = match rng.below(4) {
                     0 => f.membership_write(),
                     1 => f.create_request(),
-                    2 => Match::new("GET", ""),
+                    2 => reads,
                     _ => Match::new("*", ""),
                 };
                 let (what, fault) = match rng.below(if name == "deepcall" { 8 } else { 7 }) {
