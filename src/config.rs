@@ -95,6 +95,7 @@ struct RawConfig {
     state: Option<String>,
     #[serde(default)]
     allow_empty_source: bool,
+    max_source_bytes: Option<u64>,
     #[serde(default)]
     schedule: RawSchedule,
     #[serde(default)]
@@ -164,6 +165,7 @@ struct RawTarget {
     batch_size: Option<usize>,
     membership: Option<String>,
     keep_members: Option<Vec<String>>,
+    max_response_bytes: Option<u64>,
 }
 
 /// `[schedule]`.
@@ -258,7 +260,12 @@ pub struct TargetConfig {
     pub membership: Mode,
     /// `keep_members`: protected members, never removed (SPEC 5).
     pub keep_members: Keep,
+    /// The largest answer body accepted; a larger one fails the call unread.
+    pub max_response_bytes: u64,
 }
+
+/// The default `max_response_bytes`: 32 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 32 * 1024 * 1024;
 
 impl TargetConfig {
     /// The secrets this target needs that are missing, as "token_env (X)" strings.
@@ -289,11 +296,16 @@ pub struct Config {
     pub source: PathBuf,
     pub state: PathBuf,
     pub allow_empty_source: bool,
+    /// A source whose files add up to more bytes is refused unread (exit 2).
+    pub max_source_bytes: u64,
     pub schedule: Schedule,
     pub safety: Safety,
     pub log: Log,
     pub metrics: Metrics,
     pub targets: Vec<TargetConfig>,
+    /// Problems worth a warning that do not stop the program (a secret file readable by
+    /// other users, SPEC 6.5). Logged by the caller once logging is set up.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -343,7 +355,12 @@ impl Config {
     /// Reads the source of truth against this config's targets.
     pub fn load_source(&self) -> Result<crate::model::Desired, crate::source::SourceErrors> {
         let names: Vec<&str> = self.targets.iter().map(|t| t.name.as_str()).collect();
-        crate::source::load(&self.source, &names, self.allow_empty_source)
+        crate::source::load_limited(
+            &self.source,
+            &names,
+            self.allow_empty_source,
+            self.max_source_bytes,
+        )
     }
 
     /// An error naming every missing secret of these targets, or None when all are set.
@@ -425,10 +442,21 @@ fn validate(file: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigErr
         None => Duration::from_secs(3600),
     };
 
+    let max_source_bytes = raw
+        .max_source_bytes
+        .unwrap_or(crate::source::DEFAULT_MAX_SOURCE_BYTES);
+    if max_source_bytes == 0 {
+        return Err(err(
+            file,
+            "max_source_bytes = 0 would refuse every source; give a size in bytes \
+             (default 134217728, 128 MiB)",
+        ));
+    }
     let mut names = BTreeSet::new();
     let mut targets = Vec::new();
+    let mut warnings = Vec::new();
     for (i, t) in raw.target.into_iter().enumerate() {
-        let tc = validate_target(file, dir, i, t)?;
+        let tc = validate_target(file, dir, i, t, &mut warnings)?;
         if !names.insert(tc.name.clone()) {
             return Err(err(
                 file,
@@ -445,6 +473,7 @@ fn validate(file: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigErr
         source: resolve(dir, &source),
         state: resolve(dir, &state),
         allow_empty_source: raw.allow_empty_source,
+        max_source_bytes,
         schedule: Schedule {
             cron,
             full_every: raw.schedule.full_every.unwrap_or(6),
@@ -461,6 +490,7 @@ fn validate(file: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigErr
         },
         metrics: Metrics { listen, max_age },
         targets,
+        warnings,
     })
 }
 
@@ -485,14 +515,43 @@ pub fn parse_cron(expr: &str) -> Result<croner::Cron, CronError> {
         .parse(expr)?)
 }
 
+/// Where a target's secrets are read, and where warnings about them go.
+struct SecretCtx<'a> {
+    file: &'a Path,
+    dir: &'a Path,
+    ctx: &'a str,
+    warnings: &'a mut Vec<String>,
+}
+
+/// A warning when the secret file at `path` can be read by its group or by other users.
+fn check_secret_mode(path: &Path, ctx: &str, what: &str, warnings: &mut Vec<String>) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o044 != 0 {
+        let who = match (mode & 0o040 != 0, mode & 0o004 != 0) {
+            (true, true) => "its group and all other users",
+            (true, false) => "its group",
+            _ => "all other users",
+        };
+        warnings.push(format!(
+            "{ctx}: {what}_file {} is readable by {who} (mode {mode:04o}); \
+             restrict it with `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+}
+
 fn secret(
-    file: &Path,
-    dir: &Path,
-    ctx: &str,
+    sc: &mut SecretCtx<'_>,
     what: &str,
     env: Option<String>,
     path: Option<String>,
 ) -> Result<Option<Secret>, ConfigError> {
+    let (file, dir, ctx) = (sc.file, sc.dir, sc.ctx);
     match (env, path) {
         (Some(_), Some(_)) => Err(err(
             file,
@@ -523,6 +582,7 @@ fn secret(
                 Err(_) => p.clone(),
             };
             let full = resolve(dir, &expanded);
+            check_secret_mode(&full, ctx, what, sc.warnings);
             let value = std::fs::read_to_string(&full)
                 .ok()
                 .map(|s| s.trim().to_string())
@@ -542,6 +602,7 @@ fn validate_target(
     dir: &Path,
     i: usize,
     t: RawTarget,
+    warnings: &mut Vec<String>,
 ) -> Result<TargetConfig, ConfigError> {
     let name = t
         .name
@@ -604,10 +665,16 @@ fn validate_target(
             format!("{ctx}: keep_members: {e}; write globs on emails (\"svc-*@example.com\") or on member ids (\"id:4711\")"),
         )
     })?;
-    let token = secret(file, dir, &ctx, "token", t.token_env, t.token_file)?;
-    let user_id = secret(file, dir, &ctx, "user_id", t.user_id_env, t.user_id_file)?;
-    let api_key = secret(file, dir, &ctx, "api_key", t.api_key_env, t.api_key_file)?;
-    let ssid = secret(file, dir, &ctx, "ssid", t.ssid_env, t.ssid_file)?;
+    let mut sc = SecretCtx {
+        file,
+        dir,
+        ctx: &ctx,
+        warnings,
+    };
+    let token = secret(&mut sc, "token", t.token_env, t.token_file)?;
+    let user_id = secret(&mut sc, "user_id", t.user_id_env, t.user_id_file)?;
+    let api_key = secret(&mut sc, "api_key", t.api_key_env, t.api_key_file)?;
+    let ssid = secret(&mut sc, "ssid", t.ssid_env, t.ssid_file)?;
     match kind {
         Kind::Scim | Kind::Teams if token.is_none() => {
             return Err(err(
@@ -666,6 +733,16 @@ fn validate_target(
     if burst == 0 {
         return Err(err(file, format!("{ctx}: burst must be at least 1")));
     }
+    let max_response_bytes = t.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES);
+    if max_response_bytes < 1024 {
+        return Err(err(
+            file,
+            format!(
+                "{ctx}: max_response_bytes = {max_response_bytes} is too small; \
+                 give at least 1024 (default {DEFAULT_MAX_RESPONSE_BYTES})"
+            ),
+        ));
+    }
     let ca_file = t.ca_file.map(|p| resolve(dir, &p));
     if let Some(ca) = &ca_file {
         crate::targets::http::read_ca_file(ca).map_err(|e| err(file, format!("{ctx}: {e}")))?;
@@ -691,5 +768,6 @@ fn validate_target(
         batch_size,
         membership,
         keep_members,
+        max_response_bytes,
     })
 }

@@ -151,7 +151,8 @@ pub(super) fn state(cfg: &Config, target: Option<&str>, output: Format) -> ExitC
 pub(super) fn explain(cfg: &Config, email: &str) -> ExitCode {
     let email = email.trim().to_lowercase();
     let names: Vec<&str> = cfg.targets.iter().map(|t| t.name.as_str()).collect();
-    let desired = match crate::source::load(&cfg.source, &names, true) {
+    let desired = match crate::source::load_limited(&cfg.source, &names, true, cfg.max_source_bytes)
+    {
         Ok(d) => d,
         Err(e) => {
             report(&e);

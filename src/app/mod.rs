@@ -76,6 +76,9 @@ pub fn main(cli: Cli) -> ExitCode {
         }
     };
     init_logging(&cli, Some(&cfg));
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -423,6 +423,9 @@ impl Daemon {
                 systemd::ready(&format!("reload failed, previous config in force: {first}"));
             }
             Ok(new) => {
+                for w in &new.warnings {
+                    warn!("{w}");
+                }
                 self.apply(new);
                 let watch = self
                     .watcher

@@ -21,12 +21,8 @@ pub struct SourceError {
 /// problem, so that one run of `rostersync check` shows all of them.
 ///
 /// Display prints a count, then one `path:line: message` line per error.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{}", Listing(self))]
-#[diagnostic(
-    code(rostersync::source),
-    help("fix the source and run again; nothing was sent to any target")
-)]
 pub struct SourceErrors {
     /// The first [`MAX_ERRORS`] errors found, sorted by file and line.
     pub errors: Vec<SourceError>,

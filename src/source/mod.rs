@@ -43,8 +43,120 @@ use crate::model::{Desired, Origin};
 /// `receive_call` entry that is not a member, a CSV row disagreeing with its group, and
 /// an empty source or file unless `allow_empty`.
 pub fn load(path: &Path, targets: &[&str], allow_empty: bool) -> Result<Desired, SourceErrors> {
+    load_limited(path, targets, allow_empty, DEFAULT_MAX_SOURCE_BYTES)
+}
+
+/// The default `max_source_bytes`: 128 MiB, over three times the YAML of SPEC 9's design
+/// point (1,000,000 memberships).
+pub const DEFAULT_MAX_SOURCE_BYTES: u64 = 128 * 1024 * 1024;
+
+/// How often a source that changes while it is read is read again before the load gives up.
+pub const READ_ATTEMPTS: usize = 3;
+
+/// [`load`] with the config's `max_source_bytes`: a source whose files add up to more is
+/// refused (one error naming the limit) before any of it is parsed.
+///
+/// Every file's bytes are hashed as they are read, and read (and hashed) again once the
+/// whole source is parsed: a file that changed in between was read torn, so the whole
+/// source is read again (up to [`READ_ATTEMPTS`] times), never planned from.
+pub fn load_limited(
+    path: &Path,
+    targets: &[&str],
+    allow_empty: bool,
+    max_bytes: u64,
+) -> Result<Desired, SourceErrors> {
+    let mut changed = Vec::new();
+    for _ in 0..READ_ATTEMPTS {
+        let (result, read) = load_once(path, targets, allow_empty, max_bytes);
+        changed = read
+            .iter()
+            .filter(|(file, digest)| file_digest(file, max_bytes).as_ref() != Some(digest))
+            .map(|(file, _)| file.clone())
+            .collect();
+        if changed.is_empty() {
+            return result;
+        }
+        tracing::warn!(
+            files = changed.len(),
+            "the source changed while it was read; reading it again"
+        );
+    }
+    let mut errors = Errors::default();
+    for file in changed {
+        errors.push(
+            Origin { file, line: None },
+            format!(
+                "the file changed while it was read, {READ_ATTEMPTS} times in a row; \
+                 nothing was planned from it. Write source files atomically (write a \
+                 temporary file, then rename it over the old one)"
+            ),
+        );
+    }
+    errors.into_result(Desired::default())
+}
+
+/// The SHA-256 of a file's bytes (at most `max_bytes + 1` of them), read in chunks; None
+/// when it cannot be read.
+fn file_digest(file: &Path, max_bytes: u64) -> Option<[u8; 32]> {
+    use std::io::Read as _;
+    let mut f = fs::File::open(file).ok()?.take(max_bytes.saturating_add(1));
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    Some(hasher.finalize().into())
+}
+
+/// A file read, and the SHA-256 of the bytes parsed from it.
+type FileDigest = (PathBuf, [u8; 32]);
+
+/// One reading of the source, and the digest of every file's bytes as they were parsed.
+fn load_once(
+    path: &Path,
+    targets: &[&str],
+    allow_empty: bool,
+    max_bytes: u64,
+) -> (Result<Desired, SourceErrors>, Vec<FileDigest>) {
+    use std::io::Read as _;
     let mut errors = Errors::default();
     let listed = list_files(path, &mut errors);
+    let mut read_digests = Vec::with_capacity(listed.len());
+    // The whole source's size first: nothing is read when it is over the limit.
+    let sizes: Vec<u64> = listed
+        .iter()
+        .map(|(f, _)| fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .collect();
+    let total: u64 = sizes.iter().sum();
+    if total > max_bytes {
+        let biggest = listed
+            .iter()
+            .zip(&sizes)
+            .max_by_key(|(_, n)| **n)
+            .map(|((f, _), n)| format!("; the largest file is {} ({})", f.display(), mib(*n)))
+            .unwrap_or_default();
+        errors.push(
+            Origin {
+                file: path.to_path_buf(),
+                line: None,
+            },
+            format!(
+                "the source is {} in {} files, over max_source_bytes = {max_bytes} ({}){biggest}; \
+                 nothing was read. Raise max_source_bytes in the config if the source is \
+                 really this large",
+                mib(total),
+                listed.len(),
+                mib(max_bytes)
+            ),
+        );
+        return (errors.into_result(Desired::default()), read_digests);
+    }
+    let mut budget = max_bytes;
     let mut builder = Builder::new(targets, errors);
     let mut hasher = Sha256::new();
     let mut files = Vec::with_capacity(listed.len());
@@ -55,13 +167,27 @@ pub fn load(path: &Path, targets: &[&str], allow_empty: bool) -> Result<Desired,
             file: file.clone(),
             line,
         };
-        let bytes = match fs::read(&file) {
-            Ok(b) => b,
-            Err(e) => {
-                errors.push(at(None), format!("cannot read the file: {e}"));
-                continue;
-            }
-        };
+        // Bounded even if the file grows after it was measured.
+        let mut bytes = Vec::new();
+        let read = fs::File::open(&file)
+            .and_then(|f| f.take(budget.saturating_add(1)).read_to_end(&mut bytes));
+        if let Err(e) = read {
+            errors.push(at(None), format!("cannot read the file: {e}"));
+            continue;
+        }
+        if bytes.len() as u64 > budget {
+            errors.push(
+                at(None),
+                format!(
+                    "the file grew while it was read and the source went over \
+                     max_source_bytes = {max_bytes} ({}); nothing was planned from it",
+                    mib(max_bytes)
+                ),
+            );
+            break;
+        }
+        budget -= bytes.len() as u64;
+        read_digests.push((file.clone(), Sha256::digest(&bytes).into()));
         let path_bytes = file.as_os_str().as_encoded_bytes();
         hasher.update((path_bytes.len() as u64).to_le_bytes());
         hasher.update(path_bytes);
@@ -118,12 +244,18 @@ pub fn load(path: &Path, targets: &[&str], allow_empty: bool) -> Result<Desired,
         line: None,
     };
     let (people, groups, errors) = builder.finish(allow_empty, empty_origin);
-    errors.into_result(Desired {
+    let result = errors.into_result(Desired {
         people,
         groups,
         files,
         digest: hex::encode(hasher.finalize()),
-    })
+    });
+    (result, read_digests)
+}
+
+/// A byte count in MiB, for messages.
+fn mib(n: u64) -> String {
+    format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
 }
 
 /// The kinds of file a source may hold.

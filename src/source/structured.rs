@@ -315,16 +315,26 @@ fn snippet(text: &str, line: Option<usize>) -> Option<String> {
 
 /// serde-saphyr's options: duplicate keys are errors (the default), and a budget that
 /// fits a large contact center (the default one stops at 250 000 nodes) while still
-/// bounding alias bombs.
+/// bounding alias bombs: at most [`MAX_ALIAS_EVENTS`] events replayed from aliases in all
+/// (SPEC 9's design point is 1,000,000 memberships), nested at most 64 deep, and at most
+/// 64 levels of nesting in all.
 fn yaml_options() -> serde_saphyr::Options {
     serde_saphyr::options! {
         with_snippet: false,
         budget: serde_saphyr::budget! {
             max_events: 50_000_000,
             max_nodes: 20_000_000,
+            max_depth: 64,
+        },
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: MAX_ALIAS_EVENTS,
+            max_replay_stack_depth: 64,
         },
     }
 }
+
+/// The most YAML events that aliases (`*name`) may replay in one file.
+pub(super) const MAX_ALIAS_EVENTS: usize = 1_000_000;
 
 /// Byte offset to line number, for one text.
 #[derive(Debug)]

@@ -141,6 +141,8 @@ pub struct Http {
     in_flight: Semaphore,
     max_retries: u32,
     retry_base: Duration,
+    /// The largest answer body read; a larger one is refused while it is read.
+    max_response_bytes: u64,
     /// Secret values to scrub from any text that leaves this module. Behind a lock so a
     /// target can add a session token it obtains mid-run through `&Http`.
     secrets: RwLock<Vec<String>>,
@@ -243,6 +245,7 @@ impl Http {
             .into_iter()
             .filter_map(|s| Secret::value_of(s).map(|v| v.expose_secret().to_string()))
             .filter(|s| s.len() >= 4)
+            .flat_map(|s| with_encodings(&s))
             .collect();
         Ok(Http {
             client,
@@ -250,6 +253,7 @@ impl Http {
             in_flight: Semaphore::new(cfg.concurrency),
             max_retries: cfg.max_retries,
             retry_base: cfg.retry_base,
+            max_response_bytes: cfg.max_response_bytes,
             secrets: RwLock::new(secrets),
             headers,
         })
@@ -317,9 +321,24 @@ impl Http {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let headers = resp.headers().clone();
-                    match resp.bytes().await {
-                        Ok(body) => Ok((status, headers, body.to_vec())),
-                        Err(e) => Err((e, true)),
+                    match read_body(resp, self.max_response_bytes).await {
+                        Ok(body) => Ok((status, headers, body)),
+                        Err(BodyError::Read(e)) => Err((e, true)),
+                        Err(BodyError::TooLarge) => {
+                            // Final: the same request would get the same answer again.
+                            return Err(Failure {
+                                kind: FailKind::Permanent,
+                                status: Some(status),
+                                message: format!(
+                                    "HTTP {status}: the answer is larger than \
+                                     max_response_bytes = {} and was refused unread",
+                                    self.max_response_bytes
+                                ),
+                                latency_ms: started.elapsed().as_millis() as u64,
+                                attempts,
+                                maybe_applied: true,
+                            });
+                        }
                     }
                 }
                 Err(e) => {
@@ -388,6 +407,43 @@ impl Http {
     }
 }
 
+/// A secret and the forms it travels in besides itself (a vendor may echo the
+/// `Authorization` header back): base64 of the value, and of `value:` and `:value` (HTTP
+/// Basic with the secret as user or password).
+fn with_encodings(s: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let b64 = |v: String| base64::engine::general_purpose::STANDARD.encode(v);
+    vec![
+        s.to_string(),
+        b64(s.to_string()),
+        b64(format!("{s}:")),
+        b64(format!(":{s}")),
+    ]
+}
+
+/// Why an answer's body was not read.
+enum BodyError {
+    Read(reqwest::Error),
+    /// Over the limit (announced by `Content-Length` or found while reading).
+    TooLarge,
+}
+
+/// Reads an answer's body chunk by chunk, refusing it as soon as it exceeds `limit` bytes:
+/// never buffered whole.
+async fn read_body(mut resp: reqwest::Response, limit: u64) -> Result<Vec<u8>, BodyError> {
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Read)? {
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// The certificates of a `ca_file` (a PEM bundle of private CAs), checked the way the HTTP
 /// client will use them. Config validation calls this too, so a bad file stops the
 /// program with exit 2 before any request.
@@ -454,6 +510,21 @@ mod tests {
         );
         let d = format!("{:#?}", Request::new(Method::GET, "https://h.example/a"));
         assert!(!d.contains("body"), "{d}");
+    }
+
+    #[test]
+    fn the_encoded_forms_of_a_secret_are_scrubbed_too() {
+        use base64::Engine as _;
+        let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+        let forms = with_encodings("s3cret-token");
+        for echoed in [
+            b64("s3cret-token"),
+            b64("s3cret-token:"),
+            b64(":s3cret-token"),
+        ] {
+            assert!(forms.contains(&echoed), "{echoed}");
+        }
+        assert_eq!(forms[0], "s3cret-token");
     }
 
     #[test]

@@ -163,6 +163,7 @@ impl Env {
         c.env_remove("ROSTERSYNC_CONFIG")
             .env_remove("ROSTERSYNC_LOG")
             .env("NO_COLOR", "1");
+        scrub_test_env(&mut c);
         for (k, v) in self.fake.env() {
             c.env(k, v);
         }
@@ -270,4 +271,16 @@ pub fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
 
 pub fn exists(p: &Path) -> bool {
     p.exists()
+}
+
+/// The test suite's own `ROSTERSYNC_SOAK_*` settings are not config overrides: the binary
+/// would read `ROSTERSYNC_SOAK_RUNS` as an unknown key `soak_runs`. Never passed on.
+pub fn scrub_test_env(c: &mut Command) {
+    for k in [
+        "ROSTERSYNC_SOAK_RUNS",
+        "ROSTERSYNC_SOAK_SEED",
+        "ROSTERSYNC_SOAK_STRICT",
+    ] {
+        c.env_remove(k);
+    }
 }

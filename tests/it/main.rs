@@ -3,14 +3,19 @@
 mod assign_group;
 mod cli;
 mod daemon;
+mod disagree;
 mod fakes;
 mod harness;
+mod hostile;
 mod scim;
 #[macro_use]
 mod scope;
+mod secrets;
+mod soak;
 
 #[macro_use]
 mod conformance;
 
 mod kazoo;
 mod teams;
+mod tls;

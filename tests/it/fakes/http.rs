@@ -25,6 +25,9 @@ pub struct Logged {
     pub headers: Vec<(String, String)>,
     pub body: String,
     pub status: u16,
+    /// The injected fault that shaped the answer, if any ("status", "drop", "drop_after",
+    /// "delay"): a delayed 2xx may have reached the client after its timeout.
+    pub fault: Option<&'static str>,
 }
 
 impl Logged {
@@ -139,6 +142,83 @@ pub enum Fault {
     DropAfter,
     /// Run the request normally but answer only after this delay.
     Delay(Duration),
+    /// Run the request normally, then answer in another shape (SPEC 6.3: answers our
+    /// reading of the seeds did not foresee).
+    Reshape(Reshape),
+}
+
+/// Another shape for a normal answer: the fakes that disagree with us.
+#[derive(Clone, Debug)]
+pub enum Reshape {
+    /// The same records under another top-level key.
+    Rename {
+        from: &'static str,
+        to: &'static str,
+    },
+    /// The whole answer one level deeper, under this key.
+    Nest(&'static str),
+    /// No records at all: `{"status": "success"}`.
+    NoRecords,
+    /// Two candidate arrays of records: the records under `key` and a copy under `key2`.
+    TwoArrays {
+        key: &'static str,
+        key2: &'static str,
+    },
+    /// An HTML error page with status 200 (a proxy's or a portal's).
+    Html,
+    /// The first half of the JSON body.
+    Truncated,
+}
+
+impl Reshape {
+    fn apply(&self, rep: Reply) -> Reply {
+        if !(200..300).contains(&rep.status) {
+            return rep;
+        }
+        let json = || serde_json::from_str::<serde_json::Value>(&rep.body).ok();
+        let body = match self {
+            Reshape::Rename { from, to } => match json() {
+                Some(serde_json::Value::Object(mut o)) => {
+                    if let Some(v) = o.remove(*from) {
+                        o.insert((*to).into(), v);
+                    }
+                    serde_json::Value::Object(o).to_string()
+                }
+                _ => rep.body.clone(),
+            },
+            Reshape::Nest(key) => match json() {
+                Some(v) => serde_json::json!({ *key: v }).to_string(),
+                None => rep.body.clone(),
+            },
+            Reshape::NoRecords => serde_json::json!({"status": "success"}).to_string(),
+            Reshape::TwoArrays { key, key2 } => match json() {
+                Some(serde_json::Value::Object(mut o)) => {
+                    if let Some(v) = o.get(*key).cloned() {
+                        o.insert((*key2).into(), v);
+                    }
+                    serde_json::Value::Object(o).to_string()
+                }
+                _ => rep.body.clone(),
+            },
+            Reshape::Html => {
+                return Reply {
+                    status: 200,
+                    headers: vec![("content-type".into(), "text/html".into())],
+                    body: "<!DOCTYPE html><html><head><title>Service unavailable</title>\
+                           </head><body><h1>We'll be right back</h1></body></html>"
+                        .into(),
+                };
+            }
+            Reshape::Truncated => {
+                rep.body[..rep.body.floor_char_boundary(rep.body.len() / 2)].to_string()
+            }
+        };
+        Reply {
+            status: rep.status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body,
+        }
+    }
 }
 
 impl Fault {
@@ -340,6 +420,13 @@ async fn serve_one<H: Handler>(
         headers: r.headers.clone(),
         body: r.body.clone(),
         status: 0,
+        fault: fault.as_ref().map(|f| match f {
+            Fault::Status { .. } => "status",
+            Fault::Drop => "drop",
+            Fault::DropAfter => "drop_after",
+            Fault::Delay(_) => "delay",
+            Fault::Reshape(_) => "reshape",
+        }),
     };
     let reply = match fault {
         Some(Fault::Drop) => {
@@ -370,6 +457,7 @@ async fn serve_one<H: Handler>(
             }
             rep
         }
+        Some(Fault::Reshape(shape)) => shape.apply(handler.handle(&r)),
         Some(Fault::Delay(d)) => {
             let rep = handler.handle(&r);
             tokio::time::sleep(d).await;

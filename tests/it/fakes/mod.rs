@@ -13,4 +13,4 @@ pub mod scim2;
 pub mod teams;
 
 pub use fake::Fake;
-pub use http::{Fault, Logged, Match};
+pub use http::{Fault, Logged, Match, Reshape};
