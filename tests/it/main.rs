@@ -11,4 +11,5 @@ mod scim;
 mod conformance;
 
 mod kazoo;
+mod online;
 mod teams;

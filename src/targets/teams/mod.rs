@@ -351,6 +351,20 @@ impl Teams {
 
 #[async_trait]
 impl Target for Teams {
+    async fn probe(&self, ctx: &Ctx) -> Result<super::Probe, OpError> {
+        let req = Request::new(Method::GET, self.url("/teams"));
+        let reply = ctx
+            .read(CallInfo::new("probe"), req, &default_verdict)
+            .await?;
+        let (teams, next) = wire::page::<Team>("the team listing", &reply.body)?;
+        Ok(super::Probe::of(
+            "teams",
+            teams.len(),
+            next.is_some(),
+            &reply,
+        ))
+    }
+
     fn can_lookup(&self) -> bool {
         true
     }
