@@ -15,12 +15,16 @@ pub mod resolve;
 mod tests;
 
 /// A member as the plan names it: the target's member id and, for people, the email.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Member {
     pub id: String,
     /// For display; None when the id's owner is unknown (e.g. found by a `--full` read).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub email: Option<String>,
+    /// A removal of an agent who is online now (teams presence, SPEC 5); never set by the
+    /// planner, only by the run after its presence read.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub online: bool,
 }
 
 impl Member {
@@ -135,6 +139,10 @@ pub struct Update {
     /// A replace API keeps them only while the group still has them.
     #[serde(default)]
     pub kept: Vec<String>,
+    /// Removals of agents online now held back by `[safety] defer_online_removals` (SPEC
+    /// 5): not sent in this run (they are not in `remove`); the next run tries again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deferred: Vec<Member>,
 }
 
 impl Update {
@@ -254,6 +262,7 @@ fn members_of(m: &BTreeMap<String, String>) -> Vec<Member> {
         .map(|(id, email)| Member {
             id: id.clone(),
             email: Some(email.clone()),
+            online: false,
         })
         .collect()
 }
@@ -277,6 +286,7 @@ fn removals(
         .map(|(id, k)| Member {
             id: id.clone(),
             email: k.email.clone(),
+            online: false,
         })
         .collect()
 }
@@ -291,6 +301,7 @@ fn additions(
         .map(|(id, email)| Member {
             id: id.clone(),
             email: Some(email.clone()),
+            online: false,
         })
         .collect()
 }
@@ -349,6 +360,7 @@ pub fn plan_group(desired: &DesiredGroup, known: &KnownGroup, mode: Mode) -> Opt
         members_after: after.into_iter().collect(),
         receive_call_after: rc_after.into_iter().collect(),
         kept,
+        deferred: Vec::new(),
     };
     (u.rename_from.is_some() || u.changes_members()).then_some(u)
 }

@@ -149,6 +149,9 @@ pub struct TargetReport {
     pub stale: bool,
     /// Operations not started because the run was stopped (daemon `SIGTERM`).
     pub not_started: usize,
+    /// Removals of agents online now held back for a later run (`teams`,
+    /// `defer_online_removals`): exit 0, but the target has not converged.
+    pub deferred: usize,
 }
 
 impl TargetReport {
@@ -165,6 +168,7 @@ impl TargetReport {
             known_digest: String::new(),
             stale: false,
             not_started: 0,
+            deferred: 0,
         }
     }
 
@@ -187,8 +191,9 @@ impl TargetReport {
     }
 
     /// Did this target end where the source wants it (for health and freshness metrics)?
+    /// Deferred removals leave it short of that, although they exit 0.
     pub fn converged(&self) -> bool {
-        self.exit_code() == ExitCode::Ok
+        self.exit_code() == ExitCode::Ok && self.deferred == 0
     }
 }
 
@@ -239,11 +244,15 @@ impl RunReport {
         let secs = self.duration.as_secs_f64();
         let targets = self.targets.len();
         let not_run = self.targets.iter().filter(|t| t.skipped.is_some()).count();
-        let not_run = if not_run > 0 {
+        let mut not_run = if not_run > 0 {
             format!(", {not_run} could not run")
         } else {
             String::new()
         };
+        let deferred: usize = self.targets.iter().map(|t| t.deferred).sum();
+        if deferred > 0 {
+            not_run += &format!(", {deferred} removals deferred (online now)");
+        }
         if self.dry_run {
             let (adds, rems): (usize, usize) = self
                 .targets
@@ -295,6 +304,7 @@ mod tests {
             known_digest: String::new(),
             stale: false,
             not_started: 0,
+            deferred: 0,
         }
     }
 
@@ -425,5 +435,15 @@ mod tests {
         assert_eq!(ExitCode::Guard.max(ExitCode::Failed), ExitCode::Guard);
         assert!(!skipped().converged());
         assert!(ok().converged());
+        let mut deferred = ok();
+        deferred.deferred = 2;
+        assert_eq!(
+            exit_policy(&[deferred]).code(),
+            0,
+            "deferred removals exit 0"
+        );
+        let mut deferred = ok();
+        deferred.deferred = 2;
+        assert!(!deferred.converged(), "but the target has not converged");
     }
 }

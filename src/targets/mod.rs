@@ -275,5 +275,6 @@ pub fn test_member(id: &str) -> Member {
     Member {
         id: id.into(),
         email: None,
+        online: false,
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::fakes::{Fake, deepcall, kazoo, maestro, scim2, teams};
-use crate::harness::{BIN, Run};
+use crate::harness::{BIN, Env, G, Run, g};
 
 /// A config with one target per fake, named `maestro`, `scim2`, `teams`, `deepcall`, `kazoo`.
 struct Many {
@@ -160,4 +160,123 @@ fn check_online_names_the_target_whose_secret_is_wrong() {
     assert_eq!(j.code, 1);
     let v: Value = serde_json::from_str(&j.stdout).unwrap();
     assert_eq!(v["failing"], serde_json::json!(["teams"]));
+}
+
+/// Presence requests the teams fake answered.
+fn presence_reads(f: &teams::FakeTeams) -> Vec<String> {
+    f.requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/presence"))
+        .map(|r| r.path)
+        .collect()
+}
+
+#[test]
+fn presence_before_removal_marks_and_defers_online_agents() {
+    let fake = teams::FakeTeams::start_with_ids_in_source();
+    fake.set_rate_limit(None);
+    // Pages of one record: the presence read pages (3 members -> 3 pages).
+    fake.set_presence_page_cap(1);
+    let mut env = Env::new(fake.clone());
+    let (on, off, stay) = ("on@example.com", "off@example.com", "stay@example.com");
+    let other = "other@example.com";
+    let before: Vec<G> = vec![g("Tier 1", &[on, off, stay]), g("Tier 2", &[other])];
+    env.write_source(&before);
+    env.sync().expect(0);
+    fake.set_online(on, true);
+    fake.set_online(other, true);
+    fake.clear_requests();
+
+    // Tier 1 loses one online and one offline agent; Tier 2 only gains somebody.
+    let after: Vec<G> = vec![
+        g("Tier 1", &[stay]),
+        g("Tier 2", &[other, "new@example.com"]),
+    ];
+    env.write_source(&after);
+    let dry = env.run(&["sync", "--dry-run"]).expect(0);
+    assert!(
+        dry.stdout.contains(&format!("      - {on} (online now)\n")),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout.contains(&format!("      - {off}\n")),
+        "{}",
+        dry.stdout
+    );
+    let t1 = fake.team_id("Tier 1").unwrap();
+    let reads = presence_reads(&fake);
+    assert_eq!(reads.len(), 3, "one paged read of Tier 1 only: {reads:?}");
+    assert!(reads.iter().all(|p| p.contains(&t1)), "{reads:?}");
+    assert!(
+        fake.requests().iter().all(|r| r.method == "GET"),
+        "a dry-run only reads"
+    );
+
+    let json = env
+        .run(&["sync", "--dry-run", "--output", "json"])
+        .expect(0);
+    let v: Value = serde_json::from_str(&json.stdout).unwrap();
+    let ops = v["targets"][0]["plan"]["ops"].as_array().unwrap();
+    let rem = ops.iter().find(|o| o["name"] == "Tier 1").unwrap()["remove"].clone();
+    let on_json = rem
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["email"] == on)
+        .unwrap();
+    let off_json = rem
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["email"] == off)
+        .unwrap();
+    assert_eq!(on_json["online"], true);
+    assert!(off_json.get("online").is_none(), "{off_json}");
+
+    // defer_online_removals: the offline agent goes, the online one stays, exit 0.
+    env.set_extra("defer_online_removals = true");
+    fake.clear_requests();
+    let r = env.sync().expect(0);
+    assert!(
+        r.stdout
+            .contains(&format!("      - {on} (online now, deferred)")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("1 removals deferred (online now)"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(presence_reads(&fake).len(), 3);
+    let got = fake.groups();
+    let want: std::collections::BTreeSet<String> =
+        [on, stay].iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        got["Tier 1"], want,
+        "the online agent stays, the offline one is removed"
+    );
+    assert_eq!(got["Tier 2"].len(), 2);
+
+    // Still online: deferred again, still exit 0.
+    env.sync().expect(0);
+    assert!(fake.groups()["Tier 1"].contains(on));
+
+    // Once offline, the next run removes them.
+    fake.set_online(on, false);
+    fake.clear_requests();
+    let r = env.sync().expect(0);
+    assert!(!r.stdout.contains("deferred"), "{}", r.stdout);
+    assert_eq!(
+        presence_reads(&fake).len(),
+        2,
+        "one paged read: two members, two pages"
+    );
+    env.assert_converged(&after);
+
+    // Nothing to remove: no presence read at all.
+    fake.clear_requests();
+    env.sync().expect(0);
+    assert!(presence_reads(&fake).is_empty());
 }

@@ -470,6 +470,7 @@ mod tests {
         Member {
             id: id.into(),
             email: Some(format!("{id}@x")),
+            ..Default::default()
         }
     }
 

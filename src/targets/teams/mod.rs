@@ -369,6 +369,30 @@ impl Target for Teams {
         true
     }
 
+    async fn online(
+        &self,
+        ctx: &Ctx,
+        key: &str,
+        name: &str,
+        remote_id: &str,
+    ) -> Result<Option<BTreeSet<String>>, OpError> {
+        let mut online = BTreeSet::new();
+        let url = self.url(&format!("/teams/{remote_id}/presence"));
+        let info = CallInfo::new("presence").group(key, name);
+        self.pages(
+            ctx,
+            info,
+            "the team's presence",
+            url,
+            |page: Vec<wire::Presence>, _| {
+                online.extend(page.into_iter().filter(|p| p.online()).map(|p| p.user_id));
+                None::<()>
+            },
+        )
+        .await?;
+        Ok(Some(online))
+    }
+
     async fn lookup(&self, ctx: &Ctx, email: &str) -> Result<Option<String>, OpError> {
         let url = self.url(&format!("/agents?email={}", super::http::urlencode(email)));
         let info = CallInfo::new("lookup");
