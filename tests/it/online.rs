@@ -280,3 +280,212 @@ fn presence_before_removal_marks_and_defers_online_agents() {
     env.sync().expect(0);
     assert!(presence_reads(&fake).is_empty());
 }
+
+#[test]
+fn explain_online_shows_what_kazoo_holds_and_marks_disagreements() {
+    let fake = kazoo::FakeKazoo::start();
+    let env = Env::new(fake.clone());
+    let (ana, bo) = ("ana@example.com", "bo@example.com");
+    let groups = vec![g("Tier 1", &[ana, bo]), g("Tier 2", &[ana])];
+    env.write_source(&groups);
+    env.sync().expect(0);
+
+    // Offline: the known state agrees, nothing asked of the target.
+    fake.clear_requests();
+    let r = env.run(&["explain", ana]).expect(0);
+    assert!(
+        r.stdout.contains("in \"Tier 1\"") && r.stdout.contains("the known state agrees"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        !r.stdout.contains('!'),
+        "no disagreement yet:\n{}",
+        r.stdout
+    );
+    assert!(
+        fake.requests().is_empty(),
+        "explain without --online sends nothing"
+    );
+
+    // By hand: ana added to an unmanaged group, removed from a managed one.
+    fake.create_group_by_hand("Hand Made", &[ana]);
+    fake.set_members_by_hand("Tier 2", &[]);
+    fake.clear_requests();
+    let r = env.run(&["explain", ana, "--online"]).expect(0);
+    let text = &r.stdout;
+    assert!(
+        text.contains("! not meant to be in \"Hand Made\"; on the target now")
+            && text.contains("a group rostersync does not manage"),
+        "{text}"
+    );
+    assert!(
+        text.contains("! in \"Tier 2\"") && text.contains("NOT on the target now"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  in \"Tier 1\"")
+            && text.contains("; the known state agrees; on the target now"),
+        "{text}"
+    );
+    let reqs = fake.requests();
+    assert!(
+        reqs.iter().any(|r| r.method == "GET"
+            && r.path.contains("/users/")
+            && r.path.ends_with("/groups")),
+        "groups containing a user: {reqs:?}"
+    );
+    assert!(
+        reqs.iter()
+            .all(|r| r.method == "GET" || r.path.ends_with("/api_auth")),
+        "read-only: {reqs:?}"
+    );
+
+    let j = env
+        .run(&["explain", ana, "--online", "--output", "json"])
+        .expect(0);
+    let v: Value = serde_json::from_str(&j.stdout).unwrap();
+    let gs = v["targets"][0]["groups"].as_array().unwrap();
+    let by = |n: &str| gs.iter().find(|g| g["name"] == n).unwrap().clone();
+    assert_eq!(by("Hand Made")["managed"], false);
+    assert_eq!(by("Hand Made")["online"], true);
+    assert_eq!(by("Tier 2")["online"], false);
+    assert!(!by("Tier 2")["disagreements"].as_array().unwrap().is_empty());
+    assert!(by("Tier 1")["disagreements"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn explain_names_the_maestroqa_member_id_and_reads_each_group_online() {
+    let fake = maestro::FakeMaestro::start();
+    let env = Env::new(fake.clone());
+    let ana = "ana@example.com";
+    env.write_source(&[g("Tier 1", &[ana])]);
+    env.sync().expect(0);
+    let r = env.run(&["explain", ana]).expect(0);
+    assert!(
+        r.stdout
+            .contains(&format!("member id {ana} (the email itself)")),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("not resolved"), "{}", r.stdout);
+    fake.set_members_by_hand("Tier 1", &[]);
+    let r = env.run(&["explain", ana, "--online"]).expect(0);
+    assert!(r.stdout.contains("! in \"Tier 1\""), "{}", r.stdout);
+    assert!(r.stdout.contains("NOT on the target now"), "{}", r.stdout);
+}
+
+#[test]
+fn completions_and_man_pages_are_generated_from_the_definitions() {
+    let run = |args: &[&str]| {
+        let o = Command::new(BIN)
+            .args(args)
+            .env("ROSTERSYNC_CONFIG", "/nonexistent")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let s = run(&["completions", shell]);
+        assert!(s.contains("rostersync") && s.contains("online"), "{shell}");
+        std::fs::write(dir.path().join(shell), &s).unwrap();
+    }
+    let bash = Command::new("bash")
+        .arg("-n")
+        .arg(dir.path().join("bash"))
+        .status()
+        .unwrap();
+    assert!(bash.success(), "the bash completion parses");
+    if let Ok(st) = Command::new("zsh")
+        .arg("-n")
+        .arg(dir.path().join("zsh"))
+        .status()
+    {
+        assert!(st.success(), "the zsh completion parses");
+    }
+    if let Ok(st) = Command::new("fish")
+        .arg("--no-execute")
+        .arg(dir.path().join("fish"))
+        .status()
+    {
+        assert!(st.success(), "the fish completion parses");
+    }
+
+    let page = run(&["man"]);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH rostersync 1"),
+        "{}",
+        &page[..200.min(page.len())]
+    );
+    assert!(
+        page.contains(".SH NAME") && page.contains(".SH SYNOPSIS"),
+        "roff sections"
+    );
+    let out = dir.path().join("man");
+    run(&["man", "--out-dir", out.to_str().unwrap()]);
+    for p in [
+        "rostersync.1",
+        "rostersync-check.1",
+        "rostersync-explain.1",
+        "rostersync-completions.1",
+    ] {
+        assert!(out.join(p).exists(), "{p}");
+    }
+    let check = std::fs::read_to_string(out.join("rostersync-check.1")).unwrap();
+    assert!(check.contains("online"), "{check}");
+    // Render it where groff is installed (Debian: groff-base).
+    if let Ok(o) = Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z"])
+        .arg(out.join("rostersync.1"))
+        .output()
+    {
+        assert!(
+            o.status.success(),
+            "groff: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let warnings = String::from_utf8_lossy(&o.stderr);
+        assert!(warnings.trim().is_empty(), "groff warnings: {warnings}");
+    }
+}
+
+#[test]
+fn every_flag_has_a_help_line() {
+    let o = Command::new(BIN)
+        .args(["man", "--out-dir"])
+        .arg(tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    for cmd in [
+        "check",
+        "sync",
+        "history",
+        "state",
+        "explain",
+        "completions",
+        "man",
+    ] {
+        let o = Command::new(BIN).args([cmd, "--help"]).output().unwrap();
+        let help = String::from_utf8(o.stdout).unwrap();
+        let mut lines = help.lines().peekable();
+        while let Some(l) = lines.next() {
+            let t = l.trim_start();
+            if t.starts_with("--") || (t.starts_with('-') && t.len() > 1) || t.starts_with('<') {
+                // clap puts the help on the same line (after two spaces) or the next one.
+                let same = t.split("  ").filter(|s| !s.trim().is_empty()).count() > 1;
+                let next = lines.peek().is_some_and(|n| n.starts_with("          "));
+                assert!(
+                    same || next,
+                    "`rostersync {cmd}`: no help for {t:?}\n{help}"
+                );
+            }
+        }
+    }
+}
