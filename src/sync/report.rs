@@ -190,6 +190,40 @@ impl TargetReport {
         }
     }
 
+    /// Why this target did not do what was asked, for an operator who reads no logs (the
+    /// daemon's `STATUS=` line and `/healthz`): the guard's refusal, why it could not run,
+    /// or its first failed operation. None when nothing failed or was refused.
+    pub fn problem(&self) -> Option<String> {
+        if self.stale {
+            return Some("the saved plan is stale; nothing was sent".into());
+        }
+        if let Some(g) = self.plan.as_ref().and_then(|p| p.guard.as_ref())
+            && !g.overridden
+        {
+            return Some(format!("refused by the safety guard: {g}"));
+        }
+        if let Some(why) = &self.skipped {
+            return Some(format!("could not run: {why}"));
+        }
+        if let Some(f) = self.failed.first() {
+            let more = match self.failed.len() {
+                1 => String::new(),
+                n => format!(" (and {} more failed operations)", n - 1),
+            };
+            return Some(format!(
+                "{} \"{}\" failed: {}{more}",
+                f.op, f.group, f.error
+            ));
+        }
+        if self.not_started > 0 {
+            return Some(format!(
+                "{} operations not started (the run was stopped)",
+                self.not_started
+            ));
+        }
+        None
+    }
+
     /// Did this target end where the source wants it (for health and freshness metrics)?
     /// Deferred removals leave it short of that, although they exit 0.
     pub fn converged(&self) -> bool {
@@ -237,6 +271,13 @@ impl RunReport {
 
     pub fn outcome(&self) -> &'static str {
         self.exit_code().outcome()
+    }
+
+    /// The first target that failed or was refused, and why (`TargetReport::problem`).
+    pub fn problem(&self) -> Option<(String, String)> {
+        self.targets
+            .iter()
+            .find_map(|t| t.problem().map(|p| (t.name.clone(), p)))
     }
 
     /// The one summary line of SPEC section 8.
@@ -435,6 +476,24 @@ mod tests {
         assert_eq!(ExitCode::Guard.max(ExitCode::Failed), ExitCode::Guard);
         assert!(!skipped().converged());
         assert!(ok().converged());
+        assert_eq!(ok().problem(), None);
+        assert!(
+            guarded(false)
+                .problem()
+                .unwrap()
+                .starts_with("refused by the safety guard: would remove 5")
+        );
+        assert_eq!(guarded(true).problem(), None);
+        assert_eq!(
+            failed_op().problem().unwrap(),
+            "update \"g\" failed: HTTP 500"
+        );
+        assert!(
+            skipped()
+                .problem()
+                .unwrap()
+                .starts_with("could not run: --full needs")
+        );
         let mut deferred = ok();
         deferred.deferred = 2;
         assert_eq!(

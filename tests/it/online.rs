@@ -489,3 +489,68 @@ fn every_flag_has_a_help_line() {
         }
     }
 }
+
+/// The man pages and completions `cargo deb` packages (dist/) are what the binary
+/// generates now. `UPDATE_DIST=1` regenerates them.
+#[test]
+fn dist_is_fresh() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dist");
+    let gen_dir = tempfile::tempdir().unwrap();
+    let mut want: Vec<(String, Vec<u8>)> = Vec::new();
+    let o = Command::new(BIN)
+        .args(["man", "--out-dir"])
+        .arg(gen_dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let mut pages: Vec<_> = std::fs::read_dir(gen_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    pages.sort();
+    for p in pages {
+        let name = format!("man/{}", p.file_name().unwrap().to_str().unwrap());
+        want.push((name, std::fs::read(p).unwrap()));
+    }
+    for (shell, file) in [
+        ("bash", "rostersync.bash"),
+        ("zsh", "_rostersync"),
+        ("fish", "rostersync.fish"),
+    ] {
+        let o = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        want.push((format!("completions/{file}"), o.stdout));
+    }
+    let update = std::env::var_os("UPDATE_DIST").is_some();
+    for (rel, bytes) in &want {
+        let path = root.join(rel);
+        if update {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, bytes).unwrap();
+        } else {
+            assert!(
+                std::fs::read(&path).ok().as_ref() == Some(bytes),
+                "dist/{rel} is stale: run `UPDATE_DIST=1 cargo test --test it dist_is_fresh`"
+            );
+        }
+    }
+    let mut on_disk: Vec<String> = std::fs::read_dir(root.join("man"))
+        .unwrap()
+        .map(|e| format!("man/{}", e.unwrap().file_name().to_str().unwrap()))
+        .collect();
+    on_disk.sort();
+    let mut pages: Vec<&String> = want
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.starts_with("man/"))
+        .collect();
+    pages.sort();
+    assert_eq!(
+        on_disk.iter().collect::<Vec<_>>(),
+        pages,
+        "no stale man page in dist/man"
+    );
+}
