@@ -62,6 +62,10 @@ fn describe() {
         "Calls sent, by target, operation and outcome (ok or failed); retries of one call count once."
     );
     describe_counter!(
+        "rostersync_removals_deferred_total",
+        "Removals of agents online now held back for a later run (teams, safety.defer_online_removals)."
+    );
+    describe_counter!(
         "rostersync_retries_total",
         "Retries of calls after a 429, 5xx, timeout or dropped connection."
     );

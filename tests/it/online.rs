@@ -194,6 +194,7 @@ fn presence_before_removal_marks_and_defers_online_agents() {
     ];
     env.write_source(&after);
     let dry = env.run(&["sync", "--dry-run"]).expect(0);
+    println!("{}", dry.stdout);
     assert!(
         dry.stdout.contains(&format!("      - {on} (online now)\n")),
         "{}",
@@ -314,6 +315,7 @@ fn explain_online_shows_what_kazoo_holds_and_marks_disagreements() {
     fake.clear_requests();
     let r = env.run(&["explain", ana, "--online"]).expect(0);
     let text = &r.stdout;
+    println!("{text}");
     assert!(
         text.contains("! not meant to be in \"Hand Made\"; on the target now")
             && text.contains("a group rostersync does not manage"),
