@@ -141,6 +141,7 @@ fn check_online_names_the_target_whose_secret_is_wrong() {
         .lines()
         .find(|l| l.starts_with("target teams teams FAILED: "))
         .unwrap_or_else(|| panic!("{}", r.stdout));
+    println!("{}", r.stdout);
     assert!(bad.contains("401"), "{bad}");
     assert!(r.stdout.ends_with("not ok: teams\n"), "{}", r.stdout);
     for name in ["maestro", "scim2", "deepcall", "kazoo"] {
