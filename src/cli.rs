@@ -45,7 +45,15 @@ pub enum Format {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate config and source; print a one-screen summary.
-    Check,
+    Check {
+        /// Also probe every target, read-only: authenticate, read one page of the group
+        /// listing, say whether the answer was understood, latency and rate-limit headers.
+        #[arg(long)]
+        online: bool,
+        /// Output format of the summary.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Format,
+    },
     /// One run, then exit.
     Sync {
         /// Print the plan and change nothing.
@@ -65,6 +73,7 @@ pub enum Command {
         /// Let this run remove more than the safety guard allows.
         #[arg(long)]
         allow_mass_removal: bool,
+        /// Output format of the plan and the results.
         #[arg(long, value_enum, default_value = "text")]
         output: Format,
         /// With --dry-run: write the plan to FILE, to review and then apply with --plan.
@@ -79,25 +88,54 @@ pub enum Command {
     Daemon,
     /// What past runs sent and how each call ended.
     History {
-        #[arg(long, default_value_t = 50)]
+        /// At most this many calls (newest first).
+        #[arg(long, default_value_t = 50, value_name = "N")]
         limit: usize,
+        /// Only calls sent to this target.
         #[arg(long = "target", value_name = "NAME")]
         target: Option<String>,
         /// Group key or name.
         #[arg(long)]
         group: Option<String>,
-        #[arg(long)]
+        /// Only this run (its id, as `history` lists it).
+        #[arg(long, value_name = "ID")]
         run: Option<i64>,
+        /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         output: Format,
     },
     /// The known state: remote ids and members per group.
     State {
+        /// Only this target.
         #[arg(long = "target", value_name = "NAME")]
         target: Option<String>,
+        /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         output: Format,
     },
-    /// Where a person is meant to be on every target, and the last call that touched them.
-    Explain { email: String },
+    /// Where a person is meant to be on every target, whether the known state agrees, and
+    /// the last call that touched them.
+    Explain {
+        /// The person's email (compared case-insensitively).
+        email: String,
+        /// Also ask each target, read-only, what it holds for them now, and mark every
+        /// disagreement with the known state.
+        #[arg(long)]
+        online: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Format,
+    },
+    /// Print a shell completion script on stdout.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (roff), from the same definitions as --help.
+    Man {
+        /// Write rostersync.1 and one page per command into DIR (default: rostersync.1 on stdout).
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }

@@ -122,6 +122,7 @@ struct RawSafety {
     max_removals: Option<usize>,
     max_removal_ratio: Option<f64>,
     delete_groups: Option<bool>,
+    defer_online_removals: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -300,6 +301,9 @@ pub struct Config {
     pub max_source_bytes: u64,
     pub schedule: Schedule,
     pub safety: Safety,
+    /// `[safety] defer_online_removals`: a `teams` target keeps agents who are online now
+    /// until a later run (SPEC 5, presence before removal).
+    pub defer_online_removals: bool,
     pub log: Log,
     pub metrics: Metrics,
     pub targets: Vec<TargetConfig>,
@@ -484,6 +488,7 @@ fn validate(file: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigErr
             max_removal_ratio: ratio,
             delete_groups: raw.safety.delete_groups.unwrap_or(false),
         },
+        defer_online_removals: raw.safety.defer_online_removals.unwrap_or(false),
         log: Log {
             format,
             level: raw.log.level.unwrap_or_else(|| "info".into()),

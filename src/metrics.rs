@@ -62,6 +62,10 @@ fn describe() {
         "Calls sent, by target, operation and outcome (ok or failed); retries of one call count once."
     );
     describe_counter!(
+        "rostersync_removals_deferred_total",
+        "Removals of agents online now held back for a later run (teams, safety.defer_online_removals)."
+    );
+    describe_counter!(
         "rostersync_retries_total",
         "Retries of calls after a 429, 5xx, timeout or dropped connection."
     );
@@ -199,6 +203,10 @@ struct Freshness {
     /// Per target: since when it is fresh, and whether that is a success or only the time
     /// the daemon started watching it.
     since: BTreeMap<String, (Instant, bool)>,
+    /// Per target: why its last run failed or was refused (None once a run went well).
+    problems: BTreeMap<String, String>,
+    /// The last run's first failure or refusal: (target, reason).
+    last_problem: Option<(String, String)>,
 }
 
 impl Health {
@@ -211,6 +219,8 @@ impl Health {
             targets: Mutex::new(Freshness {
                 max_age,
                 since: targets.iter().map(|t| (t.clone(), (now, false))).collect(),
+                problems: BTreeMap::new(),
+                last_problem: None,
             }),
         }
     }
@@ -233,6 +243,7 @@ impl Health {
         f.max_age = max_age;
         let now = Instant::now();
         f.since.retain(|name, _| targets.contains(name));
+        f.problems.retain(|name, _| targets.contains(name));
         for t in targets {
             f.since.entry(t.clone()).or_insert((now, false));
         }
@@ -243,6 +254,26 @@ impl Health {
         let mut f = self.targets.lock().expect("health lock");
         if let Some(s) = f.since.get_mut(target) {
             *s = (at, true);
+        }
+    }
+
+    /// What a finished run says of each target: why it failed or was refused (None: it
+    /// went well), and the run's first problem, for `/healthz`.
+    pub fn ran(&self, problems: &[(String, Option<String>)]) {
+        let mut f = self.targets.lock().expect("health lock");
+        f.last_problem = None;
+        for (name, p) in problems {
+            match p {
+                Some(p) => {
+                    f.problems.insert(name.clone(), p.clone());
+                    if f.last_problem.is_none() {
+                        f.last_problem = Some((name.clone(), p.clone()));
+                    }
+                }
+                None => {
+                    f.problems.remove(name);
+                }
+            }
         }
     }
 
@@ -262,13 +293,18 @@ impl Health {
             } else {
                 "no_success_since_start_seconds"
             };
-            targets.insert(name.clone(), json!({ key: secs(age), "ok": fresh }));
+            let mut t = json!({ key: secs(age), "ok": fresh });
+            if let Some(p) = f.problems.get(name) {
+                t["last_problem"] = json!(p);
+            }
+            targets.insert(name.clone(), t);
         }
         let body = json!({
             "status": if ok { "ok" } else { "unhealthy" },
             "loop": { "last_tick_age_seconds": secs(loop_age), "ok": loop_ok },
             "max_age_seconds": f.max_age.as_secs_f64(),
             "targets": targets,
+            "last_problem": f.last_problem.as_ref().map(|(t, reason)| json!({ "target": t, "reason": reason })),
         });
         (ok, body)
     }
@@ -329,6 +365,35 @@ mod tests {
         assert_eq!(body["targets"]["b"]["ok"], false);
         h.succeeded("b", t0 + Duration::from_secs(90));
         assert!(h.check(t0 + Duration::from_secs(100)).0);
+    }
+
+    #[test]
+    fn the_last_problem_names_target_and_reason() {
+        let h = Health::new(
+            &names(&["a", "b"]),
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+        );
+        h.beat();
+        h.ran(&[
+            ("a".into(), None),
+            ("b".into(), Some("refused by the safety guard: x".into())),
+        ]);
+        let (_, body) = h.check(Instant::now());
+        assert_eq!(body["last_problem"]["target"], "b");
+        assert_eq!(
+            body["last_problem"]["reason"],
+            "refused by the safety guard: x"
+        );
+        assert_eq!(
+            body["targets"]["b"]["last_problem"],
+            "refused by the safety guard: x"
+        );
+        assert!(body["targets"]["a"].get("last_problem").is_none());
+        h.ran(&[("a".into(), None), ("b".into(), None)]);
+        let (_, body) = h.check(Instant::now());
+        assert!(body["last_problem"].is_null());
+        assert!(body["targets"]["b"].get("last_problem").is_none());
     }
 
     #[test]

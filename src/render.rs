@@ -119,12 +119,24 @@ fn target_ops(out: &mut String, p: &TargetPlan) {
                 if u.receive_call.is_some() {
                     what += ", receive_call changed";
                 }
+                if !u.deferred.is_empty() {
+                    what += &format!(", {} removals deferred", u.deferred.len());
+                }
                 let _ = writeln!(out, "  ~ update {:<24} {what}", quoted(&u.name));
                 for m in &u.add {
                     let _ = writeln!(out, "      + {}", m.label());
                 }
                 for m in &u.remove {
-                    let _ = writeln!(out, "      - {}", m.label());
+                    let online = if m.online { " (online now)" } else { "" };
+                    let _ = writeln!(out, "      - {}{online}", m.label());
+                }
+                for m in &u.deferred {
+                    let why = if m.online {
+                        "online now"
+                    } else {
+                        "presence unknown"
+                    };
+                    let _ = writeln!(out, "      - {} ({why}, deferred)", m.label());
                 }
                 for m in &u.add_owners {
                     let _ = writeln!(out, "      + owner {}", m.label());

@@ -1,4 +1,4 @@
-//! The read-only commands: `history`, `state`, `explain`.
+//! The read-only commands: `history`, `state` (`explain` is in `explain.rs`).
 
 use std::collections::BTreeMap;
 
@@ -142,93 +142,6 @@ pub(super) fn state(cfg: &Config, target: Option<&str>, output: Format) -> ExitC
                         );
                     }
                 }
-            }
-        }
-    }
-    ExitCode::Ok
-}
-
-pub(super) fn explain(cfg: &Config, email: &str) -> ExitCode {
-    let email = email.trim().to_lowercase();
-    let names: Vec<&str> = cfg.targets.iter().map(|t| t.name.as_str()).collect();
-    let desired = match crate::source::load_limited(&cfg.source, &names, true, cfg.max_source_bytes)
-    {
-        Ok(d) => d,
-        Err(e) => {
-            report(&e);
-            return ExitCode::Usage;
-        }
-    };
-    let store = match open_existing(cfg) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
-    let person = desired.people.get(&email);
-    match person {
-        Some(p) => println!(
-            "{email}{} (defined at {})",
-            p.name
-                .as_ref()
-                .map(|n| format!(" ({n})"))
-                .unwrap_or_default(),
-            p.origin
-        ),
-        None => println!("{email} (not in people:)"),
-    }
-    for t in &cfg.targets {
-        let cache = store
-            .as_ref()
-            .and_then(|s| s.resolution_cache(&t.name).ok())
-            .unwrap_or_default();
-        let member_id = person
-            .and_then(|p| p.ids.get(&t.name).cloned())
-            .or_else(|| cache.get(&email).cloned().flatten());
-        let id = member_id
-            .as_ref()
-            .map(|id| format!("member id {id}"))
-            .unwrap_or_else(|| "member id not resolved yet".into());
-        println!("{} ({}): {id}", t.name, t.kind);
-        if let Some(p) = t
-            .keep_members
-            .protects_person(member_id.as_deref(), Some(&email))
-        {
-            println!("  protected by keep_members \"{p}\": never removed on this target");
-        }
-        let groups: Vec<_> = desired
-            .groups
-            .values()
-            .filter(|g| g.is_for(&t.name) && g.members.contains(&email))
-            .collect();
-        if groups.is_empty() {
-            println!("  in no group");
-        }
-        for g in groups {
-            let at = g.member_origins.get(&email).unwrap_or(&g.origin);
-            println!("  in \"{}\" (key {}), put there by {at}", g.name, g.key);
-        }
-        if let Some(s) = &store {
-            let f = HistoryFilter {
-                limit: 1,
-                target: Some(t.name.clone()),
-                email: Some(email.clone()),
-                ..Default::default()
-            };
-            match s.history(&f) {
-                Ok(rows) => match rows.first() {
-                    Some(c) => println!(
-                        "  last call: {} run {} {} \"{}\" {} ({})",
-                        c.at,
-                        c.run,
-                        c.op,
-                        c.group_name.as_deref().unwrap_or("-"),
-                        c.outcome,
-                        c.status
-                            .map(|s| s.to_string())
-                            .unwrap_or_else(|| "no answer".into())
-                    ),
-                    None => println!("  no call has touched them yet"),
-                },
-                Err(e) => report(&e),
             }
         }
     }

@@ -3,7 +3,10 @@
 //! usage/config/source (nothing sent), 3 a safety guard stopped a target, 4 another
 //! instance holds the lock. A run's code is computed in one place: `RunReport::exit_code`.
 
+mod check;
+mod explain;
 mod inspect;
+mod manual;
 
 use std::io::IsTerminal;
 
@@ -66,6 +69,13 @@ fn init_logging(cli: &Cli, cfg: Option<&Config>) {
 
 /// Runs the command line; returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
+    // Generated from the clap definitions alone: no config needed.
+    if matches!(
+        cli.command,
+        Command::Completions { .. } | Command::Man { .. }
+    ) {
+        return manual::run(&cli);
+    }
     let path = Config::locate(cli.config.as_deref());
     let cfg = match Config::load(&path) {
         Ok(c) => c,
@@ -90,7 +100,7 @@ pub fn main(cli: Cli) -> ExitCode {
         }
     };
     match &cli.command {
-        Command::Check => check(&cfg),
+        Command::Check { online, output } => check::check(&rt, &cfg, *online, *output),
         Command::Sync {
             dry_run,
             targets,
@@ -163,7 +173,12 @@ pub fn main(cli: Cli) -> ExitCode {
             inspect::history(&cfg, &f, *output)
         }
         Command::State { target, output } => inspect::state(&cfg, target.as_deref(), *output),
-        Command::Explain { email } => inspect::explain(&cfg, email),
+        Command::Explain {
+            email,
+            online,
+            output,
+        } => explain::explain(&rt, &cfg, email, *online, *output),
+        Command::Completions { .. } | Command::Man { .. } => manual::run(&cli),
     }
 }
 
@@ -213,73 +228,4 @@ fn sync(
             e.exit_code()
         }
     }
-}
-
-/// `check`: validates config and source, and says for each target whether a run could use
-/// it. A target whose client cannot be made is not "ok" (exit 1); a missing secret is exit 2.
-fn check(cfg: &Config) -> ExitCode {
-    let desired = match cfg.load_source() {
-        Ok(d) => d,
-        Err(e) => {
-            report(&e);
-            return ExitCode::Usage;
-        }
-    };
-    let memberships: usize = desired.groups.values().map(|g| g.members.len()).sum();
-    println!("config   {}", cfg.path.display());
-    println!(
-        "source   {} ({} files): {} groups, {} memberships, {} people with ids",
-        cfg.source.display(),
-        desired.files.len(),
-        desired.groups.len(),
-        memberships,
-        desired.people.len()
-    );
-    println!(
-        "state    {}{}",
-        cfg.state.display(),
-        if cfg.state.exists() {
-            ""
-        } else {
-            " (not created yet)"
-        }
-    );
-    println!(
-        "safety   max_removals={} max_removal_ratio={} delete_groups={}",
-        cfg.safety.max_removals, cfg.safety.max_removal_ratio, cfg.safety.delete_groups
-    );
-    let mut code = ExitCode::Ok;
-    for t in &cfg.targets {
-        let groups = desired
-            .groups
-            .values()
-            .filter(|g| g.is_for(&t.name))
-            .count();
-        let missing = t.missing_secrets();
-        let built = crate::targets::build(t).err();
-        let status = match (&built, missing.is_empty()) {
-            (_, false) => {
-                code = code.max(ExitCode::Usage);
-                format!("MISSING {}", missing.join(", "))
-            }
-            (Some(e), true) => {
-                code = code.max(ExitCode::Failed);
-                format!("FAILED: cannot run: {e}")
-            }
-            (None, true) => "ok".into(),
-        };
-        println!(
-            "target   {:<12} {:<13} {:>5} groups  {}  {}",
-            t.name,
-            t.kind.as_str(),
-            groups,
-            t.base_url,
-            status
-        );
-    }
-    match code {
-        ExitCode::Ok => println!("ok"),
-        _ => println!("not ok"),
-    }
-    code
 }

@@ -377,8 +377,18 @@ impl Daemon {
                         "run {run}: some operations failed (see above); the next run retries them"
                     ),
                 }
+                let problems: Vec<(String, Option<String>)> = report
+                    .targets
+                    .iter()
+                    .map(|t| (t.name.clone(), t.problem()))
+                    .collect();
+                self.health.ran(&problems);
+                let problem = report
+                    .problem()
+                    .map(|(t, why)| format!("; target {t}: {}", short(&why, 160)))
+                    .unwrap_or_default();
                 systemd::status(&format!(
-                    "{}; next scheduled run {}",
+                    "{}{problem}; next scheduled run {}",
                     report.summary(),
                     self.next_text()
                 ));
@@ -531,5 +541,15 @@ impl Daemon {
                 self.cron.expr
             ),
         }
+    }
+}
+
+/// At most `max` characters of `s` (one line), for the `STATUS=` line.
+fn short(s: &str, max: usize) -> String {
+    let line = s.lines().next().unwrap_or_default();
+    if line.chars().count() <= max {
+        line.to_string()
+    } else {
+        format!("{}...", line.chars().take(max).collect::<String>())
     }
 }

@@ -18,12 +18,16 @@ mod tests;
 pub use keep::{Keep, PatternError};
 
 /// A member as the plan names it: the target's member id and, for people, the email.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Member {
     pub id: String,
     /// For display; None when the id's owner is unknown (e.g. found by a `--full` read).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub email: Option<String>,
+    /// A removal of an agent who is online now (teams presence, SPEC 5); never set by the
+    /// planner, only by the run after its presence read.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub online: bool,
 }
 
 impl Member {
@@ -213,6 +217,10 @@ pub struct Update {
     /// Removals not planned because `keep_members` protects the member, with the pattern.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kept_members: Vec<Kept>,
+    /// Removals of agents online now held back by `[safety] defer_online_removals` (SPEC
+    /// 5): not sent in this run (they are not in `remove`); the next run tries again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deferred: Vec<Member>,
 }
 
 impl Update {
@@ -335,6 +343,7 @@ fn members_of(m: &BTreeMap<String, String>) -> Vec<Member> {
         .map(|(id, email)| Member {
             id: id.clone(),
             email: Some(email.clone()),
+            online: false,
         })
         .collect()
 }
@@ -364,6 +373,7 @@ fn changes(
             c.add.push(Member {
                 id: id.clone(),
                 email: Some(email.clone()),
+                online: false,
             });
         } else {
             c.skipped_add += 1;
@@ -393,6 +403,7 @@ fn changes(
             c.remove.push(Member {
                 id: id.clone(),
                 email: k.email.clone(),
+                online: false,
             });
         } else {
             c.skipped_remove += 1;
@@ -490,6 +501,7 @@ fn plan_group_into(
         receive_call_after: rc_after.into_iter().collect(),
         kept,
         kept_members,
+        deferred: Vec::new(),
     };
     (u.rename_from.is_some() || u.changes_members()).then_some(u)
 }

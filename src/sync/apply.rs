@@ -148,6 +148,7 @@ fn create_op(d: &DesiredGroup, resumed: bool) -> Create {
             .map(|(id, e)| crate::plan::Member {
                 id: id.clone(),
                 email: Some(e.clone()),
+                online: false,
             })
             .collect()
     };

@@ -13,6 +13,7 @@
 
 mod apply;
 mod lookup;
+mod presence;
 mod readback;
 mod report;
 mod saved;
@@ -33,6 +34,7 @@ use crate::store::{LockError, StateLock, Store, StoreError, Writer};
 use crate::targets::{self, Ctx, Recorder, Target};
 
 pub use lookup::naming;
+pub use presence::unmarked;
 pub use report::{ExitCode, Failed, NotRun, RunReport, TargetReport, exit_policy};
 pub use saved::{SavedPlan, SavedPlanError, SavedTarget, known_digest};
 
@@ -489,6 +491,26 @@ async fn prepare(
                 "target {} refused by the safety guard: {g}; rerun with --allow-mass-removal if this is intended",
                 t.name
             );
+        }
+    }
+    let mut plan = plan;
+    presence::mark(
+        &ctx,
+        target.as_ref(),
+        t,
+        &mut plan,
+        cfg.defer_online_removals,
+        &mut report,
+    )
+    .await;
+    if report.deferred > 0 {
+        warn!(
+            "target {}: {} removals of agents online now deferred to a later run (safety.defer_online_removals)",
+            t.name, report.deferred
+        );
+        if !opts.dry_run {
+            metrics::counter!("rostersync_removals_deferred_total", "target" => t.name.clone())
+                .increment(report.deferred as u64);
         }
     }
     metrics::gauge!("rostersync_plan_ops", "target" => t.name.clone()).set(plan.ops.len() as f64);

@@ -152,6 +152,9 @@ pub struct TargetReport {
     pub not_started: usize,
     /// The run was scoped with `--only`: it never counts as converged.
     pub scoped: bool,
+    /// Removals of agents online now held back for a later run (`teams`,
+    /// `defer_online_removals`): exit 0, but the target has not converged.
+    pub deferred: usize,
 }
 
 impl TargetReport {
@@ -169,6 +172,7 @@ impl TargetReport {
             stale: false,
             not_started: 0,
             scoped: false,
+            deferred: 0,
         }
     }
 
@@ -190,10 +194,45 @@ impl TargetReport {
         }
     }
 
+    /// Why this target did not do what was asked, for an operator who reads no logs (the
+    /// daemon's `STATUS=` line and `/healthz`): the guard's refusal, why it could not run,
+    /// or its first failed operation. None when nothing failed or was refused.
+    pub fn problem(&self) -> Option<String> {
+        if self.stale {
+            return Some("the saved plan is stale; nothing was sent".into());
+        }
+        if let Some(g) = self.plan.as_ref().and_then(|p| p.guard.as_ref())
+            && !g.overridden
+        {
+            return Some(format!("refused by the safety guard: {g}"));
+        }
+        if let Some(why) = &self.skipped {
+            return Some(format!("could not run: {why}"));
+        }
+        if let Some(f) = self.failed.first() {
+            let more = match self.failed.len() {
+                1 => String::new(),
+                n => format!(" (and {} more failed operations)", n - 1),
+            };
+            return Some(format!(
+                "{} \"{}\" failed: {}{more}",
+                f.op, f.group, f.error
+            ));
+        }
+        if self.not_started > 0 {
+            return Some(format!(
+                "{} operations not started (the run was stopped)",
+                self.not_started
+            ));
+        }
+        None
+    }
+
     /// Did this target end where the source wants it (for health and freshness metrics)?
-    /// A run scoped with `--only` never did: it left the rest for a whole run.
+    /// A run scoped with `--only` never did: it left the rest for a whole run; deferred
+    /// removals leave it short of that too, although they exit 0.
     pub fn converged(&self) -> bool {
-        !self.scoped && self.exit_code() == ExitCode::Ok
+        !self.scoped && self.exit_code() == ExitCode::Ok && self.deferred == 0
     }
 }
 
@@ -241,6 +280,13 @@ impl RunReport {
         self.exit_code().outcome()
     }
 
+    /// The first target that failed or was refused, and why (`TargetReport::problem`).
+    pub fn problem(&self) -> Option<(String, String)> {
+        self.targets
+            .iter()
+            .find_map(|t| t.problem().map(|p| (t.name.clone(), p)))
+    }
+
     /// The one summary line of SPEC section 8.
     pub fn summary(&self) -> String {
         let secs = self.duration.as_secs_f64();
@@ -251,11 +297,15 @@ impl RunReport {
         } else {
             String::new()
         };
-        let not_run = if self.scoped {
+        let mut not_run = if self.scoped {
             format!("{not_run}, scoped with --only")
         } else {
             not_run
         };
+        let deferred: usize = self.targets.iter().map(|t| t.deferred).sum();
+        if deferred > 0 {
+            not_run += &format!(", {deferred} removals deferred (online now)");
+        }
         if self.dry_run {
             let (adds, rems): (usize, usize) = self
                 .targets
@@ -309,6 +359,7 @@ mod tests {
             stale: false,
             not_started: 0,
             scoped: false,
+            deferred: 0,
         }
     }
 
@@ -447,5 +498,33 @@ mod tests {
             !scoped.converged(),
             "a run scoped with --only never converges"
         );
+        assert_eq!(ok().problem(), None);
+        assert!(
+            guarded(false)
+                .problem()
+                .unwrap()
+                .starts_with("refused by the safety guard: would remove 5")
+        );
+        assert_eq!(guarded(true).problem(), None);
+        assert_eq!(
+            failed_op().problem().unwrap(),
+            "update \"g\" failed: HTTP 500"
+        );
+        assert!(
+            skipped()
+                .problem()
+                .unwrap()
+                .starts_with("could not run: --full needs")
+        );
+        let mut deferred = ok();
+        deferred.deferred = 2;
+        assert_eq!(
+            exit_policy(&[deferred]).code(),
+            0,
+            "deferred removals exit 0"
+        );
+        let mut deferred = ok();
+        deferred.deferred = 2;
+        assert!(!deferred.converged(), "but the target has not converged");
     }
 }

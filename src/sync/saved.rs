@@ -153,7 +153,9 @@ impl SavedPlan {
 
     /// Whether a fresh plan for this target equals the saved one.
     pub fn matches(&self, target: &str, plan: &TargetPlan) -> bool {
-        self.targets.get(target).is_none_or(|st| &st.plan == plan)
+        self.targets
+            .get(target)
+            .is_none_or(|st| super::presence::unmarked(&st.plan) == *plan)
     }
 }
 

@@ -60,6 +60,21 @@ pub struct Reply {
     pub body: Vec<u8>,
     pub latency_ms: u64,
     pub attempts: u32,
+    /// The answer's rate-limit headers (`X-RateLimit-*`, `RateLimit-*`, `Retry-After`), for
+    /// `check --online`; values are counts and times, never secrets.
+    pub rate_limit: Vec<(String, String)>,
+}
+
+/// The rate-limit headers of an answer, by name (lower case), in the order received.
+fn rate_limit_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(k, _)| {
+            let k = k.as_str();
+            k.contains("ratelimit") || k.contains("rate-limit") || k == "retry-after"
+        })
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
 }
 
 impl Reply {
@@ -357,6 +372,7 @@ impl Http {
                             body,
                             latency_ms,
                             attempts,
+                            rate_limit: rate_limit_headers(&headers),
                         });
                     }
                     // 429 was surely not applied; 408/5xx may have been.

@@ -37,6 +37,36 @@ pub struct RemoteGroup {
     pub receive_call: Vec<String>,
 }
 
+/// What `check --online` learned from one read-only probe of a target: its credentials
+/// were taken and the first page of its group listing was understood.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Probe {
+    /// How the kind calls its groups ("groups", "teams").
+    pub noun: &'static str,
+    /// Records on the first page.
+    pub listed: usize,
+    /// The listing says more pages follow (or more records than the page holds).
+    pub more: bool,
+    /// How it authenticated: "logged in" (Kazoo's `api_auth`), "token taken" (a configured
+    /// token or key that the listing accepted).
+    pub auth: &'static str,
+    /// Rate-limit headers of the listing's answer.
+    pub rate_limit: Vec<(String, String)>,
+}
+
+impl Probe {
+    /// A probe of the listing answer in `reply`.
+    pub fn of(noun: &'static str, listed: usize, more: bool, reply: &Reply) -> Probe {
+        Probe {
+            noun,
+            listed,
+            more,
+            auth: "authenticated",
+            rate_limit: reply.rate_limit.clone(),
+        }
+    }
+}
+
 /// Why an operation did not complete. Each variant is a decision the engine makes
 /// differently: a failed call is in the history already; a store failure stops the target
 /// (nothing may go unrecorded); an answer not understood is never read as "nothing there".
@@ -135,6 +165,30 @@ pub trait Target: Send + Sync {
     }
     /// The member id of the person with this email; None if the target has nobody by it.
     async fn lookup(&self, _ctx: &Ctx, _email: &str) -> Result<Option<String>, OpError> {
+        Ok(None)
+    }
+    /// `check --online`: authenticates and reads one page of the group listing, read-only
+    /// (nothing is written anywhere; the `Ctx` of a probe has a dry recorder).
+    async fn probe(&self, ctx: &Ctx) -> Result<Probe, OpError>;
+    /// Member ids of the agents online now in a team (`teams` presence, SPEC 5). None:
+    /// the kind has no presence.
+    async fn online(
+        &self,
+        _ctx: &Ctx,
+        _key: &str,
+        _name: &str,
+        _remote_id: &str,
+    ) -> Result<Option<std::collections::BTreeSet<String>>, OpError> {
+        Ok(None)
+    }
+    /// Every group that holds this member now, as (remote id, name), asked of the target in
+    /// one listing (Kazoo's "groups containing a user"). None: the kind cannot list them,
+    /// so `explain --online` reads each relevant group instead.
+    async fn groups_of(
+        &self,
+        _ctx: &Ctx,
+        _member_id: &str,
+    ) -> Result<Option<Vec<(String, String)>>, OpError> {
         Ok(None)
     }
     /// A group of exactly this name (the kind's own matching rules), to adopt; with its
@@ -238,5 +292,6 @@ pub fn test_member(id: &str) -> Member {
     Member {
         id: id.into(),
         email: None,
+        online: false,
     }
 }

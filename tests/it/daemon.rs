@@ -850,3 +850,59 @@ fn service_exposure_is_ok_or_better() {
         "the README should quote {quoted:?}"
     );
 }
+
+/// Issue 12: the `STATUS=` line and `/healthz` name the target and the reason of the last
+/// failure, so an operator can act without reading the logs; a good run clears it.
+#[test]
+fn status_and_healthz_name_the_last_failure() {
+    let port = free_port();
+    let s = Setup::new(
+        Opts {
+            metrics: format!("listen = \"127.0.0.1:{port}\""),
+            ..Default::default()
+        },
+        &[
+            ("Tier 1", &["ana@example.com"]),
+            ("Tier 2", &["bo@example.com"]),
+        ],
+    );
+    s.fake.inject(
+        s.fake.create_request().body("Tier 2"),
+        crate::fakes::Fault::status(400),
+        100,
+    );
+    let d = s.spawn(&[]);
+    d.notify.wait_run(1, Duration::from_secs(20));
+    let status = d
+        .notify
+        .lines()
+        .into_iter()
+        .find(|l| l.starts_with("STATUS=run 1 done"))
+        .unwrap();
+    assert!(
+        status.contains("; target maestro: create \"Tier 2\" failed: "),
+        "{status}"
+    );
+    let (_, body) = http_get(port, "/healthz");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["last_problem"]["target"], "maestro", "{body}");
+    assert!(
+        v["last_problem"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("create \"Tier 2\" failed: "),
+        "{body}"
+    );
+    assert_eq!(
+        v["targets"]["maestro"]["last_problem"],
+        v["last_problem"]["reason"]
+    );
+    // The fault gone, the next run (SIGHUP) converges and clears it.
+    s.fake.clear_faults();
+    d.signal("HUP");
+    d.notify.wait_run(2, Duration::from_secs(20));
+    let (_, body) = http_get(port, "/healthz");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert!(v["last_problem"].is_null(), "{body}");
+    d.stop();
+}

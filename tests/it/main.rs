@@ -17,5 +17,6 @@ mod soak;
 mod conformance;
 
 mod kazoo;
+mod online;
 mod teams;
 mod tls;

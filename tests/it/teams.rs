@@ -96,7 +96,12 @@ fn request_counts_are_minimal() {
         1,
         "one removal per team that loses members"
     );
-    assert_eq!(reqs.len(), 3);
+    assert_eq!(
+        count(&reqs, "GET", "/presence"),
+        1,
+        "one presence read of the team that loses members (SPEC 5), none of the others"
+    );
+    assert_eq!(reqs.len(), 4);
     let t1 = fake.team_id("Tier 1 Support").unwrap();
     let patch = reqs
         .iter()

@@ -293,6 +293,15 @@ fn members_delta(u: &Update, a: &Assignment) -> Delta {
 
 #[async_trait]
 impl Target for AssignGroup {
+    async fn probe(&self, ctx: &Ctx) -> Result<super::Probe, OpError> {
+        let req = self.request(Endpoint::List, wire::list_body(None));
+        let reply = ctx
+            .read(CallInfo::new("probe"), req, &verdict(Endpoint::List))
+            .await?;
+        let groups = wire::listed(&decode::value("the group listing", &reply.body)?)?;
+        Ok(super::Probe::of("groups", groups.len(), false, &reply))
+    }
+
     async fn find(&self, ctx: &Ctx, key: &str, name: &str) -> Result<Option<RemoteGroup>, OpError> {
         let groups = self.list(ctx, key, name, Some(name)).await?;
         let Some(g) = wire::exact_match(&groups, name) else {

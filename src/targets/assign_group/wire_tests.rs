@@ -7,6 +7,7 @@ fn m(id: &str) -> Member {
     Member {
         id: id.into(),
         email: Some(format!("{id}@x")),
+        ..Default::default()
     }
 }
 

@@ -303,6 +303,41 @@ impl Kazoo {
 
 #[async_trait]
 impl Target for Kazoo {
+    async fn probe(&self, ctx: &Ctx) -> Result<super::Probe, OpError> {
+        // Logs in first (api_key), so a refused key is told apart from a refused listing.
+        self.token(ctx, None).await?;
+        let req = Request::new(Method::GET, self.url("/groups"));
+        let reply = self.read_call(ctx, CallInfo::new("probe"), req).await?;
+        let (rows, next) = wire::page::<wire::GroupRow>("the group listing", &reply.body)?;
+        let mut p = super::Probe::of("groups", rows.len(), next.is_some(), &reply);
+        if self.api_key.is_some() {
+            p.auth = "logged in";
+        }
+        Ok(p)
+    }
+
+    async fn groups_of(
+        &self,
+        ctx: &Ctx,
+        member_id: &str,
+    ) -> Result<Option<Vec<(String, String)>>, OpError> {
+        let mut all = Vec::new();
+        let path = format!("/users/{}/groups", urlencode(member_id));
+        let info = CallInfo::new("read");
+        self.list(
+            ctx,
+            &info,
+            "the user's groups",
+            &path,
+            |rows: Vec<wire::GroupRow>, _| {
+                all.extend(rows.into_iter().map(|g| (g.id, g.name)));
+                None::<()>
+            },
+        )
+        .await?;
+        Ok(Some(all))
+    }
+
     fn can_lookup(&self) -> bool {
         true
     }

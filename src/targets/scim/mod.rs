@@ -173,6 +173,20 @@ impl Scim {
 
 #[async_trait]
 impl Target for Scim {
+    async fn probe(&self, ctx: &Ctx) -> Result<super::Probe, OpError> {
+        let url = self.url(&format!("/Groups?startIndex=1&count={PAGE}"));
+        let reply = ctx
+            .read(
+                CallInfo::new("probe"),
+                Request::new(Method::GET, url),
+                &default_verdict,
+            )
+            .await?;
+        let (items, total) = wire::list::<wire::Group>("the group listing", &reply.body)?;
+        let more = total.is_some_and(|t| t > items.len() as u64);
+        Ok(super::Probe::of("groups", items.len(), more, &reply))
+    }
+
     fn can_lookup(&self) -> bool {
         self.flavor == Flavor::Rfc7644
     }

@@ -351,8 +351,46 @@ impl Teams {
 
 #[async_trait]
 impl Target for Teams {
+    async fn probe(&self, ctx: &Ctx) -> Result<super::Probe, OpError> {
+        let req = Request::new(Method::GET, self.url("/teams"));
+        let reply = ctx
+            .read(CallInfo::new("probe"), req, &default_verdict)
+            .await?;
+        let (teams, next) = wire::page::<Team>("the team listing", &reply.body)?;
+        Ok(super::Probe::of(
+            "teams",
+            teams.len(),
+            next.is_some(),
+            &reply,
+        ))
+    }
+
     fn can_lookup(&self) -> bool {
         true
+    }
+
+    async fn online(
+        &self,
+        ctx: &Ctx,
+        key: &str,
+        name: &str,
+        remote_id: &str,
+    ) -> Result<Option<BTreeSet<String>>, OpError> {
+        let mut online = BTreeSet::new();
+        let url = self.url(&format!("/teams/{remote_id}/presence"));
+        let info = CallInfo::new("presence").group(key, name);
+        self.pages(
+            ctx,
+            info,
+            "the team's presence",
+            url,
+            |page: Vec<wire::Presence>, _| {
+                online.extend(page.into_iter().filter(|p| p.online()).map(|p| p.user_id));
+                None::<()>
+            },
+        )
+        .await?;
+        Ok(Some(online))
     }
 
     async fn lookup(&self, ctx: &Ctx, email: &str) -> Result<Option<String>, OpError> {

@@ -84,6 +84,24 @@ pub fn created_id(body: &[u8]) -> Result<String, NotUnderstood> {
     }
 }
 
+/// A record of a `GET /teams/{id}/presence` page (seed 001): the agent's id and whether
+/// they are connected now. Both are required: a record we cannot read could be an agent
+/// online now.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Presence {
+    #[serde(rename = "userId", deserialize_with = "decode::de_id")]
+    pub user_id: String,
+    #[serde(rename = "connectionStatus")]
+    pub connection_status: String,
+}
+
+impl Presence {
+    /// `connectionStatus` is `Online` (any case).
+    pub fn online(&self) -> bool {
+        self.connection_status.trim().eq_ignore_ascii_case("online")
+    }
+}
+
 /// An agent of a `GET /agents?email=E` page.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Agent {

@@ -12,6 +12,7 @@
 //! | `GET /v1/teams/{id}/agents` | 200 `{"data":[{id,name,email}]}` |
 //! | `PATCH /v1/teams/{id}/agents {agentIds}` | 204 (200 with `set_add_status(200)`), no body |
 //! | `DELETE /v1/teams/{id}/agents {agentIds}` | 204, no body |
+//! | `GET /v1/teams/{id}/presence[?pageKey=K][&pageLimit=N]` | 200 `{"data":[{userId,requestTime,lastSeen,presenceStatus,connectionStatus,activeChannels}]}` (one record per member; `Online` for agents set online, else `Offline`), `meta.next` while more remain |
 //! | `GET /v1/agents[?email=E][&pageKey=K][&pageLimit=N]` | 200 `{"data":[{id,name,email}]}` plus `"meta":{"next":PATH}` while more remain |
 //!
 //! Errors are `{"message": ...}` bodies: 401 for anything but the raw key in `Authorization`;
@@ -79,6 +80,10 @@ struct State {
     /// `GET /v1/agents` honours `email=` (false: a server that ignores the filter and pages
     /// through everybody, so a client must page and match the email itself).
     email_filter: bool,
+    /// Agent ids connected now (`connectionStatus: Online` in presence answers).
+    online: BTreeSet<String>,
+    /// The largest page of `GET /v1/teams/{id}/presence`.
+    presence_page_cap: usize,
 }
 
 impl State {
@@ -217,6 +222,8 @@ impl TeamsHandler {
                 add_status: 204,
                 agents_page_cap: DEFAULT_AGENTS_PAGE_CAP,
                 email_filter: true,
+                online: BTreeSet::new(),
+                presence_page_cap: DEFAULT_AGENTS_PAGE_CAP,
             }),
         }
     }
@@ -340,6 +347,56 @@ impl TeamsHandler {
         }
     }
 
+    fn presence(st: &State, req: &Req, id: &str) -> Reply {
+        if !is_uuid(id) {
+            return msg(400, BAD_TEAM_ID);
+        }
+        let Some(i) = st.team_index(id) else {
+            return msg(404, NOT_FOUND);
+        };
+        let (mut offset, mut limit) = (0usize, st.presence_page_cap);
+        if let Some(key) = req.query_param("pageKey") {
+            match decode_page_key(&key) {
+                Some((o, l)) => (offset, limit) = (o, l),
+                None => return msg(400, BAD_PAGE_KEY),
+            }
+        }
+        if let Some(l) = req.query_param("pageLimit") {
+            match l.parse::<i32>() {
+                Ok(n) if n > 0 => limit = n as usize,
+                _ => return msg(400, BAD_PAGE_LIMIT),
+            }
+        }
+        let limit = limit.clamp(1, st.presence_page_cap.max(1));
+        let members = &st.teams[i].members;
+        let page: Vec<_> = members
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|m| {
+                let on = st.online.contains(m);
+                serde_json::json!({
+                    "userId": m,
+                    "requestTime": "2021-12-01T12:46:35.935",
+                    "lastSeen": "2021-12-01T12:46:35.935",
+                    "presenceStatus": if on { "Working" } else { "Away" },
+                    "connectionStatus": if on { "Online" } else { "Offline" },
+                    "activeChannels": if on { serde_json::json!(["Email"]) } else { serde_json::json!([]) },
+                })
+            })
+            .collect();
+        let mut out = serde_json::json!({ "data": page });
+        if offset + limit < members.len() {
+            let next = format!(
+                "{PREFIX}/teams/{}/presence?pageKey={}",
+                st.teams[i].id,
+                pct_encode(&encode_page_key(offset + limit, limit))
+            );
+            out["meta"] = serde_json::json!({ "next": next });
+        }
+        Reply::json(200, out)
+    }
+
     fn list_agents(st: &State, req: &Req) -> Reply {
         let (mut offset, mut limit) = (0usize, st.agents_page_cap);
         if let Some(key) = req.query_param("pageKey") {
@@ -416,6 +473,10 @@ impl Handler for TeamsHandler {
             },
             ["teams", id] => Self::team_route(&mut st, req, id, false),
             ["teams", id, "agents"] => Self::team_route(&mut st, req, id, true),
+            ["teams", id, "presence"] => match m {
+                "GET" => Self::presence(&st, req, id),
+                _ => msg(405, "Method Not Allowed"),
+            },
             ["agents"] => match m {
                 "GET" => Self::list_agents(&st, req),
                 _ => msg(405, "Method Not Allowed"),
@@ -600,6 +661,24 @@ impl FakeTeams {
     /// page by page (see `set_agents_page_cap`).
     pub fn set_email_filter(&self, on: bool) {
         self.st().email_filter = on;
+    }
+
+    /// Whether the agent with this email is connected now (presence `Online`).
+    pub fn set_online(&self, email: &str, on: bool) {
+        let mut st = self.st();
+        let Some(id) = st.agent_by_email(email).map(|a| a.id.clone()) else {
+            panic!("no agent {email}");
+        };
+        if on {
+            st.online.insert(id);
+        } else {
+            st.online.remove(&id);
+        }
+    }
+
+    /// The largest page of `GET /v1/teams/{id}/presence`.
+    pub fn set_presence_page_cap(&self, cap: usize) {
+        self.st().presence_page_cap = cap.max(1);
     }
 
     /// Renames a team in the console (the API cannot).
