@@ -244,6 +244,9 @@ pub struct Delete {
 }
 
 /// One operation of a plan.
+// Plans are small lists of data (one op per changed group), not hot in memory: an
+// `Update` carries its member lists inline rather than behind a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {

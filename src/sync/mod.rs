@@ -493,7 +493,6 @@ async fn prepare(
             );
         }
     }
-    let mut plan = plan;
     presence::mark(
         &ctx,
         target.as_ref(),
