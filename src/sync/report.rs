@@ -514,7 +514,7 @@ mod tests {
             skipped()
                 .problem()
                 .unwrap()
-                .starts_with("could not run: --full needs")
+                .starts_with("could not run: reading groups back")
         );
         let mut deferred = ok();
         deferred.deferred = 2;
