@@ -139,6 +139,17 @@ fn every_command(fake: Arc<dyn Fake>) {
     keep("state", env.run(&["state"]));
     keep("state json", env.run(&["state", "--output", "json"]));
     keep("explain", env.run(&["explain", &email(1)]));
+    keep(
+        "explain --online json",
+        env.run(&["-vv", "explain", &email(1), "--online", "--output", "json"]),
+    );
+    keep("check --online", env.run(&["-vv", "check", "--online"]));
+    // A probe answered with an error body that echoes the secrets.
+    fake.inject(Match::new("*", "/"), Fault::body(401, echo(&*fake)), 1);
+    keep(
+        "check --online (echoing error) json",
+        env.run(&["-vv", "check", "--online", "--output", "json"]),
+    );
 
     // The daemon: one run at start (with an echoing error), /metrics, /healthz, SIGTERM.
     fake.inject(fake.create_request(), Fault::body(500, echo(&*fake)), 1);
