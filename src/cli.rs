@@ -27,12 +27,17 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// An `--only` value that is not an email.
+#[derive(Debug, thiserror::Error)]
+#[error("\"{0}\" is not an email")]
+pub struct NotAnEmail(String);
+
 /// `--only EMAIL`: trimmed and lower-cased (emails are compared case-insensitively).
-fn parse_email(s: &str) -> Result<String, String> {
+fn parse_email(s: &str) -> Result<String, NotAnEmail> {
     let e = s.trim().to_lowercase();
     match e.split_once('@') {
         Some((user, domain)) if !user.is_empty() && !domain.is_empty() => Ok(e),
-        _ => Err(format!("\"{s}\" is not an email")),
+        _ => Err(NotAnEmail(s.to_string())),
     }
 }
 

@@ -42,17 +42,17 @@ struct TargetCheck {
 
 /// Probes one target read-only: the `Ctx` has a dry recorder, so nothing is written to the
 /// state database either.
-async fn probe(t: &TargetConfig) -> (Result<Probe, String>, u64) {
+async fn probe(t: &TargetConfig) -> (Result<Probe, super::AskError>, u64) {
     let started = Instant::now();
     let r = match targets::build(t) {
-        Err(e) => Err(format!("cannot run: {e}")),
+        Err(e) => Err(e.into()),
         Ok((target, http)) => {
             let ctx = Ctx {
                 target: t.name.clone(),
                 http,
                 recorder: Arc::new(Recorder::dry()),
             };
-            target.probe(&ctx).await.map_err(|e| e.to_string())
+            target.probe(&ctx).await.map_err(super::AskError::from)
         }
     };
     (r, started.elapsed().as_millis() as u64)
@@ -153,7 +153,7 @@ pub(super) fn check(
                 Err(e) => {
                     code = code.max(ExitCode::Failed);
                     c.status = "failed";
-                    c.error = Some(e);
+                    c.error = Some(e.to_string());
                 }
             }
         }

@@ -202,12 +202,12 @@ async fn online(
     email: &str,
     v: &mut TargetView,
     known: &Known,
-) -> Result<(), String> {
+) -> Result<(), super::AskError> {
     let missing = t.missing_secrets();
     if !missing.is_empty() {
-        return Err(format!("{} not set", missing.join(", ")));
+        return Err(super::AskError::MissingSecrets(missing.join(", ")));
     }
-    let (target, http) = targets::build(t).map_err(|e| format!("cannot run: {e}"))?;
+    let (target, http) = targets::build(t)?;
     let ctx = Ctx {
         target: t.name.clone(),
         http,
@@ -216,10 +216,7 @@ async fn online(
     let target: &dyn Target = target.as_ref();
     if v.member_id.is_none()
         && target.can_lookup()
-        && let Some(id) = target
-            .lookup(&ctx, email)
-            .await
-            .map_err(|e| e.to_string())?
+        && let Some(id) = target.lookup(&ctx, email).await?
     {
         v.member_id = Some(id);
         v.member_id_from = Some("lookup");
@@ -231,11 +228,7 @@ async fn online(
         }
         return Ok(());
     };
-    if let Some(all) = target
-        .groups_of(&ctx, &id)
-        .await
-        .map_err(|e| e.to_string())?
-    {
+    if let Some(all) = target.groups_of(&ctx, &id).await? {
         let holding: BTreeSet<&str> = all.iter().map(|(gid, _)| gid.as_str()).collect();
         for g in v.groups.iter_mut().filter(|g| g.remote_id.is_some()) {
             g.online = Some(holding.contains(g.remote_id.as_deref().unwrap_or_default()));
@@ -268,11 +261,12 @@ async fn online(
                 .as_deref()
                 .and_then(|rid| known.groups.values().find(|k| k.remote_id == rid))
             {
-                Some(k) => target.read(&ctx, k).await.map_err(|e| e.to_string())?,
-                None => target
-                    .find(&ctx, g.key.as_deref().unwrap_or(&g.name), &g.name)
-                    .await
-                    .map_err(|e| e.to_string())?,
+                Some(k) => target.read(&ctx, k).await?,
+                None => {
+                    target
+                        .find(&ctx, g.key.as_deref().unwrap_or(&g.name), &g.name)
+                        .await?
+                }
             };
             match now {
                 Some(r) => {
@@ -333,7 +327,7 @@ pub(super) fn explain(
         };
         if ask && let Err(e) = rt.block_on(online(t, &email, &mut v, &known)) {
             tracing::warn!(target = %t.name, error = %e, "explain --online: the target could not be asked");
-            v.online_error = Some(e);
+            v.online_error = Some(e.to_string());
             code = code.max(ExitCode::Failed);
         }
         views.push(v);

@@ -19,6 +19,18 @@ use crate::store::HistoryFilter;
 use crate::sync::{ExitCode, SavedPlan, SyncOptions};
 
 /// Prints an error once, with its whole chain, to stderr.
+/// Why a read-only question to a target (`check --online`, `explain --online`) got no
+/// answer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AskError {
+    #[error("{0} not set")]
+    MissingSecrets(String),
+    #[error("cannot run: {0}")]
+    Client(#[from] crate::targets::BuildError),
+    #[error(transparent)]
+    Op(#[from] crate::targets::OpError),
+}
+
 pub(crate) fn report(e: &dyn std::error::Error) {
     let mut msg = format!("error: {e}");
     let mut src = e.source();
