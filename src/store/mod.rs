@@ -388,6 +388,25 @@ impl Store {
         apply_delta(&tx, target, delta, &now()).map_err(w)?;
         tx.commit().map_err(w)
     }
+
+    /// Applies many state changes without calls in one transaction (seeding a large known
+    /// state in benchmarks and repairs).
+    pub fn apply_many(&mut self, deltas: &[(&str, Delta)]) -> Result<()> {
+        let w = StoreError::sqlite(&self.path);
+        let tx = self.conn.transaction().map_err(w)?;
+        let at = now();
+        for (target, delta) in deltas {
+            apply_delta(&tx, target, delta, &at).map_err(w)?;
+        }
+        tx.commit().map_err(w)
+    }
+
+    /// Moves the write-ahead log into the database file (so its size is the whole state).
+    pub fn checkpoint(&self) -> Result<()> {
+        self.conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .map_err(|e| self.wrap(e))
+    }
 }
 
 /// Creates the database file (and its directory) with mode 0600 when it does not exist yet.

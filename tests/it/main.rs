@@ -5,6 +5,7 @@ mod cli;
 mod daemon;
 mod fakes;
 mod harness;
+mod scale;
 mod scim;
 
 #[macro_use]
