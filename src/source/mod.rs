@@ -62,11 +62,7 @@ pub fn load(path: &Path, targets: &[&str], allow_empty: bool) -> Result<Desired,
                 continue;
             }
         };
-        let path_bytes = file.as_os_str().as_encoded_bytes();
-        hasher.update((path_bytes.len() as u64).to_le_bytes());
-        hasher.update(path_bytes);
-        hasher.update((bytes.len() as u64).to_le_bytes());
-        hasher.update(&bytes);
+        digest_file(&mut hasher, &file, Sha256::digest(&bytes).into());
 
         let text = match String::from_utf8(bytes) {
             Ok(t) => t,
@@ -124,6 +120,42 @@ pub fn load(path: &Path, targets: &[&str], allow_empty: bool) -> Result<Desired,
         files,
         digest: hex::encode(hasher.finalize()),
     })
+}
+
+/// The digest of the source at `path` as [`load`] computes it, without parsing: every
+/// file streamed through SHA-256 (never whole in memory). None when anything cannot be
+/// listed or read (then the source must be loaded to say what is wrong).
+pub fn digest(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut errors = Errors::default();
+    let listed = list_files(path, &mut errors);
+    if errors.total() > 0 {
+        return None;
+    }
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    for (file, _) in listed {
+        let mut f = fs::File::open(&file).ok()?;
+        let mut inner = Sha256::new();
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => inner.update(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        digest_file(&mut hasher, &file, inner.finalize().into());
+    }
+    Some(hex::encode(hasher.finalize()))
+}
+
+/// Adds one file to the source digest: its path (length-prefixed) and its bytes' digest.
+fn digest_file(hasher: &mut Sha256, file: &Path, bytes_digest: [u8; 32]) {
+    let path_bytes = file.as_os_str().as_encoded_bytes();
+    hasher.update((path_bytes.len() as u64).to_le_bytes());
+    hasher.update(path_bytes);
+    hasher.update(bytes_digest);
 }
 
 /// The kinds of file a source may hold.

@@ -13,3 +13,4 @@ mod conformance;
 
 mod kazoo;
 mod teams;
+mod unchanged;
