@@ -176,13 +176,13 @@ pub(super) fn explain(cfg: &Config, email: &str) -> ExitCode {
         let groups: Vec<_> = desired
             .groups
             .values()
-            .filter(|g| g.is_for(&t.name) && g.members.contains(&email))
+            .filter(|g| g.is_for(&t.name) && g.members.iter().any(|m| **m == *email))
             .collect();
         if groups.is_empty() {
             println!("  in no group");
         }
         for g in groups {
-            let at = g.member_origins.get(&email).unwrap_or(&g.origin);
+            let at = g.member_origins.get(email.as_str()).unwrap_or(&g.origin);
             println!("  in \"{}\" (key {}), put there by {at}", g.name, g.key);
         }
         if let Some(s) = &store {

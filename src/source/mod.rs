@@ -52,7 +52,7 @@ pub fn load(path: &Path, targets: &[&str], allow_empty: bool) -> Result<Desired,
     for (file, format) in listed {
         let errors = &mut builder.errors;
         let at = |line| Origin {
-            file: file.clone(),
+            file: file.as_path().into(),
             line,
         };
         let bytes = match fs::read(&file) {
@@ -110,7 +110,7 @@ pub fn load(path: &Path, targets: &[&str], allow_empty: bool) -> Result<Desired,
     }
 
     let empty_origin = Origin {
-        file: path.to_path_buf(),
+        file: path.into(),
         line: None,
     };
     let (people, groups, errors) = builder.finish(allow_empty, empty_origin);
@@ -184,7 +184,7 @@ impl Format {
 /// The files of the source at `path`, in sorted path order, with their formats.
 fn list_files(path: &Path, errors: &mut Errors) -> Vec<(PathBuf, Format)> {
     let at = |file: &Path| Origin {
-        file: file.to_path_buf(),
+        file: file.into(),
         line: None,
     };
     let meta = match fs::metadata(path) {
@@ -229,7 +229,7 @@ fn list_files(path: &Path, errors: &mut Errors) -> Vec<(PathBuf, Format)> {
 /// walked (canonical paths), so a symlink loop is walked once.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>, seen: &mut HashSet<PathBuf>, errors: &mut Errors) {
     let at = |file: &Path| Origin {
-        file: file.to_path_buf(),
+        file: file.into(),
         line: None,
     };
     if !seen.insert(fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())) {

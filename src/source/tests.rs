@@ -135,7 +135,7 @@ fn check_err(name: &str, load_path: &str, files: &[(&str, &str)], expected: &[Ex
     for (file, line, texts) in expected {
         let want = dir.path().join(file);
         let found = err.errors.iter().find(|e| {
-            e.origin.file == want
+            *e.origin.file == *want
                 && e.origin.line == *line
                 && texts.iter().all(|t| e.message.contains(t))
         });
