@@ -164,6 +164,8 @@ fn main() {
         mode: Default::default(),
         safety: cfg.safety,
         allow_mass_removal: false,
+        keep: Default::default(),
+        only: None,
     };
     let (t_plan, p) = time(reps, || plan_target(&dt, &known, &popts));
     assert!(p.ops.is_empty());

@@ -27,6 +27,15 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `--only EMAIL`: trimmed and lower-cased (emails are compared case-insensitively).
+fn parse_email(s: &str) -> Result<String, String> {
+    let e = s.trim().to_lowercase();
+    match e.split_once('@') {
+        Some((user, domain)) if !user.is_empty() && !domain.is_empty() => Ok(e),
+        _ => Err(format!("\"{s}\" is not an email")),
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
@@ -45,6 +54,11 @@ pub enum Command {
         /// Only this target (repeatable).
         #[arg(long = "target", value_name = "NAME")]
         targets: Vec<String>,
+        /// Only this person's additions and removals in groups that already exist
+        /// (repeatable): a trial before a whole run. Creates, deletes, renames and other
+        /// people's changes are listed as skipped.
+        #[arg(long = "only", value_name = "EMAIL", value_parser = parse_email)]
+        only: Vec<String>,
         /// Read every managed group back first and repair drift.
         #[arg(long)]
         full: bool,
@@ -58,7 +72,7 @@ pub enum Command {
         save_plan: Option<PathBuf>,
         /// Apply exactly the plan in FILE; refused (exit 2) if the source or the known
         /// state changed since it was saved.
-        #[arg(long = "plan", value_name = "FILE", conflicts_with_all = ["dry_run", "full", "targets", "allow_mass_removal"])]
+        #[arg(long = "plan", value_name = "FILE", conflicts_with_all = ["dry_run", "full", "targets", "allow_mass_removal", "only"])]
         plan_file: Option<PathBuf>,
     },
     /// Scheduler loop for systemd.

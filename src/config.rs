@@ -14,6 +14,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use crate::plan::Keep;
+
 /// A configuration mistake, naming the key (and file) at fault.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {message}")]
@@ -161,6 +163,7 @@ struct RawTarget {
     retry_base: Option<String>,
     batch_size: Option<usize>,
     membership: Option<String>,
+    keep_members: Option<Vec<String>>,
 }
 
 /// `[schedule]`.
@@ -253,6 +256,8 @@ pub struct TargetConfig {
     /// Member ids per operation where the API takes lists.
     pub batch_size: usize,
     pub membership: Mode,
+    /// `keep_members`: protected members, never removed (SPEC 5).
+    pub keep_members: Keep,
 }
 
 impl TargetConfig {
@@ -593,6 +598,12 @@ fn validate_target(
         )?,
         None => Mode::Authoritative,
     };
+    let keep_members = Keep::new(t.keep_members.as_deref().unwrap_or_default()).map_err(|e| {
+        err(
+            file,
+            format!("{ctx}: keep_members: {e}; write globs on emails (\"svc-*@example.com\") or on member ids (\"id:4711\")"),
+        )
+    })?;
     let token = secret(file, dir, &ctx, "token", t.token_env, t.token_file)?;
     let user_id = secret(file, dir, &ctx, "user_id", t.user_id_env, t.user_id_file)?;
     let api_key = secret(file, dir, &ctx, "api_key", t.api_key_env, t.api_key_file)?;
@@ -679,5 +690,6 @@ fn validate_target(
         retry_base,
         batch_size,
         membership,
+        keep_members,
     })
 }

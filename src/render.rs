@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::plan::{Op, TargetPlan};
+use crate::plan::{Op, Skipped, TargetPlan};
 use crate::store::{CallRow, RunRow};
 use crate::sync::{RunReport, TargetReport};
 
@@ -64,6 +64,12 @@ pub fn plan(report: &RunReport) -> String {
         out,
         "Plan: {creates} create, {updates} update, {deletes} delete; +{adds} -{rems} members on {touched} targets."
     );
+    if report.scoped {
+        let _ = writeln!(
+            out,
+            "Scoped with --only: the skipped changes are sent by a run without --only."
+        );
+    }
     out
 }
 
@@ -126,6 +132,15 @@ fn target_ops(out: &mut String, p: &TargetPlan) {
                 for m in &u.remove_owners {
                     let _ = writeln!(out, "      - owner {}", m.label());
                 }
+                for k in &u.kept_members {
+                    let owner = if k.owner { "owner " } else { "" };
+                    let _ = writeln!(
+                        out,
+                        "      = kept {owner}{} (keep_members {})",
+                        k.label(),
+                        quoted(&k.pattern)
+                    );
+                }
             }
             Op::Delete(d) => {
                 let _ = writeln!(
@@ -139,6 +154,23 @@ fn target_ops(out: &mut String, p: &TargetPlan) {
     }
     if p.unchanged > 0 {
         let _ = writeln!(out, "  = {} groups unchanged", p.unchanged);
+    }
+    for s in &p.skipped {
+        let what = match s {
+            Skipped::Create { name, members, .. } => {
+                format!("create {} ({members} members)", quoted(name))
+            }
+            Skipped::Delete { name, members, .. } => {
+                format!("delete {} ({members} members)", quoted(name))
+            }
+            Skipped::Rename { from, to, .. } => {
+                format!("rename {} to {}", quoted(from), quoted(to))
+            }
+            Skipped::Members {
+                name, add, remove, ..
+            } => format!("+{add} -{remove} of other people in {}", quoted(name)),
+        };
+        let _ = writeln!(out, "  . skipped (outside --only): {what}");
     }
     if !p.left_alone.is_empty() {
         let _ = writeln!(

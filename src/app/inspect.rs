@@ -126,9 +126,15 @@ pub(super) fn state(cfg: &Config, target: Option<&str>, output: Format) -> ExitC
                     }
                 }
                 for k in &known.intents {
-                    println!(
-                        "  ! unconfirmed create of key {k}: the next sync looks it up before creating"
-                    );
+                    if known.groups.contains_key(k) {
+                        println!(
+                            "  ! unfinished write to key {k}: the next sync reads the group back first"
+                        );
+                    } else {
+                        println!(
+                            "  ! unconfirmed create of key {k}: the next sync looks it up before creating"
+                        );
+                    }
                 }
             }
         }
@@ -167,12 +173,20 @@ pub(super) fn explain(cfg: &Config, email: &str) -> ExitCode {
             .as_ref()
             .and_then(|s| s.resolution_cache(&t.name).ok())
             .unwrap_or_default();
-        let id = person
+        let member_id = person
             .and_then(|p| p.ids.get(&t.name).cloned())
-            .or_else(|| cache.get(&email).cloned().flatten())
+            .or_else(|| cache.get(&email).cloned().flatten());
+        let id = member_id
+            .as_ref()
             .map(|id| format!("member id {id}"))
             .unwrap_or_else(|| "member id not resolved yet".into());
         println!("{} ({}): {id}", t.name, t.kind);
+        if let Some(p) = t
+            .keep_members
+            .protects_person(member_id.as_deref(), Some(&email))
+        {
+            println!("  protected by keep_members \"{p}\": never removed on this target");
+        }
         let groups: Vec<_> = desired
             .groups
             .values()

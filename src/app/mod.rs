@@ -91,6 +91,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Sync {
             dry_run,
             targets,
+            only,
             full,
             allow_mass_removal,
             output,
@@ -102,7 +103,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 full: *full,
                 targets: targets.clone(),
                 allow_mass_removal: *allow_mass_removal,
-                command: "sync".into(),
+                only: only.clone(),
                 expect: None,
                 ..Default::default()
             };
@@ -112,6 +113,7 @@ pub fn main(cli: Cli) -> ExitCode {
                         opts.full = p.full;
                         opts.allow_mass_removal = p.allow_mass_removal;
                         opts.targets = p.targets.keys().cloned().collect();
+                        opts.only = p.only.clone();
                         opts.expect = Some(p);
                     }
                     Err(e) => {
@@ -120,6 +122,11 @@ pub fn main(cli: Cli) -> ExitCode {
                     }
                 }
             }
+            opts.command = if opts.only.is_empty() {
+                "sync".into()
+            } else {
+                format!("sync --only {}", opts.only.join(","))
+            };
             let json_logs = cli.log_format == Some(Format::Json)
                 || (cli.log_format.is_none() && cfg.log.format == LogFormat::Json);
             if crate::progress::allowed(json_logs || *output == Format::Json) && !cli.quiet {
@@ -167,7 +174,7 @@ fn sync(
     match rt.block_on(crate::sync::run(cfg, opts)) {
         Ok(run) => {
             if let Some(path) = save_plan {
-                let saved = SavedPlan::from_report(&run, opts.allow_mass_removal);
+                let saved = SavedPlan::from_report(&run, opts.allow_mass_removal, &opts.only);
                 if let Err(e) = saved.write(path) {
                     report(&e);
                     return ExitCode::Failed;

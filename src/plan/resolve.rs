@@ -395,6 +395,8 @@ mod tests {
                 delete_groups: false,
             },
             allow_mass_removal: false,
+            keep: Default::default(),
+            only: None,
         };
         let p = plan_target(&r.target, &known, &opts);
         assert!(p.ops.is_empty(), "{p:?}");

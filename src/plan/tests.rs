@@ -17,6 +17,8 @@ fn opts() -> PlanOptions {
             delete_groups: false,
         },
         allow_mass_removal: false,
+        keep: Keep::default(),
+        only: None,
     }
 }
 
@@ -142,6 +144,21 @@ fn brief(op: &Op) -> String {
             if let Some(rc) = &u.receive_call {
                 s += &format!(" rc[{}]", rc.join(" "));
             }
+            if !u.kept_members.is_empty() {
+                let kept: Vec<String> = u
+                    .kept_members
+                    .iter()
+                    .map(|k| {
+                        format!(
+                            "{}{}<{}>",
+                            if k.owner { "owner " } else { "" },
+                            k.id,
+                            k.pattern
+                        )
+                    })
+                    .collect();
+                s += &format!(" kept[{}]", kept.join(" "));
+            }
         }
         Op::Delete(d) => s += &format!("delete {} ({})", d.key, d.members),
     }
@@ -157,6 +174,16 @@ fn check(d: &[&str], k: &[&str], o: PlanOptions, expected: &[&str]) {
     }
     for l in &p.left_alone {
         got.push(format!("left {l}"));
+    }
+    for sk in &p.skipped {
+        got.push(match sk {
+            Skipped::Create { key, members, .. } => format!("skip create {key} ({members})"),
+            Skipped::Delete { key, members, .. } => format!("skip delete {key} ({members})"),
+            Skipped::Rename { key, from, to } => format!("skip rename {key} \"{from}\"->\"{to}\""),
+            Skipped::Members {
+                key, add, remove, ..
+            } => format!("skip {key} +{add} -{remove}"),
+        });
     }
     if let Some(g) = &p.guard {
         let verdict = if g.overridden {
@@ -183,6 +210,22 @@ fn guard(max_removals: usize, ratio: f64) -> PlanOptions {
             delete_groups: false,
         },
         ..opts()
+    }
+}
+
+/// `keep_members` patterns (emails in the notation are `<id>@x`).
+fn keeping(patterns: &[&str], o: PlanOptions) -> PlanOptions {
+    PlanOptions {
+        keep: Keep::new(patterns).unwrap(),
+        ..o
+    }
+}
+
+/// `--only` these people (by id: their email is `<id>@x`).
+fn only(people: &[&str], o: PlanOptions) -> PlanOptions {
+    PlanOptions {
+        only: Some(people.iter().map(|p| format!("{p}@x")).collect()),
+        ..o
     }
 }
 
@@ -440,6 +483,207 @@ fn safety_guard() {
 }
 
 #[test]
+fn protected_members_are_kept_in_every_mode() {
+    // authoritative: b is protected by its email, c is removed
+    check(
+        &["t: a"],
+        &["t#1: a b c"],
+        keeping(&["b@*"], opts()),
+        &["update t -[c] kept[b<b@*>]"],
+    );
+    // an id: pattern (globs allowed)
+    check(
+        &["t: a"],
+        &["t#1: a b c"],
+        keeping(&["id:[bc]"], opts()),
+        &["unchanged 1"],
+    );
+    // a group whose only removal is protected needs no call
+    check(
+        &["t: a"],
+        &["t#1: a b"],
+        keeping(&["B@X"], opts()),
+        &["unchanged 1"],
+    );
+    // owned: only rostersync's own members are removed, and never a protected one
+    check(
+        &["t: a"],
+        &["t#1: a b+ c+"],
+        keeping(&["id:b"], mode(Mode::Owned)),
+        &["update t -[c] kept[b<id:b>]"],
+    );
+    // add_only removes nobody anyway
+    check(
+        &["t: a d"],
+        &["t#1: a b+"],
+        keeping(&["id:b"], mode(Mode::AddOnly)),
+        &["update t +[d]"],
+    );
+    // owners are protected alike
+    check(
+        &["t: a owners: "],
+        &["t#1: a x owners: o p"],
+        keeping(&["o@x"], opts()),
+        &["update t -[x] owners-[p] kept[owner o<o@x>]"],
+    );
+    // additions are unaffected, and a protected member stays in the whole list
+    let p = plan_target(
+        &desired(&["t: a d rc: a d"]),
+        &known(&["t#1: a* b*"]),
+        &keeping(&["id:b"], opts()),
+    );
+    let Op::Update(u) = &p.ops[0] else {
+        panic!("{p:?}")
+    };
+    assert_eq!(ids(&u.add), "d");
+    assert!(u.remove.is_empty());
+    assert_eq!(u.members_after, ["a", "b", "d"]);
+    assert_eq!(u.receive_call_after, ["a", "b", "d"], "b keeps its flag");
+    assert_eq!(u.kept, ["b"]);
+    assert_eq!(u.kept_members[0].email.as_deref(), Some("b@x"));
+    // a member whose email is unknown (found by --full) matches id: patterns only
+    let mut k = known(&["t#1: a b"]);
+    k.groups
+        .get_mut("t")
+        .unwrap()
+        .members
+        .get_mut("b")
+        .unwrap()
+        .email = None;
+    let p = plan_target(&desired(&["t: a"]), &k, &keeping(&["*@x"], opts()));
+    assert_eq!(
+        p.ops.iter().map(brief).collect::<Vec<_>>(),
+        ["update t -[b]"]
+    );
+    let p = plan_target(&desired(&["t: a"]), &k, &keeping(&["id:b"], opts()));
+    assert!(p.ops.is_empty(), "{p:?}");
+    // deletes of groups are unaffected by keep_members
+    check(
+        &[],
+        &["g#1: b"],
+        keeping(&["*@x"], deleting()),
+        &["delete g (1)"],
+    );
+}
+
+#[test]
+fn the_guard_does_not_count_kept_removals() {
+    // without protection: 3 removals > 1, refused
+    check(
+        &["t: a"],
+        &["t#1: a b c d"],
+        guard(1, 1.0),
+        &["update t -[b c d]", "guard 3/4 refused"],
+    );
+    // b and c are protected: one removal, at the limit, not refused
+    check(
+        &["t: a"],
+        &["t#1: a b c d"],
+        keeping(&["id:[bc]"], guard(1, 1.0)),
+        &["update t -[d] kept[b<id:[bc]> c<id:[bc]>]"],
+    );
+    // the ratio too: 1 of 4 is 25%
+    check(
+        &["t: a"],
+        &["t#1: a b c d"],
+        keeping(&["svc-*@x", "b@x", "c@x"], guard(100, 0.25)),
+        &["update t -[d] kept[b<b@x> c<c@x>]"],
+    );
+}
+
+#[test]
+fn only_plans_the_named_people_in_known_groups() {
+    let d = &["t: a d e", "other: e", "new: d", "r=New: a d"];
+    let k = &["t#1: a b c", "other#2: b", "r#3=Old: a", "gone#4: x y"];
+    // the whole run, for reference
+    check(
+        d,
+        k,
+        deleting(),
+        &[
+            "delete gone (2)",
+            "create new \"new\" +[d]",
+            "update other +[e] -[b]",
+            "update r rename \"Old\"->\"New\" +[d]",
+            "update t +[d e] -[b c]",
+        ],
+    );
+    // --only d and b: their additions and removals in known groups; the rest skipped
+    check(
+        d,
+        k,
+        only(&["d", "b"], deleting()),
+        &[
+            "update other -[b]",
+            "update r +[d]",
+            "update t +[d] -[b]",
+            "skip create new (1)",
+            "skip other +1 -0",
+            "skip rename r \"Old\"->\"New\"",
+            "skip t +1 -1",
+            "skip delete gone (2)",
+        ],
+    );
+    // a rename skipped: the update keeps the known name
+    let p = plan_target(&desired(d), &known(k), &only(&["d"], deleting()));
+    let Op::Update(u) = p.ops.iter().find(|o| o.key() == "r").unwrap() else {
+        panic!()
+    };
+    assert_eq!((u.name.as_str(), u.rename_from.as_ref()), ("Old", None));
+    // nobody in scope changes: nothing is sent, and the groups are not "unchanged"
+    check(
+        &["t: a d"],
+        &["t#1: a b"],
+        only(&["zed"], opts()),
+        &["skip t +1 -1"],
+    );
+    // an unfinished create is a create: skipped
+    check(
+        &["t: a"],
+        &["!t"],
+        only(&["a"], opts()),
+        &["skip create t (1)"],
+    );
+    // without delete_groups a group that left the source is left alone, as always
+    check(&[], &["g#1: a"], only(&["a"], opts()), &["left g"]);
+    // the scope is on emails, case-insensitively; an unknown email is never in scope
+    let mut kn = known(&["t#1: a B c"]);
+    kn.groups
+        .get_mut("t")
+        .unwrap()
+        .members
+        .get_mut("B")
+        .unwrap()
+        .email = Some("B@X".into());
+    kn.groups
+        .get_mut("t")
+        .unwrap()
+        .members
+        .get_mut("c")
+        .unwrap()
+        .email = None;
+    let p = plan_target(&desired(&["t: a"]), &kn, &only(&["b"], opts()));
+    assert_eq!(
+        p.ops.iter().map(brief).collect::<Vec<_>>(),
+        ["update t -[B]"]
+    );
+    // other people's receive_call changes are not sent
+    check(
+        &["t: a b c rc: b c"],
+        &["t#1: a* b"],
+        only(&["c"], opts()),
+        &["update t +[c] rc[a c]"],
+    );
+    // protected and scoped: a kept removal is shown for the people in scope
+    check(
+        &["t: a"],
+        &["t#1: a b c"],
+        only(&["b", "c"], keeping(&["id:b"], opts())),
+        &["update t -[c] kept[b<id:b>]"],
+    );
+}
+
+#[test]
 fn members_after_for_replace_apis() {
     let p = plan_target(
         &desired(&["t: a c rc: c"]),
@@ -463,16 +707,20 @@ fn plan_group_after_adoption() {
     // adopting a group that already has some members: only the difference is sent
     let d = &desired(&["t=Tier: a b"]).groups["t"];
     let k = &known(&["t#9=Tier: b c"]).groups["t"];
-    let u = plan_group(d, k, Mode::Owned).unwrap();
+    let u = plan_group(d, k, &mode(Mode::Owned)).unwrap();
     assert_eq!(ids(&u.add), "a");
     assert!(
         u.remove.is_empty(),
         "c was there before: owned mode keeps it"
     );
-    let u = plan_group(d, k, Mode::Authoritative).unwrap();
+    let u = plan_group(d, k, &mode(Mode::Authoritative)).unwrap();
     assert_eq!(ids(&u.remove), "c");
     assert_eq!(
-        plan_group(d, &known(&["t#9=Tier: a b"]).groups["t"], Mode::Owned),
+        plan_group(
+            d,
+            &known(&["t#9=Tier: a b"]).groups["t"],
+            &mode(Mode::Owned)
+        ),
         None
     );
 }
@@ -490,7 +738,11 @@ mod properties {
             prop::collection::btree_map(0u8..6, prop::collection::btree_set(0u8..12, 0..8), 0..6);
         let known = prop::collection::btree_map(
             0u8..6,
-            prop::collection::btree_map(0u8..12, (any::<bool>(), any::<bool>()), 0..8),
+            prop::collection::btree_map(
+                0u8..12,
+                (any::<bool>(), any::<bool>(), prop::bool::weighted(0.8)),
+                0..8,
+            ),
             0..6,
         );
         (desired, known, any::<bool>()).prop_map(|(d, k, renamed)| {
@@ -520,11 +772,12 @@ mod properties {
                     name: key.clone(),
                     ..Default::default()
                 };
-                for (m, (owned, rc)) in ms {
+                for (m, (owned, rc, email_known)) in ms {
+                    // Some members were found by a `--full` read: their owner is unknown.
                     let km = KnownMember {
                         owned,
                         receive_call: rc,
-                        email: Some(format!("u{m}@x")),
+                        email: email_known.then(|| format!("u{m}@x")),
                     };
                     kg.members.insert(format!("u{m}"), km);
                 }
@@ -532,6 +785,28 @@ mod properties {
             }
             (dt, kn)
         })
+    }
+
+    /// Random `keep_members`: email globs and `id:` globs over the generated people.
+    fn keep() -> impl Strategy<Value = Keep> {
+        let all = vec![
+            "u1@x",
+            "U2@X",
+            "u1*@x",
+            "*0@*",
+            "u?@x",
+            "id:u3",
+            "id:u1[01]",
+            "id:*5",
+            "id:u{4,6}",
+        ];
+        prop::sample::subsequence(all, 0..4).prop_map(|ps| Keep::new(&ps).unwrap())
+    }
+
+    /// A random `--only` scope over the generated people (mixed case), or a whole run.
+    fn scope() -> impl Strategy<Value = Option<BTreeSet<String>>> {
+        prop::option::of(prop::collection::btree_set(0u8..14, 0..4))
+            .prop_map(|o| o.map(|s| s.into_iter().map(|m| format!("u{m}@x")).collect()))
     }
 
     /// The known state after every op of `plan` was confirmed.
@@ -601,6 +876,8 @@ mod properties {
                 delete_groups,
             },
             allow_mass_removal: false,
+            keep: Keep::default(),
+            only: None,
         }
     }
 
@@ -644,6 +921,112 @@ mod properties {
                 }
                 prop_assert!(plan_target(&d, &after, &opts(mode, false)).ops.is_empty());
             }
+        }
+
+        #[test]
+        fn keep_members_are_never_removed_in_any_mode(
+            (d, k) in state(),
+            keep in keep(),
+            only in scope(),
+            delete in any::<bool>(),
+        ) {
+            for mode in [Mode::Authoritative, Mode::Owned, Mode::AddOnly] {
+                let plain = PlanOptions { only: only.clone(), ..opts(mode, delete) };
+                let o = PlanOptions { keep: keep.clone(), ..plain.clone() };
+                let plan = plan_target(&d, &k, &o);
+                let unprotected = plan_target(&d, &k, &plain);
+                for op in &plan.ops {
+                    let Op::Update(u) = op else { continue };
+                    for m in u.remove.iter().chain(&u.remove_owners) {
+                        prop_assert!(keep.protects(&m.id, m.email.as_deref()).is_none(), "{mode:?} removed protected {}", m.id);
+                    }
+                    for kept in &u.kept_members {
+                        prop_assert!(u.members_after.contains(&kept.id) || kept.owner);
+                        prop_assert_eq!(keep.protects(&kept.id, kept.email.as_deref()), Some(kept.pattern.as_str()));
+                    }
+                }
+                // Protection takes away exactly the protected removals, nothing else.
+                let removed = |p: &TargetPlan| -> BTreeSet<(String, String)> {
+                    p.ops.iter().filter_map(|op| match op { Op::Update(u) => Some(u), _ => None })
+                        .flat_map(|u| u.remove.iter().map(move |m| (u.key.clone(), m.id.clone())))
+                        .collect()
+                };
+                let expect: BTreeSet<_> = removed(&unprotected).into_iter()
+                    .filter(|(key, id)| keep.protects(id, k.groups[key].members[id].email.as_deref()).is_none())
+                    .collect();
+                prop_assert_eq!(removed(&plan), expect);
+                // Deletes of groups are unaffected.
+                let deletes = |p: &TargetPlan| p.ops.iter().filter(|o| matches!(o, Op::Delete(_))).count();
+                prop_assert_eq!(deletes(&plan), deletes(&unprotected));
+                // Applying the plan and planning again: no protected member is ever removed,
+                // and the result is a fixed point.
+                let after = apply(&k, &plan);
+                for (key, g) in &k.groups {
+                    for (id, m) in &g.members {
+                        if keep.protects(id, m.email.as_deref()).is_some() && !(delete && !d.groups.contains_key(key) && only.is_none()) {
+                            prop_assert!(after.groups[key].members.contains_key(id), "{mode:?}: protected {id} gone from {key}");
+                        }
+                    }
+                }
+                if only.is_none() {
+                    prop_assert!(plan_target(&d, &after, &o).ops.is_empty());
+                }
+            }
+        }
+
+        #[test]
+        fn the_guard_ignores_kept_removals((d, k) in state(), keep in keep(), max in 0usize..10, ratio in 0.0f64..1.0) {
+            let o = PlanOptions {
+                safety: Safety { max_removals: max, max_removal_ratio: ratio, delete_groups: false },
+                keep: keep.clone(),
+                ..opts(Mode::Authoritative, false)
+            };
+            let plan = plan_target(&d, &k, &o);
+            // The removals that count: the unprotected members the source no longer wants.
+            let counted: usize = d.groups.iter().filter_map(|(key, dg)| k.groups.get(key).map(|g| (dg, g)))
+                .map(|(dg, g)| g.members.iter().filter(|(id, m)| !dg.members.contains_key(*id) && keep.protects(id, m.email.as_deref()).is_none()).count())
+                .sum();
+            prop_assert_eq!(plan.removals(), counted);
+            let managed = k.managed();
+            let over = counted > max || (managed > 0 && counted as f64 > ratio * managed as f64);
+            prop_assert_eq!(plan.refused(), over);
+        }
+
+        #[test]
+        fn only_sends_exactly_the_scoped_changes((d, k) in state(), only in scope(), delete in any::<bool>()) {
+            let Some(scope) = only.clone() else { return Ok(()) };
+            let whole = plan_target(&d, &k, &opts(Mode::Authoritative, delete));
+            let scoped = plan_target(&d, &k, &PlanOptions { only, ..opts(Mode::Authoritative, delete) });
+            let in_scope = |m: &Member| m.email.as_ref().is_some_and(|e| scope.contains(&e.to_lowercase()));
+            let changes = |p: &TargetPlan, filter: bool| -> BTreeSet<(String, char, String)> {
+                p.ops.iter().filter_map(|op| match op { Op::Update(u) => Some(u), _ => None })
+                    .flat_map(|u| u.add.iter().map(|m| ('+', m)).chain(u.remove.iter().map(|m| ('-', m))).map(move |(c, m)| (u, c, m)))
+                    .filter(|(_, _, m)| !filter || in_scope(m))
+                    .map(|(u, c, m)| (u.key.clone(), c, m.id.clone()))
+                    .collect()
+            };
+            prop_assert_eq!(changes(&scoped, false), changes(&whole, true));
+            for op in &scoped.ops {
+                let Op::Update(u) = op else {
+                    prop_assert!(false, "a scoped run only updates: {:?}", op);
+                    unreachable!()
+                };
+                prop_assert!(u.rename_from.is_none());
+                prop_assert!(u.changes_members());
+            }
+            let creates = whole.ops.iter().filter(|o| matches!(o, Op::Create(_))).count();
+            let deletes = whole.ops.iter().filter(|o| matches!(o, Op::Delete(_))).count();
+            let skipped = |f: fn(&Skipped) -> bool| scoped.skipped.iter().filter(|s| f(s)).count();
+            prop_assert_eq!(skipped(|s| matches!(s, Skipped::Create { .. })), creates);
+            prop_assert_eq!(skipped(|s| matches!(s, Skipped::Delete { .. })), deletes);
+            // After the scoped run, a whole run brings the target to the source all the same.
+            let mid = apply(&k, &scoped);
+            let rest = plan_target(&d, &mid, &opts(Mode::Authoritative, delete));
+            let end = apply(&mid, &rest);
+            for (key, dg) in &d.groups {
+                prop_assert_eq!(end.groups[key].members.keys().collect::<Vec<_>>(), dg.members.keys().collect::<Vec<_>>());
+            }
+            prop_assert!(plan_target(&d, &end, &opts(Mode::Authoritative, delete)).ops.is_empty());
         }
 
         #[test]

@@ -122,10 +122,6 @@ pub(super) fn apply_delta(
             let o: Vec<_> = owners.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             member_rows(tx, target, key, "member", &m)?;
             member_rows(tx, target, key, "owner", &o)?;
-            tx.execute(
-                "DELETE FROM intents WHERE target = ?1 AND key = ?2",
-                params![target, key],
-            )?;
         }
         Delta::Members {
             key,

@@ -404,7 +404,8 @@ impl Store {
             .map_err(|e| self.wrap(e))
     }
 
-    /// Writes down that a create is about to be sent (SPEC 6.2).
+    /// Writes down that a write (create, membership change, rename, delete) is about to be
+    /// sent to a group (SPEC 6.2). It stays until the operation drops it, having ended.
     pub fn write_intent(&self, run: i64, target: &str, key: &str, name: &str) -> Result<()> {
         self.conn
             .execute(
@@ -416,7 +417,7 @@ impl Store {
             .map_err(|e| self.wrap(e))
     }
 
-    /// Drops an intent whose group left the source before its create was confirmed.
+    /// Drops an intent: its operation ended, or its group was read back.
     pub fn drop_intent(&self, target: &str, key: &str) -> Result<()> {
         self.conn
             .execute(

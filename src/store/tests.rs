@@ -52,7 +52,13 @@ fn record_changes_known_state_with_its_history_row() {
     };
     s.record(run, &call("create"), &delta).unwrap();
     let k = s.known("t").unwrap();
-    assert!(k.intents.is_empty(), "a confirmed create clears its intent");
+    assert!(
+        k.intents.contains("g"),
+        "an intent stays until the whole operation has ended"
+    );
+    s.drop_intent("t", "g").unwrap();
+    let k = s.known("t").unwrap();
+    assert!(k.intents.is_empty());
     assert_eq!(k.groups["g"].remote_id, "r1");
     assert_eq!(k.groups["g"].members.len(), 2);
     assert!(k.groups["g"].members["1"].owned && !k.groups["g"].members["2"].owned);
@@ -209,7 +215,13 @@ async fn writer_records_and_reads_back() {
     let id = w.record(run, c, d).await.unwrap();
     assert!(id > 0);
     let k = w.known("t").await.unwrap();
-    assert!(k.intents.is_empty(), "a confirmed create clears its intent");
+    assert!(
+        k.intents.contains("g"),
+        "an intent stays until it is dropped"
+    );
+    w.drop_intent("t", "g").await.unwrap();
+    let k = w.known("t").await.unwrap();
+    assert!(k.intents.is_empty());
     assert_eq!(k.groups["g"].remote_id, "r-g");
     assert!(k.groups["g"].members["1"].owned);
     w.cache_resolution("t", "a@x", Some("1".into()))
@@ -300,7 +312,7 @@ async fn jobs_keep_their_order_around_a_batch() {
     let run = w.begin_run("sync", false, "d").await.unwrap();
     let release = hold(&w).await;
     // Polled once, each future sends its job and waits: queued in this order: an intent,
-    // two records (the create clears the intent), the intent again, a read.
+    // two records, the intent again, a read.
     let (c, d) = add("g", "1");
     let mut a = Box::pin(w.write_intent(run, "t", "g", "G"));
     let mut b = Box::pin(w.record(run, call("create"), group("g")));

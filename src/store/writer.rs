@@ -207,7 +207,7 @@ impl Writer {
             .await
     }
 
-    /// Drops an intent whose group left the source before its create was confirmed.
+    /// Drops an intent: its operation ended, or its group was read back.
     pub async fn drop_intent(
         &self,
         target: impl Into<String>,

@@ -10,10 +10,20 @@ use tracing::{info, warn};
 use super::report::{Failed, TargetReport};
 use crate::config::{Mode, TargetConfig};
 use crate::plan::{
-    Create, DesiredGroup, DesiredTarget, KnownGroup, KnownMember, Op, TargetPlan, plan_group,
+    Create, DesiredGroup, DesiredTarget, KnownGroup, KnownMember, Op, PlanOptions, TargetPlan,
+    plan_group,
 };
 use crate::store::Delta;
 use crate::targets::{Ctx, OpError, RemoteGroup, Target};
+
+/// What a target's ops are applied towards.
+pub struct Goal<'a> {
+    /// The desired groups (a group found gone is created again from them).
+    pub desired: &'a DesiredTarget,
+    /// The options the plan was made with: adoption plans again with them, and a scoped
+    /// run creates no group.
+    pub opts: &'a PlanOptions,
+}
 
 /// Sends a target's plan and records as it goes. Once `stop` is cancelled no further op
 /// starts; the ops not started are counted in the report (the next run sends them).
@@ -22,7 +32,7 @@ pub async fn apply_target(
     target: &dyn Target,
     t: &TargetConfig,
     plan: &TargetPlan,
-    dt: &DesiredTarget,
+    goal: &Goal<'_>,
     stop: &CancellationToken,
     report: &mut TargetReport,
 ) {
@@ -35,7 +45,7 @@ pub async fn apply_target(
             if stop.is_cancelled() {
                 return (op, None);
             }
-            let r = apply_op(ctx, target, t, op, dt, stop).await;
+            let r = apply_op(ctx, target, t, op, goal, stop).await;
             crate::progress::done();
             (op, Some(r))
         })
@@ -73,22 +83,61 @@ async fn apply_op(
     target: &dyn Target,
     t: &TargetConfig,
     op: &Op,
-    dt: &DesiredTarget,
+    goal: &Goal<'_>,
     stop: &CancellationToken,
 ) -> Result<(), OpError> {
+    let (dt, popts) = (goal.desired, goal.opts);
     match op {
-        Op::Create(c) => create_or_adopt(ctx, target, t, c, &dt.groups[&c.key], stop).await,
-        Op::Update(u) => match target.update(ctx, u).await {
-            Err(e) if e.is_not_found() => {
-                warn!(group = %u.name, "managed group is gone from the target (404); creating it again");
-                let forget = Delta::Forget { key: u.key.clone() };
-                ctx.note("forget", &u.key, &u.name, forget).await?;
-                let d = &dt.groups[&u.key];
-                create_or_adopt(ctx, target, t, &create_op(d, false), d, stop).await
+        Op::Create(c) => create_or_adopt(ctx, target, t, c, &dt.groups[&c.key], popts, stop).await,
+        Op::Update(u) => {
+            let r = intended(ctx, &u.key, &u.name, target.update(ctx, u)).await;
+            match r {
+                Err(e) if e.is_not_found() && popts.only.is_some() => {
+                    // A scoped run creates no group: the next whole run creates it again.
+                    warn!(group = %u.name, "managed group is gone from the target (404); a run without --only creates it again");
+                    let forget = Delta::Forget { key: u.key.clone() };
+                    ctx.note("forget", &u.key, &u.name, forget).await?;
+                    Err(e)
+                }
+                Err(e) if e.is_not_found() => {
+                    warn!(group = %u.name, "managed group is gone from the target (404); creating it again");
+                    let forget = Delta::Forget { key: u.key.clone() };
+                    ctx.note("forget", &u.key, &u.name, forget).await?;
+                    let d = &dt.groups[&u.key];
+                    create_or_adopt(ctx, target, t, &create_op(d, false), d, popts, stop).await
+                }
+                r => r,
             }
-            r => r,
-        },
-        Op::Delete(d) => target.delete(ctx, d).await,
+        }
+        Op::Delete(d) => intended(ctx, &d.key, &d.name, target.delete(ctx, d)).await,
+    }
+}
+
+/// Runs a write to a managed group under an intent (SPEC 6.2): the intent is committed
+/// before the first call is sent, and dropped once the write has ended in a way that
+/// leaves nothing unknown (it succeeded, or it failed without reaching the target). A
+/// write that may have been applied without its confirmation being recorded (a crash, a
+/// timeout, an answer not understood) keeps its intent, and the next run reads the group
+/// back before planning it.
+async fn intended(
+    ctx: &Ctx,
+    key: &str,
+    name: &str,
+    write: impl std::future::Future<Output = Result<(), OpError>>,
+) -> Result<(), OpError> {
+    ctx.recorder.intent(&ctx.target, key, name).await?;
+    let r = write.await;
+    if ended(&r) {
+        ctx.recorder.drop_intent(&ctx.target, key).await?;
+    }
+    r
+}
+
+/// Whether an operation ended with nothing left unknown on the target.
+fn ended(r: &Result<(), OpError>) -> bool {
+    match r {
+        Ok(()) => true,
+        Err(e) => !e.may_have_changed_the_target(),
     }
 }
 
@@ -124,22 +173,41 @@ fn create_delays(t: &TargetConfig) -> impl Iterator<Item = std::time::Duration> 
 }
 
 /// Looks for a group of the same name first and adopts it; creates only if there is none.
-/// The intent is committed before the first create is sent. A create that may have been
-/// applied (timeout, dropped connection, 5xx) is never re-sent before looking again.
+/// The intent is committed before the first create is sent and dropped only when the
+/// create (with its follow-up membership calls) or the adoption (with its update) has
+/// ended with nothing left unknown. A create that may have been applied (timeout, dropped connection, 5xx) is never
+/// re-sent before looking again.
 async fn create_or_adopt(
     ctx: &Ctx,
     target: &dyn Target,
     t: &TargetConfig,
     c: &Create,
     d: &DesiredGroup,
+    popts: &PlanOptions,
     stop: &CancellationToken,
 ) -> Result<(), OpError> {
     ctx.recorder.intent(&ctx.target, &c.key, &c.name).await?;
+    let r = create_or_adopt_once(ctx, target, t, c, d, popts, stop).await;
+    if ended(&r) {
+        ctx.recorder.drop_intent(&ctx.target, &c.key).await?;
+    }
+    r
+}
+
+async fn create_or_adopt_once(
+    ctx: &Ctx,
+    target: &dyn Target,
+    t: &TargetConfig,
+    c: &Create,
+    d: &DesiredGroup,
+    popts: &PlanOptions,
+    stop: &CancellationToken,
+) -> Result<(), OpError> {
     let mut delays = create_delays(t);
     let mut attempts = 0;
     loop {
         if let Some(rg) = target.find(ctx, &c.key, &c.name).await? {
-            return adopt(ctx, target, t, c, d, &rg).await;
+            return adopt(ctx, target, t, c, d, &rg, popts).await;
         }
         attempts += 1;
         let e = match target.create(ctx, c).await {
@@ -182,11 +250,12 @@ async fn adopt(
     c: &Create,
     d: &DesiredGroup,
     rg: &RemoteGroup,
+    popts: &PlanOptions,
 ) -> Result<(), OpError> {
     info!(group = %c.name, remote_id = %rg.id, members = rg.members.len(), "adopting the existing group of the same name");
     let kg = adopted(c, d, rg, t.membership);
     ctx.note("adopt", &c.key, &c.name, group_delta(&kg)).await?;
-    match plan_group(d, &kg, t.membership) {
+    match plan_group(d, &kg, popts) {
         Some(u) => target.update(ctx, &u).await,
         None => Ok(()),
     }

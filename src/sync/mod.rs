@@ -18,7 +18,7 @@ mod report;
 mod saved;
 mod unchanged;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,6 +48,8 @@ pub struct SyncOptions {
     pub allow_mass_removal: bool,
     /// `sync` or `daemon`, for the runs table.
     pub command: String,
+    /// `--only EMAIL`: scope the run to these people (lower-cased; empty = a whole run).
+    pub only: Vec<String>,
     /// `sync --plan FILE`: apply exactly this saved plan, or refuse if anything changed.
     pub expect: Option<SavedPlan>,
     /// Cancelled by the daemon on SIGTERM: no operation starts after that, calls in flight
@@ -171,6 +173,7 @@ impl Exec {
             source_digest: base.source_digest,
             exit_code: ExitCode::Ok,
             unchanged_since: Some(base.run),
+            scoped: false,
         };
         report.exit_code = report.exit_code();
         state
@@ -254,6 +257,17 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
         opened = Some(exec);
     }
     let desired = load_source(cfg).await?;
+    for email in &opts.only {
+        if !desired
+            .groups
+            .values()
+            .any(|g| g.members.iter().any(|m| **m == **email))
+        {
+            warn!(
+                "--only {email}: in no group of the source; only removals of them can be planned"
+            );
+        }
+    }
     if let Some(saved) = &opts.expect {
         saved.check_source(&desired)?;
     }
@@ -327,6 +341,7 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
         run: run_id,
         dry_run: opts.dry_run,
         full: opts.full,
+        scoped: !opts.only.is_empty(),
         groups: desired.groups.len(),
         targets: reports,
         calls_ok: tally.calls_ok,
@@ -372,6 +387,13 @@ fn plan_options(cfg: &Config, t: &TargetConfig, opts: &SyncOptions) -> PlanOptio
         mode: t.membership,
         safety: cfg.safety,
         allow_mass_removal: opts.allow_mass_removal,
+        keep: t.keep_members.clone(),
+        only: (!opts.only.is_empty()).then(|| {
+            opts.only
+                .iter()
+                .map(|e| e.to_lowercase())
+                .collect::<BTreeSet<_>>()
+        }),
     }
 }
 
@@ -387,7 +409,9 @@ struct Work {
     target: Box<dyn Target>,
     ctx: Ctx,
     desired: DesiredTarget,
-    /// Keys of creates left unconfirmed by an earlier run.
+    /// The options the plan was made with (adoption plans again with them).
+    popts: PlanOptions,
+    /// Keys of creates left unfinished by an earlier run (groups not known).
     intents: Vec<String>,
 }
 
@@ -419,7 +443,10 @@ impl Prepared {
                 w.target.as_ref(),
                 t,
                 &plan,
-                &w.desired,
+                &apply::Goal {
+                    desired: &w.desired,
+                    opts: &w.popts,
+                },
                 stop,
                 &mut self.report,
             )
@@ -445,6 +472,7 @@ async fn prepare(
     opts: &SyncOptions,
 ) -> Prepared {
     let mut report = TargetReport::new(t);
+    report.scoped = !opts.only.is_empty();
     let (mut known, cache) = match state {
         Ok(s) => s,
         Err(e) => return Prepared::not_run(report, NotRun::State(e)),
@@ -462,16 +490,44 @@ async fn prepare(
     if opts.dry_run || opts.expect.is_some() {
         report.known_digest = known_digest(&known);
     }
-    if opts.full {
+    // Managed groups with an unfinished write are read back before they are planned, so
+    // whatever the target applied after a crash is known; `--full` reads every group.
+    let pending: BTreeSet<String> = known
+        .intents
+        .iter()
+        .filter(|k| known.groups.contains_key(*k))
+        .cloned()
+        .collect();
+    let to_read: BTreeSet<String> = if opts.full {
+        known.groups.keys().cloned().collect()
+    } else {
+        pending.clone()
+    };
+    let mut blocked = BTreeSet::new();
+    if !to_read.is_empty() {
         let missing = t.missing_secrets();
         if !missing.is_empty() {
             return Prepared::not_run(report, NotRun::NoCredentials(missing.join(", ")));
         }
+        if !pending.is_empty() {
+            info!(
+                groups = pending.len(),
+                "reading back groups with an unfinished write from an earlier run"
+            );
+        }
         let names = readback::names_by_id(desired, &t.name, &cache);
-        if let Err(e) =
-            readback::read_back(&ctx, target.as_ref(), &mut known, &names, &mut report).await
-        {
-            return Prepared::not_run(report, NotRun::ReadBack(e));
+        let read = readback::read_back(
+            &ctx,
+            target.as_ref(),
+            &mut known,
+            &to_read,
+            &names,
+            &mut report,
+        )
+        .await;
+        match read {
+            Ok(unread) => blocked = &unread & &pending,
+            Err(e) => return Prepared::not_run(report, NotRun::ReadBack(e)),
         }
     }
     let dt = lookup::resolve_members(
@@ -485,7 +541,18 @@ async fn prepare(
         &mut report,
     )
     .await;
-    let plan = plan_target(&dt, &known, &plan_options(cfg, t, opts));
+    let popts = plan_options(cfg, t, opts);
+    let mut plan = plan_target(&dt, &known, &popts);
+    if !blocked.is_empty() {
+        // Its state is unknown: nothing that depends on it is sent (it failed above).
+        plan.ops.retain(|op| {
+            let keep = !blocked.contains(op.key());
+            if !keep {
+                warn!(group = %op.key(), "an unfinished write could not be read back; nothing is sent to this group in this run");
+            }
+            keep
+        });
+    }
     if let Some(saved) = &opts.expect
         && !saved.matches(&t.name, &plan)
     {
@@ -513,7 +580,12 @@ async fn prepare(
             target,
             ctx,
             desired: dt,
-            intents: known.intents.into_iter().collect(),
+            popts,
+            intents: known
+                .intents
+                .into_iter()
+                .filter(|k| !known.groups.contains_key(k))
+                .collect(),
         }),
     }
 }

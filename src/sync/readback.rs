@@ -1,5 +1,6 @@
-//! `--full`: reads every managed group back from the target and replaces the known state
-//! with what it holds (drift repair), before planning.
+//! Reading managed groups back from the target and replacing the known state with what
+//! it holds, before planning: every group for `--full` (drift repair), and the groups with
+//! an unfinished write (an intent left by a crashed or interrupted run, SPEC 6.2).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -13,17 +14,24 @@ use crate::plan::{Known, KnownGroup, KnownMember};
 use crate::store::Delta;
 use crate::targets::{Ctx, OpError, RemoteGroup, Target};
 
-/// Reads every managed group back and replaces `known` with what the target holds. A group
-/// that cannot be read fails alone (it is planned from its known state); only a failure to
-/// record stops the read-back.
+/// Reads these managed groups back and replaces `known` with what the target holds; a
+/// group read back has its intent dropped. A group that cannot be read fails alone (it
+/// keeps its known state) and is returned; only a failure to record stops the read-back.
 pub async fn read_back(
     ctx: &Ctx,
     target: &dyn Target,
     known: &mut Known,
+    keys: &BTreeSet<String>,
     names: &HashMap<String, String>,
     report: &mut TargetReport,
-) -> Result<(), OpError> {
-    let groups: Vec<KnownGroup> = known.groups.values().cloned().collect();
+) -> Result<BTreeSet<String>, OpError> {
+    let groups: Vec<KnownGroup> = known
+        .groups
+        .values()
+        .filter(|g| keys.contains(&g.key))
+        .cloned()
+        .collect();
+    let mut unread = BTreeSet::new();
     // Collected first: a lazy `map` closure in the stream makes the run future not `Send`
     // (a known higher-ranked lifetime limitation), and the daemon spawns runs.
     let reads: Vec<_> = groups
@@ -46,6 +54,7 @@ pub async fn read_back(
                     op: "read".into(),
                     error: e.to_string(),
                 });
+                unread.insert(g.key.clone());
                 continue;
             }
         };
@@ -69,11 +78,14 @@ pub async fn read_back(
                 known.groups.insert(g.key.clone(), fresh);
             }
         }
+        if known.intents.remove(&g.key) {
+            ctx.recorder.drop_intent(&ctx.target, &g.key).await?;
+        }
     }
     report.drift = drift;
     metrics::counter!("rostersync_drift_found_total", "target" => ctx.target.clone())
         .increment(drift as u64);
-    Ok(())
+    Ok(unread)
 }
 
 /// How many ids are in one map and not the other.

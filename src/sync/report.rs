@@ -103,8 +103,9 @@ pub enum NotRun {
     /// Its known state could not be read from the state database.
     #[error("its known state could not be read: {0}")]
     State(#[source] StoreError),
-    /// `--full` needs credentials that are not set (dry-runs only; real runs stop earlier).
-    #[error("--full needs {0} to read the target")]
+    /// Reading groups back (`--full`, or unfinished writes) needs credentials that are not
+    /// set (dry-runs only; real runs stop earlier).
+    #[error("reading groups back (--full, or writes left unfinished) needs {0}")]
     NoCredentials(String),
     /// The `--full` read-back could not be recorded.
     #[error("--full read-back stopped: {0}")]
@@ -149,6 +150,8 @@ pub struct TargetReport {
     pub stale: bool,
     /// Operations not started because the run was stopped (daemon `SIGTERM`).
     pub not_started: usize,
+    /// The run was scoped with `--only`: it never counts as converged.
+    pub scoped: bool,
 }
 
 impl TargetReport {
@@ -165,6 +168,7 @@ impl TargetReport {
             known_digest: String::new(),
             stale: false,
             not_started: 0,
+            scoped: false,
         }
     }
 
@@ -187,8 +191,9 @@ impl TargetReport {
     }
 
     /// Did this target end where the source wants it (for health and freshness metrics)?
+    /// A run scoped with `--only` never did: it left the rest for a whole run.
     pub fn converged(&self) -> bool {
-        self.exit_code() == ExitCode::Ok
+        !self.scoped && self.exit_code() == ExitCode::Ok
     }
 }
 
@@ -199,6 +204,8 @@ pub struct RunReport {
     pub run: Option<i64>,
     pub dry_run: bool,
     pub full: bool,
+    /// The run was scoped with `--only` (never a converged run).
+    pub scoped: bool,
     pub targets: Vec<TargetReport>,
     pub groups: usize,
     pub calls_ok: usize,
@@ -253,6 +260,11 @@ impl RunReport {
                 self.run.unwrap_or(0)
             );
         }
+        let not_run = if self.scoped {
+            format!("{not_run}, scoped with --only")
+        } else {
+            not_run
+        };
         if self.dry_run {
             let (adds, rems): (usize, usize) = self
                 .targets
@@ -288,6 +300,7 @@ mod tests {
             unchanged: 0,
             left_alone: Vec::new(),
             guard: None,
+            skipped: Vec::new(),
         }
     }
 
@@ -304,6 +317,7 @@ mod tests {
             known_digest: String::new(),
             stale: false,
             not_started: 0,
+            scoped: false,
         }
     }
 
@@ -412,6 +426,7 @@ mod tests {
                 run: None,
                 dry_run: true,
                 full: false,
+                scoped: false,
                 targets: vec![t],
                 groups: 0,
                 calls_ok: 0,
@@ -435,5 +450,12 @@ mod tests {
         assert_eq!(ExitCode::Guard.max(ExitCode::Failed), ExitCode::Guard);
         assert!(!skipped().converged());
         assert!(ok().converged());
+        let mut scoped = ok();
+        scoped.scoped = true;
+        assert_eq!(scoped.exit_code(), ExitCode::Ok);
+        assert!(
+            !scoped.converged(),
+            "a run scoped with --only never converges"
+        );
     }
 }

@@ -22,6 +22,9 @@ pub struct SavedPlan {
     pub source_digest: String,
     pub full: bool,
     pub allow_mass_removal: bool,
+    /// `--only`: the plan is scoped to these people, and is applied with the same scope.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub only: Vec<String>,
     pub targets: BTreeMap<String, SavedTarget>,
 }
 
@@ -69,8 +72,8 @@ pub enum SavedPlanError {
 }
 
 impl SavedPlan {
-    /// The plan of a dry-run, to save.
-    pub fn from_report(r: &RunReport, allow_mass_removal: bool) -> SavedPlan {
+    /// The plan of a dry-run, to save, with the run's `--only` scope.
+    pub fn from_report(r: &RunReport, allow_mass_removal: bool, only: &[String]) -> SavedPlan {
         let targets = r
             .targets
             .iter()
@@ -85,6 +88,7 @@ impl SavedPlan {
             source_digest: r.source_digest.clone(),
             full: r.full,
             allow_mass_removal,
+            only: only.to_vec(),
             targets,
         }
     }
@@ -174,6 +178,7 @@ mod tests {
             source_digest: "abc".into(),
             full: false,
             allow_mass_removal: false,
+            only: Vec::new(),
             targets: BTreeMap::new(),
         };
         p.write(&path).unwrap();
@@ -202,6 +207,7 @@ mod tests {
             source_digest: String::new(),
             full: false,
             allow_mass_removal: false,
+            only: Vec::new(),
             targets: BTreeMap::new(),
         };
         let known = Known::default();
@@ -214,6 +220,7 @@ mod tests {
                     unchanged: 0,
                     left_alone: Vec::new(),
                     guard: None,
+                    skipped: Vec::new(),
                 },
             },
         );

@@ -19,10 +19,10 @@ pub(super) fn eligible(opts: &SyncOptions) -> bool {
     !opts.dry_run && !opts.full && opts.expect.is_none() && !scoped(opts)
 }
 
-/// A run limited to some targets (`--target`). Hook: when runs carry a `scoped` flag of
-/// their own (`--only`, kept members), it belongs here too.
+/// A run limited to some targets (`--target`) or some people (`--only`): it never
+/// converges the whole source, so it never takes the shortcut and is never a base.
 pub(super) fn scoped(opts: &SyncOptions) -> bool {
-    !opts.targets.is_empty()
+    !opts.targets.is_empty() || !opts.only.is_empty()
 }
 
 /// SHA-256 over the config's effective settings, secrets left out: the validated

@@ -69,6 +69,23 @@ pub enum OpError {
     CreateGaveUp { attempts: u32, last: Box<OpError> },
 }
 
+impl OpError {
+    /// Whether the target may hold a change that was not recorded: the call may have
+    /// reached it (timeout, dropped connection, 5xx), its answer was not understood, or
+    /// its confirmation could not be written. An operation that ends like this keeps its
+    /// intent, so the next run reads the group back first.
+    pub fn may_have_changed_the_target(&self) -> bool {
+        match self {
+            OpError::Call(f) => f.maybe_applied && f.kind == FailKind::Transient,
+            OpError::Record(_)
+            | OpError::NotUnderstood(_)
+            | OpError::LookAgain(_)
+            | OpError::CreateGaveUp { .. } => true,
+            OpError::Conflict(_) | OpError::Credentials(_) => false,
+        }
+    }
+}
+
 impl From<StoreError> for OpError {
     fn from(e: StoreError) -> OpError {
         OpError::Record(Arc::new(e))

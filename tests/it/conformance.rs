@@ -22,11 +22,11 @@ pub fn matches(r: &Logged, m: &Match) -> bool {
         && m.body_contains.as_ref().is_none_or(|b| r.body.contains(b))
 }
 
-fn writes(fake: &dyn Fake, reqs: &[Logged]) -> usize {
+pub fn writes(fake: &dyn Fake, reqs: &[Logged]) -> usize {
     reqs.iter().filter(|r| fake.is_write(r)).count()
 }
 
-fn summary(reqs: &[Logged]) -> String {
+pub fn summary(reqs: &[Logged]) -> String {
     let mut by: std::collections::BTreeMap<String, usize> = Default::default();
     for r in reqs {
         let path: String = r.path.split('?').next().unwrap_or("").to_string();
@@ -346,6 +346,44 @@ pub fn crash_mid_run(fake: Arc<dyn Fake>) {
     );
 }
 
+/// `kill -9` after the target applied a membership write but before rostersync recorded
+/// it, then a source that no longer wants that member: the next run reads the group back
+/// (the write's intent was left) and removes them; the run after that sends nothing.
+pub fn crash_mid_membership_write(fake: Arc<dyn Fake>) {
+    let env = Env::new(fake.clone());
+    let before = vec![g("Tier 1", &[&e(1), &e(2)]), g("Tier 2", &[&e(3)])];
+    env.write_source(&before);
+    env.sync().expect(0);
+    let added = vec![g("Tier 1", &[&e(1), &e(2), &e(4)]), g("Tier 2", &[&e(3)])];
+    env.write_source(&added);
+    // The fake applies the write, then holds the answer: the kill lands in between.
+    fake.inject(
+        fake.membership_write(),
+        Fault::Delay(Duration::from_secs(20)),
+        1,
+    );
+    let mut child = env.spawn(&["sync"]);
+    let applied = wait_until(Duration::from_secs(30), || {
+        fake.groups()
+            .get("Tier 1")
+            .is_some_and(|m| m.contains(&e(4)))
+    });
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    assert!(applied, "the target applied the write before the kill");
+    let s = env.run(&["state"]).expect(0);
+    assert!(s.stdout.contains("unfinished write"), "{}", s.stdout);
+    // The source no longer wants the member the killed run added.
+    env.write_source(&before);
+    fake.clear_requests();
+    env.sync().expect(0);
+    env.assert_converged(&before);
+    fake.clear_requests();
+    env.sync().expect(0);
+    let reqs = fake.requests();
+    assert_eq!(reqs.len(), 0, "no intent is left: {}", summary(&reqs));
+}
+
 /// Every bad input: exit 2, nothing sent, a message naming the file.
 pub fn bad_input(fake: Arc<dyn Fake>) {
     let env = Env::new(fake.clone());
@@ -504,6 +542,10 @@ macro_rules! conformance {
             #[test]
             fn crash_mid_run() {
                 c::crash_mid_run(fake())
+            }
+            #[test]
+            fn crash_mid_membership_write() {
+                c::crash_mid_membership_write(fake())
             }
             #[test]
             fn bad_input() {

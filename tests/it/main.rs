@@ -7,6 +7,8 @@ mod fakes;
 mod harness;
 mod scale;
 mod scim;
+#[macro_use]
+mod scope;
 
 #[macro_use]
 mod conformance;

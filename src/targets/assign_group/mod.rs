@@ -31,7 +31,7 @@ use tracing::warn;
 use super::decode::{self, NotUnderstood};
 use super::{CallInfo, Ctx, FailKind, Http, OpError, RemoteGroup, Request, Retry, Target, Verdict};
 use crate::config::{Mode, Secret, TargetConfig};
-use crate::plan::{Create, Delete, KnownGroup, KnownMember, Update};
+use crate::plan::{Create, Delete, Keep, KnownGroup, KnownMember, Update};
 use crate::store::Delta;
 use wire::{Assignment, Endpoint};
 
@@ -43,6 +43,8 @@ pub struct AssignGroup {
     base: String,
     /// The target's membership mode: `owned`/`add_only` read a group before replacing it.
     mode: Mode,
+    /// `keep_members`: protected agents already on a group stay on the list sent.
+    keep: Keep,
     /// The credential fields merged into every body: `ssid`, or `userId` + `token`.
     auth: Vec<(&'static str, SecretString)>,
     /// Relation reads of this run (adoption, `--full`) by group id, taken by the update
@@ -67,6 +69,7 @@ pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), super::Build
     let t = AssignGroup {
         base: cfg.base_url.clone(),
         mode: cfg.membership,
+        keep: cfg.keep_members.clone(),
         auth,
         fresh: Mutex::new(HashMap::new()),
     };
@@ -181,9 +184,11 @@ impl AssignGroup {
 
     /// The one assign call of an update (none when the group already has both lists).
     async fn assign(&self, ctx: &Ctx, u: &Update) -> Result<(), OpError> {
+        // The assign replaces the whole list: read it first when agents rostersync does
+        // not know may have to stay (owned/add_only modes, or protected members).
         let current = match self.mode {
-            Mode::Authoritative => None,
-            Mode::Owned | Mode::AddOnly => {
+            Mode::Authoritative if self.keep.is_empty() => None,
+            _ => {
                 let cached = self.fresh.lock().expect("fresh lock").remove(&u.remote_id);
                 match cached {
                     Some(c) => Some(c),
@@ -191,7 +196,7 @@ impl AssignGroup {
                 }
             }
         };
-        let a = wire::assignment(u, self.mode, current.as_ref());
+        let a = wire::assignment(u, self.mode, &self.keep, current.as_ref());
         let delta = members_delta(u, &a);
         if current.as_ref().is_some_and(|c| wire::already(&a, c)) {
             // The read just proved the group has both lists already.
@@ -375,7 +380,7 @@ impl Target for AssignGroup {
             receive_call_after: op.receive_call.clone(),
             ..Default::default()
         };
-        let a = wire::assignment(&u, Mode::Authoritative, None);
+        let a = wire::assignment(&u, Mode::Authoritative, &Keep::default(), None);
         let info = CallInfo::new("add")
             .group(&op.key, &op.name)
             .adds(&op.members);

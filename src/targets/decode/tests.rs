@@ -1,0 +1,271 @@
+//! Unit tests of the decoding toolkit.
+
+use super::*;
+use serde_json::json;
+
+#[test]
+fn one_id_rule() {
+    assert_eq!(id(&json!("abc")).as_deref(), Some("abc"));
+    assert_eq!(id(&json!(" 7 ")).as_deref(), Some("7"));
+    assert_eq!(id(&json!(7)).as_deref(), Some("7"));
+    assert_eq!(id(&json!(-3)).as_deref(), Some("-3"));
+    assert_eq!(
+        id(&json!(18446744073709551615u64)).as_deref(),
+        Some("18446744073709551615")
+    );
+    assert_eq!(id(&json!(7.0)).as_deref(), Some("7"));
+    for bad in [
+        json!(""),
+        json!("   "),
+        json!(null),
+        json!(7.5),
+        json!({}),
+        json!({"id": 1}),
+        json!([1]),
+        json!(true),
+    ] {
+        assert_eq!(id(&bad), None, "{bad}");
+    }
+    #[derive(Deserialize, Debug)]
+    struct R {
+        #[serde(deserialize_with = "de_id")]
+        id: String,
+        #[serde(default, deserialize_with = "de_ids")]
+        more: Vec<String>,
+    }
+    let r: R = typed("r", "R", &json!({"id": 5, "more": ["a", 2], "x": 1})).unwrap();
+    assert_eq!(
+        (r.id.as_str(), r.more),
+        ("5", vec!["a".to_string(), "2".into()])
+    );
+    let e = typed::<R>("the thing", "an id", &json!({"id": ""})).unwrap_err();
+    assert!(
+        e.to_string().starts_with(
+            "the thing: answer not understood (an object with keys: id; expected an id: "
+        ),
+        "{e}"
+    );
+    assert!(typed::<R>("r", "R", &json!({"id": null})).is_err());
+    assert!(typed::<R>("r", "R", &json!({"id": 1, "more": ["a", null]})).is_err());
+    let e = NotUnderstood::of(
+        "the group listing",
+        &json!({"items": [], "total": 0}),
+        "Resources",
+    );
+    assert_eq!(
+        e.to_string(),
+        "the group listing: answer not understood (an object with keys: items, total; expected Resources)"
+    );
+    assert_eq!(
+        typed::<Id>("x", "an id", &json!(9)).unwrap(),
+        Id("9".into())
+    );
+}
+
+#[test]
+fn one_flag_rule() {
+    for (v, want) in [
+        (json!(1), true),
+        (json!(0), false),
+        (json!("1"), true),
+        (json!("0"), false),
+        (json!(true), true),
+        (json!(false), false),
+        (json!("true"), true),
+        (json!(" FALSE "), false),
+    ] {
+        assert_eq!(flag(&v), Some(want), "{v}");
+    }
+    for bad in [
+        json!(2),
+        json!("yes"),
+        json!(""),
+        json!(null),
+        json!([1]),
+        json!(0.5),
+    ] {
+        assert_eq!(flag(&bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn bodies_that_are_not_json_are_not_understood() {
+    assert_eq!(
+        value("the answer", b"").unwrap_err().to_string(),
+        "the answer: answer not understood (an empty body)"
+    );
+    let e = value("the answer", b"<html>secret</html>")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not JSON") && !e.contains("secret"), "{e}");
+    assert_eq!(value("x", br#"{"a":1}"#).unwrap(), json!({"a": 1}));
+}
+
+fn block<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn the_pager_refuses_to_stop_at_its_cap() {
+    let mut calls = 0;
+    let r = block(paged(
+        "the group listing",
+        5,
+        0usize,
+        |k| {
+            calls += 1;
+            async move { Ok((vec![k], Some(k + 1))) }
+        },
+        |_, _| None::<()>,
+    ));
+    assert_eq!(calls, 5);
+    let e = r.unwrap_err().to_string();
+    assert!(
+        e.starts_with("the group listing: answer not understood (stopped at 5 pages, the cap"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_pager_reads_every_page_stops_early_and_refuses_loops() {
+    let mut all = Vec::new();
+    let r = block(paged(
+        "l",
+        10,
+        0usize,
+        |k| async move { Ok((vec![k * 10, k * 10 + 1], (k < 2).then_some(k + 1))) },
+        |rs, _| {
+            all.extend(rs);
+            None::<()>
+        },
+    ));
+    assert!(matches!(r, Ok(None)));
+    assert_eq!(all, [0, 1, 10, 11, 20, 21]);
+    let r = block(paged(
+        "l",
+        10,
+        0usize,
+        |k| async move { Ok((vec![k], Some(k + 1))) },
+        |rs, more| (rs[0] == 3 && more).then_some(rs[0]),
+    ));
+    assert_eq!(r.unwrap(), Some(3));
+    let r = block(paged(
+        "l",
+        10,
+        0usize,
+        |k| async move { Ok((vec![k], Some(k))) },
+        |_, _| None::<()>,
+    ));
+    assert!(r.unwrap_err().to_string().contains("the page just read"));
+}
+
+#[test]
+fn a_404_means_gone_and_nothing_else_does() {
+    use crate::targets::{FailKind, Failure};
+    let fail = |kind| {
+        OpError::Call(Failure {
+            kind,
+            status: None,
+            message: "m".into(),
+            latency_ms: 0,
+            attempts: 1,
+            maybe_applied: false,
+        })
+    };
+    assert_eq!(block(gone_on_404(async { Ok(1) })).unwrap(), Some(1));
+    assert_eq!(
+        block(gone_on_404(async {
+            Err::<i32, _>(fail(FailKind::NotFound))
+        }))
+        .unwrap(),
+        None
+    );
+    assert!(
+        block(gone_on_404(async {
+            Err::<i32, _>(fail(FailKind::Permanent))
+        }))
+        .is_err()
+    );
+    let nu = OpError::from(NotUnderstood {
+        what: "w".into(),
+        seen: "s".into(),
+    });
+    assert!(block(gone_on_404(async { Err::<i32, _>(nu) })).is_err());
+}
+
+fn groups() -> Wanted<'static> {
+    fn is(_: Option<&str>, items: &[Value]) -> bool {
+        items
+            .iter()
+            .any(|i| i.get("id").is_some() && i.get("name").is_some())
+    }
+    Wanted {
+        what: "the group listing",
+        expected: "objects with an id and a name",
+        is_records: &is,
+        empty_keys: &["data", "groups"],
+    }
+}
+
+#[test]
+fn records_are_found_wherever_they_are() {
+    let g = json!([{"id": 1, "name": "A"}]);
+    for (v, path) in [
+        (json!([{"id": 1, "name": "A"}]), "(the answer)"),
+        (json!({"status": "success", "data": g}), "data"),
+        (
+            json!({"status": "success", "data": {"groups": g, "total": 1}}),
+            "data.groups",
+        ),
+        (
+            json!({"result": {"data": {"list": g}}, "meta": {"tags": ["x"]}}),
+            "result.data.list",
+        ),
+    ] {
+        let l = locate(&v, &groups()).unwrap();
+        assert_eq!((l.path.as_str(), l.items.len()), (path, 1), "{v}");
+    }
+    // Three levels below the answer's keys is too deep.
+    let deep = json!({"a": {"b": {"c": {"d": g}}}});
+    assert!(locate(&deep, &groups()).is_err());
+    // Two candidates: which one?
+    let two = json!({"data": g, "recent": g});
+    let e = locate(&two, &groups()).unwrap_err().to_string();
+    assert!(
+        e.contains("2 arrays could hold the records (data, recent)"),
+        "{e}"
+    );
+    // None.
+    let e = locate(&json!({"items": [{"gid": 1}], "total": 1}), &groups())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "the group listing: answer not understood (an object with keys: items, total (arrays at: items); \
+         expected an array of objects with an id and a name)"
+    );
+    assert!(locate(&json!({"status": "success"}), &groups()).is_err());
+    assert!(locate(&json!("x"), &groups()).is_err());
+}
+
+#[test]
+fn an_explicit_empty_array_in_a_success_body_is_none() {
+    let v = json!({"status": "success", "code": 200, "data": []});
+    assert!(locate(&v, &groups()).unwrap().items.is_empty());
+    let v = json!({"status": "Success", "data": {"groups": []}});
+    assert_eq!(locate(&v, &groups()).unwrap().path, "data.groups");
+    // Not a success body, an unknown key, or something else that might be records.
+    assert!(locate(&json!({"data": []}), &groups()).is_err());
+    assert!(locate(&json!({"status": "success", "items": []}), &groups()).is_err());
+    assert!(
+        locate(
+            &json!({"status": "success", "data": [], "items": [{"gid": 1}]}),
+            &groups()
+        )
+        .is_err()
+    );
+    assert!(locate(&json!([]), &groups()).is_err());
+}
