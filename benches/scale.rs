@@ -464,6 +464,8 @@ fn figure1(s: &Setup, reps: usize) {
                 mode: tc.membership,
                 safety: cfg.safety,
                 allow_mass_removal: false,
+                keep: tc.keep_members.clone(),
+                only: None,
             };
             ops += plan_target(&r.target, known, &popts).ops.len();
         }
