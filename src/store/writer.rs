@@ -259,6 +259,11 @@ impl Writer {
             .await
     }
 
+    /// See [`Store::prune_history`].
+    pub async fn prune_history(&self, days: u32) -> Result<usize> {
+        self.with(move |s| s.prune_history(days)).await
+    }
+
     /// See [`Store::mark_converged`].
     pub async fn mark_converged(
         &self,

@@ -373,6 +373,17 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
                 .mark_converged(run, unchanged::config_digest(cfg), None)
                 .await?;
         }
+        // `[log] history_days`: the daemon keeps its history from growing forever.
+        if opts.command == "daemon" && cfg.log.history_days > 0 {
+            match state.prune_history(cfg.log.history_days).await {
+                Ok(0) => {}
+                Ok(n) => info!(
+                    runs = n,
+                    "history older than {} days forgotten", cfg.log.history_days
+                ),
+                Err(e) => warn!(error = %e, "cannot forget old history"),
+            }
+        }
     }
     metrics::counter!("rostersync_runs_total", "outcome" => report.outcome()).increment(1);
     metrics::histogram!("rostersync_run_duration_seconds").record(report.duration.as_secs_f64());
