@@ -91,13 +91,13 @@ fn main() {
                 .members
                 .iter()
                 .map(|e| {
-                    let id = desired.people[e].ids["t"].clone();
+                    let id = desired.people[&**e].ids["t"].clone();
                     (
                         id,
                         KnownMember {
                             owned: true,
                             receive_call: false,
-                            email: Some(e.clone()),
+                            email: Some(e.to_string()),
                         },
                     )
                 })
@@ -140,7 +140,7 @@ fn main() {
         };
         for e in &g.members {
             dg.members
-                .insert(desired.people[e].ids["t"].clone(), e.clone());
+                .insert(desired.people[&**e].ids["t"].clone(), e.to_string());
         }
         dt.groups.insert(g.key.clone(), dg);
     }

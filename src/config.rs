@@ -130,6 +130,7 @@ struct RawSafety {
 struct RawLog {
     format: Option<String>,
     level: Option<String>,
+    history_days: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -200,6 +201,8 @@ pub enum LogFormat {
 pub struct Log {
     pub format: LogFormat,
     pub level: String,
+    /// The daemon forgets runs and calls older than this many days (0 = keep all).
+    pub history_days: u32,
 }
 
 /// `[metrics]`.
@@ -492,6 +495,7 @@ fn validate(file: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigErr
         log: Log {
             format,
             level: raw.log.level.unwrap_or_else(|| "info".into()),
+            history_days: raw.log.history_days.unwrap_or(90),
         },
         metrics: Metrics { listen, max_age },
         targets,

@@ -3,14 +3,16 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
 /// Where something was defined: a file and, where the format has lines, a 1-based line.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Origin {
-    pub file: PathBuf,
+    /// Shared by every origin in the file: copying an origin allocates nothing.
+    pub file: Arc<Path>,
     pub line: Option<usize>,
 }
 
@@ -43,8 +45,9 @@ pub struct Group {
     pub key: String,
     /// Display name sent to targets.
     pub name: String,
-    /// Lower-cased member emails, sorted and de-duplicated.
-    pub members: Vec<String>,
+    /// Lower-cased member emails, sorted and de-duplicated; each email is one allocation
+    /// shared by every group it is in (interned by the loader).
+    pub members: Vec<Arc<str>>,
     /// Lower-cased owner emails (scim targets only), sorted and de-duplicated.
     pub owners: Vec<String>,
     /// Lower-cased emails allowed to receive calls (assign_group only); None = all members.
@@ -54,7 +57,7 @@ pub struct Group {
     /// Where the group was defined (for a CSV-only group: its first row).
     pub origin: Origin,
     /// Where each member was put into the group (for `explain`).
-    pub member_origins: BTreeMap<String, Origin>,
+    pub member_origins: BTreeMap<Arc<str>, Origin>,
 }
 
 impl Group {

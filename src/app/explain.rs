@@ -143,7 +143,7 @@ fn offline(
     for g in desired
         .groups
         .values()
-        .filter(|g| g.is_for(&t.name) && g.members.iter().any(|m| m == email))
+        .filter(|g| g.is_for(&t.name) && g.members.iter().any(|m| **m == *email))
     {
         let k = known.groups.get(&g.key);
         let at = g.member_origins.get(email).unwrap_or(&g.origin);

@@ -64,8 +64,8 @@ pub fn to_look_up(
         .values()
         .filter(|g| g.is_for(n.target))
         .flat_map(|g| g.members.iter())
-        .filter(|e| !cache.contains_key(*e) && !given.contains_key(e.as_str()))
-        .cloned()
+        .filter(|e| !cache.contains_key(&***e) && !given.contains_key(&***e))
+        .map(|e| e.to_string())
         .collect()
 }
 
@@ -97,18 +97,19 @@ pub fn desired_target(
             ..Default::default()
         };
         for e in &g.members {
+            let e: &str = e;
             let id = given
-                .get(e.as_str())
+                .get(e)
                 .map(|id| id.to_string())
-                .or_else(|| n.email_is_id.then(|| e.clone()))
+                .or_else(|| n.email_is_id.then(|| e.to_string()))
                 .or_else(|| ids.get(e).cloned().flatten())
-                .or_else(|| known_ids.get(e.as_str()).map(|s| s.to_string()));
+                .or_else(|| known_ids.get(e).map(|s| s.to_string()));
             match id {
                 Some(id) => {
-                    dg.members.insert(id, e.clone());
+                    dg.members.insert(id, e.to_string());
                 }
                 None => out.unresolved.push(Unresolved {
-                    email: e.clone(),
+                    email: e.to_string(),
                     group: g.name.clone(),
                     reason: reason(e),
                 }),
@@ -154,7 +155,7 @@ mod tests {
 
     fn origin() -> Origin {
         Origin {
-            file: "groups.yaml".into(),
+            file: std::path::Path::new("groups.yaml").into(),
             line: Some(1),
         }
     }
@@ -178,7 +179,7 @@ mod tests {
             let g = Group {
                 key: name.to_string(),
                 name: name.to_string(),
-                members: members.iter().map(|s| s.to_string()).collect(),
+                members: members.iter().map(|s| (*s).into()).collect(),
                 owners: vec![],
                 receive_call: None,
                 targets: targets.map(|t| t.iter().map(|s| s.to_string()).collect()),

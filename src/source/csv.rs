@@ -32,7 +32,7 @@ const KNOWN: &str = r#""group", "email" and optionally "key""#;
 /// are the caller's. Errors are recorded in `errors`; rows with errors are left out.
 pub(super) fn parse(text: &str, file: &Path, errors: &mut Errors) -> Vec<Row> {
     let origin = |line: Option<u64>| Origin {
-        file: file.to_path_buf(),
+        file: file.into(),
         line: line.and_then(|l| usize::try_from(l).ok()),
     };
     let mut reader = ::csv::ReaderBuilder::new()

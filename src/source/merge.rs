@@ -5,9 +5,11 @@
 //! definition, `receive_call` against members added by CSV, names shared by two keys) run
 //! in [`Builder::finish`]. All work is `O(n log n)` in the number of values.
 
+use std::borrow::Cow;
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap, hash_map};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, hash_map};
+use std::path::Path;
+use std::sync::Arc;
 
 use super::csv::Row;
 use super::error::Errors;
@@ -26,6 +28,8 @@ pub(super) struct Builder<'t> {
     people: BTreeMap<String, PersonAcc>,
     /// Groups by key.
     groups: BTreeMap<String, GroupAcc>,
+    /// Every lower-cased email seen, once: members are clones of these (no allocation).
+    emails: HashSet<Arc<str>>,
 }
 
 /// A person and where each of their values was written, to name both places of a conflict.
@@ -39,7 +43,7 @@ struct PersonAcc {
 
 /// The files added so far; the last one is being added.
 #[derive(Default)]
-struct Files(Vec<PathBuf>);
+struct Files(Vec<Arc<Path>>);
 
 /// A place in one of [`Files`]: cheap to copy, made into an [`Origin`] only when kept in
 /// the result or reported (an [`Origin`] owns a copy of its path).
@@ -74,7 +78,7 @@ struct GroupAcc {
     /// The first CSV row for this key: its group name and where it is.
     csv: Option<(String, Origin)>,
     /// Members and where each was (first) written.
-    members: BTreeMap<String, Origin>,
+    members: BTreeMap<Arc<str>, Origin>,
 }
 
 /// What only a structured definition gives a group.
@@ -95,12 +99,13 @@ impl<'t> Builder<'t> {
             files: Files::default(),
             people: BTreeMap::new(),
             groups: BTreeMap::new(),
+            emails: HashSet::new(),
         }
     }
 
     /// Adds one YAML, TOML or JSON file.
     pub(super) fn add_file(&mut self, file: &Path, def: FileDef) {
-        self.files.0.push(file.to_path_buf());
+        self.files.0.push(file.into());
         for MapOf(person) in def.people.unwrap_or_default() {
             self.add_person(person);
         }
@@ -111,7 +116,7 @@ impl<'t> Builder<'t> {
 
     /// Adds the rows of one CSV file.
     pub(super) fn add_rows(&mut self, file: &Path, rows: Vec<Row>) {
-        self.files.0.push(file.to_path_buf());
+        self.files.0.push(file.into());
         for row in rows {
             self.add_row(row);
         }
@@ -143,7 +148,9 @@ impl<'t> Builder<'t> {
             };
             self.errors.push(self.files.origin(at), message);
         }
-        let Some(email) = email else { return };
+        let Some(email) = email.map(|e| e.to_string()) else {
+            return;
+        };
 
         let origin = self.files.origin(self.files.pos(def.email.line));
         let acc = match self.people.entry(email.clone()) {
@@ -222,13 +229,16 @@ impl<'t> Builder<'t> {
         }
         let mut owners = BTreeSet::new();
         for o in def.owners.iter().flatten() {
-            owners.extend(self.email(o, "owner", Some(&key.value)));
+            owners.extend(
+                self.email(o, "owner", Some(&key.value))
+                    .map(|e| e.to_string()),
+            );
         }
         let receive_call = def.receive_call.as_ref().map(|list| {
             list.iter()
                 .filter_map(|r| {
                     let email = self.email(r, "receive_call entry", Some(&key.value))?;
-                    Some((email, self.origin(r)))
+                    Some((email.to_string(), self.origin(r)))
                 })
                 .collect::<Vec<_>>()
         });
@@ -340,7 +350,7 @@ impl<'t> Builder<'t> {
                     let receive_call = head.receive_call.map(|list| {
                         let mut ok = BTreeSet::new();
                         for (email, origin) in list {
-                            if acc.members.contains_key(&email) {
+                            if acc.members.contains_key(email.as_str()) {
                                 ok.insert(email);
                             } else {
                                 self.errors.push(
@@ -416,9 +426,9 @@ impl<'t> Builder<'t> {
 
     /// Checks and lower-cases an email; records an error and gives `None` if it is not one.
     /// `role` and `group` say what the email is for, in the message.
-    fn email(&mut self, loc: &Loc, role: &str, group: Option<&str>) -> Option<String> {
+    fn email(&mut self, loc: &Loc, role: &str, group: Option<&str>) -> Option<Arc<str>> {
         match email_problem(&loc.value) {
-            None => Some(loc.value.to_lowercase()),
+            None => Some(self.intern(&loc.value)),
             Some(problem) => {
                 let of_group = group
                     .map(|g| format!(" of group {g:?}"))
@@ -431,6 +441,25 @@ impl<'t> Builder<'t> {
                 None
             }
         }
+    }
+
+    /// The one shared copy of `email`, lower-cased: no allocation when it was seen before
+    /// (and no lower-casing copy when it is lower-case already).
+    fn intern(&mut self, email: &str) -> Arc<str> {
+        let lower = if email
+            .bytes()
+            .any(|b| b.is_ascii_uppercase() || !b.is_ascii())
+        {
+            Cow::Owned(email.to_lowercase())
+        } else {
+            Cow::Borrowed(email)
+        };
+        if let Some(e) = self.emails.get(lower.as_ref()) {
+            return e.clone();
+        }
+        let e: Arc<str> = Arc::from(lower.as_ref());
+        self.emails.insert(e.clone());
+        e
     }
 
     /// Checks a group name or key; records an error and gives false if it is unusable.

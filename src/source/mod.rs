@@ -84,7 +84,10 @@ pub fn load_limited(
     let mut errors = Errors::default();
     for file in changed {
         errors.push(
-            Origin { file, line: None },
+            Origin {
+                file: file.into(),
+                line: None,
+            },
             format!(
                 "the file changed while it was read, {READ_ATTEMPTS} times in a row; \
                  nothing was planned from it. Write source files atomically (write a \
@@ -142,7 +145,7 @@ fn load_once(
             .unwrap_or_default();
         errors.push(
             Origin {
-                file: path.to_path_buf(),
+                file: path.into(),
                 line: None,
             },
             format!(
@@ -164,7 +167,7 @@ fn load_once(
     for (file, format) in listed {
         let errors = &mut builder.errors;
         let at = |line| Origin {
-            file: file.clone(),
+            file: file.as_path().into(),
             line,
         };
         // Bounded even if the file grows after it was measured.
@@ -187,12 +190,9 @@ fn load_once(
             break;
         }
         budget -= bytes.len() as u64;
-        read_digests.push((file.clone(), Sha256::digest(&bytes).into()));
-        let path_bytes = file.as_os_str().as_encoded_bytes();
-        hasher.update((path_bytes.len() as u64).to_le_bytes());
-        hasher.update(path_bytes);
-        hasher.update((bytes.len() as u64).to_le_bytes());
-        hasher.update(&bytes);
+        let bytes_digest: [u8; 32] = Sha256::digest(&bytes).into();
+        read_digests.push((file.clone(), bytes_digest));
+        digest_file(&mut hasher, &file, bytes_digest);
 
         let text = match String::from_utf8(bytes) {
             Ok(t) => t,
@@ -240,7 +240,7 @@ fn load_once(
     }
 
     let empty_origin = Origin {
-        file: path.to_path_buf(),
+        file: path.into(),
         line: None,
     };
     let (people, groups, errors) = builder.finish(allow_empty, empty_origin);
@@ -256,6 +256,42 @@ fn load_once(
 /// A byte count in MiB, for messages.
 fn mib(n: u64) -> String {
     format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
+}
+
+/// The digest of the source at `path` as [`load`] computes it, without parsing: every
+/// file streamed through SHA-256 (never whole in memory). None when anything cannot be
+/// listed or read (then the source must be loaded to say what is wrong).
+pub fn digest(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut errors = Errors::default();
+    let listed = list_files(path, &mut errors);
+    if errors.total() > 0 {
+        return None;
+    }
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    for (file, _) in listed {
+        let mut f = fs::File::open(&file).ok()?;
+        let mut inner = Sha256::new();
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => inner.update(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        digest_file(&mut hasher, &file, inner.finalize().into());
+    }
+    Some(hex::encode(hasher.finalize()))
+}
+
+/// Adds one file to the source digest: its path (length-prefixed) and its bytes' digest.
+fn digest_file(hasher: &mut Sha256, file: &Path, bytes_digest: [u8; 32]) {
+    let path_bytes = file.as_os_str().as_encoded_bytes();
+    hasher.update((path_bytes.len() as u64).to_le_bytes());
+    hasher.update(path_bytes);
+    hasher.update(bytes_digest);
 }
 
 /// The kinds of file a source may hold.
@@ -284,7 +320,7 @@ impl Format {
 /// The files of the source at `path`, in sorted path order, with their formats.
 fn list_files(path: &Path, errors: &mut Errors) -> Vec<(PathBuf, Format)> {
     let at = |file: &Path| Origin {
-        file: file.to_path_buf(),
+        file: file.into(),
         line: None,
     };
     let meta = match fs::metadata(path) {
@@ -329,7 +365,7 @@ fn list_files(path: &Path, errors: &mut Errors) -> Vec<(PathBuf, Format)> {
 /// walked (canonical paths), so a symlink loop is walked once.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>, seen: &mut HashSet<PathBuf>, errors: &mut Errors) {
     let at = |file: &Path| Origin {
-        file: file.to_path_buf(),
+        file: file.into(),
         line: None,
     };
     if !seen.insert(fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())) {

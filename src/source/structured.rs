@@ -223,7 +223,7 @@ pub(super) fn parse(
     errors: &mut Errors,
 ) -> Option<FileDef> {
     let origin = |line: Option<usize>| Origin {
-        file: file.to_path_buf(),
+        file: file.into(),
         line,
     };
     match format {

@@ -135,7 +135,7 @@ fn check_err(name: &str, load_path: &str, files: &[(&str, &str)], expected: &[Ex
     for (file, line, texts) in expected {
         let want = dir.path().join(file);
         let found = err.errors.iter().find(|e| {
-            e.origin.file == want
+            *e.origin.file == *want
                 && e.origin.line == *line
                 && texts.iter().all(|t| e.message.contains(t))
         });
@@ -1034,4 +1034,28 @@ fn a_large_source_loads_in_linear_time() {
     assert_eq!(d.people.len(), 20_000);
     assert_eq!(d.groups.len(), 2_000);
     assert!(start.elapsed().as_secs() < 20, "took {:?}", start.elapsed());
+}
+
+proptest::proptest! {
+    /// The shortcut's digest (streamed, without parsing) is the one `load` records, and
+    /// any change of any byte of any file changes it (SPEC 9).
+    #[test]
+    fn streamed_digest_is_the_loaded_one_and_sees_every_byte(
+        members in proptest::collection::vec(0u8..50, 1..20),
+        at in 0usize..10_000,
+        byte in 0u8..128,
+    ) {
+        let list: Vec<String> = members.iter().map(|m| format!("a{m}@x.io")).collect();
+        let yaml = format!("groups:\n  - name: G\n    members: [{}]\n", list.join(", "));
+        let dir = write(&[("a.yaml", &yaml), ("b/c.csv", "group,email\nH,b@x.io\n")]);
+        let loaded = load(dir.path(), &[], false).expect("valid");
+        let streamed = digest(dir.path()).expect("readable");
+        proptest::prop_assert_eq!(&loaded.digest, &streamed);
+        let mut bytes = yaml.into_bytes();
+        let i = at % bytes.len();
+        proptest::prop_assume!(bytes[i] != byte);
+        bytes[i] = byte;
+        std::fs::write(dir.path().join("a.yaml"), bytes).unwrap();
+        proptest::prop_assert_ne!(digest(dir.path()).expect("readable"), streamed);
+    }
 }

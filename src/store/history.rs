@@ -52,6 +52,48 @@ pub struct HistoryFilter {
 }
 
 impl Store {
+    /// Forgets runs older than `days` days with their calls (history only: the known
+    /// state never depends on it). Keeps the latest run (the shortcut's base) and runs
+    /// that intents still name. Returns the number of runs forgotten.
+    pub fn prune_history(&mut self, days: u32) -> Result<usize> {
+        let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(i64::from(days));
+        let cutoff = cutoff
+            .format(time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+            ))
+            .unwrap_or_default();
+        let w = super::StoreError::sqlite(&self.path);
+        let tx = self.conn.transaction().map_err(w)?;
+        tx.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS old_runs (id INTEGER PRIMARY KEY)",
+            [],
+        )
+        .map_err(w)?;
+        tx.execute("DELETE FROM old_runs", []).map_err(w)?;
+        tx.execute(
+            "INSERT INTO old_runs SELECT id FROM runs WHERE started_at < ?1
+             AND id < (SELECT max(id) FROM runs) AND id NOT IN (SELECT run_id FROM intents)",
+            params![cutoff],
+        )
+        .map_err(w)?;
+        tx.execute(
+            "DELETE FROM call_members WHERE call_id IN
+             (SELECT id FROM calls WHERE run_id IN (SELECT id FROM old_runs))",
+            [],
+        )
+        .map_err(w)?;
+        tx.execute(
+            "DELETE FROM calls WHERE run_id IN (SELECT id FROM old_runs)",
+            [],
+        )
+        .map_err(w)?;
+        let n = tx
+            .execute("DELETE FROM runs WHERE id IN (SELECT id FROM old_runs)", [])
+            .map_err(w)?;
+        tx.commit().map_err(w)?;
+        Ok(n)
+    }
+
     /// Calls, newest first.
     pub fn history(&self, f: &HistoryFilter) -> Result<Vec<CallRow>> {
         let w = |e| self.wrap(e);

@@ -16,7 +16,7 @@ mod writer;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::plan::{Known, KnownGroup, KnownMember};
@@ -26,7 +26,20 @@ pub use history::{CallRow, HistoryFilter, RunRow};
 pub use lock::{LockError, StateLock};
 pub use writer::{Writer, WriterOptions, WriterStats};
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/001_initial.sql"),
+    include_str!("migrations/002_unchanged.sql"),
+];
+
+/// What the no-op shortcut (SPEC 9) compares: the latest run's inputs, if it converged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunBase {
+    /// The run whose result a shortcut repeats (the latest run, or the run it repeated).
+    pub run: i64,
+    pub source_digest: String,
+    pub config_digest: String,
+    pub state_generation: i64,
+}
 
 /// A state database problem, with the file it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -331,6 +344,66 @@ impl Store {
             .map_err(|e| self.wrap(e))
     }
 
+    /// The generation of the known state: moved by every write to it (triggers).
+    pub fn state_generation(&self) -> Result<i64> {
+        self.conn
+            .query_row("SELECT n FROM generation WHERE id = 1", [], |r| r.get(0))
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// The latest run, when it is one the shortcut may repeat: finished, every target
+    /// converged, nothing left out. None after a failed, unfinished or scoped run.
+    pub fn run_base(&self) -> Result<Option<RunBase>> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT id, converged, source_digest, config_digest, state_generation, unchanged_since
+                 FROM runs ORDER BY id DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, bool>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, Option<i64>>(4)?,
+                        r.get::<_, Option<i64>>(5)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.wrap(e))?;
+        Ok(match row {
+            Some((id, true, Some(source), Some(config), Some(generation), since)) => {
+                Some(RunBase {
+                    run: since.unwrap_or(id),
+                    source_digest: source,
+                    config_digest: config,
+                    state_generation: generation,
+                })
+            }
+            _ => None,
+        })
+    }
+
+    /// Marks `run` as one every target converged in: its config digest and the state
+    /// generation now (after all of its writes), and the run it repeats, if a shortcut.
+    pub fn mark_converged(
+        &self,
+        run: i64,
+        config_digest: &str,
+        unchanged_since: Option<i64>,
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE runs SET converged = 1, config_digest = ?2, unchanged_since = ?3,
+                 state_generation = (SELECT n FROM generation WHERE id = 1) WHERE id = ?1",
+                params![run, config_digest, unchanged_since],
+            )
+            .map(|_| ())
+            .map_err(|e| self.wrap(e))
+    }
+
     /// Writes down that a write (create, membership change, rename, delete) is about to be
     /// sent to a group (SPEC 6.2). It stays until the operation drops it, having ended.
     pub fn write_intent(&self, run: i64, target: &str, key: &str, name: &str) -> Result<()> {
@@ -388,6 +461,25 @@ impl Store {
         let tx = self.conn.transaction().map_err(w)?;
         apply_delta(&tx, target, delta, &now()).map_err(w)?;
         tx.commit().map_err(w)
+    }
+
+    /// Applies many state changes without calls in one transaction (seeding a large known
+    /// state in benchmarks and repairs).
+    pub fn apply_many(&mut self, deltas: &[(&str, Delta)]) -> Result<()> {
+        let w = StoreError::sqlite(&self.path);
+        let tx = self.conn.transaction().map_err(w)?;
+        let at = now();
+        for (target, delta) in deltas {
+            apply_delta(&tx, target, delta, &at).map_err(w)?;
+        }
+        tx.commit().map_err(w)
+    }
+
+    /// Moves the write-ahead log into the database file (so its size is the whole state).
+    pub fn checkpoint(&self) -> Result<()> {
+        self.conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .map_err(|e| self.wrap(e))
     }
 }
 

@@ -628,3 +628,39 @@ async fn bench_writer() {
         w.close().await.unwrap();
     }
 }
+
+#[test]
+fn history_retention_forgets_old_runs_and_their_calls_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("s.db")).unwrap();
+    let old = s.begin_run("daemon", false, "d").unwrap();
+    s.record(old, &call("create"), &Delta::None).unwrap();
+    let kept_by_intent = s.begin_run("daemon", false, "d").unwrap();
+    s.write_intent(kept_by_intent, "t", "g", "G").unwrap();
+    let recent = s.begin_run("daemon", false, "d").unwrap();
+    s.record(recent, &call("create"), &Delta::None).unwrap();
+    let generation = s.state_generation().unwrap();
+    s.conn
+        .execute(
+            "UPDATE runs SET started_at = '2000-01-01T00:00:00.000Z' WHERE id IN (?1, ?2)",
+            params![old, kept_by_intent],
+        )
+        .unwrap();
+    assert_eq!(
+        s.prune_history(90).unwrap(),
+        1,
+        "only the old run without intents"
+    );
+    let runs: Vec<i64> = s.runs(10, None).unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(runs, [recent, kept_by_intent]);
+    let calls = s.history(&HistoryFilter {
+        limit: 10,
+        ..Default::default()
+    });
+    assert!(calls.unwrap().iter().all(|c| c.run != old));
+    assert_eq!(
+        s.state_generation().unwrap(),
+        generation,
+        "history is not the known state"
+    );
+}

@@ -253,6 +253,28 @@ impl Writer {
             .await
     }
 
+    /// See [`Store::run_base`]; also the state generation now.
+    pub async fn run_base(&self) -> Result<(Option<super::RunBase>, i64)> {
+        self.with(|s| Ok((s.run_base()?, s.state_generation()?)))
+            .await
+    }
+
+    /// See [`Store::prune_history`].
+    pub async fn prune_history(&self, days: u32) -> Result<usize> {
+        self.with(move |s| s.prune_history(days)).await
+    }
+
+    /// See [`Store::mark_converged`].
+    pub async fn mark_converged(
+        &self,
+        run: i64,
+        config_digest: String,
+        unchanged_since: Option<i64>,
+    ) -> Result<()> {
+        self.with(move |s| s.mark_converged(run, &config_digest, unchanged_since))
+            .await
+    }
+
     /// The known state of one target, as of every job queued before this one.
     pub async fn known(&self, target: impl Into<String>) -> Result<Known> {
         let target = target.into();

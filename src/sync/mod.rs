@@ -17,6 +17,7 @@ mod presence;
 mod readback;
 mod report;
 mod saved;
+mod unchanged;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -37,6 +38,7 @@ pub use lookup::naming;
 pub use presence::unmarked;
 pub use report::{ExitCode, Failed, NotRun, RunReport, TargetReport, exit_policy};
 pub use saved::{SavedPlan, SavedPlanError, SavedTarget, known_digest};
+pub use unchanged::config_digest;
 
 /// What the command line asked of this run.
 #[derive(Clone, Debug, Default)]
@@ -146,6 +148,56 @@ impl Exec {
         }
     }
 
+    /// Records a run stopped at the shortcut: `unchanged since run N`, itself a base for
+    /// the next run (same digests, same generation).
+    async fn unchanged(
+        self,
+        cfg: &Config,
+        opts: &SyncOptions,
+        base: crate::store::RunBase,
+        started: Instant,
+    ) -> Result<RunReport, SyncError> {
+        let state = self.state.as_ref().expect("a real run has its state");
+        let run = state
+            .begin_run(opts.command.clone(), false, base.source_digest.clone())
+            .await?;
+        let mut report = RunReport {
+            run: Some(run),
+            dry_run: false,
+            full: false,
+            groups: 0,
+            targets: Vec::new(),
+            calls_ok: 0,
+            calls_failed: 0,
+            added: 0,
+            removed: 0,
+            duration: started.elapsed(),
+            source_digest: base.source_digest,
+            exit_code: ExitCode::Ok,
+            unchanged_since: Some(base.run),
+            scoped: false,
+        };
+        report.exit_code = report.exit_code();
+        state
+            .finish_run(
+                run,
+                report.outcome().to_string(),
+                i32::from(report.exit_code.code()),
+                report.summary(),
+            )
+            .await?;
+        state
+            .mark_converged(run, base.config_digest, Some(base.run))
+            .await?;
+        metrics::counter!("rostersync_runs_total", "outcome" => report.outcome()).increment(1);
+        for t in &cfg.targets {
+            metrics::gauge!("rostersync_last_success_timestamp_seconds", "target" => t.name.clone())
+                .set(unix_now());
+        }
+        info!(run, "{}", report.summary());
+        Ok(report)
+    }
+
     /// One target's known state and resolution cache.
     async fn known(
         &self,
@@ -183,14 +235,6 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
             });
         }
     }
-    let desired = load_source(cfg).await?;
-    for email in &opts.only {
-        if !desired.groups.values().any(|g| g.members.contains(email)) {
-            warn!(
-                "--only {email}: in no group of the source; only removals of them can be planned"
-            );
-        }
-    }
     let selected: Vec<&TargetConfig> = cfg
         .targets
         .iter()
@@ -203,10 +247,36 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
     {
         return Err(SyncError::MissingSecrets(e));
     }
+    // SPEC 9: nothing changed since a converged run? Then stop before parsing.
+    let mut opened = None;
+    if unchanged::eligible(opts) {
+        let exec = Exec::open(cfg, opts)?;
+        if let Some(state) = &exec.state
+            && let Some(base) = unchanged::unchanged_since(cfg, state).await?
+        {
+            return exec.unchanged(cfg, opts, base, started).await;
+        }
+        opened = Some(exec);
+    }
+    let desired = load_source(cfg).await?;
+    for email in &opts.only {
+        if !desired
+            .groups
+            .values()
+            .any(|g| g.members.iter().any(|m| **m == **email))
+        {
+            warn!(
+                "--only {email}: in no group of the source; only removals of them can be planned"
+            );
+        }
+    }
     if let Some(saved) = &opts.expect {
         saved.check_source(&desired)?;
     }
-    let mut exec = Exec::open(cfg, opts)?;
+    let mut exec = match opened {
+        Some(exec) => exec,
+        None => Exec::open(cfg, opts)?,
+    };
     let mut states = Vec::with_capacity(selected.len());
     for t in &selected {
         let state = exec.known(&t.name).await;
@@ -283,6 +353,7 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
         duration: started.elapsed(),
         source_digest: desired.digest.clone(),
         exit_code: ExitCode::Ok,
+        unchanged_since: None,
     };
     report.exit_code = report.exit_code();
     if let (Some(run), Some(state)) = (run_id, &exec.state) {
@@ -294,6 +365,27 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
                 report.summary(),
             )
             .await?;
+        // A base for the shortcut: every configured target ran and converged.
+        let converged = report
+            .targets
+            .iter()
+            .all(|t| t.converged() && t.unresolved.is_empty());
+        if converged && !unchanged::scoped(opts) && report.targets.len() == cfg.targets.len() {
+            state
+                .mark_converged(run, unchanged::config_digest(cfg), None)
+                .await?;
+        }
+        // `[log] history_days`: the daemon keeps its history from growing forever.
+        if opts.command == "daemon" && cfg.log.history_days > 0 {
+            match state.prune_history(cfg.log.history_days).await {
+                Ok(0) => {}
+                Ok(n) => info!(
+                    runs = n,
+                    "history older than {} days forgotten", cfg.log.history_days
+                ),
+                Err(e) => warn!(error = %e, "cannot forget old history"),
+            }
+        }
     }
     metrics::counter!("rostersync_runs_total", "outcome" => report.outcome()).increment(1);
     metrics::histogram!("rostersync_run_duration_seconds").record(report.duration.as_secs_f64());

@@ -256,6 +256,9 @@ pub struct RunReport {
     pub source_digest: String,
     /// The exit code, as `exit_code()` computes it (for JSON readers).
     pub exit_code: ExitCode,
+    /// The run stopped at the no-op shortcut (SPEC 9): the converged run it repeats.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unchanged_since: Option<i64>,
 }
 
 fn as_secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -297,6 +300,12 @@ impl RunReport {
         } else {
             String::new()
         };
+        if let Some(since) = self.unchanged_since {
+            return format!(
+                "run {} done in {secs:.1}s: unchanged since run {since} (source, config and known state as then), nothing to do",
+                self.run.unwrap_or(0)
+            );
+        }
         let mut not_run = if self.scoped {
             format!("{not_run}, scoped with --only")
         } else {

@@ -146,6 +146,7 @@ fn a_dry_run_follows_the_same_policy() {
             duration: Duration::ZERO,
             source_digest: String::new(),
             exit_code: ExitCode::Ok,
+            unchanged_since: None,
         };
         assert_eq!(r.exit_code().code(), want);
     }

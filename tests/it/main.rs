@@ -7,6 +7,7 @@ mod disagree;
 mod fakes;
 mod harness;
 mod hostile;
+mod scale;
 mod scim;
 #[macro_use]
 mod scope;
@@ -20,3 +21,4 @@ mod kazoo;
 mod online;
 mod teams;
 mod tls;
+mod unchanged;
