@@ -389,7 +389,7 @@ fn record_many_is_all_or_nothing() {
 
 /// Records per second through the writer vs one transaction per record behind a mutex, as
 /// the callers do today. On the real disk (under target/), synchronous=FULL:
-/// `cargo test --lib store::tests::bench_writer -- --ignored --nocapture`
+/// `cargo test --lib store::tests::writer::bench_writer -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn bench_writer() {
