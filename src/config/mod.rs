@@ -349,7 +349,8 @@ impl Config {
                 config::Environment::with_prefix("ROSTERSYNC")
                     .prefix_separator("_")
                     .separator("__")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    .source(Some(overrides())),
             )
             .build()
             .and_then(|c| c.try_deserialize())
@@ -388,6 +389,21 @@ impl Config {
             .collect();
         (!missing.is_empty()).then(|| format!("{}: {}", self.path.display(), missing.join("; ")))
     }
+}
+
+/// `ROSTERSYNC_*` variables that are not config overrides: the ones rostersync reads for
+/// itself (`ROSTERSYNC_CONFIG` names the file, `ROSTERSYNC_LOG` the log filter) and the
+/// test suite's soak knobs (`ROSTERSYNC_SOAK_*`). Any other `ROSTERSYNC_*` variable is an
+/// override, and an unknown one is an error naming it (a typo is never silently ignored).
+fn overrides() -> config::Map<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| {
+            k.starts_with("ROSTERSYNC_")
+                && k != "ROSTERSYNC_CONFIG"
+                && k != "ROSTERSYNC_LOG"
+                && !k.starts_with("ROSTERSYNC_SOAK_")
+        })
+        .collect()
 }
 
 fn resolve(dir: &Path, p: &str) -> PathBuf {

@@ -387,3 +387,33 @@ fn a_target_whose_known_state_cannot_be_read_fails_with_exit_1_and_sends_nothing
     let r = env.run(&["history", "--limit", "1"]).expect(0);
     assert!(r.stdout.contains("failed"), "{}", r.stdout);
 }
+
+/// `ROSTERSYNC_CONFIG` names the config file and `ROSTERSYNC_LOG` the log filter: neither
+/// is read as a config override (an unknown `ROSTERSYNC_*` variable still is an error).
+#[test]
+fn rostersync_config_and_log_are_not_config_overrides() {
+    let fake = FakeMaestro::start();
+    let env = Env::new(fake.clone());
+    env.write_source(&[g("Tier 1", &["a@example.com"])]);
+    let r = env
+        .command(&["check"])
+        .env_remove("ROSTERSYNC_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(0));
+    let mut c = bin();
+    c.arg("check")
+        .env("ROSTERSYNC_CONFIG", env.config_path())
+        .env("ROSTERSYNC_LOG", "debug");
+    for (k, v) in fake.env() {
+        c.env(k, v);
+    }
+    let r = c.output().unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(0), "{stderr}");
+    c.env("ROSTERSYNC_NO_SUCH_KEY", "1");
+    let r = c.output().unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no_such_key"), "{stderr}");
+}
