@@ -359,6 +359,13 @@ impl Daemon {
         match result {
             Ok(report) => {
                 let now = std::time::Instant::now();
+                if report.unchanged_since.is_some() {
+                    // The shortcut: every configured target converged at the base run and
+                    // nothing changed since, so each of them is as fresh as this run.
+                    for t in &self.cfg.targets {
+                        self.health.succeeded(&t.name, now);
+                    }
+                }
                 for t in report.targets.iter().filter(|t| t.converged()) {
                     self.health.succeeded(&t.name, now);
                 }
