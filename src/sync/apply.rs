@@ -174,10 +174,10 @@ fn create_delays(t: &TargetConfig) -> impl Iterator<Item = std::time::Duration> 
 }
 
 /// Looks for a group of the same name first and adopts it; creates only if there is none.
-/// The intent is committed before the first create is sent and dropped only when the
-/// create (with its follow-up membership calls) or the adoption (with its update) has
-/// ended with nothing left unknown. A create that may have been applied (timeout, dropped connection, 5xx) is never
-/// re-sent before looking again.
+/// Runs under an intent (`intended`): committed before the first create is sent, dropped
+/// only when the create (with its follow-up membership calls) or the adoption (with its
+/// update) has ended with nothing left unknown. A create that may have been applied
+/// (timeout, dropped connection, 5xx) is never re-sent before looking again.
 async fn create_or_adopt(
     ctx: &Ctx,
     target: &dyn Target,
@@ -187,12 +187,8 @@ async fn create_or_adopt(
     popts: &PlanOptions,
     stop: &CancellationToken,
 ) -> Result<(), OpError> {
-    ctx.recorder.intent(&ctx.target, &c.key, &c.name).await?;
-    let r = create_or_adopt_once(ctx, target, t, c, d, popts, stop).await;
-    if ended(&r) {
-        ctx.recorder.drop_intent(&ctx.target, &c.key).await?;
-    }
-    r
+    let create = create_or_adopt_once(ctx, target, t, c, d, popts, stop);
+    intended(ctx, &c.key, &c.name, create).await
 }
 
 async fn create_or_adopt_once(

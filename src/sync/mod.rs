@@ -180,14 +180,7 @@ impl Exec {
             scoped: false,
         };
         report.exit_code = report.exit_code();
-        state
-            .finish_run(
-                run,
-                report.outcome().to_string(),
-                i32::from(report.exit_code.code()),
-                report.summary(),
-            )
-            .await?;
+        finish(cfg, opts, state, run, &report).await?;
         state
             .mark_converged(run, base.config_digest, Some(base.run))
             .await?;
@@ -213,6 +206,37 @@ impl Exec {
             None => Ok((Known::default(), HashMap::new())),
         }
     }
+}
+
+/// Ends a run in the history (its outcome, exit code and summary) and, in the daemon,
+/// applies `[log] history_days`. Whole runs and runs stopped at the shortcut both end here,
+/// so a daemon whose source never changes still forgets old history.
+async fn finish(
+    cfg: &Config,
+    opts: &SyncOptions,
+    state: &Writer,
+    run: i64,
+    report: &RunReport,
+) -> Result<(), StoreError> {
+    state
+        .finish_run(
+            run,
+            report.outcome().to_string(),
+            i32::from(report.exit_code.code()),
+            report.summary(),
+        )
+        .await?;
+    if opts.command == "daemon" && cfg.log.history_days > 0 {
+        match state.prune_history(cfg.log.history_days).await {
+            Ok(0) => {}
+            Ok(n) => info!(
+                runs = n,
+                "history older than {} days forgotten", cfg.log.history_days
+            ),
+            Err(e) => warn!(error = %e, "cannot forget old history"),
+        }
+    }
+    Ok(())
 }
 
 /// Reads the source off the async runtime (it can take seconds on a large source).
@@ -359,14 +383,7 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
     };
     report.exit_code = report.exit_code();
     if let (Some(run), Some(state)) = (run_id, &exec.state) {
-        state
-            .finish_run(
-                run,
-                report.outcome().to_string(),
-                i32::from(report.exit_code.code()),
-                report.summary(),
-            )
-            .await?;
+        finish(cfg, opts, state, run, &report).await?;
         // A base for the shortcut: every configured target ran and converged.
         let converged = report
             .targets
@@ -376,17 +393,6 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
             state
                 .mark_converged(run, unchanged::config_digest(cfg), None)
                 .await?;
-        }
-        // `[log] history_days`: the daemon keeps its history from growing forever.
-        if opts.command == "daemon" && cfg.log.history_days > 0 {
-            match state.prune_history(cfg.log.history_days).await {
-                Ok(0) => {}
-                Ok(n) => info!(
-                    runs = n,
-                    "history older than {} days forgotten", cfg.log.history_days
-                ),
-                Err(e) => warn!(error = %e, "cannot forget old history"),
-            }
         }
     }
     metrics::counter!("rostersync_runs_total", "outcome" => report.outcome()).increment(1);

@@ -159,9 +159,14 @@ pub struct TargetReport {
 
 impl TargetReport {
     pub fn new(t: &TargetConfig) -> TargetReport {
+        TargetReport::named(&t.name, t.kind)
+    }
+
+    /// A report of a target that has not run yet.
+    pub fn named(name: &str, kind: Kind) -> TargetReport {
         TargetReport {
-            name: t.name.clone(),
-            kind: t.kind,
+            name: name.to_string(),
+            kind,
             skipped: None,
             plan: None,
             unresolved: Vec::new(),

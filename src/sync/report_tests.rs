@@ -15,19 +15,8 @@ fn empty_plan() -> TargetPlan {
 
 fn target(name: &str) -> TargetReport {
     TargetReport {
-        name: name.into(),
-        kind: Kind::Teams,
-        skipped: None,
         plan: Some(empty_plan()),
-        unresolved: Vec::new(),
-        failed: Vec::new(),
-        drift: 0,
-        warnings: Vec::new(),
-        known_digest: String::new(),
-        stale: false,
-        not_started: 0,
-        scoped: false,
-        deferred: 0,
+        ..TargetReport::named(name, Kind::Teams)
     }
 }
 
