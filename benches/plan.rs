@@ -140,7 +140,7 @@ fn main() {
         };
         for e in &g.members {
             dg.members
-                .insert(desired.people[&**e].ids["t"].clone(), e.to_string());
+                .insert(desired.people[&**e].ids["t"].as_str().into(), e.clone());
         }
         dt.groups.insert(g.key.clone(), dg);
     }
@@ -171,8 +171,10 @@ fn main() {
     assert!(p.ops.is_empty());
     for (i, g) in dt.groups.values_mut().enumerate() {
         if i % 100 == 0 {
-            g.members
-                .insert(format!("new-{i}"), format!("new{i}@example.com"));
+            g.members.insert(
+                format!("new-{i}").into(),
+                format!("new{i}@example.com").into(),
+            );
         }
     }
     let (t_churn, p) = time(reps, || plan_target(&dt, &known, &popts));

@@ -4,6 +4,7 @@
 //! cargo bench --bench scale -- S          # or L, XL; several sizes at once: S L XL
 //! cargo bench --bench scale -- L --client # figures 2 and 4 at L too (minutes: the fakes)
 //! cargo bench --bench scale -- L --rate   # also figure 3 (20 ms latency, vendor limits)
+//! cargo bench --bench scale -- XL --keep   # keep the seeded directories, for `perf record`
 //! ```
 //!
 //! The source is generated deterministically (`tests/it/scale/generate.rs`, shared with
@@ -342,6 +343,8 @@ struct Args {
     reps: usize,
     rate: bool,
     client: bool,
+    /// Keep the seeded directories (for `perf record` of a run in them).
+    keep: bool,
 }
 
 fn args() -> Args {
@@ -350,6 +353,7 @@ fn args() -> Args {
         reps: 5,
         rate: false,
         client: false,
+        keep: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -357,6 +361,7 @@ fn args() -> Args {
             "--bench" => {}
             "--rate" => a.rate = true,
             "--client" => a.client = true,
+            "--keep" => a.keep = true,
             "--reps" => a.reps = it.next().and_then(|n| n.parse().ok()).unwrap_or(5),
             s => a.scales.extend(Scale::by_name(s)),
         }
@@ -391,6 +396,11 @@ fn main() {
             figure1(&s, reps);
             if format == Format::Yaml {
                 figure5(&s, reps);
+            }
+            if a.keep {
+                println!("kept for profiling: {}", s.dir.path().display());
+                // Leaks the TempDir on purpose: its directory stays.
+                std::mem::forget(s);
             }
         }
         if a.rate {

@@ -5,6 +5,7 @@
 //! only compares sets. Most tests of the project's behaviour live in `tests.rs` beside this.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -39,17 +40,18 @@ impl Member {
     }
 }
 
-/// One group as one target should have it, ids resolved.
+/// One group as one target should have it, ids resolved. Ids and emails are shared
+/// (`Arc<str>`): a person's id is made once per target and every membership clones it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct DesiredGroup {
     pub key: String,
     pub name: String,
     /// Member id -> email.
-    pub members: BTreeMap<String, String>,
+    pub members: BTreeMap<Arc<str>, Arc<str>>,
     /// Owner id -> email (scim only; empty elsewhere).
-    pub owners: BTreeMap<String, String>,
+    pub owners: BTreeMap<Arc<str>, Arc<str>>,
     /// Member ids allowed to receive calls (assign_group only; empty elsewhere).
-    pub receive_call: BTreeSet<String>,
+    pub receive_call: BTreeSet<Arc<str>>,
 }
 
 /// All groups one target should have, by key.
@@ -126,14 +128,26 @@ impl PlanOptions {
     }
 }
 
-fn members_of(m: &BTreeMap<String, String>) -> Vec<Member> {
+fn members_of(m: &BTreeMap<Arc<str>, Arc<str>>) -> Vec<Member> {
     m.iter()
         .map(|(id, email)| Member {
-            id: id.clone(),
-            email: Some(email.clone()),
+            id: id.to_string(),
+            email: Some(email.to_string()),
             online: false,
         })
         .collect()
+}
+
+/// The create of a desired group; `resumed` when an earlier run left it unfinished.
+pub fn create_of(d: &DesiredGroup, resumed: bool) -> Create {
+    Create {
+        key: d.key.clone(),
+        name: d.name.clone(),
+        members: members_of(&d.members),
+        owners: members_of(&d.owners),
+        receive_call: d.receive_call.iter().map(|id| id.to_string()).collect(),
+        resumed,
+    }
 }
 
 /// One list's (members or owners) planned changes, and what the plan does not send.
@@ -148,56 +162,90 @@ struct Changes {
 }
 
 /// Additions of desired members not known, and removals of known members not desired that
-/// the mode allows; protected members are kept, and out-of-scope people are skipped.
+/// the mode allows; protected members are kept, and out-of-scope people are skipped. Both
+/// maps are sorted by id, so one merged walk finds both (no lookup per member).
 fn changes(
     known: &BTreeMap<String, KnownMember>,
-    desired: &BTreeMap<String, String>,
+    desired: &BTreeMap<Arc<str>, Arc<str>>,
     opts: &PlanOptions,
     owner: bool,
 ) -> Changes {
+    use std::cmp::Ordering;
     let mut c = Changes::default();
-    for (id, email) in desired.iter().filter(|(id, _)| !known.contains_key(*id)) {
-        if opts.in_scope(Some(email)) {
-            c.add.push(Member {
-                id: id.clone(),
-                email: Some(email.clone()),
-                online: false,
-            });
-        } else {
-            c.skipped_add += 1;
-        }
-    }
-    for (id, k) in known {
-        let removable = !desired.contains_key(id)
-            && match opts.mode {
-                Mode::Authoritative => true,
-                Mode::Owned => k.owned,
-                Mode::AddOnly => false,
-            };
-        if !removable {
-            continue;
-        }
-        let email = k.email.as_deref();
-        if let Some(pattern) = opts.keep.protects(id, email) {
-            if opts.in_scope(email) {
-                c.kept.push(Kept {
-                    id: id.clone(),
-                    email: k.email.clone(),
-                    pattern: pattern.to_string(),
-                    owner,
-                });
+    let (mut d, mut k) = (desired.iter().peekable(), known.iter().peekable());
+    loop {
+        let order = match (d.peek(), k.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((di, _)), Some((ki, _))) => (***di).cmp(ki.as_str()),
+        };
+        match order {
+            Ordering::Equal => {
+                d.next();
+                k.next();
             }
-        } else if opts.in_scope(email) {
-            c.remove.push(Member {
-                id: id.clone(),
-                email: k.email.clone(),
-                online: false,
-            });
-        } else {
-            c.skipped_remove += 1;
+            Ordering::Less => {
+                let (id, email) = d.next().expect("peeked");
+                if opts.in_scope(Some(email)) {
+                    c.add.push(Member {
+                        id: id.to_string(),
+                        email: Some(email.to_string()),
+                        online: false,
+                    });
+                } else {
+                    c.skipped_add += 1;
+                }
+            }
+            Ordering::Greater => {
+                let (id, k) = k.next().expect("peeked");
+                removal(&mut c, id, k, opts, owner);
+            }
         }
     }
     c
+}
+
+/// A known member that is not desired: removed if the mode allows, kept if protected,
+/// skipped if out of scope.
+fn removal(c: &mut Changes, id: &str, k: &KnownMember, opts: &PlanOptions, owner: bool) {
+    let removable = match opts.mode {
+        Mode::Authoritative => true,
+        Mode::Owned => k.owned,
+        Mode::AddOnly => false,
+    };
+    if !removable {
+        return;
+    }
+    let email = k.email.as_deref();
+    if let Some(pattern) = opts.keep.protects(id, email) {
+        if opts.in_scope(email) {
+            c.kept.push(Kept {
+                id: id.to_string(),
+                email: k.email.clone(),
+                pattern: pattern.to_string(),
+                owner,
+            });
+        }
+    } else if opts.in_scope(email) {
+        c.remove.push(Member {
+            id: id.to_string(),
+            email: k.email.clone(),
+            online: false,
+        });
+    } else {
+        c.skipped_remove += 1;
+    }
+}
+
+/// The `receive_call` flag a member has after the plan: the desired flag for a desired
+/// member in scope; members kept but not wanted (owned/add_only, keep_members) and people
+/// outside `--only` keep their known flag.
+fn rc_after(desired: &DesiredGroup, known: &KnownGroup, opts: &PlanOptions, id: &str) -> bool {
+    match desired.members.get(id) {
+        Some(email) if opts.in_scope(Some(email)) => desired.receive_call.contains(id),
+        _ => known.members.get(id).is_some_and(|k| k.receive_call),
+    }
 }
 
 /// The update that brings one known group to its desired state, or None if none is needed.
@@ -219,20 +267,32 @@ fn plan_group_into(
 ) -> Option<Update> {
     let members = changes(&known.members, &desired.members, opts, false);
     let owners = changes(&known.owners, &desired.owners, opts, true);
+    let skipped_count =
+        members.skipped_add + owners.skipped_add + members.skipped_remove + owners.skipped_remove;
+    // The common case at scale: nothing to change. Decided without building any set.
+    if members.add.is_empty()
+        && members.remove.is_empty()
+        && owners.add.is_empty()
+        && owners.remove.is_empty()
+        && skipped_count == 0
+        && desired.name == known.name
+        && ((desired.receive_call.is_empty() && !known.members.values().any(|k| k.receive_call))
+            || known
+                .members
+                .iter()
+                .all(|(id, k)| rc_after(desired, known, opts, id) == k.receive_call))
+    {
+        return None;
+    }
 
     let mut after: BTreeSet<String> = known.members.keys().cloned().collect();
     after.extend(members.add.iter().map(|m| m.id.clone()));
     for m in &members.remove {
         after.remove(&m.id);
     }
-    // receive_call: desired flags for desired members in scope; members we keep but do not
-    // want (owned/add_only, keep_members) and people outside `--only` keep their known flag.
     let rc_after: BTreeSet<String> = after
         .iter()
-        .filter(|id| match desired.members.get(*id) {
-            Some(email) if opts.in_scope(Some(email)) => desired.receive_call.contains(*id),
-            _ => known.members.get(*id).is_some_and(|k| k.receive_call),
-        })
+        .filter(|id| rc_after(desired, known, opts, id))
         .cloned()
         .collect();
     // Flags of members that stay; a removed member's flag goes with it.
@@ -269,7 +329,7 @@ fn plan_group_into(
     }
     let kept = after
         .iter()
-        .filter(|id| !desired.members.contains_key(*id))
+        .filter(|id| !desired.members.contains_key(id.as_str()))
         .cloned()
         .collect();
     let mut kept_members = members.kept;
@@ -308,14 +368,7 @@ pub fn plan_target(desired: &DesiredTarget, known: &Known, opts: &PlanOptions) -
                 name: d.name.clone(),
                 members: d.members.len(),
             }),
-            None => ops.push(Op::Create(Create {
-                key: key.clone(),
-                name: d.name.clone(),
-                members: members_of(&d.members),
-                owners: members_of(&d.owners),
-                receive_call: d.receive_call.iter().cloned().collect(),
-                resumed: known.intents.contains(key),
-            })),
+            None => ops.push(Op::Create(create_of(d, known.intents.contains(key)))),
             Some(k) => {
                 let before = skipped.len();
                 match plan_group_into(d, k, opts, &mut skipped) {

@@ -2,6 +2,7 @@
 //! known of each person's id on that target. The lookups themselves (IO) happen in `sync`.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -39,8 +40,12 @@ pub struct Resolved {
     pub warnings: Vec<String>,
 }
 
+/// The per-run maps' hasher: these maps are keyed by the source's emails and the state's
+/// ids, never by a vendor's answer, and SipHash's cost showed at a million memberships.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// email -> the id `people[].ids.<target>` gives, built once per target.
-fn source_ids<'a>(desired: &'a Desired, n: &Naming<'_>) -> HashMap<&'a str, &'a str> {
+fn source_ids<'a>(desired: &'a Desired, n: &Naming<'_>) -> Map<&'a str, &'a str> {
     desired
         .people
         .values()
@@ -59,14 +64,68 @@ pub fn to_look_up(
         return BTreeSet::new();
     }
     let given = source_ids(desired, n);
-    desired
+    let mut seen: Map<&str, ()> = Map::default();
+    let mut out = BTreeSet::new();
+    for e in desired
         .groups
         .values()
         .filter(|g| g.is_for(n.target))
         .flat_map(|g| g.members.iter())
-        .filter(|e| !cache.contains_key(&***e) && !given.contains_key(&***e))
-        .map(|e| e.to_string())
-        .collect()
+    {
+        let e: &str = e;
+        if seen.insert(e, ()).is_none() && !cache.contains_key(e) && !given.contains_key(e) {
+            out.insert(e.to_string());
+        }
+    }
+    out
+}
+
+/// Each person's id on one target, worked out once and shared by all their memberships.
+struct Ids<'a> {
+    n: Naming<'a>,
+    given: Map<&'a str, &'a str>,
+    looked_up: &'a HashMap<String, Option<String>>,
+    known: &'a Known,
+    /// email -> id of every known member: built only if some member needs it.
+    known_ids: Option<Map<&'a str, &'a str>>,
+    /// email -> id (None: no id), as decided.
+    decided: Map<Arc<str>, Option<Arc<str>>>,
+}
+
+impl<'a> Ids<'a> {
+    fn of(&mut self, e: &Arc<str>) -> Option<Arc<str>> {
+        if let Some(id) = self.decided.get(e) {
+            return id.clone();
+        }
+        let id = self.work_out(e);
+        self.decided.insert(e.clone(), id.clone());
+        id
+    }
+
+    fn work_out(&mut self, e: &Arc<str>) -> Option<Arc<str>> {
+        if let Some(id) = self.given.get(&**e) {
+            return Some(Arc::from(*id));
+        }
+        if self.n.email_is_id {
+            return Some(e.clone());
+        }
+        if let Some(id) = self.looked_up.get(&**e) {
+            return id.as_deref().map(Arc::from);
+        }
+        let known = self.known;
+        let known_ids = self.known_ids.get_or_insert_with(|| {
+            let mut m = Map::default();
+            for g in known.groups.values() {
+                for (id, k) in &g.members {
+                    if let Some(email) = &k.email {
+                        m.insert(email.as_str(), id.as_str());
+                    }
+                }
+            }
+            m
+        });
+        known_ids.get(&**e).map(|id| Arc::from(*id))
+    }
 }
 
 /// Each member's id is, in order: `people[].ids.<target>`; the email (where it is the id);
@@ -80,15 +139,14 @@ pub fn desired_target(
     known: &Known,
     reason: &dyn Fn(&str) -> String,
 ) -> Resolved {
-    let mut known_ids: HashMap<&str, &str> = HashMap::new();
-    for g in known.groups.values() {
-        for (id, m) in &g.members {
-            if let Some(e) = &m.email {
-                known_ids.insert(e.as_str(), id.as_str());
-            }
-        }
-    }
-    let given = source_ids(desired, n);
+    let mut people = Ids {
+        n: *n,
+        given: source_ids(desired, n),
+        looked_up: ids,
+        known,
+        known_ids: None,
+        decided: Map::default(),
+    };
     let mut out = Resolved::default();
     for g in desired.groups.values().filter(|g| g.is_for(n.target)) {
         let mut dg = DesiredGroup {
@@ -96,18 +154,10 @@ pub fn desired_target(
             name: g.name.clone(),
             ..Default::default()
         };
+        let mut members = Vec::with_capacity(g.members.len());
         for e in &g.members {
-            let e: &str = e;
-            let id = given
-                .get(e)
-                .map(|id| id.to_string())
-                .or_else(|| n.email_is_id.then(|| e.to_string()))
-                .or_else(|| ids.get(e).cloned().flatten())
-                .or_else(|| known_ids.get(e).map(|s| s.to_string()));
-            match id {
-                Some(id) => {
-                    dg.members.insert(id, e.to_string());
-                }
+            match people.of(e) {
+                Some(id) => members.push((id, e.clone())),
                 None => out.unresolved.push(Unresolved {
                     email: e.to_string(),
                     group: g.name.clone(),
@@ -115,13 +165,16 @@ pub fn desired_target(
                 }),
             }
         }
+        // Collected sorted, in bulk: cheaper than an insert per member.
+        dg.members = members.into_iter().collect();
         if n.owners {
             for e in &g.owners {
                 // SPEC 5: an owner without an id is sent as the email.
-                let id = given
+                let id = people
+                    .given
                     .get(e.as_str())
-                    .map_or_else(|| e.clone(), |id| id.to_string());
-                dg.owners.insert(id, e.clone());
+                    .map_or_else(|| Arc::from(e.as_str()), |id| Arc::from(*id));
+                dg.owners.insert(id, Arc::from(e.as_str()));
             }
         } else if !g.owners.is_empty() && n.scim {
             out.warnings.push(format!(
@@ -135,7 +188,7 @@ pub fn desired_target(
                 Some(rc) => dg
                     .members
                     .iter()
-                    .filter(|(_, e)| rc.contains(e))
+                    .filter(|(_, e)| rc.iter().any(|r| r.as_str() == &***e))
                     .map(|(id, _)| id.clone())
                     .collect(),
             };
@@ -338,11 +391,14 @@ mod tests {
         let r = desired_target(&d, &n, &cache(&[]), &Known::default(), &|_| String::new());
         let g = &r.target.groups["G"];
         assert_eq!(
-            g.owners.keys().collect::<Vec<_>>(),
+            g.owners.keys().map(|k| &**k).collect::<Vec<_>>(),
             ["O", "p@x"],
             "an owner without an id is sent as the email"
         );
-        assert_eq!(g.receive_call.iter().collect::<Vec<_>>(), ["B"]);
+        assert_eq!(
+            g.receive_call.iter().map(|k| &**k).collect::<Vec<_>>(),
+            ["B"]
+        );
         d.groups.get_mut("G").unwrap().receive_call = None;
         let r = desired_target(&d, &n, &cache(&[]), &Known::default(), &|_| String::new());
         assert_eq!(

@@ -44,10 +44,10 @@ fn desired(groups: &[&str]) -> DesiredTarget {
                 "rc:" => section = "rc",
                 id => match section {
                     "members" => {
-                        dg.members.insert(id.into(), format!("{id}@x"));
+                        dg.members.insert(id.into(), format!("{id}@x").into());
                     }
                     "owners" => {
-                        dg.owners.insert(id.into(), format!("{id}@x"));
+                        dg.owners.insert(id.into(), format!("{id}@x").into());
                     }
                     _ => {
                         dg.receive_call.insert(id.into());

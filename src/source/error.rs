@@ -70,6 +70,13 @@ impl Errors {
         }
     }
 
+    /// Records `other`'s errors after this one's (as if pushed here in that order).
+    pub(super) fn append(&mut self, other: Errors) {
+        self.total += other.total;
+        let room = MAX_ERRORS.saturating_sub(self.list.len());
+        self.list.extend(other.list.into_iter().take(room));
+    }
+
     /// How many errors were recorded so far.
     pub(super) fn total(&self) -> usize {
         self.total

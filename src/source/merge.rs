@@ -29,7 +29,7 @@ pub(super) struct Builder<'t> {
     /// Groups by key.
     groups: BTreeMap<String, GroupAcc>,
     /// Every lower-cased email seen, once: members are clones of these (no allocation).
-    emails: HashSet<Arc<str>>,
+    emails: HashSet<Arc<str>, foldhash::fast::RandomState>,
 }
 
 /// A person and where each of their values was written, to name both places of a conflict.
@@ -99,7 +99,7 @@ impl<'t> Builder<'t> {
             files: Files::default(),
             people: BTreeMap::new(),
             groups: BTreeMap::new(),
-            emails: HashSet::new(),
+            emails: HashSet::default(),
         }
     }
 
@@ -220,13 +220,15 @@ impl<'t> Builder<'t> {
             },
         );
 
-        let mut members = BTreeMap::new();
+        let mut members = Vec::new();
         for m in def.members.iter().flatten() {
             if let Some(email) = self.email(m, "member", Some(&key.value)) {
-                let origin = self.origin(m);
-                members.entry(email).or_insert(origin);
+                members.push((email, self.origin(m)));
             }
         }
+        // Sorted in bulk, each member where it was first written.
+        members.sort_by(|a, b| a.0.cmp(&b.0));
+        members.dedup_by(|later, first| later.0 == first.0);
         let mut owners = BTreeSet::new();
         for o in def.owners.iter().flatten() {
             owners.extend(
@@ -281,8 +283,12 @@ impl<'t> Builder<'t> {
             let message = csv_name_mismatch(csv_name, &key.value, &def.name.value, &origin);
             self.errors.push(csv_origin.clone(), message);
         }
-        for (email, origin) in members {
-            acc.members.entry(email).or_insert(origin);
+        if acc.members.is_empty() {
+            acc.members = members.into_iter().collect();
+        } else {
+            for (email, origin) in members {
+                acc.members.entry(email).or_insert(origin);
+            }
         }
         acc.head = Some(GroupHead {
             name: def.name.value,
@@ -427,6 +433,10 @@ impl<'t> Builder<'t> {
     /// Checks and lower-cases an email; records an error and gives `None` if it is not one.
     /// `role` and `group` say what the email is for, in the message.
     fn email(&mut self, loc: &Loc, role: &str, group: Option<&str>) -> Option<Arc<str>> {
+        // Written as seen before (lower-case, so already checked): most occurrences.
+        if let Some(e) = self.emails.get(loc.value.as_str()) {
+            return Some(e.clone());
+        }
         match email_problem(&loc.value) {
             None => Some(self.intern(&loc.value)),
             Some(problem) => {

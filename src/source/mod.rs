@@ -126,7 +126,6 @@ fn load_once(
     allow_empty: bool,
     max_bytes: u64,
 ) -> (Result<Desired, SourceErrors>, Vec<FileDigest>) {
-    use std::io::Read as _;
     let mut errors = Errors::default();
     let listed = list_files(path, &mut errors);
     let mut read_digests = Vec::with_capacity(listed.len());
@@ -164,79 +163,75 @@ fn load_once(
     let mut hasher = Sha256::new();
     let mut files = Vec::with_capacity(listed.len());
 
-    for (file, format) in listed {
-        let errors = &mut builder.errors;
-        let at = |line| Origin {
-            file: file.as_path().into(),
-            line,
-        };
-        // Bounded even if the file grows after it was measured.
-        let mut bytes = Vec::new();
-        let read = fs::File::open(&file)
-            .and_then(|f| f.take(budget.saturating_add(1)).read_to_end(&mut bytes));
-        if let Err(e) = read {
-            errors.push(at(None), format!("cannot read the file: {e}"));
-            continue;
+    // Files are read in order (the byte budget and the digest are sequential), parsed a
+    // few at a time on as many threads, and merged in order: the same result, errors
+    // included, as one file after the other.
+    let width = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4);
+    let mut queue = listed.into_iter();
+    let mut over_budget = false;
+    while !over_budget {
+        let mut batch = Vec::with_capacity(width);
+        for (file, format) in queue.by_ref().take(width) {
+            let mut errors = Errors::default();
+            let bytes = match read_within(&file, &mut budget, max_bytes, &mut errors) {
+                Ok(bytes) => {
+                    let bytes_digest: [u8; 32] = Sha256::digest(&bytes).into();
+                    read_digests.push((file.clone(), bytes_digest));
+                    digest_file(&mut hasher, &file, bytes_digest);
+                    Some(bytes)
+                }
+                Err(Unread::Failed) => None,
+                Err(Unread::OverBudget) => {
+                    over_budget = true;
+                    None
+                }
+            };
+            batch.push(Pending {
+                file,
+                format,
+                errors,
+                bytes,
+            });
+            if over_budget {
+                break;
+            }
         }
-        if bytes.len() as u64 > budget {
-            errors.push(
-                at(None),
-                format!(
-                    "the file grew while it was read and the source went over \
-                     max_source_bytes = {max_bytes} ({}); nothing was planned from it",
-                    mib(max_bytes)
-                ),
-            );
+        if batch.is_empty() {
             break;
         }
-        budget -= bytes.len() as u64;
-        let bytes_digest: [u8; 32] = Sha256::digest(&bytes).into();
-        read_digests.push((file.clone(), bytes_digest));
-        digest_file(&mut hasher, &file, bytes_digest);
-
-        let text = match String::from_utf8(bytes) {
-            Ok(t) => t,
-            Err(e) => {
-                let at_byte = e.utf8_error().valid_up_to();
-                let line = 1 + e.as_bytes()[..at_byte]
-                    .iter()
-                    .filter(|&&b| b == b'\n')
-                    .count();
-                errors.push(
-                    at(Some(line)),
-                    "the file is not valid UTF-8; save it as UTF-8",
-                );
-                continue;
-            }
-        };
-        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-        let errors_before = errors.total();
-        let defines_something = if text.trim().is_empty() {
-            false
-        } else if format == Format::Csv {
-            let rows = csv::parse(text, &file, errors);
-            let any = !rows.is_empty();
-            builder.add_rows(&file, rows);
-            any
-        } else {
-            match structured::parse(format, text, &file, errors) {
-                Some(def) => {
-                    let any = def.people.as_ref().is_some_and(|p| !p.is_empty())
-                        || def.groups.as_ref().is_some_and(|g| !g.is_empty());
-                    builder.add_file(&file, def);
+        for done in parse_batch(batch) {
+            builder.errors.append(done.read_errors);
+            let errors_before = builder.errors.total();
+            builder.errors.append(done.errors);
+            let defines_something = match done.parsed {
+                Parsed::Unread => continue,
+                Parsed::Nothing => false,
+                Parsed::Rows(rows) => {
+                    let any = !rows.is_empty();
+                    builder.add_rows(&done.file, rows);
                     any
                 }
-                None => false,
+                Parsed::Def(def) => {
+                    let any = def.people.as_ref().is_some_and(|p| !p.is_empty())
+                        || def.groups.as_ref().is_some_and(|g| !g.is_empty());
+                    builder.add_file(&done.file, def);
+                    any
+                }
+            };
+            if !defines_something && !allow_empty && builder.errors.total() == errors_before {
+                builder.errors.push(
+                    Origin {
+                        file: done.file.as_path().into(),
+                        line: None,
+                    },
+                    "the file defines no groups, people or memberships (empty or truncated?); \
+                     delete it or fill it in, or set allow_empty_source = true",
+                );
             }
-        };
-        if !defines_something && !allow_empty && builder.errors.total() == errors_before {
-            builder.errors.push(
-                at(None),
-                "the file defines no groups, people or memberships (empty or truncated?); \
-                 delete it or fill it in, or set allow_empty_source = true",
-            );
+            files.push(done.file);
         }
-        files.push(file);
     }
 
     let empty_origin = Origin {
@@ -251,6 +246,138 @@ fn load_once(
         digest: hex::encode(hasher.finalize()),
     });
     (result, read_digests)
+}
+
+/// Why a file's bytes were not read.
+enum Unread {
+    /// It could not be read (the error is recorded); the next file is read.
+    Failed,
+    /// It grew past the source's budget (the error is recorded); nothing more is read.
+    OverBudget,
+}
+
+/// Reads a file's bytes, at most `budget` of them (bounded even if the file grows after
+/// it was measured), and takes them off the budget.
+fn read_within(
+    file: &Path,
+    budget: &mut u64,
+    max_bytes: u64,
+    errors: &mut Errors,
+) -> Result<Vec<u8>, Unread> {
+    use std::io::Read as _;
+    let at = |line| Origin {
+        file: file.into(),
+        line,
+    };
+    let mut bytes = Vec::new();
+    let read =
+        fs::File::open(file).and_then(|f| f.take(budget.saturating_add(1)).read_to_end(&mut bytes));
+    if let Err(e) = read {
+        errors.push(at(None), format!("cannot read the file: {e}"));
+        return Err(Unread::Failed);
+    }
+    if bytes.len() as u64 > *budget {
+        errors.push(
+            at(None),
+            format!(
+                "the file grew while it was read and the source went over \
+                 max_source_bytes = {max_bytes} ({}); nothing was planned from it",
+                mib(max_bytes)
+            ),
+        );
+        return Err(Unread::OverBudget);
+    }
+    *budget -= bytes.len() as u64;
+    Ok(bytes)
+}
+
+/// A file read (or not), waiting to be parsed.
+struct Pending {
+    file: PathBuf,
+    format: Format,
+    /// What reading it found wrong.
+    errors: Errors,
+    /// None when it could not be read.
+    bytes: Option<Vec<u8>>,
+}
+
+/// A file parsed, waiting to be merged.
+struct Done {
+    file: PathBuf,
+    read_errors: Errors,
+    /// What parsing it found wrong.
+    errors: Errors,
+    parsed: Parsed,
+}
+
+/// What a file gave.
+enum Parsed {
+    /// It could not be read, or is not UTF-8: it is not part of the source read.
+    Unread,
+    /// It is empty, blank or did not parse.
+    Nothing,
+    Rows(Vec<csv::Row>),
+    Def(structured::FileDef),
+}
+
+/// Parses a batch of files, each on a thread of its own (a batch of one on this thread),
+/// and gives them back in order.
+fn parse_batch(batch: Vec<Pending>) -> Vec<Done> {
+    if batch.len() == 1 {
+        return batch.into_iter().map(parse_one).collect();
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = batch
+            .into_iter()
+            .map(|p| s.spawn(move || parse_one(p)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
+/// Checks one file's encoding and parses it in its format.
+fn parse_one(p: Pending) -> Done {
+    let mut errors = Errors::default();
+    let parsed = match p.bytes {
+        None => Parsed::Unread,
+        Some(bytes) => match String::from_utf8(bytes) {
+            Err(e) => {
+                let at_byte = e.utf8_error().valid_up_to();
+                let line = 1 + e.as_bytes()[..at_byte]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count();
+                errors.push(
+                    Origin {
+                        file: p.file.as_path().into(),
+                        line: Some(line),
+                    },
+                    "the file is not valid UTF-8; save it as UTF-8",
+                );
+                Parsed::Unread
+            }
+            Ok(text) => {
+                let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+                if text.trim().is_empty() {
+                    Parsed::Nothing
+                } else if p.format == Format::Csv {
+                    Parsed::Rows(csv::parse(text, &p.file, &mut errors))
+                } else {
+                    structured::parse(p.format, text, &p.file, &mut errors)
+                        .map_or(Parsed::Nothing, Parsed::Def)
+                }
+            }
+        },
+    };
+    Done {
+        file: p.file,
+        read_errors: p.errors,
+        errors,
+        parsed,
+    }
 }
 
 /// A byte count in MiB, for messages.

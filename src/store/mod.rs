@@ -139,6 +139,35 @@ pub struct CallRecord {
 }
 
 /// An open state database.
+/// A text column borrowed from its row (no copy).
+fn text<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'r str> {
+    let v = r.get_ref(i)?;
+    v.as_str()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, v.data_type(), Box::new(e)))
+}
+
+/// One group's member rows as [`Store::known`] reads them, sorted by id.
+#[derive(Default)]
+struct Batch {
+    key: String,
+    members: Vec<(String, KnownMember)>,
+    owners: Vec<(String, KnownMember)>,
+}
+
+impl Batch {
+    /// Hands the rows to their group (rows of a group not in `groups` are dropped).
+    fn flush(&mut self, known: &mut Known) {
+        let (members, owners) = (
+            std::mem::take(&mut self.members),
+            std::mem::take(&mut self.owners),
+        );
+        if let Some(g) = known.groups.get_mut(&self.key) {
+            g.members = members.into_iter().collect();
+            g.owners = owners.into_iter().collect();
+        }
+    }
+}
+
 pub struct Store {
     conn: Connection,
     path: PathBuf,
@@ -248,30 +277,38 @@ impl Store {
             let g = g.map_err(w)?;
             known.groups.insert(g.key.clone(), g);
         }
+        // In primary-key order (SQLite's BINARY collation is Rust's `str` order): each
+        // group's rows come together and sorted, so its maps are built in bulk, and no key
+        // or role is copied out of SQLite per row.
         let mut q = self
             .conn
             .prepare_cached(
-                "SELECT key, role, member_id, email, owned, receive_call FROM members WHERE target = ?1",
+                "SELECT key, role, member_id, email, owned, receive_call FROM members \
+                 WHERE target = ?1 ORDER BY key, role, member_id",
             )
             .map_err(w)?;
         let mut rows = q.query([target]).map_err(w)?;
+        let mut batch = Batch::default();
         while let Some(r) = rows.next().map_err(w)? {
-            let key: String = r.get(0).map_err(w)?;
-            let role: String = r.get(1).map_err(w)?;
+            let key = text(r, 0).map_err(w)?;
+            if batch.key != key {
+                batch.flush(&mut known);
+                batch.key = key.to_string();
+            }
+            let owner = text(r, 1).map_err(w)? == "owner";
             let id: String = r.get(2).map_err(w)?;
             let m = KnownMember {
                 email: r.get(3).map_err(w)?,
                 owned: r.get(4).map_err(w)?,
                 receive_call: r.get(5).map_err(w)?,
             };
-            if let Some(g) = known.groups.get_mut(&key) {
-                if role == "owner" {
-                    g.owners.insert(id, m)
-                } else {
-                    g.members.insert(id, m)
-                };
+            if owner {
+                batch.owners.push((id, m));
+            } else {
+                batch.members.push((id, m));
             }
         }
+        batch.flush(&mut known);
         let mut q = self
             .conn
             .prepare_cached("SELECT key FROM intents WHERE target = ?1")

@@ -2,6 +2,7 @@
 //! the group and creates it again), deletes. Real runs only: a dry-run never gets here.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -104,7 +105,16 @@ async fn apply_op(
                     let forget = Delta::Forget { key: u.key.clone() };
                     ctx.note("forget", &u.key, &u.name, forget).await?;
                     let d = &dt.groups[&u.key];
-                    create_or_adopt(ctx, target, t, &create_op(d, false), d, popts, stop).await
+                    create_or_adopt(
+                        ctx,
+                        target,
+                        t,
+                        &crate::plan::create_of(d, false),
+                        d,
+                        popts,
+                        stop,
+                    )
+                    .await
                 }
                 r => r,
             }
@@ -138,27 +148,6 @@ fn ended(r: &Result<(), OpError>) -> bool {
     match r {
         Ok(()) => true,
         Err(e) => !e.may_have_changed_the_target(),
-    }
-}
-
-/// The create of a desired group (after its managed copy was found gone).
-fn create_op(d: &DesiredGroup, resumed: bool) -> Create {
-    let ms = |m: &BTreeMap<String, String>| {
-        m.iter()
-            .map(|(id, e)| crate::plan::Member {
-                id: id.clone(),
-                email: Some(e.clone()),
-                online: false,
-            })
-            .collect()
-    };
-    Create {
-        key: d.key.clone(),
-        name: d.name.clone(),
-        members: ms(&d.members),
-        owners: ms(&d.owners),
-        receive_call: d.receive_call.iter().cloned().collect(),
-        resumed,
     }
 }
 
@@ -263,13 +252,13 @@ async fn adopt(
 fn adopted(c: &Create, d: &DesiredGroup, rg: &RemoteGroup, mode: Mode) -> KnownGroup {
     let ours = c.resumed && mode != Mode::Authoritative;
     let rc: BTreeSet<&String> = rg.receive_call.iter().collect();
-    let known_of = |ids: &[String], desired: &BTreeMap<String, String>, calls: bool| {
+    let known_of = |ids: &[String], desired: &BTreeMap<Arc<str>, Arc<str>>, calls: bool| {
         ids.iter()
             .map(|id| {
                 let k = KnownMember {
-                    owned: ours && desired.contains_key(id),
+                    owned: ours && desired.contains_key(id.as_str()),
                     receive_call: calls && rc.contains(id),
-                    email: desired.get(id).cloned(),
+                    email: desired.get(id.as_str()).map(|e| e.to_string()),
                 };
                 (id.clone(), k)
             })
@@ -292,7 +281,7 @@ mod tests {
         DesiredGroup {
             key: "k".into(),
             name: "G".into(),
-            members: [("1".to_string(), "a@x.io".to_string())].into(),
+            members: [("1".into(), "a@x.io".into())].into(),
             ..Default::default()
         }
     }
@@ -309,7 +298,7 @@ mod tests {
 
     #[test]
     fn an_adopted_group_keeps_who_was_there_as_not_ours() {
-        let c = create_op(&desired(), false);
+        let c = crate::plan::create_of(&desired(), false);
         let kg = adopted(&c, &desired(), &remote(), Mode::Owned);
         assert!(kg.members.values().all(|m| !m.owned));
         assert_eq!(kg.members["1"].email.as_deref(), Some("a@x.io"));
@@ -319,7 +308,7 @@ mod tests {
 
     #[test]
     fn a_resumed_create_owns_what_it_sent_in_owned_mode() {
-        let c = create_op(&desired(), true);
+        let c = crate::plan::create_of(&desired(), true);
         let kg = adopted(&c, &desired(), &remote(), Mode::Owned);
         assert!(kg.members["1"].owned, "we sent it before the crash");
         assert!(!kg.members["2"].owned, "not ours: not in the source");

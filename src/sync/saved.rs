@@ -162,8 +162,10 @@ impl SavedPlan {
 /// Digest of one target's known state (to tell whether it changed since a plan was saved).
 pub fn known_digest(known: &Known) -> String {
     use sha2::Digest as _;
-    let bytes = serde_json::to_vec(known).expect("the known state serializes");
-    hex::encode(sha2::Sha256::digest(&bytes))
+    // Streamed into the hash: at a million memberships the JSON would be ~100 MiB.
+    let mut hasher = sha2::Sha256::new();
+    serde_json::to_writer(&mut hasher, known).expect("the known state serializes");
+    hex::encode(hasher.finalize())
 }
 
 #[cfg(test)]

@@ -72,7 +72,7 @@ pub fn group_name(g: usize) -> String {
 
 /// Which source changes to make on top of the base: `churn` changes one member (one
 /// add, one remove) in 1% of the groups, spread over the four targets; `one` changes one
-/// membership of group 1. `round` picks which replacement (so repeated churns differ).
+/// membership of group 0 (MaestroQA's: no presence read). `round` picks which replacement (so repeated churns differ).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Change {
     pub churn: bool,
@@ -90,7 +90,7 @@ pub fn members(s: &Scale, g: usize, change: Change) -> Vec<usize> {
     let mut m: Vec<usize> = (0..s.per_group)
         .map(|k| (g * 7919 + k * 131) % s.people)
         .collect();
-    if (change.churn && churned(g)) || (change.one && g == 1) {
+    if (change.churn && churned(g)) || (change.one && g == 0) {
         // Replace the first member by someone not in the group.
         let mut p = (m[0] + 1 + change.round * 17) % s.people;
         while m.contains(&p) {
