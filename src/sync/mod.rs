@@ -98,6 +98,10 @@ impl SyncError {
     }
 }
 
+/// What a run reads of one target from the state database: its known state and the
+/// resolution cache (email -> member id, None for "not found").
+type State = (Known, HashMap<String, Option<String>>);
+
 /// How this run touches the state database and the targets: chosen once, at the top.
 struct Exec {
     /// The state database (None for a dry-run before any real run: nothing is known).
@@ -193,11 +197,17 @@ impl Exec {
         Ok(report)
     }
 
+    /// The known state and resolution cache of each target, in order.
+    async fn states(&self, targets: &[&TargetConfig]) -> Vec<Result<State, StoreError>> {
+        let mut states = Vec::with_capacity(targets.len());
+        for t in targets {
+            states.push(self.known(&t.name).await);
+        }
+        states
+    }
+
     /// One target's known state and resolution cache.
-    async fn known(
-        &self,
-        target: &str,
-    ) -> Result<(Known, HashMap<String, Option<String>>), StoreError> {
+    async fn known(&self, target: &str) -> Result<State, StoreError> {
         match &self.state {
             Some(s) => Ok((
                 s.known(target.to_string()).await?,
@@ -284,7 +294,20 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
         }
         opened = Some(exec);
     }
-    let desired = load_source(cfg).await?;
+    // The known state is read (on the store's thread) while the source is parsed, by a
+    // run whose state is open already: every whole real run, and dry-runs (read-only).
+    let early = match opened {
+        Some(exec) => Some(exec),
+        None if opts.dry_run => Some(Exec::open(cfg, opts)?),
+        None => None,
+    };
+    let (desired, early_states) = match &early {
+        Some(exec) => {
+            let (desired, states) = tokio::join!(load_source(cfg), exec.states(&selected));
+            (desired?, Some(states))
+        }
+        None => (load_source(cfg).await?, None),
+    };
     for email in &opts.only {
         if !desired
             .groups
@@ -299,17 +322,20 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
     if let Some(saved) = &opts.expect {
         saved.check_source(&desired)?;
     }
-    let mut exec = match opened {
+    let mut exec = match early {
         Some(exec) => exec,
         None => Exec::open(cfg, opts)?,
     };
-    let mut states = Vec::with_capacity(selected.len());
-    for t in &selected {
-        let state = exec.known(&t.name).await;
-        if let (Some(saved), Ok((known, _))) = (&opts.expect, &state) {
-            saved.check_known(&t.name, known)?;
+    let states = match early_states {
+        Some(states) => states,
+        None => exec.states(&selected).await,
+    };
+    if let Some(saved) = &opts.expect {
+        for (t, state) in selected.iter().zip(&states) {
+            if let Ok((known, _)) = state {
+                saved.check_known(&t.name, known)?;
+            }
         }
-        states.push(state);
     }
     let run_id = exec.begin(opts, &desired).await?;
 
