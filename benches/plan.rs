@@ -91,13 +91,13 @@ fn main() {
                 .members
                 .iter()
                 .map(|e| {
-                    let id = desired.people[&**e].ids["t"].clone();
+                    let id = desired.people[&**e].ids.get("t").unwrap().clone();
                     (
                         id,
                         KnownMember {
                             owned: true,
                             receive_call: false,
-                            email: Some(e.to_string()),
+                            email: Some(e.clone()),
                         },
                     )
                 })
@@ -139,8 +139,10 @@ fn main() {
             ..Default::default()
         };
         for e in &g.members {
-            dg.members
-                .insert(desired.people[&**e].ids["t"].as_str().into(), e.clone());
+            dg.members.insert(
+                desired.people[&**e].ids.get("t").unwrap().as_str().into(),
+                e.clone(),
+            );
         }
         dt.groups.insert(g.key.clone(), dg);
     }

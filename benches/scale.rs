@@ -315,7 +315,7 @@ fn seeded(scale: Scale, format: Format) -> Setup {
                 let m = KnownMember {
                     owned: true,
                     receive_call: t == 2,
-                    email: Some(e),
+                    email: Some(e.as_str().into()),
                 };
                 (id, m)
             })

@@ -146,7 +146,7 @@ fn offline(
         .filter(|g| g.is_for(&t.name) && g.members.iter().any(|m| **m == *email))
     {
         let k = known.groups.get(&g.key);
-        let at = g.member_origins.get(email).unwrap_or(&g.origin);
+        let at = g.member_origin(email);
         let mut gv = GroupView {
             key: Some(g.key.clone()),
             name: g.name.clone(),

@@ -67,7 +67,9 @@ pub struct KnownMember {
     pub owned: bool,
     /// assign_group: the member may receive calls.
     pub receive_call: bool,
-    pub email: Option<String>,
+    /// Shared by all of a person's memberships where it was read (the state's reader
+    /// interns them).
+    pub email: Option<Arc<str>>,
 }
 
 /// A managed group as last confirmed by the target.
@@ -222,7 +224,7 @@ fn removal(c: &mut Changes, id: &str, k: &KnownMember, opts: &PlanOptions, owner
         if opts.in_scope(email) {
             c.kept.push(Kept {
                 id: id.to_string(),
-                email: k.email.clone(),
+                email: k.email.as_deref().map(str::to_string),
                 pattern: pattern.to_string(),
                 owner,
             });
@@ -230,7 +232,7 @@ fn removal(c: &mut Changes, id: &str, k: &KnownMember, opts: &PlanOptions, owner
     } else if opts.in_scope(email) {
         c.remove.push(Member {
             id: id.to_string(),
-            email: k.email.clone(),
+            email: k.email.as_deref().map(str::to_string),
             online: false,
         });
     } else {

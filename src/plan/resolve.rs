@@ -118,7 +118,7 @@ impl<'a> Ids<'a> {
             for g in known.groups.values() {
                 for (id, k) in &g.members {
                     if let Some(email) = &k.email {
-                        m.insert(email.as_str(), id.as_str());
+                        m.insert(&**email, id.as_str());
                     }
                 }
             }
@@ -200,7 +200,6 @@ pub fn desired_target(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
     use crate::model::{Group, Origin, Person};
@@ -223,7 +222,7 @@ mod tests {
             let p = Person {
                 email: email.to_string(),
                 name: None,
-                ids: BTreeMap::from([("t".to_string(), id.to_string())]),
+                ids: [("t", id.to_string())].into_iter().collect(),
                 origin: origin(),
             };
             d.people.insert(email.to_string(), p);
@@ -237,7 +236,7 @@ mod tests {
                 receive_call: None,
                 targets: targets.map(|t| t.iter().map(|s| s.to_string()).collect()),
                 origin: origin(),
-                member_origins: BTreeMap::new(),
+                member_origins: Vec::new(),
             };
             d.groups.insert(name.to_string(), g);
         }

@@ -89,7 +89,7 @@ fn known(groups: &[&str]) -> Known {
             let m = KnownMember {
                 owned: tok.contains('+'),
                 receive_call: tok.contains('*'),
-                email: Some(format!("{id}@x")),
+                email: Some(format!("{id}@x").into()),
             };
             if owners {
                 kg.owners.insert(id.into(), m)

@@ -14,12 +14,14 @@ use std::sync::Arc;
 use super::csv::Row;
 use super::error::Errors;
 use super::structured::{FileDef, GroupDef, Loc, MapOf, PersonDef};
-use crate::model::{Group, Origin, Person};
+use crate::model::{Group, Ids, Origin, Person};
 
 /// Accumulates the source, file by file.
 pub(super) struct Builder<'t> {
     /// Configured target names.
     targets: &'t [&'t str],
+    /// The same, shared by every person's `ids`.
+    target_names: Vec<Arc<str>>,
     /// Every problem found.
     pub errors: Errors,
     /// The files added so far.
@@ -45,27 +47,29 @@ struct PersonAcc {
 #[derive(Default)]
 struct Files(Vec<Arc<Path>>);
 
-/// A place in one of [`Files`]: cheap to copy, made into an [`Origin`] only when kept in
-/// the result or reported (an [`Origin`] owns a copy of its path).
+/// A place in one of [`Files`]: 8 bytes, cheap to copy (there is one per membership
+/// while the source is gathered), made into an [`Origin`] only when kept in the result
+/// or reported.
 #[derive(Clone, Copy, Debug)]
 struct Pos {
-    file: usize,
-    line: Option<usize>,
+    file: u32,
+    /// 1-based; 0 when the format has no lines (or the line does not fit).
+    line: u32,
 }
 
 impl Files {
     /// `line` of the file being added.
     fn pos(&self, line: Option<usize>) -> Pos {
         Pos {
-            file: self.0.len() - 1,
-            line,
+            file: u32::try_from(self.0.len() - 1).expect("fewer than 2^32 source files"),
+            line: line.and_then(|l| u32::try_from(l).ok()).unwrap_or(0),
         }
     }
 
     fn origin(&self, pos: Pos) -> Origin {
         Origin {
-            file: self.0[pos.file].clone(),
-            line: pos.line,
+            file: self.0[pos.file as usize].clone(),
+            line: (pos.line > 0).then_some(pos.line as usize),
         }
     }
 }
@@ -77,8 +81,9 @@ struct GroupAcc {
     head: Option<GroupHead>,
     /// The first CSV row for this key: its group name and where it is.
     csv: Option<(String, Origin)>,
-    /// Members and where each was (first) written.
-    members: BTreeMap<Arc<str>, Origin>,
+    /// Members and where each was written, in the order seen (sorted and de-duplicated,
+    /// the first place kept, when the group is finished).
+    members: Vec<(Arc<str>, Pos)>,
 }
 
 /// What only a structured definition gives a group.
@@ -95,6 +100,7 @@ impl<'t> Builder<'t> {
     pub(super) fn new(targets: &'t [&'t str], errors: Errors) -> Self {
         Builder {
             targets,
+            target_names: targets.iter().map(|t| Arc::from(*t)).collect(),
             errors,
             files: Files::default(),
             people: BTreeMap::new(),
@@ -158,7 +164,7 @@ impl<'t> Builder<'t> {
                 person: Person {
                     email,
                     name: None,
-                    ids: BTreeMap::new(),
+                    ids: Ids::default(),
                     origin,
                 },
                 name_at: None,
@@ -202,7 +208,7 @@ impl<'t> Builder<'t> {
                 }
                 Some(_) => {}
                 None => {
-                    acc.person.ids.insert(target, id);
+                    acc.person.ids.insert(self.target_names[index].clone(), id);
                     acc.ids_at.push((index, at));
                 }
             }
@@ -223,12 +229,10 @@ impl<'t> Builder<'t> {
         let mut members = Vec::new();
         for m in def.members.iter().flatten() {
             if let Some(email) = self.email(m, "member", Some(&key.value)) {
-                members.push((email, self.origin(m)));
+                members.push((email, self.files.pos(m.line)));
             }
         }
-        // Sorted in bulk, each member where it was first written.
-        members.sort_by(|a, b| a.0.cmp(&b.0));
-        members.dedup_by(|later, first| later.0 == first.0);
+
         let mut owners = BTreeSet::new();
         for o in def.owners.iter().flatten() {
             owners.extend(
@@ -283,13 +287,7 @@ impl<'t> Builder<'t> {
             let message = csv_name_mismatch(csv_name, &key.value, &def.name.value, &origin);
             self.errors.push(csv_origin.clone(), message);
         }
-        if acc.members.is_empty() {
-            acc.members = members.into_iter().collect();
-        } else {
-            for (email, origin) in members {
-                acc.members.entry(email).or_insert(origin);
-            }
-        }
+        acc.members.append(&mut members);
         acc.head = Some(GroupHead {
             name: def.name.value,
             origin,
@@ -331,7 +329,7 @@ impl<'t> Builder<'t> {
         } else {
             acc.csv = Some((row.group.value.clone(), origin.clone()));
         }
-        acc.members.entry(email).or_insert(origin);
+        acc.members.push((email, self.files.pos(row.email.line)));
     }
 
     /// The people and groups, after the checks that need the whole source.
@@ -350,13 +348,20 @@ impl<'t> Builder<'t> {
         // Lower-cased display name -> (name, key, origin): targets adopt groups by name,
         // DeepCall even case-insensitively, so two keys must not share one name.
         let mut names: HashMap<String, (String, String, Origin)> = HashMap::new();
-        for (key, acc) in std::mem::take(&mut self.groups) {
+        for (key, mut acc) in std::mem::take(&mut self.groups) {
+            // Sorted in bulk (stable: each member keeps the place it was first written at).
+            acc.members.sort_by(|a, b| a.0.cmp(&b.0));
+            acc.members.dedup_by(|later, first| later.0 == first.0);
             let group = match (acc.head, acc.csv) {
                 (Some(head), _) => {
                     let receive_call = head.receive_call.map(|list| {
                         let mut ok = BTreeSet::new();
                         for (email, origin) in list {
-                            if acc.members.contains_key(email.as_str()) {
+                            if acc
+                                .members
+                                .binary_search_by(|(m, _)| (**m).cmp(email.as_str()))
+                                .is_ok()
+                            {
                                 ok.insert(email);
                             } else {
                                 self.errors.push(
@@ -374,23 +379,18 @@ impl<'t> Builder<'t> {
                     Group {
                         key,
                         name: head.name,
-                        members: acc.members.keys().cloned().collect(),
                         owners: head.owners.into_iter().collect(),
                         receive_call,
                         targets: head.targets.map(|t| t.into_iter().collect()),
                         origin: head.origin,
-                        member_origins: acc.members,
+                        ..self.with_members(acc.members)
                     }
                 }
                 (None, Some((name, origin))) => Group {
                     key,
                     name,
-                    members: acc.members.keys().cloned().collect(),
-                    owners: Vec::new(),
-                    receive_call: None,
-                    targets: None,
                     origin,
-                    member_origins: acc.members,
+                    ..self.with_members(acc.members)
                 },
                 (None, None) => unreachable!("a group is only created with a definition or a row"),
             };
@@ -505,6 +505,27 @@ impl<'t> Builder<'t> {
     /// `line` of the file being added.
     fn file_origin(&self, line: Option<usize>) -> Origin {
         self.files.origin(self.files.pos(line))
+    }
+
+    /// A group with these members (and where each was written), the rest to be filled in.
+    fn with_members(&self, members: Vec<(Arc<str>, Pos)>) -> Group {
+        let (members, member_origins) = members
+            .into_iter()
+            .map(|(email, pos)| (email, self.files.origin(pos)))
+            .unzip();
+        Group {
+            key: String::new(),
+            name: String::new(),
+            members,
+            owners: Vec::new(),
+            receive_call: None,
+            targets: None,
+            origin: Origin {
+                file: Path::new("").into(),
+                line: None,
+            },
+            member_origins,
+        }
     }
 }
 

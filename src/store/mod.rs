@@ -13,8 +13,10 @@ mod history;
 mod lock;
 mod writer;
 
+use std::collections::HashSet;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
@@ -289,6 +291,8 @@ impl Store {
             .map_err(w)?;
         let mut rows = q.query([target]).map_err(w)?;
         let mut batch = Batch::default();
+        // Each person's email once, shared by all their memberships.
+        let mut emails: HashSet<Arc<str>, foldhash::fast::RandomState> = HashSet::default();
         while let Some(r) = rows.next().map_err(w)? {
             let key = text(r, 0).map_err(w)?;
             if batch.key != key {
@@ -297,8 +301,22 @@ impl Store {
             }
             let owner = text(r, 1).map_err(w)? == "owner";
             let id: String = r.get(2).map_err(w)?;
+            let email = match r.get_ref(3).map_err(w)? {
+                rusqlite::types::ValueRef::Null => None,
+                _ => {
+                    let e = text(r, 3).map_err(w)?;
+                    Some(match emails.get(e) {
+                        Some(e) => e.clone(),
+                        None => {
+                            let e: Arc<str> = Arc::from(e);
+                            emails.insert(e.clone());
+                            e
+                        }
+                    })
+                }
+            };
             let m = KnownMember {
-                email: r.get(3).map_err(w)?,
+                email,
                 owned: r.get(4).map_err(w)?,
                 receive_call: r.get(5).map_err(w)?,
             };

@@ -258,7 +258,7 @@ fn adopted(c: &Create, d: &DesiredGroup, rg: &RemoteGroup, mode: Mode) -> KnownG
                 let k = KnownMember {
                     owned: ours && desired.contains_key(id.as_str()),
                     receive_call: calls && rc.contains(id),
-                    email: desired.get(id.as_str()).map(|e| e.to_string()),
+                    email: desired.get(id.as_str()).cloned(),
                 };
                 (id.clone(), k)
             })

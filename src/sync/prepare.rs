@@ -22,7 +22,7 @@ fn plan_options(cfg: &Config, t: &TargetConfig, opts: &SyncOptions) -> PlanOptio
 /// A target after phase 1: its report (with the plan) and what applying it needs.
 pub(super) struct Prepared {
     pub(super) report: TargetReport,
-    /// None when the target could not run (the report says why).
+    /// None when the target could not run (the report says why), and in a dry-run.
     work: Option<Work>,
 }
 
@@ -219,6 +219,10 @@ pub(super) async fn prepare_target(
     }
     metrics::gauge!("rostersync_plan_ops", "target" => t.name.clone()).set(plan.ops.len() as f64);
     report.plan = Some(plan);
+    if opts.dry_run {
+        // Nothing will be applied: the resolved state is let go now, not at the end.
+        return Prepared { report, work: None };
+    }
     Prepared {
         report,
         work: Some(Work {

@@ -127,7 +127,7 @@ fn known_from_remote(
                     receive_call: calls && rc.contains(id),
                     email: p
                         .and_then(|p| p.email.clone())
-                        .or_else(|| names.get(id).cloned()),
+                        .or_else(|| names.get(id).map(|e| std::sync::Arc::from(e.as_str()))),
                 };
                 (id.clone(), k)
             })
@@ -154,7 +154,7 @@ mod tests {
         KnownMember {
             owned,
             receive_call: false,
-            email: email.map(str::to_string),
+            email: email.map(Into::into),
         }
     }
 

@@ -234,7 +234,7 @@ pub fn members_delta(key: &str, added: &[Member], removed: &[Member], owners: bo
                 crate::plan::KnownMember {
                     owned: true,
                     receive_call: false,
-                    email: m.email.clone(),
+                    email: m.email.as_deref().map(std::sync::Arc::from),
                 },
             )
         })
@@ -271,7 +271,7 @@ pub fn created_delta(op: &Create, remote_id: &str) -> Delta {
                 let k = crate::plan::KnownMember {
                     owned: true,
                     receive_call: calls && rc.contains(&m.id),
-                    email: m.email.clone(),
+                    email: m.email.as_deref().map(std::sync::Arc::from),
                 };
                 (m.id.clone(), k)
             })

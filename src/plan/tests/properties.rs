@@ -51,7 +51,7 @@ fn state() -> impl Strategy<Value = (DesiredTarget, Known)> {
                 let km = KnownMember {
                     owned,
                     receive_call: rc,
-                    email: email_known.then(|| format!("u{m}@x")),
+                    email: email_known.then(|| format!("u{m}@x").into()),
                 };
                 kg.members.insert(format!("u{m}"), km);
             }
@@ -102,7 +102,7 @@ fn apply(known: &Known, plan: &TargetPlan) -> Known {
                         KnownMember {
                             owned: true,
                             receive_call: rc,
-                            email: m.email.clone(),
+                            email: m.email.as_deref().map(Into::into),
                         },
                     );
                 }
@@ -116,7 +116,7 @@ fn apply(known: &Known, plan: &TargetPlan) -> Known {
                         KnownMember {
                             owned: true,
                             receive_call: false,
-                            email: m.email.clone(),
+                            email: m.email.as_deref().map(Into::into),
                         },
                     );
                 }

@@ -269,7 +269,7 @@ fn members_delta(u: &Update, a: &Assignment) -> Delta {
                 KnownMember {
                     owned: true,
                     receive_call: false,
-                    email: m.email.clone(),
+                    email: m.email.as_deref().map(std::sync::Arc::from),
                 },
             )
         })

@@ -311,7 +311,7 @@ impl Target for Scim {
                 let k = |m: &Member| KnownMember {
                     owned: true,
                     receive_call: false,
-                    email: m.email.clone(),
+                    email: m.email.as_deref().map(std::sync::Arc::from),
                 };
                 ms.iter().map(|m| (m.id.clone(), k(m))).collect()
             };
