@@ -451,6 +451,41 @@ fn errors_are_capped_but_counted() {
     );
 }
 
+/// Files are parsed a batch at a time on several threads, but the errors kept are the
+/// first found in path order, as if the files were read one after the other.
+#[test]
+fn errors_of_files_parsed_together_are_kept_in_file_order() {
+    let file = |g: &str| {
+        let members: Vec<String> = (0..30).map(|i| format!("      - bad{i}\n")).collect();
+        format!("groups:\n  - name: {g}\n    members:\n{}", members.concat())
+    };
+    let (a, b, c, d) = (file("A"), file("B"), file("C"), file("D"));
+    let dir = write(&[
+        ("a.yaml", &a),
+        ("b.yaml", &b),
+        ("c.yaml", &c),
+        ("d.yaml", &d),
+    ]);
+    let err = load(dir.path(), TARGETS, false).unwrap_err();
+    assert_eq!(err.total, 120);
+    assert_eq!(err.errors.len(), MAX_ERRORS);
+    let from = |f: &str| {
+        err.errors
+            .iter()
+            .filter(|e| e.origin.file.ends_with(f))
+            .count()
+    };
+    assert_eq!(
+        [
+            from("a.yaml"),
+            from("b.yaml"),
+            from("c.yaml"),
+            from("d.yaml")
+        ],
+        [30, 20, 0, 0]
+    );
+}
+
 #[test]
 fn files_are_listed_in_path_order_and_digested() {
     let files = [
