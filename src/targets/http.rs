@@ -206,7 +206,7 @@ pub fn message(status: u16, body: &[u8]) -> String {
 }
 
 /// The share of a configured `rate_limit` that rostersync actually uses.
-pub const RATE_MARGIN: f64 = 0.95;
+pub const RATE_MARGIN: f64 = 0.97;
 
 /// How the limiter paces a target whose vendor allows `rate` requests/s with bursts of
 /// `burst` (a token bucket): one request per `period`, bursts of the returned size.
@@ -217,9 +217,10 @@ pub const RATE_MARGIN: f64 = 0.95;
 /// (network or scheduling jitter, the two clocks) is refused with 429. So rostersync keeps
 /// one token in hand (bursts one smaller than allowed, when the burst is above 1), which
 /// absorbs up to a whole period of jitter (100 ms at 10/s) from the first request on, and
-/// runs at 95% of the rate, so the vendor's bucket refills further with every request (and
-/// a run started right after another finds it fuller). The cost: 5% of throughput in a long
-/// run, one period once.
+/// runs at 97% of the rate, so the vendor's bucket refills further with every request (a
+/// whole token more every 33 requests; and a run started right after another finds it
+/// fuller). The cost: 3% of throughput in a long run, one period once (SPEC 9 asks for an
+/// initial sync within 5% of calls / rate).
 pub fn pacing(rate: f64, burst: u32) -> (Duration, u32) {
     let period = Duration::from_secs_f64(1.0 / (rate * RATE_MARGIN));
     (period, burst.saturating_sub(1).max(1))
