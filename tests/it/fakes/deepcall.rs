@@ -16,7 +16,7 @@
 //!   number in requests, as the vendor's `delete` example sends `"groupId": 11`);
 //! - agent ids are numeric strings ("1001", ...) from the user directory.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{Value, json};
@@ -90,9 +90,14 @@ struct FailNext {
 struct State {
     /// Lower-cased email -> agent id.
     directory: BTreeMap<String, String>,
+    /// Agent id -> lower-cased email (the directory the other way round).
+    emails: HashMap<String, String>,
     next_agent: u64,
-    /// Group id -> group, in creation order (ids increase).
+    /// Group id -> group, in creation order (ids increase). Change names only through
+    /// `create`, `rename` and `remove`, which keep `by_name` in step.
     groups: BTreeMap<u64, Group>,
+    /// ASCII-lower-cased name -> ids of the groups so named, whatever the case.
+    by_name: HashMap<String, BTreeSet<u64>>,
     next_group: u64,
     fail_next: Vec<FailNext>,
     /// Group id -> error code answered for every request naming that group.
@@ -131,31 +136,64 @@ impl State {
         }
         let id = self.next_agent.to_string();
         self.next_agent += 1;
+        self.emails.insert(id.clone(), key.clone());
         self.directory.insert(key, id.clone());
         id
     }
 
     fn is_agent(&self, id: &str) -> bool {
-        self.directory.values().any(|v| v == id)
+        self.emails.contains_key(id)
     }
 
     fn email_of(&self, id: &str) -> String {
-        self.directory
-            .iter()
-            .find(|(_, v)| v.as_str() == id)
-            .map(|(k, _)| k.clone())
+        self.emails
+            .get(id)
+            .cloned()
             .unwrap_or_else(|| id.to_string())
+    }
+
+    /// Ids of the groups whose name is `name` ignoring ASCII case, in creation order.
+    fn named_any_case(&self, name: &str) -> impl Iterator<Item = u64> + '_ {
+        self.by_name
+            .get(&name.to_ascii_lowercase())
+            .into_iter()
+            .flatten()
+            .copied()
+    }
+
+    fn rename(&mut self, id: u64, name: String) {
+        let Some(g) = self.groups.get_mut(&id) else {
+            return;
+        };
+        let old = std::mem::replace(&mut g.name, name.clone());
+        self.unlist_name(id, &old);
+        self.by_name
+            .entry(name.to_ascii_lowercase())
+            .or_default()
+            .insert(id);
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Some(g) = self.groups.remove(&id) {
+            self.unlist_name(id, &g.name);
+        }
+    }
+
+    fn unlist_name(&mut self, id: u64, name: &str) {
+        let key = name.to_ascii_lowercase();
+        if let Some(ids) = self.by_name.get_mut(&key) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_name.remove(&key);
+            }
+        }
     }
 
     /// The vendor's uniqueness rule: a name already taken (case-insensitively) by another
     /// group gets the smallest number appended that makes it unique ("Tier 1" -> "Tier 11",
     /// then "Tier 12").
     fn unique_name(&self, wanted: &str, except: Option<u64>) -> String {
-        let taken = |n: &str| {
-            self.groups
-                .iter()
-                .any(|(id, g)| Some(*id) != except && g.name.eq_ignore_ascii_case(n))
-        };
+        let taken = |n: &str| self.named_any_case(n).any(|id| Some(id) != except);
         if !taken(wanted) {
             return wanted.to_string();
         }
@@ -173,6 +211,10 @@ impl State {
         let name = self.unique_name(name, None);
         let id = self.next_group;
         self.next_group += 1;
+        self.by_name
+            .entry(name.to_ascii_lowercase())
+            .or_default()
+            .insert(id);
         self.groups.insert(
             id,
             Group {
@@ -184,16 +226,11 @@ impl State {
         id
     }
 
+    /// The first group named exactly `name`, else the first named so in another case.
     fn find(&self, name: &str) -> Option<u64> {
-        self.groups
-            .iter()
-            .find(|(_, g)| g.name == name)
-            .or_else(|| {
-                self.groups
-                    .iter()
-                    .find(|(_, g)| g.name.eq_ignore_ascii_case(name))
-            })
-            .map(|(id, _)| *id)
+        self.named_any_case(name)
+            .find(|id| self.groups[id].name == name)
+            .or_else(|| self.named_any_case(name).next())
     }
 
     /// Member arguments of the by-hand knobs: an email (registered if new) or a raw id.
@@ -399,11 +436,11 @@ impl Vendor {
                     return error_code(code::NAME_MISSING);
                 };
                 let name = st.unique_name(&name, Some(key));
-                st.groups.get_mut(&key).unwrap().name = name;
+                st.rename(key, name);
                 success("Group updated successfully", json!({"groupId": gid}))
             }
             "Group/delete" => {
-                st.groups.remove(&key);
+                st.remove(key);
                 success("Group deleted successfully", json!({}))
             }
             "Group/submitAssignGroupToAgent" => {
@@ -414,17 +451,18 @@ impl Vendor {
                     return error_code(code::INVALID_PARAMETERS);
                 };
                 let mut list: Vec<String> = Vec::new();
+                let mut listed: HashSet<String> = HashSet::new();
                 for a in agents.unwrap_or_default() {
                     if !st.is_agent(&a) {
                         return error(code::INVALID_REQUEST_DATA, "Invalid Request Data");
                     }
-                    if !list.contains(&a) {
+                    if listed.insert(a.clone()) {
                         list.push(a);
                     }
                 }
                 let mut rc = BTreeSet::new();
                 for r in receive.unwrap_or_default() {
-                    if !list.contains(&r) {
+                    if !listed.contains(&r) {
                         return error(code::INVALID_REQUEST_DATA, "Invalid Request Data");
                     }
                     rc.insert(r);
@@ -648,7 +686,9 @@ impl FakeDeepCall {
         let Some(id) = st.find(name) else { return };
         let ids: Vec<String> = members.iter().map(|m| st.member_id(m)).collect();
         let g = st.groups.get_mut(&id).unwrap();
-        g.receive_call = ids.into_iter().filter(|i| g.agents.contains(i)).collect();
+        let agents: HashSet<&String> = g.agents.iter().collect();
+        let rc = ids.into_iter().filter(|i| agents.contains(i)).collect();
+        g.receive_call = rc;
     }
 
     /// How many requests so far had a path containing `endpoint`.
@@ -735,7 +775,7 @@ impl Fake for FakeDeepCall {
     fn delete_group_by_hand(&self, name: &str) {
         let mut st = self.state();
         if let Some(id) = st.find(name) {
-            st.groups.remove(&id);
+            st.remove(id);
         }
     }
 

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +18,7 @@ use serde_json::{Map, Value, json};
 
 use super::Fake;
 use super::http::{Fault, Handler, Logged, Match, Reply, Req, Server};
+use super::keyed::{Keyed, Keys};
 
 /// Crossbar's default listing page size when the client sends no `page_size`.
 const DEFAULT_PAGE_SIZE: usize = 50;
@@ -32,8 +34,12 @@ struct User {
     last_name: String,
 }
 
-impl User {
-    fn doc(&self) -> Value {
+impl Listed for User {
+    fn key(&self) -> &str {
+        &self.id
+    }
+    /// The user's document, as read and as listed.
+    fn full(&self) -> Value {
         json!({
             "id": self.id,
             "email": self.email,
@@ -43,6 +49,9 @@ impl User {
             "priv_level": "user",
             "features": [],
         })
+    }
+    fn row(&self) -> Value {
+        self.full()
     }
 }
 
@@ -55,22 +64,43 @@ struct Group {
     doc: Map<String, Value>,
 }
 
-impl Group {
+impl Keys for Group {
+    fn keys(&self) -> Vec<String> {
+        vec![self.id.clone()]
+    }
+}
+
+/// What a listing needs of its records: the key it is sorted and paged by, the full doc
+/// that `filter_<field>` parameters look at, and the row it shows.
+trait Listed {
+    fn key(&self) -> &str;
+    fn full(&self) -> Value;
+    fn row(&self) -> Value;
+}
+
+impl Listed for Group {
+    fn key(&self) -> &str {
+        &self.id
+    }
     fn full(&self) -> Value {
         let mut d = self.doc.clone();
         d.insert("id".into(), Value::String(self.id.clone()));
         Value::Object(d)
     }
-    fn endpoints(&self) -> Option<&Map<String, Value>> {
-        self.doc.get("endpoints").and_then(Value::as_object)
-    }
-    fn summary(&self) -> Value {
+    /// The summary a listing shows.
+    fn row(&self) -> Value {
         json!({
             "id": self.id,
             "name": self.doc.get("name").cloned().unwrap_or(Value::Null),
             "features": [],
             "endpoints": self.endpoints().map_or(0, Map::len),
         })
+    }
+}
+
+impl Group {
+    fn endpoints(&self) -> Option<&Map<String, Value>> {
+        self.doc.get("endpoints").and_then(Value::as_object)
     }
     fn revision(&self) -> String {
         format!("{}-{}", self.rev, hash_hex(&(&self.id, self.rev)))
@@ -103,8 +133,8 @@ struct State {
     /// User directory, ordered by id (the listing and paging order).
     users: BTreeMap<String, User>,
     by_email: BTreeMap<String, String>,
-    /// Groups in creation order.
-    groups: Vec<Group>,
+    /// Groups in creation order, by id.
+    groups: Keyed<Group>,
 }
 
 impl State {
@@ -160,7 +190,18 @@ impl State {
     }
 
     fn group_index(&self, id: &str) -> Option<usize> {
-        self.groups.iter().position(|g| g.id == id)
+        self.groups.first(id)
+    }
+
+    /// The groups in listing order (by id), from `start` on.
+    fn groups_by_id(&self, start: Option<String>) -> impl Iterator<Item = &Group> {
+        let mut all: Vec<&Group> = self
+            .groups
+            .iter()
+            .filter(|g| start.as_ref().is_none_or(|s| g.id >= *s))
+            .collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all.into_iter()
     }
 
     fn member_label(&self, id: &str, ep: &Value) -> String {
@@ -476,11 +517,13 @@ struct Page {
 }
 
 /// Applies `filter_<field>=value` (exact match on the full doc) and Crossbar paging
-/// (`page_size`, `start_key`, `paginate=false`) to `(key, full doc, row)` items sorted by key.
-fn list_page(
+/// (`page_size`, `start_key`, `paginate=false`) to the records `from(start_key)` gives:
+/// sorted by key, those with a key at or after `start_key` (every one for None). Only the
+/// rows of the page are built, and the full docs only when a filter asks.
+fn list_page<'a, T: Listed + 'a, I: Iterator<Item = &'a T>>(
     req: &Req,
     default_size: usize,
-    mut items: Vec<(String, Value, Value)>,
+    from: impl FnOnce(Option<String>) -> I,
 ) -> Result<Page, Map<String, Value>> {
     let filters: Vec<(String, String)> = req
         .query
@@ -492,18 +535,21 @@ fn list_page(
             Some((field.clone(), req.query_param(&k).unwrap_or_default()))
         })
         .collect();
-    items.retain(|(_, doc, _)| {
+    let keep = |t: &&T| {
+        if filters.is_empty() {
+            return true;
+        }
+        let doc = t.full();
         filters.iter().all(|(field, want)| match doc.get(field) {
             Some(Value::String(s)) => s == want,
             Some(Value::Null) | None => false,
             Some(other) => serde_json::from_str::<Value>(want).is_ok_and(|w| w == *other),
         })
-    });
-    items.sort_by(|a, b| a.0.cmp(&b.0));
+    };
     let mut paging = Map::new();
     if req.query_param("paginate").as_deref() == Some("false") {
         return Ok(Page {
-            rows: items.into_iter().map(|(_, _, row)| row).collect(),
+            rows: from(None).filter(keep).map(T::row).collect(),
             paging,
         });
     }
@@ -521,19 +567,16 @@ fn list_page(
     };
     let start = req.query_param("start_key");
     if let Some(s) = &start {
-        items.retain(|(k, _, _)| k >= s);
         paging.insert("start_key".into(), Value::String(s.clone()));
     }
-    let next = items.get(size).map(|(k, _, _)| k.clone());
-    items.truncate(size);
-    paging.insert("page_size".into(), json!(items.len()));
+    let mut items = from(start).filter(keep);
+    let rows: Vec<Value> = items.by_ref().take(size).map(T::row).collect();
+    let next = items.next().map(|t| t.key().to_string());
+    paging.insert("page_size".into(), json!(rows.len()));
     if let Some(n) = next {
         paging.insert("next_start_key".into(), Value::String(n));
     }
-    Ok(Page {
-        rows: items.into_iter().map(|(_, _, row)| row).collect(),
-        paging,
-    })
+    Ok(Page { rows, paging })
 }
 
 impl KazooHandler {
@@ -552,7 +595,7 @@ impl KazooHandler {
             page_size: DEFAULT_PAGE_SIZE,
             users: BTreeMap::new(),
             by_email: BTreeMap::new(),
-            groups: Vec::new(),
+            groups: Keyed::new(),
         };
         st.account_id = st.new_id();
         KazooHandler {
@@ -604,17 +647,10 @@ impl KazooHandler {
     fn groups(&self, st: &mut State, req: &Req, a: &Answer, id: Option<&str>) -> Reply {
         let Some(id) = id else {
             return match req.method.as_str() {
-                "GET" => {
-                    let items = st
-                        .groups
-                        .iter()
-                        .map(|g| (g.id.clone(), g.full(), g.summary()))
-                        .collect();
-                    match list_page(req, st.page_size, items) {
-                        Ok(page) => a.ok_list(page.rows, page.paging),
-                        Err(e) => a.invalid(e),
-                    }
-                }
+                "GET" => match list_page(req, st.page_size, |start| st.groups_by_id(start)) {
+                    Ok(page) => a.ok_list(page.rows, page.paging),
+                    Err(e) => a.invalid(e),
+                },
                 _ => self.create_group(st, req, a),
             };
         };
@@ -694,12 +730,23 @@ impl KazooHandler {
     }
 
     fn users(&self, st: &State, req: &Req, a: &Answer) -> Reply {
-        let items = st
-            .users
-            .values()
-            .map(|u| (u.id.clone(), u.doc(), u.doc()))
-            .collect();
-        match list_page(req, st.page_size, items) {
+        // `filter_email` is an exact match on the email: at most the one user the index
+        // names can pass it (list_page still applies every filter).
+        let email = req.query_param("filter_email");
+        let from = |start: Option<String>| -> Box<dyn Iterator<Item = &User> + '_> {
+            if let Some(e) = &email {
+                let u = st.by_email.get(e).and_then(|id| st.users.get(id));
+                let from_start = move |u: &&User| start.as_ref().is_none_or(|s| u.id >= *s);
+                return Box::new(u.filter(from_start).into_iter());
+            }
+            let lower = start.map_or(Bound::Unbounded, Bound::Included);
+            Box::new(
+                st.users
+                    .range::<String, _>((lower, Bound::Unbounded))
+                    .map(|(_, u)| u),
+            )
+        };
+        match list_page(req, st.page_size, from) {
             Ok(page) => a.ok_list(page.rows, page.paging),
             Err(e) => a.invalid(e),
         }
@@ -709,18 +756,15 @@ impl KazooHandler {
         if !st.users.contains_key(user) {
             return a.bad_identifier(user);
         }
-        let items = st
-            .groups
-            .iter()
-            .filter(|g| {
-                g.endpoints()
-                    .and_then(|e| e.get(user))
-                    .and_then(|e| e.get("type"))
-                    == Some(&json!("user"))
-            })
-            .map(|g| (g.id.clone(), g.full(), g.summary()))
-            .collect();
-        match list_page(req, st.page_size, items) {
+        let member = |g: &&Group| {
+            g.endpoints()
+                .and_then(|e| e.get(user))
+                .and_then(|e| e.get("type"))
+                .and_then(Value::as_str)
+                == Some("user")
+        };
+        let from = |start| st.groups_by_id(start).filter(member);
+        match list_page(req, st.page_size, from) {
             Ok(page) => a.ok_list(page.rows, page.paging),
             Err(e) => a.invalid(e),
         }
@@ -780,7 +824,7 @@ impl Handler for KazooHandler {
             Route::Group(_, id) => self.groups(&mut st, req, &a, Some(id)),
             Route::Users(_) => self.users(&st, req, &a),
             Route::User(_, id) => match st.users.get(id) {
-                Some(u) => a.ok(200, u.doc(), format!("1-{}", hash_hex(id))),
+                Some(u) => a.ok(200, u.full(), format!("1-{}", hash_hex(id))),
                 None => a.bad_identifier(id),
             },
             Route::UserGroups(_, id) => self.user_groups(&st, req, &a, id),

@@ -18,13 +18,14 @@
 //!   owner is refused unless `set_accept_owner_emails(true)`.
 //! - A PATCH is atomic: any bad operation refuses the whole request and changes nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
 use super::Fake;
 use super::http::{Fault, Handler, Logged, Match, Reply, Req, Server};
+use super::keyed::{Keyed, Keys};
 
 const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
@@ -41,6 +42,21 @@ pub struct Agent {
     pub external_id: String,
 }
 
+impl Keys for Agent {
+    /// A member string names an agent by email (any case), user id or external id.
+    fn keys(&self) -> Vec<String> {
+        vec![
+            email_key(&self.email),
+            format!("u:{}", self.user_id),
+            format!("x:{}", self.external_id),
+        ]
+    }
+}
+
+fn email_key(email: &str) -> String {
+    format!("e:{}", email.to_ascii_lowercase())
+}
+
 /// One agent group as the server stores it: members and owners exactly as given.
 #[derive(Clone, Debug)]
 pub struct Group {
@@ -48,6 +64,12 @@ pub struct Group {
     pub display_name: String,
     pub members: Vec<String>,
     pub owners: Vec<String>,
+}
+
+impl Keys for Group {
+    fn keys(&self) -> Vec<String> {
+        vec![self.id.clone()]
+    }
 }
 
 impl Group {
@@ -65,10 +87,10 @@ impl Group {
 /// Everything the fake server knows.
 #[derive(Debug)]
 pub struct State {
-    /// The agent directory, in registration order.
-    pub agents: Vec<Agent>,
-    /// Groups in creation order (names may repeat: the API does not forbid it).
-    pub groups: Vec<Group>,
+    /// The agent directory, in registration order, by email, user id and external id.
+    pub agents: Keyed<Agent>,
+    /// Groups in creation order, by id (names may repeat: the API does not forbid it).
+    pub groups: Keyed<Group>,
     /// Next number for generated group ids.
     pub next_group: u64,
     /// Next number for generated user ids.
@@ -83,16 +105,16 @@ pub struct State {
 
 impl State {
     fn agent(&self, s: &str) -> Option<&Agent> {
-        self.agents
-            .iter()
-            .find(|a| a.email.eq_ignore_ascii_case(s) || a.user_id == s || a.external_id == s)
+        self.agent_index(s).map(|i| &self.agents[i])
     }
 
-    /// The agent index a member string names, if any.
+    /// The agent index a member string names, if any: the first agent in registration
+    /// order whose email (any case), user id or external id it is.
     fn agent_index(&self, s: &str) -> Option<usize> {
-        self.agents
+        [email_key(s), format!("u:{s}"), format!("x:{s}")]
             .iter()
-            .position(|a| a.email.eq_ignore_ascii_case(s) || a.user_id == s || a.external_id == s)
+            .filter_map(|k| self.agents.first(k))
+            .min()
     }
 
     fn email_of(&self, s: &str) -> String {
@@ -102,7 +124,80 @@ impl State {
     }
 
     fn group_mut(&mut self, id: &str) -> Option<&mut Group> {
-        self.groups.iter_mut().find(|g| g.id == id)
+        self.groups.get_mut(id)
+    }
+}
+
+/// A member (or owner) list being built or changed. An agent may appear under any of its
+/// names, so finding an entry is: the entry spelled exactly so, else the first entry naming
+/// the same agent. Indexes by spelling and by agent make that O(log n) (no scan per entry).
+struct Working<'a> {
+    st: &'a State,
+    /// The entries in order; None once removed.
+    slots: Vec<Option<String>>,
+    /// Spelling -> positions of the live entries spelled so.
+    exact: HashMap<String, BTreeSet<usize>>,
+    /// Agent index -> positions of the live entries naming that agent.
+    agent: HashMap<usize, BTreeSet<usize>>,
+}
+
+impl<'a> Working<'a> {
+    fn new(st: &'a State, list: &[String]) -> Working<'a> {
+        let mut w = Working {
+            st,
+            slots: Vec::with_capacity(list.len()),
+            exact: HashMap::new(),
+            agent: HashMap::new(),
+        };
+        for s in list {
+            w.push(s.clone());
+        }
+        w
+    }
+
+    /// Position of the entry `s` names (itself, or another name of the same agent).
+    fn position(&self, s: &str) -> Option<usize> {
+        let first = |set: Option<&BTreeSet<usize>>| set.and_then(|p| p.first().copied());
+        first(self.exact.get(s)).or_else(|| first(self.agent.get(&self.st.agent_index(s)?)))
+    }
+
+    fn contains(&self, s: &str) -> bool {
+        self.position(s).is_some()
+    }
+
+    /// Appends `s` (duplicates are the caller's business).
+    fn push(&mut self, s: String) {
+        let i = self.slots.len();
+        if let Some(a) = self.st.agent_index(&s) {
+            self.agent.entry(a).or_default().insert(i);
+        }
+        self.exact.entry(s.clone()).or_default().insert(i);
+        self.slots.push(Some(s));
+    }
+
+    /// Appends `s` unless it (or another name of the same agent) is there already.
+    fn add(&mut self, s: String) {
+        if !self.contains(&s) {
+            self.push(s);
+        }
+    }
+
+    fn remove(&mut self, i: usize) {
+        let Some(s) = self.slots[i].take() else {
+            return;
+        };
+        if let Some(a) = self.st.agent_index(&s)
+            && let Some(p) = self.agent.get_mut(&a)
+        {
+            p.remove(&i);
+        }
+        if let Some(p) = self.exact.get_mut(&s) {
+            p.remove(&i);
+        }
+    }
+
+    fn into_vec(self) -> Vec<String> {
+        self.slots.into_iter().flatten().collect()
     }
 }
 
@@ -247,7 +342,7 @@ impl MaestroHandler {
                 &format!("{field} must be an array"),
             ));
         };
-        let mut out: Vec<String> = Vec::new();
+        let mut out = Working::new(st, &[]);
         for item in arr {
             let Some(s) = item.as_str() else {
                 return Err(scim_error(
@@ -257,11 +352,9 @@ impl MaestroHandler {
                 ));
             };
             Self::check_id(st, role, s).map_err(|m| scim_error(400, Some("invalidValue"), &m))?;
-            if !Self::contains(st, &out, s) {
-                out.push(s.to_string());
-            }
+            out.add(s.to_string());
         }
-        Ok(out)
+        Ok(out.into_vec())
     }
 
     /// Reads a PATCH value list `[{"value": X}, ...]`.
@@ -282,19 +375,6 @@ impl MaestroHandler {
                     .ok_or_else(bad)
             })
             .collect()
-    }
-
-    /// True when `list` already holds `s` or another name of the same agent.
-    fn contains(st: &State, list: &[String], s: &str) -> bool {
-        Self::position(st, list, s).is_some()
-    }
-
-    fn position(st: &State, list: &[String], s: &str) -> Option<usize> {
-        if let Some(i) = list.iter().position(|m| m == s) {
-            return Some(i);
-        }
-        let idx = st.agent_index(s)?;
-        list.iter().position(|m| st.agent_index(m) == Some(idx))
     }
 
     fn handle_authed(&self, req: &Req) -> Reply {
@@ -318,7 +398,7 @@ impl MaestroHandler {
         match req.method.as_str() {
             "GET" => {
                 let st = self.state.lock().unwrap();
-                match st.groups.iter().find(|g| g.id == id) {
+                match st.groups.get(id) {
                     Some(g) => Reply::json(200, g.to_json()),
                     None => not_found(id),
                 }
@@ -327,7 +407,7 @@ impl MaestroHandler {
             "PATCH" => self.patch(req, id),
             "DELETE" => {
                 let mut st = self.state.lock().unwrap();
-                match st.groups.iter().position(|g| g.id == id) {
+                match st.groups.first(id) {
                     Some(i) => {
                         st.groups.remove(i);
                         Reply::empty(204)
@@ -454,7 +534,7 @@ impl MaestroHandler {
             Err(r) => return r,
         };
         let mut st = self.state.lock().unwrap();
-        if !st.groups.iter().any(|g| g.id == id) {
+        if st.groups.first(id).is_none() {
             return not_found(id);
         }
         if !Self::has_schema(&body, GROUP_SCHEMA) {
@@ -517,7 +597,7 @@ impl MaestroHandler {
             Err(r) => return r,
         };
         let mut st = self.state.lock().unwrap();
-        let Some(mut g) = st.groups.iter().find(|g| g.id == id).cloned() else {
+        let Some(g) = st.groups.get(id) else {
             return not_found(id);
         };
         if !Self::has_schema(&body, PATCH_SCHEMA) {
@@ -537,18 +617,31 @@ impl MaestroHandler {
                 );
             }
         };
+        // Working copies: nothing is stored unless every operation applies.
+        let mut name = g.display_name.clone();
+        let mut members = Working::new(&st, &g.members);
+        let mut owners = Working::new(&st, &g.owners);
         for op in &ops {
-            if let Err(r) = Self::apply_op(&st, &mut g, op) {
+            if let Err(r) = Self::apply_op(&st, &mut name, &mut members, &mut owners, op) {
                 return r;
             }
         }
-        let out = g.to_json();
-        *st.group_mut(id).unwrap() = g;
-        Reply::json(200, list_response(1, 1, vec![out]))
+        let (members, owners) = (members.into_vec(), owners.into_vec());
+        let g = st.group_mut(id).unwrap();
+        g.display_name = name;
+        g.members = members;
+        g.owners = owners;
+        Reply::json(200, list_response(1, 1, vec![g.to_json()]))
     }
 
-    /// Applies one PATCH operation to a working copy of the group.
-    fn apply_op(st: &State, g: &mut Group, op: &Value) -> Result<(), Reply> {
+    /// Applies one PATCH operation to the working copies of the group's fields.
+    fn apply_op<'a>(
+        st: &'a State,
+        name: &mut String,
+        members: &mut Working<'a>,
+        owners: &mut Working<'a>,
+        op: &Value,
+    ) -> Result<(), Reply> {
         let kind = op
             .get("op")
             .and_then(Value::as_str)
@@ -576,7 +669,7 @@ impl MaestroHandler {
                 }
                 return match value.and_then(Value::as_str) {
                     Some(n) if !n.trim().is_empty() => {
-                        g.display_name = n.to_string();
+                        *name = n.to_string();
                         Ok(())
                     }
                     _ => Err(scim_error(
@@ -597,7 +690,7 @@ impl MaestroHandler {
                 for (k, v) in obj {
                     match (k.as_str(), v.as_str()) {
                         ("displayName", Some(n)) if !n.trim().is_empty() => {
-                            g.display_name = n.to_string();
+                            *name = n.to_string();
                         }
                         _ => {
                             return Err(scim_error(
@@ -627,26 +720,22 @@ impl MaestroHandler {
         };
         let ids = Self::value_list(value)?;
         let list = if role == Role::Member {
-            &mut g.members
+            members
         } else {
-            &mut g.owners
+            owners
         };
         match kind.as_str() {
             "add" => {
                 for s in ids {
                     Self::check_id(st, role, &s)
                         .map_err(|m| scim_error(400, Some("invalidValue"), &m))?;
-                    if !Self::contains(st, list, &s) {
-                        list.push(s);
-                    }
+                    list.add(s);
                 }
             }
             "remove" => {
                 for s in ids {
-                    match Self::position(st, list, &s) {
-                        Some(i) => {
-                            list.remove(i);
-                        }
+                    match list.position(&s) {
+                        Some(i) => list.remove(i),
                         None if st.agent(&s).is_some() => {} // absent: no-op
                         None => {
                             return Err(scim_error(
@@ -661,13 +750,11 @@ impl MaestroHandler {
                 }
             }
             _ => {
-                let mut new: Vec<String> = Vec::new();
+                let mut new = Working::new(st, &[]);
                 for s in ids {
                     Self::check_id(st, role, &s)
                         .map_err(|m| scim_error(400, Some("invalidValue"), &m))?;
-                    if !Self::contains(st, &new, &s) {
-                        new.push(s);
-                    }
+                    new.add(s);
                 }
                 *list = new;
             }
@@ -713,8 +800,8 @@ impl FakeMaestro {
         let handler = MaestroHandler {
             token: std::sync::OnceLock::new(),
             state: Mutex::new(State {
-                agents: vec![],
-                groups: vec![],
+                agents: Keyed::new(),
+                groups: Keyed::new(),
                 next_group: 0,
                 next_user: 0,
                 default_page_size: 20,
@@ -755,13 +842,10 @@ impl FakeMaestro {
     /// Registers an agent with given user and external ids (idempotent on the email).
     pub fn add_user_with_ids(&self, email: &str, user_id: &str, external_id: &str) {
         let mut st = self.state();
-        if let Some(a) = st
-            .agents
-            .iter_mut()
-            .find(|a| a.email.eq_ignore_ascii_case(email))
-        {
+        if let Some(a) = st.agents.get_mut(&email_key(email)) {
             a.user_id = user_id.into();
             a.external_id = external_id.into();
+            st.agents.reindex();
         } else {
             st.agents.push(Agent {
                 email: email.into(),
@@ -917,12 +1001,11 @@ impl Fake for FakeMaestro {
         let mut st = self.state();
         st.next_group += 1;
         let id = group_id(st.next_group);
-        let mut list: Vec<String> = Vec::new();
+        let mut list = Working::new(&st, &[]);
         for m in members {
-            if !MaestroHandler::contains(&st, &list, m) {
-                list.push(m.to_string());
-            }
+            list.add(m.to_string());
         }
+        let list = list.into_vec();
         st.groups.push(Group {
             id,
             display_name: name.into(),
@@ -933,12 +1016,11 @@ impl Fake for FakeMaestro {
 
     fn set_members_by_hand(&self, name: &str, members: &[&str]) {
         let mut st = self.state();
-        let mut list: Vec<String> = Vec::new();
+        let mut list = Working::new(&st, &[]);
         for m in members {
-            if !MaestroHandler::contains(&st, &list, m) {
-                list.push(m.to_string());
-            }
+            list.add(m.to_string());
         }
+        let list = list.into_vec();
         let g = st
             .groups
             .iter_mut()

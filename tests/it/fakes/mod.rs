@@ -5,6 +5,7 @@
 
 mod fake;
 pub mod http;
+mod keyed;
 
 pub mod deepcall;
 pub mod kazoo;

@@ -23,12 +23,13 @@
 //! is not a known agent (the whole request is then refused, nothing applied); 415 when a body
 //! is sent without `Content-Type: application/json`; 404/405 for unknown routes/methods.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use super::Fake;
 use super::http::{Fault, Handler, Logged, Match, Reply, Req, Server};
+use super::keyed::{Keyed, Keys};
 
 /// The API path prefix this fake serves under.
 pub const PREFIX: &str = "/v1";
@@ -50,12 +51,56 @@ struct Agent {
     email: String,
 }
 
+impl Keys for Agent {
+    /// Found by id and by email, any case.
+    fn keys(&self) -> Vec<String> {
+        vec![id_key(&self.id), email_key(&self.email)]
+    }
+}
+
+/// Ids are UUIDs, matched whatever the case.
+fn id_key(id: &str) -> String {
+    format!("i:{}", id.to_ascii_lowercase())
+}
+
+fn email_key(email: &str) -> String {
+    format!("e:{}", email.to_ascii_lowercase())
+}
+
 #[derive(Clone, Debug)]
 struct Team {
     id: String,
     name: String,
     /// Agent ids, in the order they were added.
     members: Vec<String>,
+    /// The same ids, for membership checks.
+    present: HashSet<String>,
+}
+
+impl Keys for Team {
+    fn keys(&self) -> Vec<String> {
+        vec![self.id.clone()]
+    }
+}
+
+impl Team {
+    /// Appends the agent unless it is a member already.
+    fn add(&mut self, id: String) {
+        if self.present.insert(id.clone()) {
+            self.members.push(id);
+        }
+    }
+
+    fn remove_all(&mut self, ids: &HashSet<String>) {
+        self.members.retain(|m| !ids.contains(m));
+        self.present.retain(|m| !ids.contains(m));
+    }
+
+    /// Replaces the members (`ids` holds no duplicates).
+    fn set(&mut self, ids: Vec<String>) {
+        self.present = ids.iter().cloned().collect();
+        self.members = ids;
+    }
 }
 
 struct Bucket {
@@ -65,10 +110,10 @@ struct Bucket {
 
 /// Everything the server knows, behind one mutex.
 struct State {
-    /// Teams in creation order (ids are never reused after a delete).
-    teams: Vec<Team>,
-    /// The agent directory, in registration order.
-    agents: Vec<Agent>,
+    /// Teams in creation order, by id (ids are never reused after a delete).
+    teams: Keyed<Team>,
+    /// The agent directory, in registration order, by id and by email.
+    agents: Keyed<Agent>,
     next_team: u64,
     next_agent: u64,
     /// (requests per second, burst), None = no limiter.
@@ -88,19 +133,15 @@ struct State {
 
 impl State {
     fn team_index(&self, id: &str) -> Option<usize> {
-        let id = id.to_ascii_lowercase();
-        self.teams.iter().position(|t| t.id == id)
+        self.teams.first(&id.to_ascii_lowercase())
     }
 
     fn agent_by_id(&self, id: &str) -> Option<&Agent> {
-        let id = id.to_ascii_lowercase();
-        self.agents.iter().find(|a| a.id == id)
+        self.agents.get(&id_key(id))
     }
 
     fn agent_by_email(&self, email: &str) -> Option<&Agent> {
-        self.agents
-            .iter()
-            .find(|a| a.email.eq_ignore_ascii_case(email))
+        self.agents.get(&email_key(email))
     }
 
     /// Registers `email` (idempotent, case-insensitive) and returns its agent id.
@@ -131,16 +172,18 @@ impl State {
         id
     }
 
-    fn new_team(&mut self, name: &str, members: Vec<String>) -> Team {
+    /// Creates a team with these members (no duplicates); returns its position.
+    fn new_team(&mut self, name: &str, members: Vec<String>) -> usize {
         self.next_team += 1;
         let n = self.next_team;
-        let team = Team {
+        let mut team = Team {
             id: format!("7e{n:06x}-0000-4000-a000-{n:012x}"),
             name: name.into(),
-            members,
+            members: Vec::new(),
+            present: HashSet::new(),
         };
-        self.teams.push(team.clone());
-        team
+        team.set(members);
+        self.teams.push(team)
     }
 
     /// A by-hand member: an existing agent id, else an email (registered when unknown).
@@ -209,8 +252,8 @@ impl TeamsHandler {
         TeamsHandler {
             token: OnceLock::new(),
             state: Mutex::new(State {
-                teams: Vec::new(),
-                agents: Vec::new(),
+                teams: Keyed::new(),
+                agents: Keyed::new(),
                 next_team: 0,
                 next_agent: 0,
                 limit: Some(DIXA_RATE_LIMIT),
@@ -254,6 +297,7 @@ impl TeamsHandler {
             return Err(msg(400, BAD_BODY));
         };
         let mut ids: Vec<String> = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
         for item in items {
             let Some(id) = item.as_str().filter(|s| is_uuid(s)) else {
                 return Err(msg(400, BAD_BODY));
@@ -261,7 +305,7 @@ impl TeamsHandler {
             let Some(agent) = st.agent_by_id(id) else {
                 return Err(msg(400, BAD_BODY));
             };
-            if !ids.contains(&agent.id) {
+            if seen.insert(&agent.id) {
                 ids.push(agent.id.clone());
             }
         }
@@ -288,7 +332,8 @@ impl TeamsHandler {
         if name.trim().is_empty() {
             return msg(400, BAD_BODY);
         }
-        let team = st.new_team(name, Vec::new());
+        let i = st.new_team(name, Vec::new());
+        let team = &st.teams[i];
         Reply::json(
             201,
             serde_json::json!({"data": {"id": team.id, "name": team.name}}),
@@ -329,9 +374,7 @@ impl TeamsHandler {
                 };
                 let team = &mut st.teams[i];
                 for id in ids {
-                    if !team.members.contains(&id) {
-                        team.members.push(id);
-                    }
+                    team.add(id);
                 }
                 Reply::empty(st.add_status)
             }
@@ -340,7 +383,7 @@ impl TeamsHandler {
                     Ok(ids) => ids,
                     Err(r) => return r,
                 };
-                st.teams[i].members.retain(|m| !ids.contains(m));
+                st.teams[i].remove_all(&ids.into_iter().collect());
                 Reply::empty(204)
             }
             _ => msg(405, "Method Not Allowed"),
@@ -413,15 +456,14 @@ impl TeamsHandler {
         }
         let limit = limit.clamp(1, st.agents_page_cap.max(1));
         let email = req.query_param("email").filter(|_| st.email_filter);
-        let matching: Vec<&Agent> = st
-            .agents
-            .iter()
-            .filter(|a| {
-                email
-                    .as_ref()
-                    .is_none_or(|e| a.email.eq_ignore_ascii_case(e))
-            })
-            .collect();
+        // Emails are unique whatever the case, so the filter matches one agent or none.
+        let matching: &[Agent] = match &email {
+            Some(e) => match st.agents.first(&email_key(e)) {
+                Some(i) => &st.agents[i..=i],
+                None => &[],
+            },
+            None => &st.agents,
+        };
         let page: Vec<_> = matching
             .iter()
             .skip(offset)
@@ -696,13 +738,27 @@ impl FakeTeams {
             return;
         };
         st.agents.retain(|a| a.id != id);
-        for t in &mut st.teams {
-            t.members.retain(|m| *m != id);
+        let gone = HashSet::from([id]);
+        for t in st.teams.iter_mut() {
+            t.remove_all(&gone);
         }
     }
 
     pub fn clear_faults(&self) {
         self.server.clear_faults();
+    }
+
+    /// The agent ids of by-hand members, in order, without duplicates.
+    fn by_hand(st: &mut State, members: &[&str]) -> Vec<String> {
+        let mut ids: Vec<String> = Vec::new();
+        let mut seen = HashSet::new();
+        for m in members {
+            let id = st.resolve_by_hand(m);
+            if seen.insert(id.clone()) {
+                ids.push(id);
+            }
+        }
+        ids
     }
 
     fn team_named(st: &State, name: &str) -> usize {
@@ -778,27 +834,15 @@ impl Fake for FakeTeams {
 
     fn create_group_by_hand(&self, name: &str, members: &[&str]) {
         let mut st = self.st();
-        let mut ids: Vec<String> = Vec::new();
-        for m in members {
-            let id = st.resolve_by_hand(m);
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
-        }
+        let ids = Self::by_hand(&mut st, members);
         st.new_team(name, ids);
     }
 
     fn set_members_by_hand(&self, name: &str, members: &[&str]) {
         let mut st = self.st();
         let i = Self::team_named(&st, name);
-        let mut ids: Vec<String> = Vec::new();
-        for m in members {
-            let id = st.resolve_by_hand(m);
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
-        }
-        st.teams[i].members = ids;
+        let ids = Self::by_hand(&mut st, members);
+        st.teams[i].set(ids);
     }
 
     fn delete_group_by_hand(&self, name: &str) {
