@@ -81,7 +81,7 @@ pub fn to_look_up(
 }
 
 /// Each person's id on one target, worked out once and shared by all their memberships.
-struct Ids<'a> {
+struct PersonIds<'a> {
     n: Naming<'a>,
     given: Map<&'a str, &'a str>,
     looked_up: &'a HashMap<String, Option<String>>,
@@ -92,7 +92,7 @@ struct Ids<'a> {
     decided: Map<Arc<str>, Option<Arc<str>>>,
 }
 
-impl<'a> Ids<'a> {
+impl<'a> PersonIds<'a> {
     fn of(&mut self, e: &Arc<str>) -> Option<Arc<str>> {
         if let Some(id) = self.decided.get(e) {
             return id.clone();
@@ -139,7 +139,7 @@ pub fn desired_target(
     known: &Known,
     reason: &dyn Fn(&str) -> String,
 ) -> Resolved {
-    let mut people = Ids {
+    let mut people = PersonIds {
         n: *n,
         given: source_ids(desired, n),
         looked_up: ids,
