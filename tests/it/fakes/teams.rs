@@ -397,20 +397,10 @@ impl TeamsHandler {
         let Some(i) = st.team_index(id) else {
             return msg(404, NOT_FOUND);
         };
-        let (mut offset, mut limit) = (0usize, st.presence_page_cap);
-        if let Some(key) = req.query_param("pageKey") {
-            match decode_page_key(&key) {
-                Some((o, l)) => (offset, limit) = (o, l),
-                None => return msg(400, BAD_PAGE_KEY),
-            }
-        }
-        if let Some(l) = req.query_param("pageLimit") {
-            match l.parse::<i32>() {
-                Ok(n) if n > 0 => limit = n as usize,
-                _ => return msg(400, BAD_PAGE_LIMIT),
-            }
-        }
-        let limit = limit.clamp(1, st.presence_page_cap.max(1));
+        let (offset, limit) = match page_params(req, st.presence_page_cap) {
+            Ok(p) => p,
+            Err(reply) => return reply,
+        };
         let members = &st.teams[i].members;
         let page: Vec<_> = members
             .iter()
@@ -441,20 +431,10 @@ impl TeamsHandler {
     }
 
     fn list_agents(st: &State, req: &Req) -> Reply {
-        let (mut offset, mut limit) = (0usize, st.agents_page_cap);
-        if let Some(key) = req.query_param("pageKey") {
-            match decode_page_key(&key) {
-                Some((o, l)) => (offset, limit) = (o, l),
-                None => return msg(400, BAD_PAGE_KEY),
-            }
-        }
-        if let Some(l) = req.query_param("pageLimit") {
-            match l.parse::<i32>() {
-                Ok(n) if n > 0 => limit = n as usize,
-                _ => return msg(400, BAD_PAGE_LIMIT),
-            }
-        }
-        let limit = limit.clamp(1, st.agents_page_cap.max(1));
+        let (offset, limit) = match page_params(req, st.agents_page_cap) {
+            Ok(p) => p,
+            Err(reply) => return reply,
+        };
         let email = req.query_param("email").filter(|_| st.email_filter);
         // Emails are unique whatever the case, so the filter matches one agent or none.
         let matching: &[Agent] = match &email {
@@ -578,6 +558,25 @@ fn b64_decode(s: &str) -> Option<Vec<u8>> {
 /// The opaque `pageKey`: base64 of `offset=N&limit=M`.
 fn encode_page_key(offset: usize, limit: usize) -> String {
     b64_encode(format!("offset={offset}&limit={limit}").as_bytes())
+}
+
+/// `pageKey` (offset and limit of the next page) and `pageLimit` of a paged listing, the
+/// limit clamped to `cap`; a 400 for either when malformed.
+fn page_params(req: &Req, cap: usize) -> Result<(usize, usize), Reply> {
+    let (mut offset, mut limit) = (0usize, cap);
+    if let Some(key) = req.query_param("pageKey") {
+        match decode_page_key(&key) {
+            Some((o, l)) => (offset, limit) = (o, l),
+            None => return Err(msg(400, BAD_PAGE_KEY)),
+        }
+    }
+    if let Some(l) = req.query_param("pageLimit") {
+        match l.parse::<i32>() {
+            Ok(n) if n > 0 => limit = n as usize,
+            _ => return Err(msg(400, BAD_PAGE_LIMIT)),
+        }
+    }
+    Ok((offset, limit.clamp(1, cap.max(1))))
 }
 
 fn decode_page_key(key: &str) -> Option<(usize, usize)> {
