@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo bench --bench scale -- S          # or L, XL; several sizes at once: S L XL
-//! cargo bench --bench scale -- XL --client # figures 2 and 4 at XL too (about a minute)
+//! cargo bench --bench scale -- XL --client # figures 2 and 4 at XL too (about 3 minutes)
 //! cargo bench --bench scale -- L --rate   # also figure 3 (20 ms latency, vendor limits)
 //! cargo bench --bench scale -- XL --keep   # keep the seeded directories, for `perf record`
 //! ```
