@@ -8,6 +8,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod intern;
 pub mod metrics;
 pub mod model;
 pub mod plan;

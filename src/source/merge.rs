@@ -7,13 +7,14 @@
 
 use std::borrow::Cow;
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, hash_map};
+use std::collections::{BTreeMap, BTreeSet, HashMap, hash_map};
 use std::path::Path;
 use std::sync::Arc;
 
 use super::csv::Row;
 use super::error::Errors;
 use super::structured::{FileDef, GroupDef, Loc, MapOf, PersonDef};
+use crate::intern::Interner;
 use crate::model::{Group, Ids, Origin, Person};
 
 /// Accumulates the source, file by file.
@@ -31,7 +32,7 @@ pub(super) struct Builder<'t> {
     /// Groups by key.
     groups: BTreeMap<String, GroupAcc>,
     /// Every lower-cased email seen, once: members are clones of these (no allocation).
-    emails: HashSet<Arc<str>, foldhash::fast::RandomState>,
+    emails: Interner,
 }
 
 /// A person and where each of their values was written, to name both places of a conflict.
@@ -105,7 +106,7 @@ impl<'t> Builder<'t> {
             files: Files::default(),
             people: BTreeMap::new(),
             groups: BTreeMap::new(),
-            emails: HashSet::default(),
+            emails: Interner::default(),
         }
     }
 
@@ -352,14 +353,14 @@ impl<'t> Builder<'t> {
             // Sorted in bulk (stable: each member keeps the place it was first written at).
             acc.members.sort_by(|a, b| a.0.cmp(&b.0));
             acc.members.dedup_by(|later, first| later.0 == first.0);
+            let (members, member_origins) = self.members_and_origins(acc.members);
             let group = match (acc.head, acc.csv) {
                 (Some(head), _) => {
                     let receive_call = head.receive_call.map(|list| {
                         let mut ok = BTreeSet::new();
                         for (email, origin) in list {
-                            if acc
-                                .members
-                                .binary_search_by(|(m, _)| (**m).cmp(email.as_str()))
+                            if members
+                                .binary_search_by(|m| (**m).cmp(email.as_str()))
                                 .is_ok()
                             {
                                 ok.insert(email);
@@ -383,14 +384,19 @@ impl<'t> Builder<'t> {
                         receive_call,
                         targets: head.targets.map(|t| t.into_iter().collect()),
                         origin: head.origin,
-                        ..self.with_members(acc.members)
+                        members,
+                        member_origins,
                     }
                 }
                 (None, Some((name, origin))) => Group {
                     key,
                     name,
+                    members,
+                    owners: Vec::new(),
+                    receive_call: None,
+                    targets: None,
                     origin,
-                    ..self.with_members(acc.members)
+                    member_origins,
                 },
                 (None, None) => unreachable!("a group is only created with a definition or a row"),
             };
@@ -464,12 +470,7 @@ impl<'t> Builder<'t> {
         } else {
             Cow::Borrowed(email)
         };
-        if let Some(e) = self.emails.get(lower.as_ref()) {
-            return e.clone();
-        }
-        let e: Arc<str> = Arc::from(lower.as_ref());
-        self.emails.insert(e.clone());
-        e
+        self.emails.intern(&lower)
     }
 
     /// Checks a group name or key; records an error and gives false if it is unusable.
@@ -507,25 +508,12 @@ impl<'t> Builder<'t> {
         self.files.origin(self.files.pos(line))
     }
 
-    /// A group with these members (and where each was written), the rest to be filled in.
-    fn with_members(&self, members: Vec<(Arc<str>, Pos)>) -> Group {
-        let (members, member_origins) = members
+    /// A group's members, and beside them where each was (first) written.
+    fn members_and_origins(&self, members: Vec<(Arc<str>, Pos)>) -> (Vec<Arc<str>>, Vec<Origin>) {
+        members
             .into_iter()
             .map(|(email, pos)| (email, self.files.origin(pos)))
-            .unzip();
-        Group {
-            key: String::new(),
-            name: String::new(),
-            members,
-            owners: Vec::new(),
-            receive_call: None,
-            targets: None,
-            origin: Origin {
-                file: Path::new("").into(),
-                line: None,
-            },
-            member_origins,
-        }
+            .unzip()
     }
 }
 

@@ -13,14 +13,13 @@ mod history;
 mod lock;
 mod writer;
 
-use std::collections::HashSet;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 
+use crate::intern::Interner;
 use crate::plan::{Known, KnownGroup, KnownMember};
 
 use delta::{apply_delta, insert_call};
@@ -295,7 +294,7 @@ impl Store {
         let mut rows = q.query([target]).map_err(w)?;
         let mut batch = Batch::default();
         // Each person's email once, shared by all their memberships.
-        let mut emails: HashSet<Arc<str>, foldhash::fast::RandomState> = HashSet::default();
+        let mut emails = Interner::default();
         while let Some(r) = rows.next().map_err(w)? {
             let key = text(r, 0).map_err(w)?;
             if batch.key != key {
@@ -306,17 +305,7 @@ impl Store {
             let id: String = r.get(2).map_err(w)?;
             let email = match r.get_ref(3).map_err(w)? {
                 rusqlite::types::ValueRef::Null => None,
-                _ => {
-                    let e = text(r, 3).map_err(w)?;
-                    Some(match emails.get(e) {
-                        Some(e) => e.clone(),
-                        None => {
-                            let e: Arc<str> = Arc::from(e);
-                            emails.insert(e.clone());
-                            e
-                        }
-                    })
-                }
+                _ => Some(emails.intern(text(r, 3).map_err(w)?)),
             };
             let m = KnownMember {
                 email,

@@ -162,7 +162,7 @@ impl SavedPlan {
 /// Digest of one target's known state (to tell whether it changed since a plan was saved).
 pub fn known_digest(known: &Known) -> String {
     use sha2::Digest as _;
-    // Streamed into the hash: at a million memberships the JSON would be ~100 MiB.
+    // Streamed into the hash: at a million memberships the JSON is too large to build whole.
     let mut hasher = sha2::Sha256::new();
     serde_json::to_writer(&mut hasher, known).expect("the known state serializes");
     hex::encode(hasher.finalize())

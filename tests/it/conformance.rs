@@ -363,9 +363,10 @@ pub fn crash_mid_membership_write(fake: Arc<dyn Fake>) {
         Fault::Delay(Duration::from_secs(20)),
         1,
     );
-    // A rate-limited fake (teams: burst 4, 10/s) must have its bucket full again, or the
-    // held write may be a 429 that the client retries after its timeout (2 s): the retry,
-    // not the held request, would apply the write, and the run could end before the kill.
+    // A rate-limited fake (teams: burst 4, 10/s) must have its bucket full again: started
+    // at once, the held write did not apply (refused, the bucket being empty), the client
+    // retried it after its 2 s timeout, the retry applied it, and the run had recorded it
+    // before the kill.
     std::thread::sleep(Duration::from_millis(600));
     let mut child = env.spawn(&["sync"]);
     let applied = wait_until(Duration::from_secs(30), || {
