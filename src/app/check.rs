@@ -15,6 +15,7 @@ use serde_json::json;
 use super::report;
 use crate::cli::Format;
 use crate::config::{Config, TargetConfig};
+use crate::store::Facts;
 use crate::sync::ExitCode;
 use crate::targets::{self, Ctx, Probe, Recorder};
 
@@ -42,16 +43,12 @@ struct TargetCheck {
 
 /// Probes one target read-only: the `Ctx` has a dry recorder, so nothing is written to the
 /// state database either.
-async fn probe(t: &TargetConfig) -> (Result<Probe, super::AskError>, u64) {
+async fn probe(t: &TargetConfig, facts: Facts) -> (Result<Probe, super::AskError>, u64) {
     let started = Instant::now();
     let r = match targets::build(t) {
         Err(e) => Err(e.into()),
         Ok((target, http)) => {
-            let ctx = Ctx {
-                target: t.name.clone(),
-                http,
-                recorder: Arc::new(Recorder::dry()),
-            };
+            let ctx = Ctx::new(t.name.clone(), http, Arc::new(Recorder::dry()), facts);
             target.probe(&ctx).await.map_err(super::AskError::from)
         }
     };
@@ -145,7 +142,12 @@ pub(super) fn check(
     // any request).
     let probed = online && code == ExitCode::Ok;
     if probed {
-        let results = rt.block_on(futures::future::join_all(cfg.targets.iter().map(probe)));
+        let facts = crate::store::facts_or_none(&cfg.state);
+        let results = rt.block_on(futures::future::join_all(
+            cfg.targets
+                .iter()
+                .map(|t| probe(t, facts.get(&t.name).cloned().unwrap_or_default())),
+        ));
         for (c, (r, ms)) in checks.iter_mut().zip(results) {
             c.latency_ms = Some(ms);
             match r {
@@ -218,29 +220,32 @@ pub(super) fn check(
                 cfg.safety.delete_groups,
                 cfg.defer_online_removals
             );
+            // One line per target with its final verdict: with --online the probe's,
+            // else what the config alone says (and that nothing was asked yet).
             for (c, status) in checks.iter().zip(&offline) {
-                println!(
-                    "target   {:<12} {:<13} {:>5} groups  {}  {}",
-                    c.name, c.kind, c.groups, c.base_url, status
-                );
-            }
-            if probed {
-                for c in &checks {
-                    let ms = c.latency_ms.unwrap_or(0);
-                    match (&c.probe, &c.error) {
-                        (Some(p), _) => println!(
-                            "target {} {} ok: {} ({ms} ms)",
-                            c.name,
-                            c.kind,
-                            probe_text(p)
-                        ),
-                        (None, e) => println!(
-                            "target {} {} FAILED: {} ({ms} ms)",
-                            c.name,
-                            c.kind,
-                            e.as_deref().unwrap_or("unknown")
-                        ),
+                let verdict = match (probed, &c.probe, &c.error) {
+                    (true, Some(p), _) => {
+                        format!("ok: {} ({} ms)", probe_text(p), c.latency_ms.unwrap_or(0))
                     }
+                    (true, None, e) => format!(
+                        "FAILED: {} ({} ms)",
+                        e.as_deref().unwrap_or("unknown"),
+                        c.latency_ms.unwrap_or(0)
+                    ),
+                    (false, _, _) if status == "ok" && online => {
+                        "config ok, not probed (another target's config is not)".to_string()
+                    }
+                    (false, _, _) if status == "ok" => {
+                        "config ok (not asked; --online probes it)".to_string()
+                    }
+                    (false, _, _) => status.clone(),
+                };
+                println!(
+                    "target   {:<12} {:<13} {:>5} groups  {}  {verdict}",
+                    c.name, c.kind, c.groups, c.base_url
+                );
+                for note in c.probe.iter().flat_map(|p| &p.notes) {
+                    println!("           {note}");
                 }
             }
             match code {

@@ -198,6 +198,7 @@ fn offline(
 /// `--online`: asks the target what it holds for the person now, and marks every
 /// disagreement with the known state.
 async fn online(
+    state: &std::path::Path,
     t: &TargetConfig,
     email: &str,
     v: &mut TargetView,
@@ -208,11 +209,10 @@ async fn online(
         return Err(super::AskError::MissingSecrets(missing.join(", ")));
     }
     let (target, http) = targets::build(t)?;
-    let ctx = Ctx {
-        target: t.name.clone(),
-        http,
-        recorder: Arc::new(Recorder::dry()),
-    };
+    let facts = crate::store::facts_or_none(state)
+        .remove(&t.name)
+        .unwrap_or_default();
+    let ctx = Ctx::new(t.name.clone(), http, Arc::new(Recorder::dry()), facts);
     let target: &dyn Target = target.as_ref();
     if v.member_id.is_none()
         && target.can_lookup()
@@ -325,7 +325,7 @@ pub(super) fn explain(
                 return ExitCode::Failed;
             }
         };
-        if ask && let Err(e) = rt.block_on(online(t, &email, &mut v, &known)) {
+        if ask && let Err(e) = rt.block_on(online(&cfg.state, t, &email, &mut v, &known)) {
             tracing::warn!(target = %t.name, error = %e, "explain --online: the target could not be asked");
             v.online_error = Some(e.to_string());
             code = code.max(ExitCode::Failed);

@@ -30,7 +30,18 @@ pub use writer::{Writer, WriterOptions, WriterStats};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_initial.sql"),
     include_str!("migrations/002_unchanged.sql"),
+    include_str!("migrations/003_target_facts.sql"),
 ];
+
+/// What a target's answers have shown about the target (see `targets::Facts`), by name.
+pub type Facts = BTreeMap<String, Fact>;
+
+/// One fact learned about a target, and when (RFC 3339, UTC) it was last written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Fact {
+    pub value: String,
+    pub at: String,
+}
 
 /// What the no-op shortcut (SPEC 9) compares: the latest run's inputs, if it converged.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -370,6 +381,60 @@ impl Store {
             .map_err(|e| self.wrap(e))
     }
 
+    /// What the target's answers have shown about it (learned answer shapes, server
+    /// capabilities), by name.
+    pub fn facts(&self, target: &str) -> Result<Facts> {
+        let w = |e| self.wrap(e);
+        if !self.has_facts()? {
+            // A database older than this program, opened read-only: nothing learned yet.
+            return Ok(Facts::new());
+        }
+        let mut q = self
+            .conn
+            .prepare_cached("SELECT name, value, updated_at FROM target_facts WHERE target = ?1")
+            .map_err(w)?;
+        q.query_map([target], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                Fact {
+                    value: r.get(1)?,
+                    at: r.get(2)?,
+                },
+            ))
+        })
+        .map_err(w)?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(w)
+    }
+
+    /// Whether the database has the facts table (a read-only open does not migrate).
+    fn has_facts(&self) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'target_facts'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Keeps a fact about a target (None forgets it). Synced: a fact may stop writes.
+    pub fn set_fact(&self, target: &str, name: &str, value: Option<&str>) -> Result<()> {
+        let r = match value {
+            Some(v) => self.conn.execute(
+                "INSERT INTO target_facts (target, name, value, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (target, name) DO UPDATE SET value = ?3, updated_at = ?4",
+                params![target, name, v, now()],
+            ),
+            None => self.conn.execute(
+                "DELETE FROM target_facts WHERE target = ?1 AND name = ?2",
+                params![target, name],
+            ),
+        };
+        r.map(|_| ()).map_err(|e| self.wrap(e))
+    }
+
     /// Starts a run; returns its id.
     pub fn begin_run(&self, command: &str, full: bool, digest: &str) -> Result<i64> {
         self.conn
@@ -553,6 +618,46 @@ impl Store {
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
             .map_err(|e| self.wrap(e))
     }
+}
+
+/// Every target's facts in the database at `path`, read-only, for the commands that only
+/// read (`check --online`, `explain --online`): empty when there is no database yet or it
+/// cannot be read (then the targets behave as on a first run, which is safe).
+pub fn facts_or_none(path: &Path) -> BTreeMap<String, Facts> {
+    let read = || -> Result<BTreeMap<String, Facts>> {
+        let Some(store) = Store::open_read_only(path)? else {
+            return Ok(BTreeMap::new());
+        };
+        if !store.has_facts()? {
+            return Ok(BTreeMap::new());
+        }
+        let mut q = store
+            .conn
+            .prepare("SELECT target, name, value, updated_at FROM target_facts")
+            .map_err(|e| store.wrap(e))?;
+        let mut all: BTreeMap<String, Facts> = BTreeMap::new();
+        let rows = q
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    Fact {
+                        value: r.get(2)?,
+                        at: r.get(3)?,
+                    },
+                ))
+            })
+            .map_err(|e| store.wrap(e))?;
+        for row in rows {
+            let (target, name, fact) = row.map_err(|e| store.wrap(e))?;
+            all.entry(target).or_default().insert(name, fact);
+        }
+        Ok(all)
+    };
+    read().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read what is known about the targets; probing as on a first run");
+        BTreeMap::new()
+    })
 }
 
 /// Creates the database file (and its directory) with mode 0600 when it does not exist yet.

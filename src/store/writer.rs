@@ -290,6 +290,24 @@ impl Writer {
         self.with(move |s| s.resolution_cache(&target)).await
     }
 
+    /// See [`Store::facts`].
+    pub async fn facts(&self, target: impl Into<String>) -> Result<super::Facts> {
+        let target = target.into();
+        self.with(move |s| s.facts(&target)).await
+    }
+
+    /// See [`Store::set_fact`].
+    pub async fn set_fact(
+        &self,
+        target: impl Into<String>,
+        name: impl Into<String>,
+        value: Option<String>,
+    ) -> Result<()> {
+        let (target, name) = (target.into(), name.into());
+        self.with(move |s| s.set_fact(&target, &name, value.as_deref()))
+            .await
+    }
+
     /// Finishes every job queued before this call, closes the database and joins the thread.
     /// Jobs other handles send afterwards answer `Closed`.
     pub async fn close(self) -> Result<()> {

@@ -98,9 +98,14 @@ impl SyncError {
     }
 }
 
-/// What a run reads of one target from the state database: its known state and the
-/// resolution cache (email -> member id, None for "not found").
-type State = (Known, HashMap<String, Option<String>>);
+/// What a run reads of one target from the state database.
+struct State {
+    known: Known,
+    /// The resolution cache: email -> member id, None for "not found".
+    cache: HashMap<String, Option<String>>,
+    /// What the target's answers have shown about it (learned shapes, capabilities).
+    facts: crate::store::Facts,
+}
 
 /// How this run touches the state database and the targets: chosen once, at the top.
 struct Exec {
@@ -209,11 +214,16 @@ impl Exec {
     /// One target's known state and resolution cache.
     async fn known(&self, target: &str) -> Result<State, StoreError> {
         match &self.state {
-            Some(s) => Ok((
-                s.known(target.to_string()).await?,
-                s.resolution_cache(target.to_string()).await?,
-            )),
-            None => Ok((Known::default(), HashMap::new())),
+            Some(s) => Ok(State {
+                known: s.known(target.to_string()).await?,
+                cache: s.resolution_cache(target.to_string()).await?,
+                facts: s.facts(target.to_string()).await?,
+            }),
+            None => Ok(State {
+                known: Known::default(),
+                cache: HashMap::new(),
+                facts: Default::default(),
+            }),
         }
     }
 }
@@ -332,8 +342,8 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
     };
     if let Some(saved) = &opts.expect {
         for (t, state) in selected.iter().zip(&states) {
-            if let Ok((known, _)) = state {
-                saved.check_known(&t.name, known)?;
+            if let Ok(state) = state {
+                saved.check_known(&t.name, &state.known)?;
             }
         }
     }

@@ -93,13 +93,17 @@ pub(super) async fn prepare_target(
     cfg: &Config,
     t: &TargetConfig,
     desired: &Desired,
-    state: Result<(Known, HashMap<String, Option<String>>), StoreError>,
+    state: Result<State, StoreError>,
     recorder: Arc<Recorder>,
     opts: &SyncOptions,
 ) -> Prepared {
     let mut report = TargetReport::new(t);
     report.scoped = !opts.only.is_empty();
-    let (mut known, cache) = match state {
+    let State {
+        mut known,
+        cache,
+        facts,
+    } = match state {
         Ok(s) => s,
         Err(e) => return Prepared::not_run(report, NotRun::State(e)),
     };
@@ -107,11 +111,7 @@ pub(super) async fn prepare_target(
         Ok(x) => x,
         Err(e) => return Prepared::not_run(report, NotRun::Client(e)),
     };
-    let ctx = Ctx {
-        target: t.name.clone(),
-        http,
-        recorder,
-    };
+    let ctx = Ctx::new(t.name.clone(), http, recorder, facts);
     // For saved plans (made by dry-runs, checked by --plan): not on the daemon's path.
     if opts.dry_run || opts.expect.is_some() {
         report.known_digest = known_digest(&known);

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use super::http::Http;
 use super::{NotUnderstood, OpError, Reply, Request, Retry, Verdict};
 use crate::plan::{Create, Delete, Member, Update};
-use crate::store::{CallRecord, Delta, StoreError, Writer};
+use crate::store::{CallRecord, Delta, Fact, Facts, StoreError, Writer};
 
 /// What a call is, for the history and the log.
 #[derive(Clone, Debug, Default)]
@@ -135,6 +135,19 @@ impl Recorder {
         }
     }
 
+    /// Keeps a fact learned about a target (None forgets it); a dry-run keeps nothing.
+    pub async fn set_fact(
+        &self,
+        target: &str,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<(), StoreError> {
+        match &self.store {
+            Some(s) => s.set_fact(target, name, value.map(str::to_string)).await,
+            None => Ok(()),
+        }
+    }
+
     /// Caches a member-id lookup (None: the target has nobody with that email).
     pub async fn cache_resolution(
         &self,
@@ -157,9 +170,59 @@ pub struct Ctx {
     pub target: String,
     pub http: Http,
     pub recorder: Arc<Recorder>,
+    /// What the target's answers have shown about it (read from the state at the start
+    /// of the run, kept up to date by `learn`).
+    facts: Mutex<Facts>,
 }
 
 impl Ctx {
+    pub fn new(
+        target: impl Into<String>,
+        http: Http,
+        recorder: Arc<Recorder>,
+        facts: Facts,
+    ) -> Ctx {
+        Ctx {
+            target: target.into(),
+            http,
+            recorder,
+            facts: Mutex::new(facts),
+        }
+    }
+
+    /// A fact learned about this target in this run or an earlier one.
+    pub fn fact(&self, name: &str) -> Option<Fact> {
+        self.facts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Keeps a fact about this target (None forgets it): in this run at once, and in the
+    /// state database for later runs (a real run only; committed on return).
+    pub async fn learn(&self, name: &str, value: Option<&str>) -> Result<(), OpError> {
+        {
+            let mut facts = self.facts.lock().unwrap_or_else(|e| e.into_inner());
+            match value {
+                Some(v) => {
+                    facts.insert(
+                        name.to_string(),
+                        Fact {
+                            value: v.to_string(),
+                            at: crate::store::now(),
+                        },
+                    );
+                }
+                None => {
+                    facts.remove(name);
+                }
+            }
+        }
+        self.recorder.set_fact(&self.target, name, value).await?;
+        Ok(())
+    }
+
     fn record_of(&self, info: &CallInfo, req: &Request) -> CallRecord {
         let mut members = Vec::new();
         members.extend(

@@ -39,18 +39,43 @@ pub enum FailKind {
     Unauthorized,
 }
 
+/// What a failed call did to the target, as far as its answer (or the lack of one)
+/// shows. A fact of its own, beside (not inside) how the call may be retried (`FailKind`):
+/// a target may make a failure final for this run without changing what the engine
+/// records about the group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The target said it did it (a 2xx), but the answer could not be used (e.g. larger
+    /// than `max_response_bytes`).
+    Applied,
+    /// The target surely did nothing: it refused (4xx, 429, a vendor error body) or the
+    /// request never reached it (connection refused).
+    NotApplied,
+    /// Nobody knows: a timeout, a dropped connection, a 5xx or 408.
+    Unknown,
+}
+
+impl Outcome {
+    /// Whether the target may hold a change that was not confirmed.
+    pub fn may_have_changed(self) -> bool {
+        self != Outcome::NotApplied
+    }
+}
+
 /// A call that did not succeed, with what the history needs.
 #[derive(Clone, Debug)]
 pub struct Failure {
+    /// How to go on: retry, give up, the resource is gone, credentials refused.
     pub kind: FailKind,
     pub status: Option<u16>,
     /// The vendor's message or the transport error, secrets scrubbed.
     pub message: String,
     pub latency_ms: u64,
     pub attempts: u32,
-    /// The request may have reached the target and been applied (timeouts, dropped
-    /// connections, 5xx): a create must be looked up again before it is re-sent.
-    pub maybe_applied: bool,
+    /// What the call did to the target: a create that may have been applied must be
+    /// looked up again before it is re-sent, and a write that may have been applied keeps
+    /// its intent (the group is read back at the next run).
+    pub outcome: Outcome,
 }
 
 /// A successful answer.
@@ -339,9 +364,15 @@ impl Http {
                     let headers = resp.headers().clone();
                     match read_body(resp, self.max_response_bytes).await {
                         Ok(body) => Ok((status, headers, body)),
-                        Err(BodyError::Read(e)) => Err((e, true)),
+                        Err(BodyError::Read(e)) => Err((e, Outcome::Unknown)),
                         Err(BodyError::TooLarge) => {
-                            // Final: the same request would get the same answer again.
+                            // Final: the same request would get the same answer again. The
+                            // target may well have done it (a 2xx certainly did).
+                            let outcome = if (200..300).contains(&status) {
+                                Outcome::Applied
+                            } else {
+                                Outcome::Unknown
+                            };
                             return Err(Failure {
                                 kind: FailKind::Permanent,
                                 status: Some(status),
@@ -352,19 +383,23 @@ impl Http {
                                 ),
                                 latency_ms: started.elapsed().as_millis() as u64,
                                 attempts,
-                                maybe_applied: true,
+                                outcome,
                             });
                         }
                     }
                 }
                 Err(e) => {
                     // A refused connection never reached the server.
-                    let applied = !e.is_connect();
-                    Err((e, applied))
+                    let outcome = if e.is_connect() {
+                        Outcome::NotApplied
+                    } else {
+                        Outcome::Unknown
+                    };
+                    Err((e, outcome))
                 }
             };
             let latency_ms = started.elapsed().as_millis() as u64;
-            let (verdict, status, after, maybe_applied) = match outcome {
+            let (verdict, status, after, outcome) = match outcome {
                 Ok((status, headers, body)) => {
                     let v = verdict(status, &body);
                     if v == Verdict::Ok {
@@ -376,10 +411,15 @@ impl Http {
                             rate_limit: rate_limit_headers(&headers),
                         });
                     }
-                    // 429 was surely not applied; 408/5xx may have been.
-                    (v, Some(status), retry_after(&headers), status != 429)
+                    // A retryable answer (408, 5xx) may have been applied, except a 429;
+                    // a refusal (any other 4xx, a vendor error body) was not.
+                    let outcome = match &v {
+                        Verdict::Retry(_) if status != 429 => Outcome::Unknown,
+                        _ => Outcome::NotApplied,
+                    };
+                    (v, Some(status), retry_after(&headers), outcome)
                 }
-                Err((e, applied)) => {
+                Err((e, outcome)) => {
                     let what = if e.is_timeout() {
                         "timed out"
                     } else {
@@ -391,7 +431,7 @@ impl Http {
                         msg += &format!(": {s}");
                         src = s.source();
                     }
-                    (Verdict::Retry(msg), None, None, applied)
+                    (Verdict::Retry(msg), None, None, outcome)
                 }
             };
             let fail = |kind, message: String| Failure {
@@ -400,7 +440,7 @@ impl Http {
                 message: self.scrub(&message),
                 latency_ms,
                 attempts,
-                maybe_applied,
+                outcome,
             };
             match verdict {
                 Verdict::Ok => unreachable!("returned above"),
@@ -408,7 +448,7 @@ impl Http {
                 Verdict::NotFound(m) => return Err(fail(FailKind::NotFound, m)),
                 Verdict::Unauthorized(m) => return Err(fail(FailKind::Unauthorized, m)),
                 Verdict::Retry(m) => {
-                    let may_retry = retry == Retry::Always || !maybe_applied;
+                    let may_retry = retry == Retry::Always || outcome == Outcome::NotApplied;
                     match delays.next() {
                         Some(d) if may_retry => {
                             let wait = after.unwrap_or(d);

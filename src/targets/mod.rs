@@ -24,7 +24,7 @@ use crate::store::{Delta, StoreError};
 
 pub use ctx::{CallInfo, Ctx, Pending, Recorder, Tally};
 pub use decode::NotUnderstood;
-pub use http::{FailKind, Failure, Http, Reply, Request, Retry, Verdict};
+pub use http::{FailKind, Failure, Http, Outcome, Reply, Request, Retry, Verdict};
 
 /// A group as the target reports it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -52,6 +52,10 @@ pub struct Probe {
     pub auth: &'static str,
     /// Rate-limit headers of the listing's answer.
     pub rate_limit: Vec<(String, String)>,
+    /// What else the probe learned, one line each (where a listing's records were found,
+    /// what the server says it supports).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Probe {
@@ -63,6 +67,7 @@ impl Probe {
             more,
             auth: "authenticated",
             rate_limit: reply.rate_limit.clone(),
+            notes: Vec::new(),
         }
     }
 }
@@ -101,12 +106,14 @@ pub enum OpError {
 
 impl OpError {
     /// Whether the target may hold a change that was not recorded: the call may have
-    /// reached it (timeout, dropped connection, 5xx), its answer was not understood, or
-    /// its confirmation could not be written. An operation that ends like this keeps its
-    /// intent, so the next run reads the group back first.
+    /// reached it (timeout, dropped connection, 5xx, an answer too large to read), its
+    /// answer was not understood, or its confirmation could not be written. An operation
+    /// that ends like this keeps its intent, so the next run reads the group back first.
+    /// Reads only the call's `Outcome`, never its `FailKind`: how a failure is retried
+    /// says nothing about what it did.
     pub fn may_have_changed_the_target(&self) -> bool {
         match self {
-            OpError::Call(f) => f.maybe_applied && f.kind == FailKind::Transient,
+            OpError::Call(f) => f.outcome.may_have_changed(),
             OpError::Record(_)
             | OpError::NotUnderstood(_)
             | OpError::LookAgain(_)
@@ -151,7 +158,8 @@ impl OpError {
             || matches!(self, OpError::LookAgain(_))
     }
     pub fn maybe_applied(&self) -> bool {
-        matches!(self, OpError::Call(f) if f.maybe_applied) || matches!(self, OpError::LookAgain(_))
+        matches!(self, OpError::Call(f) if f.outcome.may_have_changed())
+            || matches!(self, OpError::LookAgain(_))
     }
 }
 

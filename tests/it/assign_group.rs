@@ -662,3 +662,29 @@ fn records_nested_deeper_are_found_and_adopted() {
         env.assert_converged(&groups);
     }
 }
+
+/// Issue 17 item 2: the assign after a create, applied by the vendor but never answered,
+/// keeps its intent (a failure made final for this run is still one that may have
+/// landed): the next run reads the group back before planning it, and records what the
+/// vendor holds.
+#[test]
+fn an_assign_that_may_have_landed_after_a_create_is_read_back() {
+    let (f, env) = start();
+    let groups = vec![g("Tier 1", &[&email(1), &email(2)])];
+    env.write_source(&groups);
+    f.inject(f.membership_write(), Fault::DropAfter, 10);
+    env.sync().expect(1);
+    f.clear_faults();
+    f.clear_requests();
+    env.sync().expect(0);
+    let reads = count_ok(&f.requests(), &Match::new("POST", "getGroupAgentRelation"));
+    assert_eq!(reads, 1, "the group with an unfinished write is read back");
+    assert_eq!(
+        assigns(&f),
+        0,
+        "the vendor holds the list already: nothing to send"
+    );
+    env.assert_converged(&groups);
+    let state = env.run(&["state", "--output", "json"]).expect(0);
+    assert!(state.stdout.contains(&email(2)), "{}", state.stdout);
+}

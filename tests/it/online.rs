@@ -91,8 +91,10 @@ fn check_online_probes_every_target_read_only() {
         let line = r
             .stdout
             .lines()
-            .find(|l| l.starts_with(&format!("target {name} {} ok: ", f.kind())))
+            .find(|l| target_line(l, name))
             .unwrap_or_else(|| panic!("a line for {name}:\n{}", r.stdout));
+        assert!(line.contains(&format!(" {} ", f.kind())), "{line}");
+        assert!(line.contains(" ok: "), "{line}");
         assert!(line.contains("answer understood"), "{line}");
         assert!(line.contains(" listed"), "{line}");
         assert!(line.ends_with(" ms)"), "{line}");
@@ -100,6 +102,11 @@ fn check_online_probes_every_target_read_only() {
     assert!(r.stdout.ends_with("ok\n"), "{}", r.stdout);
     println!("{}", r.stdout);
     m.assert_no_writes();
+    // One line per target: its verdict is said once.
+    for (name, _) in &m.fakes {
+        let n = r.stdout.lines().filter(|l| target_line(l, name)).count();
+        assert_eq!(n, 1, "{name}:\n{}", r.stdout);
+    }
 
     let j = m
         .run(&["check", "--online", "--output", "json"], &[])
@@ -136,19 +143,24 @@ fn check_online_names_the_target_whose_secret_is_wrong() {
     let r = m
         .run(&["check", "--online"], &[(var, "wrong-secret".into())])
         .expect(1);
-    let bad = r
+    println!("{}", r.stdout);
+    // One line for the refused target, and it says FAILED (no "ok" anywhere for it).
+    let lines: Vec<&str> = r
         .stdout
         .lines()
-        .find(|l| l.starts_with("target teams teams FAILED: "))
-        .unwrap_or_else(|| panic!("{}", r.stdout));
-    println!("{}", r.stdout);
+        .filter(|l| target_line(l, "teams"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", r.stdout);
+    let bad = lines[0];
+    assert!(bad.contains(" FAILED: "), "{bad}");
+    assert!(!bad.contains(" ok"), "{bad}");
     assert!(bad.contains("401"), "{bad}");
     assert!(r.stdout.ends_with("not ok: teams\n"), "{}", r.stdout);
     for name in ["maestro", "scim2", "deepcall", "kazoo"] {
         assert!(
             r.stdout
                 .lines()
-                .any(|l| l.starts_with(&format!("target {name} ")) && l.contains(" ok: ")),
+                .any(|l| target_line(l, name) && l.contains(" ok: ")),
             "{name} still ok:\n{}",
             r.stdout
         );
@@ -161,6 +173,12 @@ fn check_online_names_the_target_whose_secret_is_wrong() {
     assert_eq!(j.code, 1);
     let v: Value = serde_json::from_str(&j.stdout).unwrap();
     assert_eq!(v["failing"], serde_json::json!(["teams"]));
+}
+
+/// Whether `line` is `check`'s line for target `name`.
+fn target_line(line: &str, name: &str) -> bool {
+    let mut w = line.split_whitespace();
+    w.next() == Some("target") && w.next() == Some(name)
 }
 
 /// Presence requests the teams fake answered.

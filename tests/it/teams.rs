@@ -521,3 +521,36 @@ fn a_team_listing_in_an_unknown_shape_creates_nothing() {
     env.assert_converged(&groups);
     assert_eq!(creates(&fake), 1, "Tier 1 adopted, Tier 2 created");
 }
+
+/// Issue 17 item 2: the member call after a create, applied by the vendor but never
+/// answered (the connection dropped after it was applied, every attempt), keeps its
+/// intent: the team is read back at the next run, so when the source has meanwhile let
+/// that member go, the stray is seen and removed.
+#[test]
+fn a_member_call_that_may_have_landed_after_a_create_is_read_back() {
+    let fake = unlimited(FakeTeams::start_with_ids_in_source());
+    let env = Env::new(fake.clone());
+    env.write_source(&[g("Tier 1", &[&e(1)])]);
+    fake.inject(
+        Match::new("PATCH", "/agents"),
+        crate::fakes::Fault::DropAfter,
+        10,
+    );
+    env.sync().expect(1);
+    fake.clear_faults();
+    assert_eq!(
+        fake.groups()["Tier 1"],
+        [e(1)].into_iter().collect(),
+        "the vendor applied the add"
+    );
+    let groups = vec![g("Tier 1", &[&e(2)])];
+    env.write_source(&groups);
+    fake.clear_requests();
+    env.sync().expect(0);
+    assert_eq!(
+        count(&fake.requests(), "GET", "/agents"),
+        1,
+        "the team with an unfinished write is read back"
+    );
+    env.assert_converged(&groups);
+}

@@ -172,7 +172,7 @@ fn a_404_means_gone_and_nothing_else_does() {
             message: "m".into(),
             latency_ms: 0,
             attempts: 1,
-            maybe_applied: false,
+            outcome: crate::targets::Outcome::NotApplied,
         })
     };
     assert_eq!(block(gone_on_404(async { Ok(1) })).unwrap(), Some(1));
