@@ -16,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::{Cli, Command, Format};
 use crate::config::{Config, LogFormat};
 use crate::store::HistoryFilter;
-use crate::sync::{ExitCode, SavedPlan, SyncOptions};
+use crate::sync::{Ending, ExitCode, SavedPlan, SyncOptions, exit_policy};
 
 /// Prints an error once, with its whole chain, to stderr.
 /// Why a read-only question to a target (`check --online`, `explain --online`) got no
@@ -133,17 +133,22 @@ pub fn main(cli: Cli) -> ExitCode {
                 ..Default::default()
             };
             if let Some(file) = plan_file {
-                match SavedPlan::read(file) {
-                    Ok(p) => {
+                let read = SavedPlan::read(file).and_then(|p| {
+                    let selected = p.selection(file)?;
+                    Ok((p, selected))
+                });
+                match read {
+                    Ok((p, selected)) => {
                         opts.full = p.full;
                         opts.allow_mass_removal = p.allow_mass_removal;
-                        opts.targets = p.targets.keys().cloned().collect();
+                        opts.targets = selected;
                         opts.only = p.only.clone();
                         opts.expect = Some(p);
                     }
                     Err(e) => {
+                        let e = crate::sync::SyncError::from(e);
                         report(&e);
-                        return ExitCode::Usage;
+                        return e.exit_code();
                     }
                 }
             }
@@ -202,19 +207,12 @@ fn sync(
     save_plan: Option<&std::path::Path>,
 ) -> ExitCode {
     match rt.block_on(crate::sync::run(cfg, opts)) {
-        Ok(run) => {
-            if let Some(path) = save_plan {
-                let saved = SavedPlan::from_report(&run, opts.allow_mass_removal, &opts.only);
-                if let Err(e) = saved.write(path) {
-                    report(&e);
-                    return ExitCode::Failed;
-                }
-                eprintln!(
-                    "plan saved to {}; apply it with `rostersync sync --plan {}`",
-                    path.display(),
-                    path.display()
-                );
-            }
+        Ok(mut run) => {
+            let plan_not_saved = save_plan.is_some_and(|path| !save(&run, opts, path));
+            run.exit_code = exit_policy(Ending::Ran {
+                targets: &run.targets,
+                plan_not_saved,
+            });
             match output {
                 Format::Json => println!(
                     "{}",
@@ -227,7 +225,7 @@ fn sync(
                     }
                 }
             }
-            run.exit_code()
+            run.exit_code
         }
         Err(e) => {
             if output == Format::Json {
@@ -240,4 +238,48 @@ fn sync(
             e.exit_code()
         }
     }
+}
+
+/// `--save-plan`: writes what the dry-run planned, naming the targets it could not plan
+/// (they are not in the file, so `--plan` never touches them). A dry-run that planned no
+/// target saves nothing. False when the plan was to be saved and was not.
+fn save(run: &crate::sync::RunReport, opts: &SyncOptions, path: &std::path::Path) -> bool {
+    let saved = SavedPlan::from_report(run, opts.allow_mass_removal, &opts.only);
+    let missing: Vec<&str> = run
+        .targets
+        .iter()
+        .filter(|t| !saved.targets.contains_key(&t.name))
+        .map(|t| t.name.as_str())
+        .collect();
+    if saved.targets.is_empty() {
+        eprintln!(
+            "no plan saved: no target could be planned ({}); fix what is reported above and make a new plan",
+            missing.join(", ")
+        );
+        return false;
+    }
+    if let Err(e) = saved.write(path) {
+        report(&e);
+        return false;
+    }
+    let held: Vec<&str> = saved.targets.keys().map(String::as_str).collect();
+    if missing.is_empty() {
+        eprintln!(
+            "plan saved to {} ({}); apply it with `rostersync sync --plan {}`",
+            path.display(),
+            held.join(", "),
+            path.display()
+        );
+    } else {
+        eprintln!(
+            "plan saved to {} for {} only; NOT in it, because they could not be planned: {}. \
+             `rostersync sync --plan {}` would apply only the targets it holds; make a new plan \
+             once every target can be planned",
+            path.display(),
+            held.join(", "),
+            missing.join(", "),
+            path.display()
+        );
+    }
+    true
 }

@@ -38,7 +38,7 @@ use crate::targets::{self, Ctx, Recorder, Target};
 pub use lookup::naming;
 use prepare::prepare_target;
 pub use presence::unmarked;
-pub use report::{ExitCode, Failed, NotRun, RunReport, TargetReport, exit_policy};
+pub use report::{Ending, ExitCode, Failed, NotRun, RunReport, TargetReport, exit_policy};
 pub use saved::{SavedPlan, SavedPlanError, SavedTarget, known_digest};
 pub use unchanged::config_digest;
 
@@ -85,16 +85,9 @@ pub enum SyncError {
 }
 
 impl SyncError {
-    /// The exit code of a run that stopped with this error.
+    /// The exit code of a run that stopped with this error (`exit_policy`).
     pub fn exit_code(&self) -> ExitCode {
-        match self {
-            SyncError::Source(_)
-            | SyncError::UnknownTarget { .. }
-            | SyncError::MissingSecrets(_)
-            | SyncError::SavedPlan(_) => ExitCode::Usage,
-            SyncError::Lock(LockError::Held { .. }) => ExitCode::Locked,
-            SyncError::Lock(_) | SyncError::Store(_) | SyncError::Loader(_) => ExitCode::Failed,
-        }
+        exit_policy(Ending::Stopped(self))
     }
 }
 

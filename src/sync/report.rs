@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
+use super::SyncError;
 use crate::config::{Kind, TargetConfig};
 use crate::plan::TargetPlan;
 use crate::plan::resolve::Unresolved;
-use crate::store::StoreError;
+use crate::store::{LockError, StoreError};
 use crate::targets::{BuildError, OpError};
 
 /// The process exit codes of every command (SPEC section 2).
@@ -186,19 +187,6 @@ impl TargetReport {
         self.plan.as_ref().is_some_and(TargetPlan::refused)
     }
 
-    /// This target's part of the exit policy.
-    pub fn exit_code(&self) -> ExitCode {
-        if self.stale {
-            ExitCode::Usage
-        } else if self.refused() {
-            ExitCode::Guard
-        } else if self.skipped.is_some() || !self.failed.is_empty() || self.not_started > 0 {
-            ExitCode::Failed
-        } else {
-            ExitCode::Ok
-        }
-    }
-
     /// Why this target did not do what was asked, for an operator who reads no logs (the
     /// daemon's `STATUS=` line and `/healthz`): the guard's refusal, why it could not run,
     /// or its first failed operation. None when nothing failed or was refused.
@@ -237,7 +225,7 @@ impl TargetReport {
     /// A run scoped with `--only` never did: it left the rest for a whole run; deferred
     /// removals leave it short of that too, although they exit 0.
     pub fn converged(&self) -> bool {
-        !self.scoped && self.exit_code() == ExitCode::Ok && self.deferred == 0
+        !self.scoped && target_code(self) == ExitCode::Ok && self.deferred == 0
     }
 }
 
@@ -270,18 +258,84 @@ fn as_secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
 }
 
-/// The exit code of a run made of these targets: the strongest of theirs.
-pub fn exit_policy(targets: &[TargetReport]) -> ExitCode {
-    targets
-        .iter()
-        .map(TargetReport::exit_code)
-        .fold(ExitCode::Ok, ExitCode::max)
+/// How a run (a `sync`, or one run of the daemon) ended, as far as its exit code goes.
+#[derive(Clone, Copy, Debug)]
+pub enum Ending<'a> {
+    /// The run went through its phases: each target's report, and whether `--save-plan`
+    /// could not write the plan it was asked to save.
+    Ran {
+        targets: &'a [TargetReport],
+        plan_not_saved: bool,
+    },
+    /// It stopped before anything was sent (source, config, saved plan, the lock, the
+    /// state database).
+    Stopped(&'a SyncError),
+}
+
+impl<'a> Ending<'a> {
+    /// A run that went through, nothing else to say.
+    pub fn ran(targets: &'a [TargetReport]) -> Ending<'a> {
+        Ending::Ran {
+            targets,
+            plan_not_saved: false,
+        }
+    }
+}
+
+/// THE exit policy: every exit code of a run is decided here (ARCHITECTURE.md has the
+/// same table, in the order the cases win). Strongest first:
+/// 1. another instance holds the state lock: 4;
+/// 2. config, source, secrets, unknown `--target`, an unreadable, empty or stale saved
+///    plan: 2 (nothing was sent to any target);
+/// 3. the safety guard refused a target (not overridden): 3, whatever else failed;
+/// 4. anything not done as asked: 1 (a failed operation or lookup, a target that could not
+///    run, operations not started before a stop, the state database failing, a plan that
+///    could not be saved);
+/// 5. else 0 (a guard overridden, removals of online agents deferred, included).
+pub fn exit_policy(ending: Ending<'_>) -> ExitCode {
+    match ending {
+        Ending::Stopped(e) => match e {
+            SyncError::Lock(LockError::Held { .. }) => ExitCode::Locked,
+            SyncError::Source(_)
+            | SyncError::UnknownTarget { .. }
+            | SyncError::MissingSecrets(_)
+            | SyncError::SavedPlan(_) => ExitCode::Usage,
+            SyncError::Lock(_) | SyncError::Store(_) | SyncError::Loader(_) => ExitCode::Failed,
+        },
+        Ending::Ran {
+            targets,
+            plan_not_saved,
+        } => {
+            let code = targets
+                .iter()
+                .map(target_code)
+                .fold(ExitCode::Ok, ExitCode::max);
+            if plan_not_saved {
+                code.max(ExitCode::Failed)
+            } else {
+                code
+            }
+        }
+    }
+}
+
+/// One target's part of `exit_policy` (also what `TargetReport::converged` reads).
+fn target_code(t: &TargetReport) -> ExitCode {
+    if t.stale {
+        ExitCode::Usage
+    } else if t.refused() {
+        ExitCode::Guard
+    } else if t.skipped.is_some() || !t.failed.is_empty() || t.not_started > 0 {
+        ExitCode::Failed
+    } else {
+        ExitCode::Ok
+    }
 }
 
 impl RunReport {
-    /// The run's exit code (see the module docs for the policy).
+    /// The run's exit code (`exit_policy` of its targets).
     pub fn exit_code(&self) -> ExitCode {
-        exit_policy(&self.targets)
+        exit_policy(Ending::ran(&self.targets))
     }
 
     pub fn outcome(&self) -> &'static str {

@@ -65,7 +65,7 @@ fn stopped() -> TargetReport {
 }
 
 fn code(ts: Vec<TargetReport>) -> u8 {
-    exit_policy(&ts).code()
+    exit_policy(Ending::ran(&ts)).code()
 }
 
 #[test]
@@ -109,6 +109,40 @@ fn every_case_of_the_exit_policy() {
     for (case, ts, want) in cases {
         assert_eq!(code(ts), want, "{case}");
     }
+    // A plan that could not be saved: at least 1, and the stronger codes still win.
+    for (ts, want) in [
+        (vec![ok()], 1),
+        (vec![guarded(false)], 3),
+        (vec![stale()], 2),
+    ] {
+        let e = Ending::Ran {
+            targets: &ts,
+            plan_not_saved: true,
+        };
+        assert_eq!(exit_policy(e).code(), want);
+    }
+    // Runs that stopped before anything was sent.
+    let stopped: Vec<(SyncError, u8)> = vec![
+        (SyncError::MissingSecrets("X_TOKEN".into()), 2),
+        (
+            SyncError::SavedPlan(crate::sync::SavedPlanError::SourceChanged),
+            2,
+        ),
+        (
+            SyncError::Lock(crate::store::LockError::Held {
+                path: "db".into(),
+                pid: "7".into(),
+            }),
+            4,
+        ),
+        (
+            SyncError::Store(crate::store::StoreError::Closed { path: "db".into() }),
+            1,
+        ),
+    ];
+    for (e, want) in stopped {
+        assert_eq!(exit_policy(Ending::Stopped(&e)).code(), want, "{e}");
+    }
 }
 
 #[test]
@@ -151,11 +185,11 @@ fn outcomes_and_codes() {
     assert!(ok().converged());
     let mut scoped = ok();
     scoped.scoped = true;
-    assert_eq!(scoped.exit_code(), ExitCode::Ok);
     assert!(
         !scoped.converged(),
         "a run scoped with --only never converges"
     );
+    assert_eq!(exit_policy(Ending::ran(&[scoped])), ExitCode::Ok);
     assert_eq!(ok().problem(), None);
     assert!(
         guarded(false)
@@ -177,7 +211,7 @@ fn outcomes_and_codes() {
     let mut deferred = ok();
     deferred.deferred = 2;
     assert_eq!(
-        exit_policy(&[deferred]).code(),
+        exit_policy(Ending::ran(&[deferred])).code(),
         0,
         "deferred removals exit 0"
     );

@@ -62,6 +62,10 @@ pub enum SavedPlanError {
         source: std::io::Error,
     },
     #[error(
+        "--plan {path}: the plan holds no target (the dry-run that saved it could not plan any); make a new plan once the targets can be planned"
+    )]
+    Empty { path: PathBuf },
+    #[error(
         "the source changed since the plan was saved; make a new plan with `sync --dry-run --save-plan FILE`"
     )]
     SourceChanged,
@@ -93,7 +97,7 @@ impl SavedPlan {
         }
     }
 
-    /// Reads a saved plan.
+    /// Reads a saved plan to apply: one that holds at least one target.
     pub fn read(path: &Path) -> Result<SavedPlan, SavedPlanError> {
         let bytes = std::fs::read(path).map_err(|source| SavedPlanError::Read {
             path: path.to_path_buf(),
@@ -110,7 +114,23 @@ impl SavedPlan {
                 found: plan.rostersync_plan,
             });
         }
+        if plan.targets.is_empty() {
+            return Err(SavedPlanError::Empty {
+                path: path.to_path_buf(),
+            });
+        }
         Ok(plan)
+    }
+
+    /// The targets a `sync --plan` run selects: those the plan holds. Never empty, so never
+    /// "every target": a target the plan does not hold is never touched.
+    pub fn selection(&self, path: &Path) -> Result<Vec<String>, SavedPlanError> {
+        if self.targets.is_empty() {
+            return Err(SavedPlanError::Empty {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(self.targets.keys().cloned().collect())
     }
 
     /// Writes the plan, readable by its owner only (it names people).
@@ -151,11 +171,12 @@ impl SavedPlan {
         }
     }
 
-    /// Whether a fresh plan for this target equals the saved one.
+    /// Whether a fresh plan for this target equals the saved one. A target the plan does
+    /// not hold never matches: nothing unreviewed is sent.
     pub fn matches(&self, target: &str, plan: &TargetPlan) -> bool {
         self.targets
             .get(target)
-            .is_none_or(|st| super::presence::unmarked(&st.plan) == *plan)
+            .is_some_and(|st| super::presence::unmarked(&st.plan) == *plan)
     }
 }
 
@@ -235,7 +256,28 @@ mod tests {
             p.check_known("t", &other),
             Err(SavedPlanError::KnownChanged(_))
         ));
-        // A target the plan does not name is not checked.
+        // A target the plan does not name is not checked here, but it never matches.
         assert!(p.check_known("u", &other).is_ok());
+        assert!(!p.matches("u", &p.targets["t"].plan));
+        assert!(p.matches("t", &p.targets["t"].plan));
+        assert_eq!(p.selection(Path::new("p.json")).unwrap(), ["t"]);
+        p.targets.clear();
+        assert!(matches!(
+            p.selection(Path::new("p.json")),
+            Err(SavedPlanError::Empty { .. })
+        ));
+    }
+
+    #[test]
+    fn a_plan_that_holds_no_target_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.json");
+        std::fs::write(
+            &path,
+            r#"{"rostersync_plan": 1, "source_digest": "", "full": false, "allow_mass_removal": false, "targets": {}}"#,
+        )
+        .unwrap();
+        let e = SavedPlan::read(&path).unwrap_err();
+        assert!(matches!(e, SavedPlanError::Empty { .. }), "{e}");
     }
 }

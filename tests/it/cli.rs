@@ -417,3 +417,92 @@ fn rostersync_config_and_log_are_not_config_overrides() {
     assert_eq!(r.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no_such_key"), "{stderr}");
 }
+
+/// Issue 17 item 1: a plan applies only the targets it holds. A dry-run that could not
+/// plan a target (here `--full` without its secret) says which targets are missing and
+/// never invites applying them; `--plan` touches only what the plan holds; a plan holding
+/// no target is refused with exit 2 and sends nothing.
+#[test]
+fn a_saved_plan_applies_only_the_targets_it_holds() {
+    let fake = FakeMaestro::start();
+    let second = FakeMaestro::start();
+    let mut env = Env::new(fake.clone());
+    env.set_extra(&second.target_toml("second"));
+    let groups = [g("A", &[&email(1)]), g("B", &[&email(2)])];
+    env.write_source(&groups);
+    for i in 1..=3 {
+        second.add_user(&email(i));
+    }
+    let both: Vec<(String, String)> = second.env();
+    env.run_env(&["sync"], &[], &both).expect(0);
+    env.write_source(&[g("A", &[&email(1), &email(3)]), g("B", &[&email(2)])]);
+    let plan = env.path("plan.json");
+    let plan_s = plan.to_str().unwrap();
+    let second_vars: Vec<String> = both.iter().map(|(k, _)| k.clone()).collect();
+
+    // `second` cannot be planned (--full needs its secret): the plan holds `T` only.
+    let r = env
+        .run_env(
+            &["sync", "--dry-run", "--full", "--save-plan", plan_s],
+            &second_vars,
+            &[],
+        )
+        .expect(1);
+    assert!(
+        r.stderr.contains(&format!("for {T} only"))
+            && r.stderr.contains("NOT in it")
+            && r.stderr.contains("second"),
+        "{}",
+        r.stderr
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    let held: Vec<&String> = saved["targets"].as_object().unwrap().keys().collect();
+    assert_eq!(held, [T]);
+    fake.clear_requests();
+    second.clear_requests();
+    env.run_env(&["sync", "--plan", plan_s], &[], &both)
+        .expect(0);
+    assert!(fake.requests().iter().any(|q| q.is_write()), "t applied");
+    assert!(
+        second.requests().is_empty(),
+        "the target the plan lacks is never touched"
+    );
+    // A plan chooses its targets itself.
+    let r = env.run_env(
+        &["sync", "--plan", plan_s, "--target", "second"],
+        &[],
+        &both,
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+
+    // No target can be planned: nothing saved, no invitation to apply it.
+    std::fs::remove_file(&plan).unwrap();
+    let mut all_vars = second_vars.clone();
+    all_vars.extend(fake.env().into_iter().map(|(k, _)| k));
+    let r = env
+        .run_env(
+            &["sync", "--dry-run", "--full", "--save-plan", plan_s],
+            &all_vars,
+            &[],
+        )
+        .expect(1);
+    assert!(r.stderr.contains("no plan saved"), "{}", r.stderr);
+    assert!(!r.stderr.contains("apply it"), "{}", r.stderr);
+    assert!(!exists(&plan));
+
+    // A plan holding no target (as an older rostersync saved) is refused: exit 2, nothing
+    // sent to any target.
+    std::fs::write(
+        &plan,
+        r#"{"rostersync_plan": 1, "source_digest": "x", "full": true, "allow_mass_removal": false, "targets": {}}"#,
+    )
+    .unwrap();
+    fake.clear_requests();
+    second.clear_requests();
+    let r = env
+        .run_env(&["sync", "--plan", plan_s], &[], &both)
+        .expect(2);
+    assert!(r.stderr.contains("holds no target"), "{}", r.stderr);
+    assert!(fake.requests().is_empty() && second.requests().is_empty());
+}

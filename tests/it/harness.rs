@@ -176,6 +176,17 @@ impl Env {
         Run::from(self.command(args).output().expect("run rostersync"))
     }
 
+    /// Runs the binary with other environment: `remove` these variables (e.g. a target's
+    /// secret), then `add` these.
+    pub fn run_env(&self, args: &[&str], remove: &[String], add: &[(String, String)]) -> Run {
+        let mut c = self.command(args);
+        for k in remove {
+            c.env_remove(k);
+        }
+        c.envs(add.iter().map(|(k, v)| (k, v)));
+        Run::from(c.output().expect("run rostersync"))
+    }
+
     pub fn sync(&self) -> Run {
         self.run(&["sync"])
     }
