@@ -163,10 +163,14 @@ fn create_delays(t: &TargetConfig) -> impl Iterator<Item = std::time::Duration> 
 }
 
 /// Looks for a group of the same name first and adopts it; creates only if there is none.
-/// Runs under an intent (`intended`): committed before the first create is sent, dropped
-/// only when the create (with its follow-up membership calls) or the adoption (with its
-/// update) has ended with nothing left unknown. A create that may have been applied
-/// (timeout, dropped connection, 5xx) is never re-sent before looking again.
+/// The intent (SPEC 6.2) is committed just before the first write is sent (the create, or
+/// the update of an adopted group), not before the lookup: a lookup that fails leaves no
+/// intent, so the next run never takes a group it merely failed to find for one it may
+/// have created (a resumed create owns, in `owned` mode, what it finds of its members).
+/// An intent an earlier run left (`c.resumed`) stands until this create has ended. It is
+/// dropped only when the create (with its follow-up membership calls) or the adoption
+/// (with its update) has ended with nothing left unknown. A create that may have been
+/// applied (timeout, dropped connection, 5xx) is never re-sent before looking again.
 async fn create_or_adopt(
     ctx: &Ctx,
     target: &dyn Target,
@@ -176,10 +180,42 @@ async fn create_or_adopt(
     popts: &PlanOptions,
     stop: &CancellationToken,
 ) -> Result<(), OpError> {
-    let create = create_or_adopt_once(ctx, target, t, c, d, popts, stop);
-    intended(ctx, &c.key, &c.name, create).await
+    let mut intent = Intent {
+        ctx,
+        key: &c.key,
+        name: &c.name,
+        written: c.resumed,
+    };
+    let r = create_or_adopt_once(ctx, target, t, c, d, popts, stop, &mut intent).await;
+    if intent.written && ended(&r) {
+        ctx.recorder.drop_intent(&ctx.target, &c.key).await?;
+    }
+    r
 }
 
+/// A group's intent, written once, just before the first write to it is sent.
+struct Intent<'a> {
+    ctx: &'a Ctx,
+    key: &'a str,
+    name: &'a str,
+    /// Committed (by this run, or left by an earlier one).
+    written: bool,
+}
+
+impl Intent<'_> {
+    async fn before_write(&mut self) -> Result<(), OpError> {
+        if !self.written {
+            self.ctx
+                .recorder
+                .intent(&self.ctx.target, self.key, self.name)
+                .await?;
+            self.written = true;
+        }
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn create_or_adopt_once(
     ctx: &Ctx,
     target: &dyn Target,
@@ -188,14 +224,16 @@ async fn create_or_adopt_once(
     d: &DesiredGroup,
     popts: &PlanOptions,
     stop: &CancellationToken,
+    intent: &mut Intent<'_>,
 ) -> Result<(), OpError> {
     let mut delays = create_delays(t);
     let mut attempts = 0;
     loop {
         if let Some(rg) = target.find(ctx, &c.key, &c.name).await? {
-            return adopt(ctx, target, t, c, d, &rg, popts).await;
+            return adopt(ctx, target, t, c, d, &rg, popts, intent).await;
         }
         attempts += 1;
+        intent.before_write().await?;
         let e = match target.create(ctx, c).await {
             Ok(_) => return Ok(()),
             Err(e) if e.is_transient() => e,
@@ -228,7 +266,8 @@ pub fn group_delta(kg: &KnownGroup) -> Delta {
 }
 
 /// Takes over an existing group: records it with its current members, then sends only the
-/// difference to the desired state.
+/// difference to the desired state (under the group's intent).
+#[allow(clippy::too_many_arguments)]
 async fn adopt(
     ctx: &Ctx,
     target: &dyn Target,
@@ -237,12 +276,16 @@ async fn adopt(
     d: &DesiredGroup,
     rg: &RemoteGroup,
     popts: &PlanOptions,
+    intent: &mut Intent<'_>,
 ) -> Result<(), OpError> {
     info!(group = %c.name, remote_id = %rg.id, members = rg.members.len(), "adopting the existing group of the same name");
     let kg = adopted(c, d, rg, t.membership);
     ctx.note("adopt", &c.key, &c.name, group_delta(&kg)).await?;
     match plan_group(d, &kg, popts) {
-        Some(u) => target.update(ctx, &u).await,
+        Some(u) => {
+            intent.before_write().await?;
+            target.update(ctx, &u).await
+        }
         None => Ok(()),
     }
 }

@@ -513,6 +513,37 @@ pub fn secrets_never_leak(fake: Arc<dyn Fake>) {
 }
 
 #[macro_export]
+/// Issue 17 item 3: a lookup that fails before a create leaves no intent behind, so when
+/// the group turns up later (made by somebody else, with people in it) it is adopted as
+/// theirs: in `owned` mode the people who were there first are never removed, even when
+/// the source later drops them.
+pub fn a_failed_lookup_claims_no_stranger(fake: Arc<dyn Fake>) {
+    let mut env = Env::new(fake.clone());
+    env.set_target_extra("membership = \"owned\"\nmax_retries = 1\nretry_base = \"10ms\"");
+    let kind = fake.kind();
+    let both = vec![g("Tier 1", &[&e(1), &e(2)])];
+    env.write_source(&both);
+    // Every request fails: the adoption lookup too, so no create is sent.
+    fake.inject(Match::new("*", ""), Fault::status(500), 1000);
+    env.sync().expect(1);
+    fake.clear_faults();
+    assert!(
+        fake.all_group_names().is_empty(),
+        "[{kind}] nothing created while the lookup fails"
+    );
+    // Somebody creates the group by hand with agent 1 in it.
+    fake.create_group_by_hand("Tier 1", &[&e(1)]);
+    env.sync().expect(0);
+    env.assert_converged(&both);
+    // The source drops agent 1: rostersync never added them, so owned mode keeps them.
+    env.write_source(&[g("Tier 1", &[&e(2)])]);
+    env.sync().expect(0);
+    assert!(
+        fake.groups()["Tier 1"].contains(&e(1)),
+        "[{kind}] a member found in an adopted group is not rostersync's to remove"
+    );
+}
+
 macro_rules! conformance {
     ($name:ident, $ctor:expr) => {
         mod $name {
@@ -536,6 +567,10 @@ macro_rules! conformance {
             #[test]
             fn adoption() {
                 c::adoption(fake())
+            }
+            #[test]
+            fn a_failed_lookup_claims_no_stranger() {
+                c::a_failed_lookup_claims_no_stranger(fake())
             }
             #[test]
             fn faults() {

@@ -702,6 +702,10 @@ impl FakeDeepCall {
 }
 
 impl Fake for FakeDeepCall {
+    fn clear_faults(&self) {
+        FakeDeepCall::clear_faults(self)
+    }
+
     fn all_group_names(&self) -> Vec<String> {
         self.group_names()
     }

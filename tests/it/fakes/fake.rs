@@ -44,6 +44,8 @@ pub trait Fake: Send + Sync {
     fn clear_requests(&self);
     /// Arms `fault` for the next `times` requests matching `when`.
     fn inject(&self, when: Match, fault: Fault, times: usize);
+    /// Disarms every fault.
+    fn clear_faults(&self);
     /// The `Match` for this kind's membership-change requests (used by fault scenarios).
     fn membership_write(&self) -> Match;
     /// The `Match` for this kind's group-create request.

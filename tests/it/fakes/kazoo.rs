@@ -960,6 +960,10 @@ impl FakeKazoo {
 }
 
 impl Fake for FakeKazoo {
+    fn clear_faults(&self) {
+        FakeKazoo::clear_faults(self)
+    }
+
     fn all_group_names(&self) -> Vec<String> {
         self.group_names()
     }

@@ -927,6 +927,10 @@ impl FakeMaestro {
 }
 
 impl Fake for FakeMaestro {
+    fn clear_faults(&self) {
+        FakeMaestro::clear_faults(self)
+    }
+
     fn all_group_names(&self) -> Vec<String> {
         self.state()
             .groups

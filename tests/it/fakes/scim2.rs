@@ -503,6 +503,10 @@ impl Drop for Scim2Server {
 }
 
 impl Fake for Scim2Server {
+    fn clear_faults(&self) {
+        Scim2Server::clear_faults(self)
+    }
+
     fn all_group_names(&self) -> Vec<String> {
         self.raw_groups()
             .iter()

@@ -769,6 +769,10 @@ impl FakeTeams {
 }
 
 impl Fake for FakeTeams {
+    fn clear_faults(&self) {
+        FakeTeams::clear_faults(self)
+    }
+
     fn all_group_names(&self) -> Vec<String> {
         self.teams().into_iter().map(|(_, n)| n).collect()
     }
