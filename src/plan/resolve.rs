@@ -109,8 +109,10 @@ impl<'a> PersonIds<'a> {
         if self.n.email_is_id {
             return Some(e.clone());
         }
-        if let Some(id) = self.looked_up.get(&**e) {
-            return id.as_deref().map(Arc::from);
+        // A cached "not found" is no proof that the known id is wrong: it falls through to
+        // the id a known group holds, so it never turns into a removal (SPEC 5).
+        if let Some(Some(id)) = self.looked_up.get(&**e) {
+            return Some(Arc::from(id.as_str()));
         }
         let known = self.known;
         let known_ids = self.known_ids.get_or_insert_with(|| {
@@ -413,6 +415,36 @@ mod tests {
         d.groups.get_mut("G").unwrap().owners = vec!["o@x".into()];
         let r = desired_target(&d, &n, &cache(&[]), &Known::default(), &|_| String::new());
         assert!(r.target.groups["G"].owners.is_empty() && r.warnings.len() == 1);
+    }
+
+    #[test]
+    fn a_cached_not_found_never_removes_a_known_member() {
+        // b is known in G with id B; the cache says the target has nobody by that email
+        // (a lookup answered "none" once): the known id still stands, no removal.
+        let d = source(&[("G", &["a@x", "b@x"], None)], &[("a@x", "A")]);
+        let mut known = Known::default();
+        let mut kg = KnownGroup {
+            key: "G".into(),
+            remote_id: "r".into(),
+            name: "G".into(),
+            ..Default::default()
+        };
+        for (id, e) in [("A", "a@x"), ("B", "b@x")] {
+            let km = KnownMember {
+                owned: true,
+                receive_call: false,
+                email: Some(e.into()),
+            };
+            kg.members.insert(id.into(), km);
+        }
+        known.groups.insert("G".into(), kg);
+        check(
+            &d,
+            naming(),
+            &cache(&[("b@x", None)]),
+            &known,
+            &["G: A=a@x B=b@x"],
+        );
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub fn naming(t: &TargetConfig) -> Naming<'_> {
 
 /// Resolves every member of every group meant for this target to a member id.
 ///
+/// An answer that cannot be cached (the state database refused it) stops the target, as
+/// every other store failure does: nothing may go unrecorded.
+///
 /// A lookup that fails (or, in a dry-run without credentials, cannot be made) leaves the
 /// person unresolved, and the target's report records it as a failed `lookup`: the run
 /// did not do what was asked, so it does not exit 0. A person the target does not have is
@@ -42,7 +45,7 @@ pub async fn resolve_members(
     mut cache: HashMap<String, Option<String>>,
     full: bool,
     report: &mut TargetReport,
-) -> DesiredTarget {
+) -> Result<DesiredTarget, crate::store::StoreError> {
     let naming = naming(t);
     if full {
         // A --full run asks again about people nobody had.
@@ -75,13 +78,9 @@ pub async fn resolve_members(
             for (email, r) in results {
                 match r {
                     Ok(id) => {
-                        if let Err(e) = ctx
-                            .recorder
+                        ctx.recorder
                             .cache_resolution(&t.name, email, id.as_deref())
-                            .await
-                        {
-                            warn!("cannot cache the resolution of {email}: {e}");
-                        }
+                            .await?;
                         cache.insert(email.clone(), id);
                     }
                     Err(e) => {
@@ -121,5 +120,96 @@ pub async fn resolve_members(
     }
     report.unresolved = r.unresolved;
     report.warnings.extend(r.warnings);
-    r.target
+    Ok(r.target)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::plan::{Create, Delete, KnownGroup, Update};
+    use crate::store::{Store, Writer};
+    use crate::targets::{OpError, Probe, Recorder, RemoteGroup};
+
+    /// A target whose only skill is a lookup that always finds the person.
+    struct Finds;
+
+    #[async_trait]
+    impl Target for Finds {
+        fn can_lookup(&self) -> bool {
+            true
+        }
+        async fn lookup(&self, _: &Ctx, _: &str) -> Result<Option<String>, OpError> {
+            Ok(Some("ID-1".into()))
+        }
+        async fn probe(&self, _: &Ctx) -> Result<Probe, OpError> {
+            unreachable!("not probed")
+        }
+        async fn find(&self, _: &Ctx, _: &str, _: &str) -> Result<Option<RemoteGroup>, OpError> {
+            unreachable!("no find")
+        }
+        async fn read(&self, _: &Ctx, _: &KnownGroup) -> Result<Option<RemoteGroup>, OpError> {
+            unreachable!("no read")
+        }
+        async fn create(&self, _: &Ctx, _: &Create) -> Result<String, OpError> {
+            unreachable!("no create")
+        }
+        async fn update(&self, _: &Ctx, _: &Update) -> Result<(), OpError> {
+            unreachable!("no update")
+        }
+        async fn delete(&self, _: &Ctx, _: &Delete) -> Result<(), OpError> {
+            unreachable!("no delete")
+        }
+    }
+
+    /// Issue 17 item 4: a lookup whose answer cannot be cached stops the target (a store
+    /// failure), instead of a warning and a run that goes on unrecorded.
+    #[tokio::test]
+    async fn a_lookup_that_cannot_be_cached_stops_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "secret-token").unwrap();
+        std::fs::write(
+            dir.path().join("groups.yaml"),
+            "groups:\n  - name: G\n    members: [a@example.com]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("rostersync.toml"),
+            "source = \"groups.yaml\"\nstate = \"state.db\"\n\n[[target]]\nname = \"t\"\n\
+             kind = \"teams\"\nbase_url = \"http://127.0.0.1:9/v1\"\ntoken_file = \"token\"\n",
+        )
+        .unwrap();
+        let cfg = crate::config::Config::load(&dir.path().join("rostersync.toml")).unwrap();
+        let desired = cfg.load_source().unwrap();
+        let t = &cfg.targets[0];
+        let (_, http) = crate::targets::build(t).unwrap();
+        let writer = Writer::spawn(Store::open(&dir.path().join("state.db")).unwrap());
+        writer.clone().close().await.unwrap();
+        let ctx = Ctx::new(
+            "t",
+            http,
+            Arc::new(Recorder::real(1, writer)),
+            Default::default(),
+        );
+        let mut report = TargetReport::new(t);
+        let r = resolve_members(
+            &ctx,
+            &Finds,
+            t,
+            &desired,
+            &Known::default(),
+            HashMap::new(),
+            false,
+            &mut report,
+        )
+        .await;
+        assert!(
+            matches!(r, Err(crate::store::StoreError::Closed { .. })),
+            "{:?}",
+            r.map(|_| ())
+        );
+    }
 }

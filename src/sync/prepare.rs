@@ -156,7 +156,7 @@ pub(super) async fn prepare_target(
             Err(e) => return Prepared::not_run(report, NotRun::ReadBack(e)),
         }
     }
-    let dt = lookup::resolve_members(
+    let dt = match lookup::resolve_members(
         &ctx,
         target.as_ref(),
         t,
@@ -166,7 +166,11 @@ pub(super) async fn prepare_target(
         opts.full,
         &mut report,
     )
-    .await;
+    .await
+    {
+        Ok(dt) => dt,
+        Err(e) => return Prepared::not_run(report, NotRun::Cache(e)),
+    };
     let popts = plan_options(cfg, t, opts);
     let mut plan = plan_target(&dt, &known, &popts);
     if !blocked.is_empty() {

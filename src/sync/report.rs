@@ -108,6 +108,9 @@ pub enum NotRun {
     /// set (dry-runs only; real runs stop earlier).
     #[error("reading groups back (--full, or writes left unfinished) needs {0}")]
     NoCredentials(String),
+    /// A member-id lookup's answer could not be cached in the state database.
+    #[error("the resolution cache could not be written: {0}")]
+    Cache(#[source] StoreError),
     /// The `--full` read-back could not be recorded.
     #[error("--full read-back stopped: {0}")]
     ReadBack(#[source] OpError),

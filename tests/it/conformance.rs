@@ -512,7 +512,6 @@ pub fn secrets_never_leak(fake: Arc<dyn Fake>) {
     env.assert_no_secret(&outs.iter().collect::<Vec<_>>());
 }
 
-#[macro_export]
 /// Issue 17 item 3: a lookup that fails before a create leaves no intent behind, so when
 /// the group turns up later (made by somebody else, with people in it) it is adopted as
 /// theirs: in `owned` mode the people who were there first are never removed, even when
@@ -544,6 +543,7 @@ pub fn a_failed_lookup_claims_no_stranger(fake: Arc<dyn Fake>) {
     );
 }
 
+#[macro_export]
 macro_rules! conformance {
     ($name:ident, $ctor:expr) => {
         mod $name {
