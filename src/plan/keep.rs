@@ -76,6 +76,11 @@ impl Keep {
         self.patterns.is_empty()
     }
 
+    /// Whether any pattern is on emails (so a member's email must be known to decide).
+    pub fn on_emails(&self) -> bool {
+        self.patterns.iter().any(|p| !p.on_id)
+    }
+
     /// The patterns as written.
     pub fn patterns(&self) -> impl Iterator<Item = &str> {
         self.patterns.iter().map(|p| p.text.as_str())

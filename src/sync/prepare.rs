@@ -148,6 +148,7 @@ pub(super) async fn prepare_target(
             &mut known,
             &to_read,
             &names,
+            &t.keep_members,
             &mut report,
         )
         .await;

@@ -10,19 +10,24 @@ use tracing::warn;
 use super::apply::group_delta;
 use super::report::{Failed, TargetReport};
 use crate::model::Desired;
-use crate::plan::{Known, KnownGroup, KnownMember};
+use crate::plan::{Keep, Known, KnownGroup, KnownMember};
 use crate::store::Delta;
 use crate::targets::{Ctx, OpError, RemoteGroup, Target};
 
 /// Reads these managed groups back and replaces `known` with what the target holds; a
 /// group read back has its intent dropped. A group that cannot be read fails alone (it
 /// keeps its known state) and is returned; only a failure to record stops the read-back.
+///
+/// With `keep_members` email patterns, a member the read found whose email rostersync does
+/// not know (added by hand) is asked of the target (`Target::email_of`), so the patterns
+/// can protect them; a group where that question fails counts as unread.
 pub async fn read_back(
     ctx: &Ctx,
     target: &dyn Target,
     known: &mut Known,
     keys: &BTreeSet<String>,
     names: &HashMap<String, String>,
+    keep: &Keep,
     report: &mut TargetReport,
 ) -> Result<BTreeSet<String>, OpError> {
     let groups: Vec<KnownGroup> = known
@@ -67,7 +72,22 @@ pub async fn read_back(
                 ctx.note("forget", &g.key, &g.name, forget).await?;
             }
             Some(rg) => {
-                let fresh = known_from_remote(g, &rg, names);
+                let mut fresh = known_from_remote(g, &rg, names);
+                if keep.on_emails()
+                    && let Err(e) = name_strangers(ctx, target, &mut fresh).await
+                {
+                    if let OpError::Record(_) = e {
+                        return Err(e);
+                    }
+                    warn!(group = %g.name, error = %e, "cannot tell whether keep_members protects a member the read found; the group keeps its known state");
+                    report.failed.push(Failed {
+                        group: g.name.clone(),
+                        op: "read".into(),
+                        error: format!("the email of a member found by the read: {e}"),
+                    });
+                    unread.insert(g.key.clone());
+                    continue;
+                }
                 let d = changed(&g.members, &fresh.members) + changed(&g.owners, &fresh.owners);
                 if d > 0 || fresh.name != g.name {
                     warn!(group = %g.name, drift = d, "drift found: the target differs from the known state");
@@ -86,6 +106,20 @@ pub async fn read_back(
     metrics::counter!("rostersync_drift_found_total", "target" => ctx.target.clone())
         .increment(drift as u64);
     Ok(unread)
+}
+
+/// Asks the target for the email of each member (and owner) of `g` whose email is not
+/// known, so `keep_members` email patterns apply to them.
+async fn name_strangers(ctx: &Ctx, target: &dyn Target, g: &mut KnownGroup) -> Result<(), OpError> {
+    for m in g.members.iter_mut().chain(g.owners.iter_mut()) {
+        let (id, k) = m;
+        if k.email.is_none()
+            && let Some(e) = target.email_of(ctx, id).await?
+        {
+            k.email = Some(std::sync::Arc::from(e.to_lowercase().as_str()));
+        }
+    }
+    Ok(())
 }
 
 /// How many ids are in one map and not the other.

@@ -199,6 +199,13 @@ pub trait Target: Send + Sync {
     ) -> Result<Option<Vec<(String, String)>>, OpError> {
         Ok(None)
     }
+    /// The email of the person the target names by this member id, for `keep_members`
+    /// email patterns on members a read found that nobody told rostersync about (a
+    /// hand-added member). None: the target has no such person, or the kind cannot tell
+    /// (DeepCall: only `id:` patterns protect such a member there).
+    async fn email_of(&self, _ctx: &Ctx, _member_id: &str) -> Result<Option<String>, OpError> {
+        Ok(None)
+    }
     /// A group of exactly this name (the kind's own matching rules), to adopt; with its
     /// current members.
     async fn find(&self, ctx: &Ctx, key: &str, name: &str) -> Result<Option<RemoteGroup>, OpError>;

@@ -388,6 +388,22 @@ impl Target for Kazoo {
         self.get_group(ctx, info, &g.remote_id).await
     }
 
+    async fn email_of(&self, ctx: &Ctx, member_id: &str) -> Result<Option<String>, OpError> {
+        let path = format!("/users/{}", urlencode(member_id));
+        let r = decode::gone_on_404(async {
+            let reply = self
+                .read_call(
+                    ctx,
+                    CallInfo::new("lookup"),
+                    Request::new(Method::GET, self.url(&path)),
+                )
+                .await?;
+            Ok(wire::user_email(&reply.body)?)
+        })
+        .await?;
+        Ok(r.flatten())
+    }
+
     async fn create(&self, ctx: &Ctx, op: &Create) -> Result<String, OpError> {
         let req = Request::new(Method::PUT, self.url("/groups"))
             .json(wire::create_body(&op.name, &op.members));

@@ -168,6 +168,17 @@ pub fn group(what: &str, body: &[u8]) -> Result<GroupDoc, NotUnderstood> {
     Ok(e.data)
 }
 
+/// The email of a user document (`GET .../users/{id}`): `data.email`, else `data.username`
+/// when it is an email; None when it has neither.
+pub fn user_email(body: &[u8]) -> Result<Option<String>, NotUnderstood> {
+    let e: Envelope<UserRow> = decode::answer("the user", "{\"data\": {\"id\", \"email\"}}", body)?;
+    let is_email = |s: &String| s.contains('@');
+    Ok(e.data
+        .email
+        .filter(is_email)
+        .or(e.data.username.filter(is_email)))
+}
+
 /// The id of a create answer (`data.id`).
 pub fn created_id(body: &[u8]) -> Result<String, NotUnderstood> {
     #[derive(Deserialize)]

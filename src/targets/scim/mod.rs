@@ -208,6 +208,28 @@ impl Target for Scim {
             .map(|u| u.id))
     }
 
+    async fn email_of(&self, ctx: &Ctx, member_id: &str) -> Result<Option<String>, OpError> {
+        if self.flavor == Flavor::Maestroqa {
+            // MaestroQA names members by email (or by a user id, which says nothing).
+            return Ok(member_id.contains('@').then(|| member_id.to_string()));
+        }
+        let url = self.url(&format!("/Users/{}", urlencode(member_id)));
+        let r = decode::gone_on_404(async {
+            let reply = ctx
+                .read(
+                    CallInfo::new("lookup"),
+                    Request::new(Method::GET, url),
+                    &default_verdict,
+                )
+                .await?;
+            let doc: wire::UserDoc =
+                decode::answer("the user", "{\"userName\", \"emails\"}", &reply.body)?;
+            Ok(doc.email())
+        })
+        .await?;
+        Ok(r.flatten())
+    }
+
     async fn find(&self, ctx: &Ctx, key: &str, name: &str) -> Result<Option<RemoteGroup>, OpError> {
         if self.flavor == Flavor::Maestroqa {
             return self.find_by_paging(ctx, key, name).await;

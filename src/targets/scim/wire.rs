@@ -118,6 +118,39 @@ pub struct User {
     pub user_name: String,
 }
 
+/// A user resource read by id (`GET /Users/{id}`): its `userName`, and its emails.
+#[derive(Clone, Debug, Deserialize)]
+pub struct UserDoc {
+    #[serde(rename = "userName", default)]
+    pub user_name: Option<String>,
+    #[serde(default)]
+    pub emails: Vec<UserEmail>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct UserEmail {
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub primary: Option<bool>,
+}
+
+impl UserDoc {
+    /// The person's email: the `userName` when it is one, else the primary email, else the
+    /// first.
+    pub fn email(&self) -> Option<String> {
+        let is_email = |s: &&String| s.contains('@');
+        if let Some(u) = self.user_name.as_ref().filter(is_email) {
+            return Some(u.clone());
+        }
+        let mut emails: Vec<&UserEmail> = self.emails.iter().collect();
+        emails.sort_by_key(|e| !e.primary.unwrap_or(false));
+        emails
+            .into_iter()
+            .find_map(|e| e.value.as_ref().filter(is_email).cloned())
+    }
+}
+
 /// A ListResponse (RFC 7644 3.4.2). `Resources` may be left out only when `totalResults` is
 /// 0 (the RFC requires it otherwise).
 #[derive(Clone, Debug, Deserialize)]

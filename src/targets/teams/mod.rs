@@ -53,6 +53,8 @@ pub struct Teams {
     listing: tokio::sync::Mutex<Option<Vec<Team>>>,
     /// Groups whose impossible rename was already logged in this run (one warning each).
     rename_warned: std::sync::Mutex<BTreeSet<String>>,
+    /// Agent id -> email, as this run's team agent listings showed them (`email_of`).
+    emails: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), super::BuildError> {
@@ -68,6 +70,7 @@ pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), super::Build
         batch_size: cfg.batch_size,
         listing: tokio::sync::Mutex::new(None),
         rename_warned: std::sync::Mutex::new(BTreeSet::new()),
+        emails: Default::default(),
     };
     Ok((Box::new(t), http))
 }
@@ -209,8 +212,14 @@ impl Teams {
             info,
             "the team's agents",
             url,
-            |page: Vec<decode::IdRef>, _| {
-                ids.extend(page.into_iter().map(|a| a.0));
+            |page: Vec<wire::TeamAgent>, _| {
+                let mut emails = self.emails.lock().unwrap_or_else(|e| e.into_inner());
+                for a in page {
+                    if let Some(e) = a.email {
+                        emails.insert(a.id.clone(), e);
+                    }
+                    ids.push(a.id);
+                }
                 None::<()>
             },
         )
@@ -449,6 +458,16 @@ impl Target for Teams {
             members,
             ..Default::default()
         }))
+    }
+
+    async fn email_of(&self, _ctx: &Ctx, member_id: &str) -> Result<Option<String>, OpError> {
+        // The team's agent listing that found the member showed its email (no request).
+        Ok(self
+            .emails
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(member_id)
+            .cloned())
     }
 
     async fn create(&self, ctx: &Ctx, op: &Create) -> Result<String, OpError> {

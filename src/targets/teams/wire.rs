@@ -111,6 +111,28 @@ pub struct Agent {
     pub email: Option<String>,
 }
 
+/// An agent of a team's listing (`GET /teams/{id}/agents`): its id, by the one id rule, and
+/// its email where the answer shows it (seed 001 shows `email` on every agent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TeamAgent {
+    pub id: String,
+    pub email: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for TeamAgent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TeamAgent, D::Error> {
+        use serde::de::Error as _;
+        let v = serde_json::Value::deserialize(d)?;
+        let email = v
+            .get("email")
+            .and_then(serde_json::Value::as_str)
+            .filter(|e| e.contains('@'))
+            .map(str::to_string);
+        let decode::IdRef(id) = decode::IdRef::deserialize(v).map_err(D::Error::custom)?;
+        Ok(TeamAgent { id, email })
+    }
+}
+
 /// The id of the agent with this email among a page's agents. An agent without an `email`
 /// field is taken only when it is the page's only agent and no page follows (`more` false:
 /// the server filtered for us); otherwise the email must match, case-insensitively.
