@@ -198,7 +198,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plan.json");
-        let p = SavedPlan {
+        let mut p = SavedPlan {
             rostersync_plan: FORMAT,
             source_digest: "abc".into(),
             full: false,
@@ -206,6 +206,19 @@ mod tests {
             only: Vec::new(),
             targets: BTreeMap::new(),
         };
+        p.targets.insert(
+            "t".into(),
+            SavedTarget {
+                known_digest: known_digest(&Known::default()),
+                plan: crate::plan::TargetPlan {
+                    ops: Vec::new(),
+                    unchanged: 0,
+                    left_alone: Vec::new(),
+                    guard: None,
+                    skipped: Vec::new(),
+                },
+            },
+        );
         p.write(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);

@@ -201,9 +201,10 @@ pub fn de_flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 /// THE pager. Reads page after page: `fetch(cursor)` reads one page and gives its records
 /// and the cursor of the next page (None on the last page); `each(records, more)` sees every
 /// page's records (`more`: another page follows) and ends the paging early by returning
-/// Some. A next cursor equal to the one just read (a loop), or still another page after
-/// `max_pages` pages, is not understood: a listing is whole or it is an error, never
-/// truncated (a group beyond the cap would be created twice).
+/// Some. A next cursor equal to the one just read (a loop), a page that repeats the page
+/// before it (a server that ignores the paging parameter: what is on page 2 would never be
+/// seen), or still another page after `max_pages` pages, is not understood: a listing is
+/// whole or it is an error, never truncated (a group beyond the cap would be created twice).
 pub async fn paged<T, C, R, F, Fut>(
     what: &str,
     max_pages: usize,
@@ -212,13 +213,27 @@ pub async fn paged<T, C, R, F, Fut>(
     mut each: impl FnMut(Vec<T>, bool) -> Option<R>,
 ) -> Result<Option<R>, OpError>
 where
+    T: PartialEq + Clone,
     C: PartialEq + Clone,
     F: FnMut(C) -> Fut,
     Fut: Future<Output = Result<(Vec<T>, Option<C>), OpError>>,
 {
     let mut cursor = first;
+    let mut previous: Option<Vec<T>> = None;
     for _ in 0..max_pages {
         let (records, next) = fetch(cursor.clone()).await?;
+        if !records.is_empty() && previous.as_ref() == Some(&records) {
+            return Err(NotUnderstood {
+                what: what.into(),
+                seen: "a page that repeats the page before it (the server ignores the paging \
+                       parameter, so later pages cannot be read)"
+                    .into(),
+            }
+            .into());
+        }
+        if next.is_some() {
+            previous = Some(records.clone());
+        }
         if let Some(found) = each(records, next.is_some()) {
             return Ok(Some(found));
         }

@@ -160,6 +160,21 @@ fn the_pager_reads_every_page_stops_early_and_refuses_loops() {
         |_, _| None::<()>,
     ));
     assert!(r.unwrap_err().to_string().contains("the page just read"));
+    // Issue 17 item 6: a server that ignores the paging parameter answers the first page
+    // for every cursor: not understood, never a listing of the first page alone.
+    let r = block(paged(
+        "l",
+        10,
+        0usize,
+        |k| async move { Ok((vec![1, 2], (k < 3).then_some(k + 1))) },
+        |_, _| None::<()>,
+    ));
+    assert!(
+        r.unwrap_err()
+            .to_string()
+            .contains("repeats the page before it"),
+        "a repeated page"
+    );
 }
 
 #[test]

@@ -225,7 +225,7 @@ impl Kazoo {
         each: impl FnMut(Vec<T>, bool) -> Option<R> + Send,
     ) -> Result<Option<R>, OpError>
     where
-        T: serde::de::DeserializeOwned + Send,
+        T: serde::de::DeserializeOwned + Send + PartialEq + Clone,
     {
         let sep = if path.contains('?') { '&' } else { '?' };
         let fetch = |start: Option<String>| async move {
@@ -254,7 +254,7 @@ impl Kazoo {
             let reply = self
                 .read_call(ctx, info, Request::new(Method::GET, self.url(&path)))
                 .await?;
-            Ok(wire::group("the group", &reply.body)?.remote())
+            Ok(wire::group("the group", &reply.body)?.remote()?)
         })
         .await
     }

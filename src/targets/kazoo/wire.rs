@@ -95,7 +95,7 @@ struct ListAnswer<T> {
 }
 
 /// A group row of `GET .../groups` (its `endpoints` is only a count).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct GroupRow {
     #[serde(deserialize_with = "decode::de_id")]
     pub id: String,
@@ -113,29 +113,37 @@ pub struct GroupDoc {
 
 impl GroupDoc {
     /// The group as rostersync sees it: only `user` endpoints are members. Devices (and any
-    /// other type) are not members in rostersync's view and are never touched.
-    pub fn remote(&self) -> RemoteGroup {
-        let members = self
-            .endpoints
-            .iter()
-            .filter(|(_, ep)| {
-                ep.get("type")
-                    .and_then(Value::as_str)
-                    .is_some_and(|t| t.eq_ignore_ascii_case(USER))
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        RemoteGroup {
+    /// other type) are not members in rostersync's view and are never touched. An endpoint
+    /// without a string `type` (seed 003 gives every endpoint one) is not understood: it
+    /// could be a user, and reading it as "not a member" could put it back or remove it.
+    pub fn remote(&self) -> Result<RemoteGroup, NotUnderstood> {
+        let mut members = Vec::new();
+        for (id, ep) in &self.endpoints {
+            match ep.get("type").and_then(Value::as_str) {
+                Some(t) if t.eq_ignore_ascii_case(USER) => members.push(id.clone()),
+                Some(_) => {}
+                None => {
+                    return Err(NotUnderstood {
+                        what: format!("the group {}", self.id),
+                        seen: format!(
+                            "endpoint {id:?} is {} (expected {{\"type\": \"user\" | \"device\" | ...}})",
+                            decode::describe(ep)
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(RemoteGroup {
             id: self.id.clone(),
             name: self.name.clone(),
             members,
             ..Default::default()
-        }
+        })
     }
 }
 
 /// A user row of `GET .../users?filter_email=E`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct UserRow {
     #[serde(deserialize_with = "decode::de_id")]
     pub id: String,
@@ -339,14 +347,23 @@ mod tests {
     #[test]
     fn only_user_endpoints_are_members() {
         let doc = json!({"id": "g1", "name": "G", "endpoints": {
-            "u1": {"type": "user", "weight": 1}, "d1": {"type": "device"}, "u2": {"type": "User"},
-            "x": true, "y": {}}});
+            "u1": {"type": "user", "weight": 1}, "d1": {"type": "device"}, "u2": {"type": "User"}}});
         let g = group("g", &b(json!({"data": doc, "auth_token": "T"})))
             .unwrap()
-            .remote();
+            .remote()
+            .unwrap();
         assert_eq!((g.id.as_str(), g.name.as_str()), ("g1", "G"));
         assert_eq!(g.members, ["u1", "u2"]);
         assert_eq!(created_id(&b(json!({"data": {"id": 7}}))).unwrap(), "7");
+        // Issue 17 item 6: an endpoint without a string `type` is not understood (it could
+        // be a user), never silently "not a member".
+        for odd in [json!(true), json!({}), json!({"type": 1}), json!(null)] {
+            let doc =
+                json!({"id": "g1", "name": "G", "endpoints": {"u1": {"type": "user"}, "x": odd}});
+            let g = group("g", &b(json!({ "data": doc }))).unwrap();
+            let e = g.remote().unwrap_err().to_string();
+            assert!(e.contains("endpoint \"x\""), "{e}");
+        }
         // Without its id or its endpoints map, a group document is not understood.
         for bad in [
             json!({"data": {"name": "no id", "endpoints": {}}}),

@@ -80,7 +80,7 @@ pub fn quote(s: &str) -> String {
 
 /// A SCIM Group resource. `members`/`owners` may be left out (SCIM omits empty attributes;
 /// a listing may leave them out to be short): None then.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct Group {
     #[serde(deserialize_with = "decode::de_id")]
     pub id: String,

@@ -131,7 +131,7 @@ impl Teams {
         each: impl FnMut(Vec<T>, bool) -> Option<R> + Send,
     ) -> Result<Option<R>, OpError>
     where
-        T: serde::de::DeserializeOwned + Send,
+        T: serde::de::DeserializeOwned + Send + PartialEq + Clone,
     {
         let fetch = |url: String| {
             let info = info.clone();

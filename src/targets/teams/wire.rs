@@ -87,7 +87,7 @@ pub fn created_id(body: &[u8]) -> Result<String, NotUnderstood> {
 /// A record of a `GET /teams/{id}/presence` page (seed 001): the agent's id and whether
 /// they are connected now. Both are required: a record we cannot read could be an agent
 /// online now.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct Presence {
     #[serde(rename = "userId", deserialize_with = "decode::de_id")]
     pub user_id: String,
@@ -103,7 +103,7 @@ impl Presence {
 }
 
 /// An agent of a `GET /agents?email=E` page.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct Agent {
     #[serde(deserialize_with = "decode::de_id")]
     pub id: String,
