@@ -53,4 +53,7 @@ pub enum Invalid {
     Source(#[from] SourceErrors),
     #[error("{0}")]
     MissingSecrets(String),
+    /// The reload's blocking task (reading config and source) stopped unexpectedly.
+    #[error("reading the config and the source stopped unexpectedly: {0}")]
+    Stopped(#[source] tokio::task::JoinError),
 }

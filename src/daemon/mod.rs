@@ -244,7 +244,7 @@ impl Daemon {
                 }
                 _ = tokio::time::sleep_until(wake) => self.on_tick(),
                 Some(()) = self.changes.recv() => self.on_change(),
-                _ = signals.hup.recv() => self.reload(),
+                _ = signals.hup.recv() => self.reload().await,
                 _ = signals.term.recv() => return self.shutdown("SIGTERM", signals).await,
                 _ = signals.int.recv() => return self.shutdown("SIGINT", signals).await,
             }
@@ -413,7 +413,9 @@ impl Daemon {
                     | SyncError::MissingSecrets(_)
                     | SyncError::SavedPlan(_) => "the run is skipped; fix the config and reload",
                     SyncError::Store(_) => "the state database failed; the run is skipped",
-                    SyncError::Loader(_) => "the run stopped unexpectedly; the next run re-plans",
+                    SyncError::Loader(_) | SyncError::Opener(_) => {
+                        "the run stopped unexpectedly; the next run re-plans"
+                    }
                 };
                 error!(trigger = why, error = %e, "{what}");
                 let first = e.to_string().lines().next().unwrap_or_default().to_string();
@@ -426,13 +428,19 @@ impl Daemon {
     }
 
     /// `SIGHUP`: reads the config and the source again; puts them in force only if both are
-    /// valid, then runs. A bad reload changes nothing.
-    fn reload(&mut self) {
+    /// valid, then runs. A bad reload changes nothing. The reading (files, parsing a large
+    /// source) runs on a blocking thread, not on the runtime's workers.
+    async fn reload(&mut self) {
         systemd::reloading();
         info!(config = %self.path.display(), "SIGHUP: reloading the config and the source");
-        let loaded = Config::load(&self.path)
-            .map_err(Invalid::from)
-            .and_then(|c| validate(&c).map(|()| c));
+        let path = self.path.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            Config::load(&path)
+                .map_err(Invalid::from)
+                .and_then(|c| validate(&c).map(|()| c))
+        })
+        .await
+        .unwrap_or_else(|e| Err(Invalid::Stopped(e)));
         match loaded {
             Err(e) => {
                 error!(error = %e, "reload failed; the previous config and source stay in force");

@@ -19,6 +19,23 @@ pub enum LockError {
     },
 }
 
+/// The database's canonical path: the file's own when it exists (symlinks resolved), else
+/// its directory's canonical path joined with its name; the path as given if neither can be
+/// resolved (the open then fails with the real reason).
+fn canonical(db: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(db) {
+        return p;
+    }
+    let dir = db
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match (std::fs::canonicalize(dir), db.file_name()) {
+        (Ok(d), Some(name)) => d.join(name),
+        _ => db.to_path_buf(),
+    }
+}
+
 /// Held for the life of a writer; released when dropped (or when the process dies).
 #[derive(Debug)]
 pub struct StateLock {
@@ -27,14 +44,16 @@ pub struct StateLock {
 }
 
 impl StateLock {
-    /// Takes the lock beside the database `db`, without waiting.
+    /// Takes the lock beside the database `db`, without waiting. The lock file is named
+    /// from the database's canonical path, so the same database reached through a symlink,
+    /// `..` or a relative path takes the same lock.
     pub fn acquire(db: &Path) -> Result<StateLock, LockError> {
-        let mut name = db.as_os_str().to_owned();
-        name.push(".lock");
-        let path = PathBuf::from(name);
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(dir);
         }
+        let mut name = canonical(db).into_os_string();
+        name.push(".lock");
+        let path = PathBuf::from(name);
         let io = |source| LockError::Io {
             path: path.clone(),
             source,
@@ -71,5 +90,34 @@ impl StateLock {
             }
             Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 17 item 10: one database, one lock, however its path is written.
+    #[test]
+    fn the_same_database_by_another_path_is_the_same_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.db");
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let first = StateLock::acquire(&db).unwrap();
+        let dotted = dir.path().join("sub/../state.db");
+        assert!(matches!(
+            StateLock::acquire(&dotted),
+            Err(LockError::Held { .. })
+        ));
+        std::fs::write(&db, b"").unwrap();
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&db, &link).unwrap();
+        assert!(matches!(
+            StateLock::acquire(&link),
+            Err(LockError::Held { .. })
+        ));
+        drop(first);
+        let again = StateLock::acquire(&link).unwrap();
+        assert!(again.path.ends_with("state.db.lock"), "{:?}", again.path);
     }
 }

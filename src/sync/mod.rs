@@ -82,6 +82,8 @@ pub enum SyncError {
     Store(#[from] StoreError),
     #[error("reading the source stopped unexpectedly: {0}")]
     Loader(#[source] tokio::task::JoinError),
+    #[error("opening the state database stopped unexpectedly: {0}")]
+    Opener(#[source] tokio::task::JoinError),
 }
 
 impl SyncError {
@@ -115,23 +117,45 @@ struct Exec {
 impl Exec {
     /// A dry-run opens the state read-only (if it exists) and records nothing; a real run
     /// takes the lock, opens (and migrates) the state and begins a run in the history.
-    fn open(cfg: &Config, opts: &SyncOptions) -> Result<Exec, SyncError> {
-        if opts.dry_run {
+    /// The opening (the lock file, SQLite's open, migrations and their fsyncs, a busy wait
+    /// of up to 10 s) runs on a blocking thread, never on a tokio worker.
+    async fn open(state: &std::path::Path, dry: bool) -> Result<Exec, SyncError> {
+        let path = state.to_path_buf();
+        tokio::task::spawn_blocking(move || Exec::open_blocking(&path, dry))
+            .await
+            .map_err(SyncError::Opener)?
+    }
+
+    fn open_blocking(path: &std::path::Path, dry: bool) -> Result<Exec, SyncError> {
+        if dry {
             return Ok(Exec {
-                state: Store::open_read_only(&cfg.state)?.map(Writer::spawn),
+                state: Store::open_read_only(path)?.map(Writer::spawn),
                 recorder: Arc::new(Recorder::dry()),
                 apply: false,
                 _lock: None,
             });
         }
-        let lock = StateLock::acquire(&cfg.state)?;
-        let state = Writer::spawn(Store::open(&cfg.state)?);
+        let lock = StateLock::acquire(path)?;
+        let state = Writer::spawn(Store::open(path)?);
         Ok(Exec {
             state: Some(state),
             recorder: Arc::new(Recorder::dry()),
             apply: true,
             _lock: Some(lock),
         })
+    }
+
+    /// Ends the run's hold on the state: the writer finishes what is queued, closes the
+    /// database and its thread ends; only then is the lock released (a second instance
+    /// never opens a database the first one still writes).
+    async fn close(self) -> Result<(), StoreError> {
+        let Exec { state, _lock, .. } = self;
+        let closed = match state {
+            Some(w) => w.close().await,
+            None => Ok(()),
+        };
+        drop(_lock);
+        closed
     }
 
     /// Begins the run in the history (real runs); returns its id.
@@ -155,7 +179,7 @@ impl Exec {
     /// Records a run stopped at the shortcut: `unchanged since run N`, itself a base for
     /// the next run (same digests, same generation).
     async fn unchanged(
-        self,
+        &self,
         cfg: &Config,
         opts: &SyncOptions,
         base: crate::store::RunBase,
@@ -261,8 +285,30 @@ async fn load_source(cfg: &Config) -> Result<Desired, SyncError> {
         .map_err(SyncError::from)
 }
 
-/// One run, from the config and the command line's options.
+/// One run, from the config and the command line's options. The state it opened is
+/// closed before the lock is released, whatever the run's result.
 pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncError> {
+    let mut held = None;
+    let result = run_holding(cfg, opts, &mut held).await;
+    match held {
+        Some(exec) => match (exec.close().await, result) {
+            (Err(e), Ok(_)) => Err(e.into()),
+            (Err(e), Err(first)) => {
+                warn!(error = %e, "closing the state database failed too");
+                Err(first)
+            }
+            (Ok(()), r) => r,
+        },
+        None => result,
+    }
+}
+
+/// `run`, keeping the state it opens in `held` so that `run` closes it in every case.
+async fn run_holding(
+    cfg: &Config,
+    opts: &SyncOptions,
+    held: &mut Option<Exec>,
+) -> Result<RunReport, SyncError> {
     let started = Instant::now();
     for name in &opts.targets {
         if cfg.target(name).is_none() {
@@ -287,24 +333,20 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
         return Err(SyncError::MissingSecrets(e));
     }
     // SPEC 9: nothing changed since a converged run? Then stop before parsing.
-    let mut opened = None;
     if unchanged::eligible(opts) {
-        let exec = Exec::open(cfg, opts)?;
+        let exec = held.insert(Exec::open(&cfg.state, opts.dry_run).await?);
         if let Some(state) = &exec.state
             && let Some(base) = unchanged::unchanged_since(cfg, state).await?
         {
             return exec.unchanged(cfg, opts, base, started).await;
         }
-        opened = Some(exec);
     }
     // The known state is read (on the store's thread) while the source is parsed, by a
     // run whose state is open already: every whole real run, and dry-runs (read-only).
-    let early = match opened {
-        Some(exec) => Some(exec),
-        None if opts.dry_run => Some(Exec::open(cfg, opts)?),
-        None => None,
-    };
-    let (desired, early_states) = match &early {
+    if held.is_none() && opts.dry_run {
+        *held = Some(Exec::open(&cfg.state, opts.dry_run).await?);
+    }
+    let (desired, early_states) = match held.as_ref() {
         Some(exec) => {
             let (desired, states) = tokio::join!(load_source(cfg), exec.states(&selected));
             (desired?, Some(states))
@@ -325,10 +367,10 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
     if let Some(saved) = &opts.expect {
         saved.check_source(&desired)?;
     }
-    let mut exec = match early {
-        Some(exec) => exec,
-        None => Exec::open(cfg, opts)?,
-    };
+    if held.is_none() {
+        *held = Some(Exec::open(&cfg.state, opts.dry_run).await?);
+    }
+    let exec = held.as_mut().expect("opened above");
     let states = match early_states {
         Some(states) => states,
         None => exec.states(&selected).await,
@@ -437,4 +479,88 @@ fn unix_now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 17 item 10: when a real run returns, its state database is closed (SQLite
+    /// removed its write-ahead log on the last close) before the lock is free for the next.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_closes_the_database_before_it_releases_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "secret-token").unwrap();
+        std::fs::write(
+            dir.path().join("groups.yaml"),
+            "groups:\n  - name: G\n    members: [a@example.com]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("rostersync.toml"),
+            "source = \"groups.yaml\"\nstate = \"state/state.db\"\n\n[[target]]\nname = \"t\"\n\
+             kind = \"scim\"\nflavor = \"maestroqa\"\nbase_url = \"http://127.0.0.1:9/scim\"\n\
+             token_file = \"token\"\nmax_retries = 0\n",
+        )
+        .unwrap();
+        let cfg = Config::load(&dir.path().join("rostersync.toml")).unwrap();
+        let opts = SyncOptions {
+            command: "sync".into(),
+            ..Default::default()
+        };
+        for _ in 0..3 {
+            let report = run(&cfg, &opts).await.expect("the run ends with a report");
+            assert_eq!(
+                report.exit_code(),
+                ExitCode::Failed,
+                "nobody listens on port 9"
+            );
+            assert!(
+                !dir.path().join("state/state.db-wal").exists(),
+                "the database is closed when the run returns"
+            );
+            drop(StateLock::acquire(&cfg.state).expect("the lock is free"));
+        }
+    }
+
+    /// Issue 17 item 8: opening the state (the lock, SQLite's open and migrations, a busy
+    /// wait while another connection holds the database) never blocks the runtime: on a
+    /// one-thread runtime a ticker keeps running while the open waits for the database.
+    #[test]
+    fn opening_the_state_never_blocks_the_runtime() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.db");
+        // Another program holds the (not yet migrated) database exclusively for a while.
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("PRAGMA journal_mode=DELETE; CREATE TABLE other (a); BEGIN EXCLUSIVE; INSERT INTO other VALUES (1);")
+            .unwrap();
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(400));
+            conn.execute_batch("COMMIT").unwrap();
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let opened = rt.block_on(async {
+            let t = ticks.clone();
+            tokio::spawn(async move {
+                for _ in 0..1000 {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    t.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            let exec = Exec::open(&db, false).await;
+            (exec.is_ok(), ticks.load(Ordering::Relaxed))
+        });
+        holder.join().unwrap();
+        assert!(opened.0, "the open succeeds once the other program lets go");
+        assert!(
+            opened.1 > 0,
+            "the runtime kept running while the open waited ({} ticks)",
+            opened.1
+        );
+    }
 }

@@ -303,7 +303,10 @@ pub fn exit_policy(ending: Ending<'_>) -> ExitCode {
             | SyncError::UnknownTarget { .. }
             | SyncError::MissingSecrets(_)
             | SyncError::SavedPlan(_) => ExitCode::Usage,
-            SyncError::Lock(_) | SyncError::Store(_) | SyncError::Loader(_) => ExitCode::Failed,
+            SyncError::Lock(_)
+            | SyncError::Store(_)
+            | SyncError::Loader(_)
+            | SyncError::Opener(_) => ExitCode::Failed,
         },
         Ending::Ran {
             targets,
