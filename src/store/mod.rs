@@ -43,6 +43,16 @@ pub struct Fact {
     pub at: String,
 }
 
+/// What a run reads of one target from the state database, as of one moment.
+#[derive(Clone, Debug, Default)]
+pub struct TargetState {
+    pub known: Known,
+    /// The resolution cache: email -> member id, None for "not found".
+    pub cache: HashMap<String, Option<String>>,
+    /// What the target's answers have shown about it (learned shapes, capabilities).
+    pub facts: Facts,
+}
+
 /// What the no-op shortcut (SPEC 9) compares: the latest run's inputs, if it converged.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunBase {
@@ -183,6 +193,15 @@ impl Batch {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// `relaxed` could not put `synchronous` back to FULL after a relaxed commit: the next
+    /// write that must be synced (an intent above all) restores it first, or fails.
+    full_lost: std::cell::Cell<bool>,
+    /// Tests: runs between the reads of `snapshot` (to prove they see one state).
+    #[cfg(test)]
+    pub(crate) between_reads: Option<Box<dyn Fn() + Send>>,
+    /// Tests: makes restoring `synchronous = FULL` fail.
+    #[cfg(test)]
+    pub(crate) fail_restore: std::cell::Cell<bool>,
 }
 
 pub fn now() -> String {
@@ -209,10 +228,7 @@ impl Store {
             .map_err(wrap)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(wrap)?;
-        let mut store = Store {
-            conn,
-            path: path.to_path_buf(),
-        };
+        let mut store = Store::with(conn, path);
         store.migrate()?;
         Ok(store)
     }
@@ -237,10 +253,19 @@ impl Store {
         if version == 0 {
             return Ok(None);
         }
-        Ok(Some(Store {
+        Ok(Some(Store::with(conn, path)))
+    }
+
+    fn with(conn: Connection, path: &Path) -> Store {
+        Store {
             conn,
             path: path.to_path_buf(),
-        }))
+            full_lost: std::cell::Cell::new(false),
+            #[cfg(test)]
+            between_reads: None,
+            #[cfg(test)]
+            fail_restore: std::cell::Cell::new(false),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -270,8 +295,38 @@ impl Store {
         Ok(())
     }
 
-    /// The known state of one target.
+    /// Everything a run reads of one target (known state, resolution cache, facts), in one
+    /// read transaction: one state, never parts of two (a dry-run reads without the lock,
+    /// while a real run may be writing).
+    pub fn snapshot(&self, target: &str) -> Result<TargetState> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| self.wrap(e))?;
+        let known = self.known_in(target)?;
+        let cache = self.resolution_cache(target)?;
+        let facts = self.facts(target)?;
+        tx.finish().map_err(|e| self.wrap(e))?;
+        Ok(TargetState {
+            known,
+            cache,
+            facts,
+        })
+    }
+
+    /// The known state of one target, in one read transaction.
     pub fn known(&self, target: &str) -> Result<Known> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| self.wrap(e))?;
+        let known = self.known_in(target)?;
+        tx.finish().map_err(|e| self.wrap(e))?;
+        Ok(known)
+    }
+
+    /// `known`'s reads, inside the caller's transaction.
+    fn known_in(&self, target: &str) -> Result<Known> {
         let w = |e| self.wrap(e);
         let mut known = Known::default();
         let mut q = self
@@ -291,6 +346,10 @@ impl Store {
         for g in rows {
             let g = g.map_err(w)?;
             known.groups.insert(g.key.clone(), g);
+        }
+        #[cfg(test)]
+        if let Some(f) = &self.between_reads {
+            f();
         }
         // In primary-key order (SQLite's BINARY collation is Rust's `str` order): each
         // group's rows come together and sorted, so its maps are built in bulk, and no key
@@ -421,6 +480,7 @@ impl Store {
 
     /// Keeps a fact about a target (None forgets it). Synced: a fact may stop writes.
     pub fn set_fact(&self, target: &str, name: &str, value: Option<&str>) -> Result<()> {
+        self.synced()?;
         let r = match value {
             Some(v) => self.conn.execute(
                 "INSERT INTO target_facts (target, name, value, updated_at) VALUES (?1, ?2, ?3, ?4)
@@ -437,6 +497,7 @@ impl Store {
 
     /// Starts a run; returns its id.
     pub fn begin_run(&self, command: &str, full: bool, digest: &str) -> Result<i64> {
+        self.synced()?;
         self.conn
             .execute(
                 "INSERT INTO runs (started_at, command, full, source_digest) VALUES (?1, ?2, ?3, ?4)",
@@ -447,6 +508,7 @@ impl Store {
     }
 
     pub fn finish_run(&self, run: i64, outcome: &str, exit_code: i32, summary: &str) -> Result<()> {
+        self.synced()?;
         self.conn
             .execute(
                 "UPDATE runs SET finished_at = ?2, outcome = ?3, exit_code = ?4, summary = ?5 WHERE id = ?1",
@@ -519,6 +581,7 @@ impl Store {
     /// Writes down that a write (create, membership change, rename, delete) is about to be
     /// sent to a group (SPEC 6.2). It stays until the operation drops it, having ended.
     pub fn write_intent(&self, run: i64, target: &str, key: &str, name: &str) -> Result<()> {
+        self.synced()?;
         self.conn
             .execute(
                 "INSERT INTO intents (target, key, name, run_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -543,17 +606,39 @@ impl Store {
     }
 
     /// Runs `f` with `synchronous = NORMAL` (its commit not synced until the next one that
-    /// is), then back to `FULL`.
+    /// is), then back to `FULL`. The result is `f`'s: a commit that happened is reported as
+    /// done even when `FULL` cannot be restored (reporting it failed would make the writer
+    /// record it again); then `full_lost` is set, and the next write that must be synced
+    /// restores `FULL` first or fails (`synced`).
     fn relaxed<R>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> Result<R> {
         let w = |e| self.wrap(e);
         self.conn
             .pragma_update(None, "synchronous", "NORMAL")
             .map_err(w)?;
         let result = f(&self.conn);
-        let restored = self.conn.pragma_update(None, "synchronous", "FULL");
-        let r = result.map_err(w)?;
-        restored.map_err(w)?;
-        Ok(r)
+        if let Err(e) = self.restore_full() {
+            self.full_lost.set(true);
+            tracing::error!(error = %self.wrap(e), "cannot set synchronous = FULL again; the next write that must be synced will try again first");
+        }
+        result.map_err(w)
+    }
+
+    fn restore_full(&self) -> rusqlite::Result<()> {
+        #[cfg(test)]
+        if self.fail_restore.get() {
+            return Err(rusqlite::Error::InvalidQuery);
+        }
+        self.conn.pragma_update(None, "synchronous", "FULL")
+    }
+
+    /// Before a write that must be synced (an intent, a run row, a fact): `synchronous` is
+    /// FULL, or the write is refused (nothing is sent on the strength of an unsynced intent).
+    fn synced(&self) -> Result<()> {
+        if self.full_lost.get() {
+            self.restore_full().map_err(|e| self.wrap(e))?;
+            self.full_lost.set(false);
+        }
+        Ok(())
     }
 
     /// Records one call and, when it was confirmed, its state change: one transaction.
@@ -586,7 +671,7 @@ impl Store {
 
     /// Closes the connection, reporting what SQLite says (a plain drop would ignore it).
     pub fn close(self) -> Result<()> {
-        let Store { conn, path } = self;
+        let Store { conn, path, .. } = self;
         conn.close()
             .map_err(|(_, source)| StoreError::Sqlite { path, source })
     }

@@ -178,3 +178,86 @@ fn history_retention_forgets_old_runs_and_their_calls_only() {
         "history is not the known state"
     );
 }
+
+fn group(key: &str, member: &str) -> Delta {
+    Delta::Group {
+        key: key.into(),
+        remote_id: format!("r-{key}"),
+        name: key.into(),
+        members: BTreeMap::from([(member.to_string(), m(true))]),
+        owners: BTreeMap::new(),
+    }
+}
+
+/// Issue 17 item 11: a lockless reader (a dry-run) sees one state, never parts of two: a
+/// writer that moves a member from one group to another between the reader's queries
+/// changes nothing the reader returns.
+#[test]
+fn a_reader_sees_one_state_while_another_connection_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let mut w = Store::open(&path).unwrap();
+    w.apply("t", &group("g1", "m1")).unwrap();
+    let mut r = Store::open_read_only(&path).unwrap().unwrap();
+    let writer = std::sync::Mutex::new(w);
+    r.between_reads = Some(Box::new(move || {
+        let mut w = writer.lock().unwrap();
+        let tx_of = |w: &mut Store, d: &Delta| w.apply("t", d).unwrap();
+        tx_of(&mut w, &Delta::Forget { key: "g1".into() });
+        tx_of(&mut w, &group("g2", "m2"));
+        w.set_fact("t", "f", Some("after")).unwrap();
+    }));
+    let snap = r.snapshot("t").unwrap();
+    assert_eq!(snap.known.groups.keys().collect::<Vec<_>>(), ["g1"]);
+    assert_eq!(
+        snap.known.groups["g1"].members.keys().collect::<Vec<_>>(),
+        ["m1"],
+        "the members of the state the groups came from"
+    );
+    assert!(snap.facts.is_empty(), "the facts of that state too");
+    // The next read sees the writer's state whole.
+    r.between_reads = None;
+    let k = r.known("t").unwrap();
+    assert_eq!(k.groups.keys().collect::<Vec<_>>(), ["g2"]);
+    assert_eq!(k.groups["g2"].members.keys().collect::<Vec<_>>(), ["m2"]);
+}
+
+/// Issue 17 item 11: a relaxed commit that happened is reported done even when
+/// `synchronous = FULL` cannot be restored after it (the writer would otherwise record the
+/// batch again, one by one: duplicate rows); the next intent restores FULL first, or is
+/// refused.
+#[tokio::test]
+async fn a_commit_is_not_recorded_twice_when_full_cannot_be_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let s = Store::open(&path).unwrap();
+    let run = s.begin_run("sync", false, "d").unwrap();
+    s.fail_restore.set(true);
+    let writer = Writer::spawn(s);
+    let (a, b) = tokio::join!(
+        writer.record(run, call("add"), Delta::None),
+        writer.record(run, call("remove"), Delta::None)
+    );
+    a.unwrap();
+    b.unwrap();
+    let refused = writer.write_intent(run, "t", "g", "G").await;
+    assert!(refused.is_err(), "no intent on an unsynced connection");
+    writer
+        .with(|s| {
+            s.fail_restore.set(false);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    writer.write_intent(run, "t", "g", "G").await.unwrap();
+    let calls = writer
+        .with(|s| {
+            s.conn
+                .query_row("SELECT count(*) FROM calls", [], |r| r.get::<_, i64>(0))
+                .map_err(|e| s.wrap(e))
+        })
+        .await
+        .unwrap();
+    assert_eq!(calls, 2, "each call recorded once");
+    writer.close().await.unwrap();
+}

@@ -290,6 +290,12 @@ impl Writer {
         self.with(move |s| s.resolution_cache(&target)).await
     }
 
+    /// See [`Store::snapshot`].
+    pub async fn snapshot(&self, target: impl Into<String>) -> Result<super::TargetState> {
+        let target = target.into();
+        self.with(move |s| s.snapshot(&target)).await
+    }
+
     /// See [`Store::facts`].
     pub async fn facts(&self, target: impl Into<String>) -> Result<super::Facts> {
         let target = target.into();

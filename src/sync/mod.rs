@@ -20,7 +20,7 @@ mod report;
 mod saved;
 mod unchanged;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,7 +30,7 @@ use tracing::{Instrument, info, warn};
 
 use crate::config::{Config, TargetConfig};
 use crate::model::Desired;
-use crate::plan::{DesiredTarget, Known, PlanOptions, plan_target};
+use crate::plan::{DesiredTarget, PlanOptions, plan_target};
 use crate::source::SourceErrors;
 use crate::store::{LockError, StateLock, Store, StoreError, Writer};
 use crate::targets::{self, Ctx, Recorder, Target};
@@ -93,14 +93,8 @@ impl SyncError {
     }
 }
 
-/// What a run reads of one target from the state database.
-struct State {
-    known: Known,
-    /// The resolution cache: email -> member id, None for "not found".
-    cache: HashMap<String, Option<String>>,
-    /// What the target's answers have shown about it (learned shapes, capabilities).
-    facts: crate::store::Facts,
-}
+/// What a run reads of one target from the state database (one read transaction).
+use crate::store::TargetState as State;
 
 /// How this run touches the state database and the targets: chosen once, at the top.
 struct Exec {
@@ -231,16 +225,8 @@ impl Exec {
     /// One target's known state and resolution cache.
     async fn known(&self, target: &str) -> Result<State, StoreError> {
         match &self.state {
-            Some(s) => Ok(State {
-                known: s.known(target.to_string()).await?,
-                cache: s.resolution_cache(target.to_string()).await?,
-                facts: s.facts(target.to_string()).await?,
-            }),
-            None => Ok(State {
-                known: Known::default(),
-                cache: HashMap::new(),
-                facts: Default::default(),
-            }),
+            Some(s) => s.snapshot(target.to_string()).await,
+            None => Ok(State::default()),
         }
     }
 }
