@@ -44,6 +44,7 @@ pub async fn resolve_members(
     known: &Known,
     mut cache: HashMap<String, Option<String>>,
     full: bool,
+    stop: &tokio_util::sync::CancellationToken,
     report: &mut TargetReport,
 ) -> Result<DesiredTarget, crate::store::StoreError> {
     let naming = naming(t);
@@ -67,15 +68,23 @@ pub async fn resolve_members(
             });
         } else {
             // Collected first: see `readback::read_back`.
+            // Once `stop` is cancelled no further lookup starts (those in flight finish and
+            // are cached); the people not looked up stay unresolved in this run.
             let lookups: Vec<_> = wanted
                 .iter()
-                .map(|e| async move { (e, target.lookup(ctx, e).await) })
+                .map(|e| async move {
+                    if stop.is_cancelled() {
+                        return (e, None);
+                    }
+                    (e, Some(target.lookup(ctx, e).await))
+                })
                 .collect();
             let results = futures::stream::iter(lookups)
                 .buffer_unordered(t.concurrency)
                 .collect::<Vec<_>>()
                 .await;
             for (email, r) in results {
+                let Some(r) = r else { continue };
                 match r {
                     Ok(id) => {
                         ctx.recorder
@@ -203,6 +212,7 @@ mod tests {
             &Known::default(),
             HashMap::new(),
             false,
+            &Default::default(),
             &mut report,
         )
         .await;

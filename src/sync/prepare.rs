@@ -149,6 +149,7 @@ pub(super) async fn prepare_target(
             &to_read,
             &names,
             &t.keep_members,
+            &opts.stop,
             &mut report,
         )
         .await;
@@ -165,6 +166,7 @@ pub(super) async fn prepare_target(
         &known,
         cache,
         opts.full,
+        &opts.stop,
         &mut report,
     )
     .await
@@ -183,6 +185,18 @@ pub(super) async fn prepare_target(
             }
             keep
         });
+    }
+    if opts.stop.is_cancelled() {
+        // Stopped (SIGTERM) while reading: what was read and looked up is recorded; nothing
+        // is sent, and the next run plans again.
+        warn!(
+            "target {}: stopping before anything is sent; {} operations not started",
+            t.name,
+            plan.ops.len()
+        );
+        report.not_started = plan.ops.len();
+        report.plan = Some(plan);
+        return Prepared { report, work: None };
     }
     if let Some(saved) = &opts.expect
         && !saved.matches(&t.name, &plan)

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::apply::group_delta;
@@ -28,6 +29,7 @@ pub async fn read_back(
     keys: &BTreeSet<String>,
     names: &HashMap<String, String>,
     keep: &Keep,
+    stop: &CancellationToken,
     report: &mut TargetReport,
 ) -> Result<BTreeSet<String>, OpError> {
     let groups: Vec<KnownGroup> = known
@@ -39,9 +41,16 @@ pub async fn read_back(
     let mut unread = BTreeSet::new();
     // Collected first: a lazy `map` closure in the stream makes the run future not `Send`
     // (a known higher-ranked lifetime limitation), and the daemon spawns runs.
+    // Once `stop` is cancelled no further read starts (reads in flight finish): the group
+    // counts as unread, so nothing is sent to it.
     let reads: Vec<_> = groups
         .iter()
-        .map(|g| async move { (g, target.read(ctx, g).await) })
+        .map(|g| async move {
+            if stop.is_cancelled() {
+                return (g, None);
+            }
+            (g, Some(target.read(ctx, g).await))
+        })
         .collect();
     let reads = futures::stream::iter(reads)
         .buffer_unordered(4)
@@ -49,6 +58,10 @@ pub async fn read_back(
         .await;
     let mut drift = 0;
     for (g, r) in reads {
+        let Some(r) = r else {
+            unread.insert(g.key.clone());
+            continue;
+        };
         let r = match r {
             Ok(r) => r,
             Err(e @ OpError::Record(_)) => return Err(e),

@@ -906,3 +906,68 @@ fn status_and_healthz_name_the_last_failure() {
     assert!(v["last_problem"].is_null(), "{body}");
     d.stop();
 }
+
+/// Issue 17 item 9: SIGTERM ends phase 1 too. A `--full` run reading twelve slow groups
+/// back (four at a time) stops starting reads once the signal comes: the reads in flight
+/// finish, nothing is sent, the daemon exits 0 long before the twelve reads would have
+/// taken, and the next run plans again.
+#[test]
+fn sigterm_during_the_read_back_stops_reading_and_exits_0() {
+    let names: Vec<String> = (1..=12).map(|i| format!("Group {i:02}")).collect();
+    let groups: Vec<(&str, &[&str])> = names
+        .iter()
+        .map(|n| (n.as_str(), &["ana@example.com"][..]))
+        .collect();
+    let s = Setup::new(
+        Opts {
+            // Every second, and every scheduled run is --full.
+            cron: "* * * * * *",
+            full_every: 1,
+            target: |t| t.replace("timeout = \"2s\"", "timeout = \"20s\""),
+            ..Default::default()
+        },
+        &groups,
+    );
+    let out = s.cli(&["sync"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let slow = Duration::from_secs(4);
+    s.fake
+        .inject(Match::new("GET", "/Groups/"), Fault::Delay(slow), 1000);
+    s.fake.clear_requests();
+    let mut d = s.spawn(&[]);
+    d.wait_log("full=true", Duration::from_secs(20));
+    // The first reads are in flight now (each is answered after `slow`).
+    std::thread::sleep(Duration::from_millis(500));
+    let term = Instant::now();
+    d.signal("TERM");
+    let status = d.wait_exit(Duration::from_secs(60));
+    let waited = term.elapsed();
+    assert_eq!(status.code(), Some(0), "log:\n{}", d.log());
+    let reads = s
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/Groups/"))
+        .count();
+    assert!(
+        reads <= 4,
+        "only the reads in flight at SIGTERM were sent ({reads} of 12); waited {waited:?}"
+    );
+    assert!(
+        s.fake.requests().iter().all(|r| !r.is_write()),
+        "nothing is sent after SIGTERM"
+    );
+    s.fake.clear_faults();
+    let out = s.cli(&["sync", "--full"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
