@@ -22,6 +22,7 @@ use crate::targets::{Ctx, OpError, RemoteGroup, Target};
 /// With `keep_members` email patterns, a member the read found whose email rostersync does
 /// not know (added by hand) is asked of the target (`Target::email_of`), so the patterns
 /// can protect them; a group where that question fails counts as unread.
+#[allow(clippy::too_many_arguments)]
 pub async fn read_back(
     ctx: &Ctx,
     target: &dyn Target,
