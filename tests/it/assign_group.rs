@@ -635,11 +635,10 @@ fn answers_in_an_unknown_shape_fail_the_group_and_create_nothing() {
     assert_eq!(f.group_count_with_prefix("Tier 1"), 1);
 }
 
-/// The records of the undocumented answers are found one or two levels deeper too. (An
-/// empty answer counts as "none" only under a known key: `data`, `groups` for the listing.)
+/// The records of the undocumented answers are found one level deeper too.
 #[test]
 fn records_nested_deeper_are_found_and_adopted() {
-    for at in [&["data", "groups"][..], &["result", "data", "groups"][..]] {
+    for at in [&["data", "groups"][..], &["response", "groups"][..]] {
         let (f, env) = start();
         f.set_records_at(at);
         f.create_group_by_hand("Tier 1", &[&email(1), &email(2)]);

@@ -9,8 +9,11 @@
 //!   name up (`find`: `Group/list {name}`, exact case-insensitive match on our side) before
 //!   every create, and after every create that may have been applied.
 //! - The assign call replaces both lists, so a changed group gets exactly one, with the
-//!   whole desired lists; in `owned`/`add_only` modes the group's current lists are read
-//!   first (`Group/getGroupAgentRelation`) so that agents rostersync does not know are kept.
+//!   whole desired lists; the group's current lists are read first
+//!   (`Group/getGroupAgentRelation`, unless this run just read them) so that the assign
+//!   drops no agent the plan does not remove: agents rostersync did not know of stay and
+//!   are recorded as found (an authoritative run removes them in its next plan, shown and
+//!   counted by the guard like any removal; `--only` and `keep_members` are honored).
 //! - `Group/list` and `getGroupAgentRelation` answers are read by evidence
 //!   (`decode::evidence`): the path where a target's answers put their records is learned
 //!   from the first answer that shows it (facts `deepcall.groups_at`,
@@ -41,8 +44,8 @@ use tracing::{info, warn};
 use super::decode::evidence::{self, At, Found, More};
 use super::decode::{self, NotUnderstood};
 use super::{CallInfo, Ctx, FailKind, Http, OpError, RemoteGroup, Request, Retry, Target, Verdict};
-use crate::config::{Mode, Secret, TargetConfig};
-use crate::plan::{Create, Delete, Keep, KnownGroup, KnownMember, Update};
+use crate::config::{Secret, TargetConfig};
+use crate::plan::{Create, Delete, KnownGroup, KnownMember, Update};
 use crate::store::Delta;
 use wire::{Assignment, Endpoint};
 
@@ -51,10 +54,6 @@ use wire::Lists;
 pub struct AssignGroup {
     /// `.../api/v2`, without a trailing slash.
     base: String,
-    /// The target's membership mode: `owned`/`add_only` read a group before replacing it.
-    mode: Mode,
-    /// `keep_members`: protected agents already on a group stay on the list sent.
-    keep: Keep,
     /// The credential fields merged into every body: `ssid`, or `userId` + `token`.
     auth: Vec<(&'static str, SecretString)>,
     /// Relation reads of this run (adoption, `--full`) by group id, taken by the update
@@ -99,8 +98,6 @@ pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), super::Build
     let http = Http::new(cfg, headers)?;
     let t = AssignGroup {
         base: cfg.base_url.clone(),
-        mode: cfg.membership,
-        keep: cfg.keep_members.clone(),
         auth,
         fresh: Mutex::new(HashMap::new()),
         groups_at: cfg.groups_at.clone(),
@@ -334,19 +331,16 @@ impl AssignGroup {
 
     /// The one assign call of an update (none when the group already has both lists).
     async fn assign(&self, ctx: &Ctx, u: &Update) -> Result<(), OpError> {
-        // The assign replaces the whole list: read it first when agents rostersync does
-        // not know may have to stay (owned/add_only modes, or protected members).
-        let current = match self.mode {
-            Mode::Authoritative if self.keep.is_empty() => None,
-            _ => {
-                let cached = self.fresh.lock().expect("fresh lock").remove(&u.remote_id);
-                match cached {
-                    Some(c) => Some(c),
-                    None => Some(self.relation(ctx, &u.key, &u.name, &u.remote_id).await?),
-                }
-            }
+        // The assign replaces the whole list: read it first (unless this run just did), so
+        // that no agent the plan does not remove is dropped (SPEC 5: hand-added agents,
+        // protected ones, agents outside `--only`).
+        let cached = self.fresh.lock().expect("fresh lock").remove(&u.remote_id);
+        let current = match cached {
+            Some(c) => c,
+            None => self.relation(ctx, &u.key, &u.name, &u.remote_id).await?,
         };
-        let a = wire::assignment(u, self.mode, &self.keep, current.as_ref());
+        let current = Some(current);
+        let a = wire::assignment(u, current.as_ref());
         let delta = members_delta(u, &a);
         if current.as_ref().is_some_and(|c| wire::already(&a, c)) {
             // The read just proved the group has both lists already.
@@ -646,7 +640,8 @@ impl Target for AssignGroup {
             receive_call_after: op.receive_call.clone(),
             ..Default::default()
         };
-        let a = wire::assignment(&u, Mode::Authoritative, &Keep::default(), None);
+        // A group just created has no agents: nothing to read first.
+        let a = wire::assignment(&u, None);
         let info = CallInfo::new("add")
             .group(&op.key, &op.name)
             .adds(&op.members);

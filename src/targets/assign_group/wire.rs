@@ -9,8 +9,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
-use crate::config::Mode;
-use crate::plan::{Keep, Update};
+use crate::plan::Update;
 use crate::targets::decode::evidence::{self, Array, At, Evidence, Found, Records};
 use crate::targets::decode::{self, NotUnderstood};
 use crate::targets::http::{Verdict, default_verdict, message};
@@ -498,34 +497,27 @@ pub struct Assignment {
     pub agents: Vec<String>,
     /// The agents among them that receive calls (sorted).
     pub receive_call: Vec<String>,
-    /// Agents on the group that rostersync did not know of, kept as they are (owned and
-    /// add_only modes): recorded as members rostersync did not add.
+    /// Agents on the group that rostersync did not know of, kept as they are: recorded as
+    /// members rostersync did not add.
     pub foreign: Vec<String>,
     /// Known members the source does not want, kept only by the mode, that somebody has
     /// removed from the group since: not put back, and forgotten.
     pub dropped: Vec<String>,
 }
 
-/// The whole lists for one update. `authoritative`: exactly what the plan says the group
-/// has after the op, plus (with the group's current lists) the agents on it now that
-/// `keep_members` protects by id. `owned`/`add_only` with the group's current lists
-/// (`current`, from a relation read): what the plan says, plus the agents the group has
-/// now that rostersync does not know of (with their current flags), minus the planned
-/// removals. In every mode, without the merely kept members (`Update::kept`) that the
-/// group no longer has.
-pub fn assignment(
-    u: &Update,
-    mode: Mode,
-    keep: &Keep,
-    current: Option<&(Vec<String>, Vec<String>)>,
-) -> Assignment {
+/// The whole lists for one update: what the plan says the group has after the op, plus,
+/// with the group's current lists (`current`, from a relation read), the agents on it now
+/// that rostersync does not know of (with their current flags), minus the planned
+/// removals, and without the merely kept members (`Update::kept`) that the group no
+/// longer has. In every mode: an assign never drops an agent the plan does not remove
+/// (a hand-added agent is recorded as found, and an authoritative run removes it in a
+/// later plan, where it is shown, counted by the guard and protected by `keep_members`;
+/// a run scoped with `--only` never removes it).
+pub fn assignment(u: &Update, current: Option<&Lists>) -> Assignment {
     let mut agents: BTreeSet<String> = u.members_after.iter().cloned().collect();
     let mut rc: BTreeSet<String> = u.receive_call_after.iter().cloned().collect();
     let mut foreign = Vec::new();
     let mut dropped = Vec::new();
-    // Agents on the group that the plan does not name stay when the mode keeps what
-    // rostersync does not know, or when they are protected.
-    let stays = |id: &str| mode != Mode::Authoritative || keep.protects(id, None).is_some();
     if let Some((now, now_rc)) = current {
         let now_set: BTreeSet<&String> = now.iter().collect();
         for id in &u.kept {
@@ -536,11 +528,7 @@ pub fn assignment(
         let removed: BTreeSet<&str> = u.remove.iter().map(|m| m.id.as_str()).collect();
         let now_rc: BTreeSet<&String> = now_rc.iter().collect();
         for id in now {
-            if removed.contains(id.as_str())
-                || agents.contains(id)
-                || dropped.contains(id)
-                || !stays(id)
-            {
+            if removed.contains(id.as_str()) || agents.contains(id) || dropped.contains(id) {
                 continue;
             }
             agents.insert(id.clone());

@@ -502,52 +502,25 @@ fn update(after: &[&str], rc_after: &[&str], remove: &[&str]) -> Update {
 }
 
 #[test]
-fn authoritative_sends_exactly_the_plan() {
+fn an_assign_sends_the_plan_and_keeps_what_rostersync_does_not_know() {
+    // Known after the op: 1, 2 (2 receives calls); 3 is a member being removed; 9 and 8
+    // were put on the group by somebody else (9 receives calls). In every mode the
+    // assign keeps 8 and 9 (recorded as found; an authoritative plan removes them next,
+    // where the plan shows them and the guard counts them).
     let u = update(&["1", "2"], &["2"], &["3"]);
-    let now = (s(&["1", "3", "9"]), s(&["9"]));
-    let a = assignment(&u, Mode::Authoritative, &Keep::default(), Some(&now));
+    let now = (s(&["1", "3", "9", "8"]), s(&["9", "3"]));
+    let a = assignment(&u, Some(&now));
+    assert_eq!(a.agents, s(&["1", "2", "8", "9"]));
+    assert_eq!(a.receive_call, s(&["2", "9"]));
+    assert_eq!(a.foreign, s(&["8", "9"]));
+    // Without a read (a group just created) there is nothing foreign to keep.
     assert_eq!(
-        a,
+        assignment(&u, None),
         Assignment {
             agents: s(&["1", "2"]),
             receive_call: s(&["2"]),
             ..Default::default()
         }
-    );
-    assert_eq!(
-        assignment(&u, Mode::Authoritative, &Keep::default(), None),
-        a
-    );
-}
-
-#[test]
-fn authoritative_keeps_protected_agents_found_on_the_group() {
-    // 9 was put on the group by hand and is protected by id; 8 is not protected.
-    let u = update(&["1", "2"], &["2"], &["3"]);
-    let now = (s(&["1", "3", "9", "8"]), s(&["9"]));
-    let keep = Keep::new(&["id:9"]).unwrap();
-    let a = assignment(&u, Mode::Authoritative, &keep, Some(&now));
-    assert_eq!(a.agents, s(&["1", "2", "9"]));
-    assert_eq!(a.receive_call, s(&["2", "9"]));
-    assert_eq!(a.foreign, s(&["9"]));
-}
-
-#[test]
-fn owned_and_add_only_keep_agents_rostersync_does_not_know() {
-    // Known after the op: 1, 2 (2 receives calls); 3 is an owned member being removed;
-    // 9 and 8 were put on the group by somebody else (9 receives calls).
-    let u = update(&["1", "2"], &["2"], &["3"]);
-    let now = (s(&["1", "3", "9", "8"]), s(&["9", "3"]));
-    for mode in [Mode::Owned, Mode::AddOnly] {
-        let a = assignment(&u, mode, &Keep::default(), Some(&now));
-        assert_eq!(a.agents, s(&["1", "2", "8", "9"]));
-        assert_eq!(a.receive_call, s(&["2", "9"]));
-        assert_eq!(a.foreign, s(&["8", "9"]));
-    }
-    // Without a read there is nothing foreign to keep.
-    assert_eq!(
-        assignment(&u, Mode::Owned, &Keep::default(), None).agents,
-        s(&["1", "2"])
     );
 }
 
@@ -557,7 +530,7 @@ fn kept_members_removed_by_hand_are_not_put_back() {
     let mut u = update(&["1", "2", "5"], &["2", "5"], &[]);
     u.kept = s(&["5"]);
     let now = (s(&["2"]), s(&["2"]));
-    let a = assignment(&u, Mode::Owned, &Keep::default(), Some(&now));
+    let a = assignment(&u, Some(&now));
     assert_eq!(
         a.agents,
         s(&["1", "2"]),
@@ -568,14 +541,9 @@ fn kept_members_removed_by_hand_are_not_put_back() {
     assert!(a.foreign.is_empty());
     // Still there: kept as it is.
     let now = (s(&["2", "5"]), s(&[]));
-    let a = assignment(&u, Mode::AddOnly, &Keep::default(), Some(&now));
+    let a = assignment(&u, Some(&now));
     assert_eq!(a.agents, s(&["1", "2", "5"]));
     assert!(a.dropped.is_empty());
-    // Authoritative never keeps anything the plan does not say.
-    assert_eq!(
-        assignment(&u, Mode::Authoritative, &Keep::default(), Some(&now)).agents,
-        s(&["1", "2", "5"])
-    );
 }
 
 #[test]
