@@ -527,6 +527,11 @@ impl Target for AssignGroup {
         } else {
             Some(self.create_lock.lock().await)
         };
+        if self.creates_stopped(ctx).is_some() {
+            // One whole listing: if it shows records now (the group the stopped create
+            // made, once the listing can see it), creates are allowed again.
+            self.list(ctx, &op.key, &op.name, None).await?;
+        }
         if let Some(why) = self.creates_stopped(ctx) {
             return Err(OpError::Conflict(format!(
                 "no group is created on this target: {why}; pin where Group/list puts its records \
