@@ -441,7 +441,11 @@ impl Vendor {
                     .unwrap_or(1)
                     .max(1);
                 let total = data.len();
-                data = data.into_iter().skip((page - 1) * size).take(size).collect();
+                data = data
+                    .into_iter()
+                    .skip((page - 1) * size)
+                    .take(size)
+                    .collect();
                 paging = json!({"total": total, "page": page});
             }
             let mut extra = match &st.shape {
@@ -1272,29 +1276,50 @@ mod tests {
         let rel = |f: &FakeDeepCall| call(f, "Group/getGroupAgentRelation", json!({"groupId": g}));
         // The documented envelope.
         let v = list(&f);
-        assert_eq!((v["status"].as_str(), v["code"].as_u64()), (Some("success"), Some(200)));
+        assert_eq!(
+            (v["status"].as_str(), v["code"].as_u64()),
+            (Some("success"), Some(200))
+        );
         assert_eq!(v["response"].as_array().unwrap().len(), 2);
         let v = rel(&f);
         assert_eq!(v["response"]["groupData"]["name"], "G");
-        assert_eq!(v["response"]["agentData"][0]["agent_unique_id"], ana.as_str());
+        assert_eq!(
+            v["response"]["agentData"][0]["agent_unique_id"],
+            ana.as_str()
+        );
         assert_eq!(v["response"]["relationData"][0]["receive_call"], 1);
         f.set_records_at(&["response", "groups"]);
         assert_eq!(list(&f)["response"]["groups"].as_array().unwrap().len(), 2);
-        assert_eq!(rel(&f)["response"]["groups"][0]["agent_unique_id"], ana.as_str());
+        assert_eq!(
+            rel(&f)["response"]["groups"][0]["agent_unique_id"],
+            ana.as_str()
+        );
         f.set_shape(Shape::NoArray);
-        assert!(list(&f).as_object().unwrap().values().all(|v| !v.is_array()));
+        assert!(
+            list(&f)
+                .as_object()
+                .unwrap()
+                .values()
+                .all(|v| !v.is_array())
+        );
         f.set_shape(Shape::KeyedById);
         assert_eq!(list(&f)["response"]["1"]["name"], "G");
         assert_eq!(rel(&f)["response"][ana.as_str()]["receive_call"], 1);
         f.set_shape(Shape::Disagree);
         assert_eq!(list(&f)["recent"].as_array().unwrap().len(), 3);
-        assert_eq!(rel(&f)["response"]["agentData"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            rel(&f)["response"]["agentData"].as_array().unwrap().len(),
+            2
+        );
         f.set_shape(Shape::Blind);
         assert_eq!(list(&f)["response"], json!([]));
         f.set_shape(Shape::Documented);
         f.set_page_size(Some(1));
         let v = list(&f);
-        assert_eq!((v["total"].as_u64(), v["page"].as_u64()), (Some(2), Some(1)));
+        assert_eq!(
+            (v["total"].as_u64(), v["page"].as_u64()),
+            (Some(2), Some(1))
+        );
         assert_eq!(names(&v), vec!["G"]);
         let v = call(&f, "Group/list", json!({"page": 2}));
         assert_eq!(names(&v), vec!["H"]);
