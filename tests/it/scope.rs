@@ -384,7 +384,8 @@ scope!(
     kazoo::FakeKazoo::start_with_ids_in_source()
 );
 // DeepCall's assign replaces the whole list: an agent rostersync never knew of is kept
-// because the group's relation is read before each assign when `keep_members` is set.
+// because the group's relation is read before each assign (the same scenarios run under
+// every answer shape in `assign_group.rs`).
 scope!(assign_group, deepcall::FakeDeepCall::start());
 scope!(teams, teams::FakeTeams::start());
 scope!(
