@@ -1140,3 +1140,21 @@ fn a_hand_added_agent_is_removed_only_by_a_plan_that_shows_it() {
         history(&env)
     );
 }
+
+/// `explain` says that DeepCall's answers carry no email, and recommends `id:` patterns.
+#[test]
+fn explain_says_email_patterns_cannot_see_hand_added_agents() {
+    let (_f, mut env) = start();
+    env.set_target_extra("keep_members = [\"svc-*@example.com\"]");
+    env.write_source(&[g("Tier 1", &[&email(1)])]);
+    let r = env.run(&["explain", &email(1)]).expect(0);
+    assert!(
+        r.stdout.contains("DeepCall's answers carry no email")
+            && r.stdout.contains("`id:` patterns"),
+        "{}",
+        r.stdout
+    );
+    env.set_target_extra("keep_members = [\"id:1001\"]");
+    let r = env.run(&["explain", &email(1)]).expect(0);
+    assert!(!r.stdout.contains("carry no email"), "{}", r.stdout);
+}
