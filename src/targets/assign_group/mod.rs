@@ -70,6 +70,9 @@ pub struct AssignGroup {
     create_lock: tokio::sync::Mutex<()>,
     /// A create of this run found its group in the listing: later creates need no lock.
     proved: std::sync::atomic::AtomicBool,
+    /// Creates are stopped and this run has already looked at the whole listing once to
+    /// see whether it shows records now: the other creates of the run do not look again.
+    stop_checked: std::sync::atomic::AtomicBool,
 }
 
 /// Fact: the path where this target's `Group/list` answers put their records.
@@ -104,6 +107,7 @@ pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), super::Build
         agents_at: cfg.agents_at.clone(),
         create_lock: tokio::sync::Mutex::new(()),
         proved: std::sync::atomic::AtomicBool::new(false),
+        stop_checked: std::sync::atomic::AtomicBool::new(false),
     };
     Ok((Box::new(t), http))
 }
@@ -527,9 +531,9 @@ impl Target for AssignGroup {
         } else {
             Some(self.create_lock.lock().await)
         };
-        if self.creates_stopped(ctx).is_some() {
-            // One whole listing: if it shows records now (the group the stopped create
-            // made, once the listing can see it), creates are allowed again.
+        if self.creates_stopped(ctx).is_some() && !self.stop_checked.swap(true, Ordering::AcqRel) {
+            // One whole listing per run: if it shows records now (the group the stopped
+            // create made, once the listing can see it), creates are allowed again.
             self.list(ctx, &op.key, &op.name, None).await?;
         }
         if let Some(why) = self.creates_stopped(ctx) {
