@@ -1158,3 +1158,32 @@ fn explain_says_email_patterns_cannot_see_hand_added_agents() {
     let r = env.run(&["explain", &email(1)]).expect(0);
     assert!(!r.stdout.contains("carry no email"), "{}", r.stdout);
 }
+
+/// `keep_members` email patterns protect a hand-added agent whose id a source person
+/// carries for this target: the assign keeps it (recorded without an email), and the next
+/// plan names it from the source and keeps it instead of removing it.
+#[test]
+fn an_email_pattern_protects_a_hand_added_agent_a_source_person_carries() {
+    let (f, mut env) = start();
+    env.set_target_extra("keep_members = [\"svc-*@example.com\"]");
+    let bot = "svc-bot@example.com";
+    let groups = vec![g("Tier 1", &[&email(1)]), g("Bots", &[bot])];
+    env.write_source(&groups);
+    env.sync().expect(0);
+    // The bot is added to Tier 1 by hand; Tier 1 then changes.
+    f.set_members_by_hand("Tier 1", &[&email(1), bot]);
+    let next = vec![g("Tier 1", &[&email(1), &email(2)]), g("Bots", &[bot])];
+    env.write_source(&next);
+    env.sync().expect(0);
+    let want: BTreeSet<String> = [email(1), email(2), bot.to_string()].into();
+    assert_eq!(f.groups()["Tier 1"], want);
+    // The next run would remove it, were it not named and protected.
+    let dry = env.run(&["sync", "--dry-run"]).expect(0);
+    assert!(
+        dry.stdout.contains("+0 -0 members"),
+        "no removal: {}",
+        dry.stdout
+    );
+    env.sync().expect(0);
+    assert_eq!(f.groups()["Tier 1"], want);
+}
