@@ -135,9 +135,9 @@ fn offline(
     };
     if t.kind == Kind::AssignGroup && t.keep_members.patterns().any(|p| !p.starts_with("id:")) {
         v.protection_note = Some(
-            "DeepCall's answers carry no email: an email pattern protects an agent only where \
-             rostersync knows its id from a source person (in the source or after `sync --full`); \
-             protect agents added by hand with `id:` patterns"
+            "DeepCall's answers carry no email: an email pattern protects an agent only when a \
+             source person carries its id for this target; protect agents added by hand with \
+             `id:` patterns"
                 .into(),
         );
     }
