@@ -1187,3 +1187,19 @@ fn an_email_pattern_protects_a_hand_added_agent_a_source_person_carries() {
     env.sync().expect(0);
     assert_eq!(f.groups()["Tier 1"], want);
 }
+
+/// `sync --only EMAIL` never drops an agent outside its scope: the assign reads the group
+/// first, and a hand-added agent stays.
+#[test]
+fn only_never_drops_an_agent_outside_its_scope() {
+    let (f, env) = start();
+    env.write_source(&[g("Tier 1", &[&email(1)])]);
+    env.sync().expect(0);
+    f.add_user(&email(30));
+    f.set_members_by_hand("Tier 1", &[&email(1), &email(30)]);
+    env.write_source(&[g("Tier 1", &[&email(1), &email(2)])]);
+    f.clear_requests();
+    env.run(&["sync", "--only", &email(2)]).expect(0);
+    assert_eq!(f.groups()["Tier 1"], emails(&[1, 2, 30]));
+    assert_eq!(assigns(&f), 1);
+}
