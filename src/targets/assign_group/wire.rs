@@ -234,12 +234,19 @@ pub struct Listed {
     pub name: String,
 }
 
-/// A record of a located array that lacks what it must carry.
+/// A record of a located array that lacks what it must carry (the message names the key
+/// that pins where the records are, in case they are elsewhere).
 fn bad_record(what: &str, path: &str, i: usize, v: &Value, expected: &str) -> NotUnderstood {
+    let pin = if what == "the group listing" {
+        GROUPS_AT
+    } else {
+        AGENTS_AT
+    };
     NotUnderstood {
         what: what.into(),
         seen: format!(
-            "{} is {}; expected {expected}",
+            "{} is {}; expected {expected}; if the records are in another array, set {pin} = \"PATH\" \
+             for this target",
             decode::at(path, i),
             decode::describe(v)
         ),

@@ -196,7 +196,8 @@ fn answers_are_decoded_leniently() {
         .to_string();
     assert_eq!(
         e,
-        "the group listing: answer not understood (data[1] is an object with keys: name; expected an id and a name)"
+        "the group listing: answer not understood (data[1] is an object with keys: name; expected an id and a name; \
+         if the records are in another array, set groups_at = \"PATH\" for this target)"
     );
     assert!(groups_of(&json!({"data": [{"groupId": "", "name": "A"}]})).is_err());
 }
