@@ -58,6 +58,9 @@ struct TargetView {
     /// The `keep_members` pattern that protects the person on this target.
     #[serde(skip_serializing_if = "Option::is_none")]
     protected_by: Option<String>,
+    /// What the protection cannot see on this kind (DeepCall: agents' emails).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protection_note: Option<String>,
     groups: Vec<GroupView>,
     /// `--online`: why the target could not be asked.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -125,10 +128,19 @@ fn offline(
             .keep_members
             .protects_person(id.as_ref().map(|(i, _)| i.as_str()), Some(email))
             .map(str::to_string),
+        protection_note: None,
         groups: Vec::new(),
         online_error: None,
         last_call: None,
     };
+    if t.kind == Kind::AssignGroup && t.keep_members.patterns().any(|p| !p.starts_with("id:")) {
+        v.protection_note = Some(
+            "DeepCall's answers carry no email: an email pattern protects an agent only when a \
+             source person carries its id for this target; protect agents added by hand with \
+             `id:` patterns"
+                .into(),
+        );
+    }
     let has = |g: &KnownGroup| {
         v.member_id
             .as_ref()
@@ -386,6 +398,9 @@ fn text(
                 out,
                 "  protected by keep_members \"{p}\": never removed on this target"
             );
+        }
+        if let Some(n) = &v.protection_note {
+            let _ = writeln!(out, "  note: {n}");
         }
         if v.groups.is_empty() {
             let _ = writeln!(out, "  in no group");

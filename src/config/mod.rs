@@ -171,6 +171,8 @@ struct RawTarget {
     membership: Option<String>,
     keep_members: Option<Vec<String>>,
     max_response_bytes: Option<u64>,
+    groups_at: Option<String>,
+    agents_at: Option<String>,
 }
 
 /// `[schedule]`.
@@ -269,6 +271,11 @@ pub struct TargetConfig {
     pub keep_members: Keep,
     /// The largest answer body accepted; a larger one fails the call unread.
     pub max_response_bytes: u64,
+    /// `assign_group` only: where `Group/list` answers put their records (dot-separated
+    /// keys, `.` for an answer that is the array); None = learned from the answers.
+    pub groups_at: Option<String>,
+    /// `assign_group` only: where `getGroupAgentRelation` answers put their records.
+    pub agents_at: Option<String>,
 }
 
 /// The default `max_response_bytes`: 32 MiB.

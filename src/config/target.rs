@@ -230,6 +230,8 @@ pub(super) fn validate_target(
             ),
         ));
     }
+    let groups_at = records_path(file, &ctx, kind, "groups_at", t.groups_at)?;
+    let agents_at = records_path(file, &ctx, kind, "agents_at", t.agents_at)?;
     let ca_file = t.ca_file.map(|p| resolve(dir, &p));
     if let Some(ca) = &ca_file {
         crate::targets::http::read_ca_file(ca).map_err(|e| err(file, format!("{ctx}: {e}")))?;
@@ -256,5 +258,41 @@ pub(super) fn validate_target(
         membership,
         keep_members,
         max_response_bytes,
+        groups_at,
+        agents_at,
     })
+}
+
+/// `groups_at` / `agents_at`: where a DeepCall answer puts its records, as dot-separated
+/// keys (`response`, `response.relationData`), or `.` for an answer that is the array.
+fn records_path(
+    file: &Path,
+    ctx: &str,
+    kind: Kind,
+    key: &str,
+    v: Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    let Some(p) = v else { return Ok(None) };
+    if kind != Kind::AssignGroup {
+        return Err(err(
+            file,
+            format!("{ctx}: {key} = \"{p}\" applies only to kind = \"assign_group\"; remove it"),
+        ));
+    }
+    let ok = p == "."
+        || (!p.is_empty()
+            && p.split('.').count() <= 8
+            && p.split('.')
+                .all(|s| !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control())));
+    if !ok {
+        return Err(err(
+            file,
+            format!(
+                "{ctx}: {key} = \"{p}\" is not a path; give the keys from the answer down to the \
+                 array, separated by dots (\"response\", \"response.relationData\"), or \".\" for an \
+                 answer that is the array"
+            ),
+        ));
+    }
+    Ok(Some(p))
 }

@@ -3,6 +3,7 @@
 //! Phase 2 (`Prepared::apply`) sends the plan in a real run.
 
 use super::*;
+use crate::plan::Known;
 
 fn plan_options(cfg: &Config, t: &TargetConfig, opts: &SyncOptions) -> PlanOptions {
     PlanOptions {
@@ -174,6 +175,7 @@ pub(super) async fn prepare_target(
         Ok(dt) => dt,
         Err(e) => return Prepared::not_run(report, NotRun::Cache(e)),
     };
+    name_for_keep(t, desired, &dt, &mut known);
     let popts = plan_options(cfg, t, opts);
     let mut plan = plan_target(&dt, &known, &popts);
     if !blocked.is_empty() {
@@ -255,5 +257,50 @@ pub(super) async fn prepare_target(
                 .filter(|k| !known.groups.contains_key(k))
                 .collect(),
         }),
+    }
+}
+
+/// Names the known members found without an email (agents a DeepCall assign kept and
+/// recorded) from the source's ids, so that `keep_members` email patterns protect an agent
+/// whose id a source person carries for this target. Only when the target has email
+/// patterns and some member lacks an email (nothing to build otherwise).
+fn name_for_keep(t: &TargetConfig, desired: &Desired, dt: &DesiredTarget, known: &mut Known) {
+    if !t.keep_members.on_emails() {
+        return;
+    }
+    let nameless = |k: &Known| {
+        k.groups
+            .values()
+            .any(|g| g.members.values().any(|m| m.email.is_none()))
+    };
+    if !nameless(known) {
+        return;
+    }
+    let mut names: std::collections::HashMap<&str, &std::sync::Arc<str>> = dt
+        .groups
+        .values()
+        .flat_map(|g| g.members.iter().map(|(id, e)| (&**id, e)))
+        .collect();
+    let given: Vec<(String, std::sync::Arc<str>)> = desired
+        .people
+        .values()
+        .filter_map(|p| {
+            Some((
+                p.ids.get(&t.name)?.clone(),
+                std::sync::Arc::from(p.email.as_str()),
+            ))
+        })
+        .collect();
+    for (id, e) in &given {
+        names.entry(id.as_str()).or_insert(e);
+    }
+    for g in known.groups.values_mut() {
+        for (id, m) in g.members.iter_mut() {
+            if m.email.is_none()
+                && let Some(e) = names.get(id.as_str())
+            {
+                m.email = Some((*e).clone());
+            }
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::conformance::count_ok;
-use crate::fakes::deepcall::{FakeDeepCall, Style};
+use crate::fakes::deepcall::{FakeDeepCall, Shape, Style};
 use crate::fakes::{Fake, Fault, Logged, Match};
 use crate::harness::*;
 
@@ -635,11 +635,10 @@ fn answers_in_an_unknown_shape_fail_the_group_and_create_nothing() {
     assert_eq!(f.group_count_with_prefix("Tier 1"), 1);
 }
 
-/// The records of the undocumented answers are found one or two levels deeper too. (An
-/// empty answer counts as "none" only under a known key: `data`, `groups` for the listing.)
+/// The records of the undocumented answers are found one level deeper too.
 #[test]
 fn records_nested_deeper_are_found_and_adopted() {
-    for at in [&["data", "groups"][..], &["result", "data", "groups"][..]] {
+    for at in [&["data", "groups"][..], &["response", "groups"][..]] {
         let (f, env) = start();
         f.set_records_at(at);
         f.create_group_by_hand("Tier 1", &[&email(1), &email(2)]);
@@ -687,4 +686,520 @@ fn an_assign_that_may_have_landed_after_a_create_is_read_back() {
     env.assert_converged(&groups);
     let state = env.run(&["state", "--output", "json"]).expect(0);
     assert!(state.stdout.contains(&email(2)), "{}", state.stdout);
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 18: DeepCall by evidence. The answers of `Group/list` and `getGroupAgentRelation`
+// in every shape a tenant may send; what rostersync learns, and what a wrong guess costs.
+// ---------------------------------------------------------------------------------------
+
+/// An `owned`-mode target in `fake`'s shape: adopts a group with a stranger on it, keeps
+/// the stranger through a change, and is a no-op after.
+pub fn owned_mode_in_any_shape(fake: Arc<FakeDeepCall>) {
+    let mut env = Env::new(fake.clone());
+    env.set_target_extra("membership = \"owned\"");
+    fake.add_user(&email(30));
+    fake.create_group_by_hand("Tier 1", &[&email(1), &email(30)]);
+    let mut groups = vec![
+        g("Tier 1", &[&email(1), &email(2)]),
+        g("Tier 2", &[&email(3)]),
+    ];
+    env.write_source(&groups);
+    env.sync().expect(0);
+    assert_eq!(fake.groups()["Tier 1"], emails(&[1, 2, 30]));
+    groups[0] = g("Tier 1", &[&email(2), &email(4)]);
+    env.write_source(&groups);
+    env.sync().expect(0);
+    assert_eq!(
+        fake.groups()["Tier 1"],
+        emails(&[1, 2, 4, 30]),
+        "1 and 30 were there before rostersync: kept"
+    );
+    assert_eq!(fake.group_count_with_prefix("Tier 1"), 1);
+    fake.clear_requests();
+    env.sync().expect(0);
+    assert!(fake.requests().is_empty(), "a no-op after");
+}
+
+/// A group without members (its relation: empty arrays) is created, read back by
+/// `--full` and left alone; a fresh account's empty listing is "none".
+pub fn empty_answers_in_any_shape(fake: Arc<FakeDeepCall>) {
+    let env = Env::new(fake.clone());
+    let groups = vec![g("Empty Queue", &[]), g("Tier 1", &[&email(1)])];
+    env.write_source(&groups);
+    env.sync().expect(0);
+    env.assert_converged(&groups);
+    fake.clear_requests();
+    env.run(&["sync", "--full"]).expect(0);
+    assert_eq!(
+        assigns(&fake),
+        0,
+        "--full found both groups as they should be"
+    );
+    env.assert_converged(&groups);
+    fake.clear_requests();
+    env.sync().expect(0);
+    assert!(fake.requests().is_empty(), "a no-op after");
+}
+
+/// The conformance and scope scenarios, plus owned mode and empty answers, with the
+/// fake's answers in one shape.
+macro_rules! shapes {
+    ($name:ident, $shape:expr) => {
+        mod $name {
+            use std::sync::Arc;
+
+            use crate::fakes::Fake;
+            use crate::fakes::deepcall::FakeDeepCall;
+
+            fn deepcall() -> Arc<FakeDeepCall> {
+                FakeDeepCall::start_shaped($shape)
+            }
+            fn fake() -> Arc<dyn Fake> {
+                deepcall()
+            }
+            #[test]
+            fn fresh_account_initial_noop_churn() {
+                crate::conformance::initial_noop_churn(fake())
+            }
+            #[test]
+            fn adoption() {
+                crate::conformance::adoption(fake())
+            }
+            #[test]
+            fn drift_repaired_by_full() {
+                crate::conformance::drift_repaired_by_full(fake())
+            }
+            #[test]
+            fn crash_during_creates() {
+                crate::conformance::crash_mid_run(fake())
+            }
+            #[test]
+            fn crash_during_an_assign() {
+                crate::conformance::crash_mid_membership_write(fake())
+            }
+            #[test]
+            fn keep_members() {
+                crate::scope::hand_added_survives_a_run(fake())
+            }
+            #[test]
+            fn only() {
+                crate::scope::only_one_person_then_the_rest(fake())
+            }
+            #[test]
+            fn owned_mode() {
+                super::owned_mode_in_any_shape(deepcall())
+            }
+            #[test]
+            fn empty_answers() {
+                super::empty_answers_in_any_shape(deepcall())
+            }
+        }
+    };
+}
+
+fn at(keys: &[&str]) -> Shape {
+    Shape::At(keys.iter().map(|k| k.to_string()).collect())
+}
+
+// The vendor's documented envelope: groups under `response`; the relation's agents in two
+// agreeing arrays (`agentData` + `relationData`, the flags in the second).
+shapes!(shape_documented, super::Shape::Documented);
+shapes!(shape_data, super::at(&["data"]));
+shapes!(shape_response, super::at(&["response"]));
+shapes!(shape_result, super::at(&["result"]));
+shapes!(shape_rows, super::at(&["rows"]));
+shapes!(shape_one_level_deeper, super::at(&["response", "groups"]));
+
+fn add_calls(f: &FakeDeepCall) -> usize {
+    f.calls_to("Group/add")
+}
+
+/// Shapes that fail the group (exit 1) and send no create and no assign: no array at all,
+/// records in an object keyed by id, two arrays that disagree. Every message names the
+/// arrays seen and the key that pins the path.
+#[test]
+fn shapes_that_are_not_understood_send_no_write() {
+    for (shape, seen) in [
+        (Shape::NoArray, "no array"),
+        (Shape::KeyedById, "no array"),
+        (Shape::Disagree, "do not name the same ones"),
+    ] {
+        let (f, env) = start();
+        f.create_group_by_hand("Tier 1", &[&email(1)]);
+        f.set_shape(shape.clone());
+        // (Only groups the listing holds: a listing that finds no group of the name is
+        // "none" whatever the shape, and the create's proof is what costs one group then.)
+        env.write_source(&[g("Tier 1", &[&email(1), &email(2)])]);
+        let r = env.sync().expect(1);
+        assert!(
+            r.stdout.contains(seen) && r.stdout.contains("groups_at = \"PATH\""),
+            "{shape:?}: {}",
+            r.stdout
+        );
+        assert_eq!(add_calls(&f), 0, "{shape:?}: no create");
+        assert_eq!(assigns(&f), 0, "{shape:?}: no assign");
+        assert_eq!(names(&f), ["Tier 1"], "{shape:?}");
+    }
+
+    // The listing pinned, the relation's arrays disagree: the adoption fails, no write.
+    let (f, mut env) = start();
+    env.set_target_extra("groups_at = \"response\"");
+    f.create_group_by_hand("Tier 1", &[&email(1)]);
+    f.set_shape(Shape::Disagree);
+    env.write_source(&[g("Tier 1", &[&email(1), &email(2)])]);
+    let r = env.sync().expect(1);
+    assert!(
+        r.stdout
+            .contains("the group's agents: answer not understood")
+            && r.stdout
+                .contains("response.agentData, response.relationData")
+            && r.stdout.contains("agents_at = \"PATH\""),
+        "{}",
+        r.stdout
+    );
+    assert_eq!((add_calls(&f), assigns(&f)), (0, 0));
+}
+
+/// The learned path is kept in the state database: a later run (a new process) reads only
+/// it, and an answer without it is loud (exit 1, no write), never "none".
+#[test]
+fn a_learned_path_survives_a_restart_and_its_loss_is_loud() {
+    let (f, env) = start();
+    f.set_records_at(&["response", "groups"]);
+    let groups = vec![g("Tier 1", &[&email(1)])];
+    env.write_source(&groups);
+    env.sync().expect(0);
+    // A read of the group teaches where the relation puts its agents.
+    env.run(&["sync", "--full"]).expect(0);
+    env.assert_converged(&groups);
+    let check = env.run(&["check", "--online"]).expect(0);
+    assert!(
+        check
+            .stdout
+            .contains("group listing: records at `response.groups`, as learned"),
+        "{}",
+        check.stdout
+    );
+    // The vendor now answers `data`: the listing and the relation are not understood.
+    f.set_records_at(&["data"]);
+    let more = vec![g("Tier 1", &[&email(1)]), g("Tier 2", &[&email(2)])];
+    env.write_source(&more);
+    f.clear_requests();
+    let r = env.sync().expect(1);
+    assert!(
+        r.stdout
+            .contains("expected the records at `response.groups`")
+            && r.stdout.contains("arrays at: data (empty)"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!((add_calls(&f), assigns(&f)), (0, 0));
+    f.set_members_by_hand("Tier 1", &[&email(3)]);
+    let r = env.run(&["sync", "--full"]).expect(1);
+    assert!(
+        r.stdout.contains("expected the records at `response"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        assigns(&f),
+        0,
+        "a group that cannot be read gets no write: {}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    // The operator pins the new paths: converged.
+    let mut env = env;
+    env.set_target_extra("groups_at = \"data\"\nagents_at = \"data\"");
+    env.run(&["sync", "--full"]).expect(0);
+    env.assert_converged(&more);
+}
+
+/// A listing that cannot see the group just created costs one group: the target fails,
+/// the group stays recorded, no further create is sent in that run or the next, each run
+/// says so; once the listing shows records, creates go on.
+#[test]
+fn a_listing_that_cannot_see_a_new_group_costs_at_most_one_group() {
+    let (f, mut env) = start();
+    env.set_target_extra("concurrency = 4");
+    f.set_shape(Shape::Blind);
+    let groups = vec![
+        g("Tier 1", &[&email(1)]),
+        g("Tier 2", &[&email(2)]),
+        g("Tier 3", &[&email(3)]),
+        g("Tier 4", &[&email(4)]),
+    ];
+    env.write_source(&groups);
+    let r = env.sync().expect(1);
+    assert_eq!(add_calls(&f), 1, "one create: {}", r.stdout);
+    assert_eq!(f.group_names().len(), 1);
+    assert!(
+        r.stdout.contains("does not show it")
+            && r.stdout.contains("no group is created on this target"),
+        "{}",
+        r.stdout
+    );
+    let state = env.run(&["state"]).expect(0);
+    assert!(
+        state.stdout.contains(&f.group_names()[0]),
+        "the created group is recorded: {}",
+        state.stdout
+    );
+    let check = env.run(&["check", "--online"]).expect(0);
+    assert!(
+        check.stdout.contains("creates are stopped"),
+        "{}",
+        check.stdout
+    );
+    for _ in 0..2 {
+        f.clear_requests();
+        let r = env.sync().expect(1);
+        assert_eq!(add_calls(&f), 0, "no create in a later run: {}", r.stdout);
+        assert!(
+            r.stdout.contains("no group is created on this target")
+                && r.stdout.contains("groups_at"),
+            "{}",
+            r.stdout
+        );
+    }
+    assert_eq!(f.group_names().len(), 1, "{:?}", f.group_names());
+    // The vendor's listing shows its groups again: the next run creates the rest.
+    f.set_shape(Shape::Documented);
+    env.sync().expect(0);
+    env.assert_converged(&groups);
+    f.clear_requests();
+    env.sync().expect(0);
+    assert!(f.requests().is_empty());
+}
+
+/// The create's proof finds another group of the same name (made meanwhile, so the vendor
+/// numbered ours): ours is deleted and the other adopted, whatever the create answer said.
+#[test]
+fn the_proof_finds_a_duplicate_deletes_it_and_adopts_the_other() {
+    let (f, env) = start();
+    let groups = vec![g("Tier 1", &[&email(1), &email(2)])];
+    env.write_source(&groups);
+    // The first lookup sees nothing (an empty listing), the group appears meanwhile.
+    f.create_group_by_hand("Tier 1", &[&email(1)]);
+    f.inject(
+        Match::new("POST", "Group/list"),
+        Fault::body(
+            200,
+            json!({"status": "success", "code": 200, "response": []}),
+        ),
+        1,
+    );
+    env.sync().expect(0);
+    env.assert_converged(&groups);
+    assert_eq!(add_calls(&f), 1);
+    assert_eq!(f.calls_to("Group/delete"), 1, "the duplicate was deleted");
+    assert!(
+        history(&env)
+            .iter()
+            .any(|c| c["op"] == "adopt" && c["group_name"] == "Tier 1")
+    );
+}
+
+/// A listing in pages: the group looked for on page 2 is adopted, never re-created; a 1503
+/// is checked against every page (a group on page 2 is not "gone").
+#[test]
+fn a_paged_listing_is_read_whole() {
+    let (f, env) = start();
+    f.set_page_size(Some(2));
+    for n in ["Tier 10", "Tier 11", "Tier 1", "Tier 12"] {
+        f.create_group_by_hand(n, &[&email(9)]);
+    }
+    let groups = vec![g("Tier 1", &[&email(1)])];
+    env.write_source(&groups);
+    env.sync().expect(0);
+    assert_eq!(add_calls(&f), 0, "adopted from page 2");
+    assert_eq!(f.group_count_with_prefix("Tier 1"), 4);
+    assert_eq!(f.groups()["Tier 1"], emails(&[1]));
+    // Not authorized any more, still listed on page 2: never created again.
+    let id = f.group_id("Tier 1").unwrap();
+    f.fail_group(&id, 1503);
+    env.write_source(&[g("Tier 1", &[&email(1), &email(2)])]);
+    let r = env.sync().expect(1);
+    assert!(r.stdout.contains("still listed"), "{}", r.stdout);
+    assert_eq!(add_calls(&f), 0);
+    // Signs of more pages with no way to ask for them: not understood, no create.
+    f.clear_fail_group(&id);
+    f.inject(
+        Match::new("POST", "Group/list"),
+        Fault::body(
+            200,
+            json!({"status": "success", "code": 200, "response": [], "total": 7}),
+        ),
+        5,
+    );
+    env.write_source(&[g("Tier 1", &[&email(1), &email(2)]), g("New", &[&email(3)])]);
+    let r = env.sync().expect(1);
+    assert!(
+        r.stdout.contains("shows more pages (total = 7"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(add_calls(&f), 0);
+}
+
+/// `check --online` shows the listing's shape: none yet, found, learned, pinned (matched
+/// or not).
+#[test]
+fn check_online_shows_the_shape() {
+    let (f, mut env) = start();
+    env.write_source(&[g("Tier 1", &[&email(1)])]);
+    let c = env.run(&["check", "--online"]).expect(0);
+    assert!(
+        c.stdout.contains("the account has no groups yet"),
+        "{}",
+        c.stdout
+    );
+    f.create_group_by_hand("Tier 1", &[]);
+    let c = env.run(&["check", "--online"]).expect(0);
+    assert!(
+        c.stdout.contains("records found at `response`"),
+        "{}",
+        c.stdout
+    );
+    env.set_target_extra("groups_at = \"response\"");
+    let c = env.run(&["check", "--online"]).expect(0);
+    assert!(
+        c.stdout
+            .contains("pinned at `response` (groups_at) and matched"),
+        "{}",
+        c.stdout
+    );
+    env.set_target_extra("groups_at = \"data.groups\"");
+    let c = env.run(&["check", "--online"]).expect(1);
+    assert!(
+        c.stdout.contains("pinned by groups_at = \"data.groups\"")
+            && c.stdout.contains("arrays at: response"),
+        "{}",
+        c.stdout
+    );
+}
+
+/// `groups_at`/`agents_at`: only for assign_group, a path of keys; else exit 2, nothing sent.
+#[test]
+fn a_bad_records_path_is_refused_at_load() {
+    for (extra, want) in [
+        ("groups_at = \"response..groups\"", "is not a path"),
+        ("agents_at = \"\"", "is not a path"),
+        ("groups_at = \"a b\"", "is not a path"),
+    ] {
+        let (f, mut env) = start();
+        env.set_target_extra(extra);
+        env.write_source(&[g("Tier 1", &[&email(1)])]);
+        let r = env.sync().expect(2);
+        assert!(r.stderr.contains(want), "{extra}: {}", r.stderr);
+        assert!(f.requests().is_empty());
+    }
+}
+
+/// An authoritative assign drops no agent the plan does not remove: a hand-added agent
+/// stays through a change, is recorded as found, and the next plan shows its removal
+/// (counted by the guard, recorded in the history).
+#[test]
+fn a_hand_added_agent_is_removed_only_by_a_plan_that_shows_it() {
+    let (f, env) = start();
+    let groups = vec![g("Tier 1", &[&email(1), &email(2)])];
+    env.write_source(&groups);
+    env.sync().expect(0);
+    f.add_user(&email(30));
+    f.set_members_by_hand("Tier 1", &[&email(1), &email(2), &email(30)]);
+    let next = vec![g("Tier 1", &[&email(1), &email(2), &email(3)])];
+    env.write_source(&next);
+    env.sync().expect(0);
+    assert_eq!(
+        f.groups()["Tier 1"],
+        emails(&[1, 2, 3, 30]),
+        "30 not dropped silently"
+    );
+    let dry = env.run(&["sync", "--dry-run"]).expect(0);
+    let id30 = f.source_id(&email(30)).unwrap();
+    assert!(dry.stdout.contains(&format!("- {id30}")), "{}", dry.stdout);
+    // The guard counts it.
+    let config = std::fs::read_to_string(env.config_path()).unwrap();
+    std::fs::write(
+        env.config_path(),
+        config.replace("max_removals = 1000", "max_removals = 0"),
+    )
+    .unwrap();
+    let r = env.sync().expect(3);
+    assert!(r.stdout.contains("REFUSED"), "{}", r.stdout);
+    assert_eq!(f.groups()["Tier 1"], emails(&[1, 2, 3, 30]));
+    env.write_config();
+    env.sync().expect(0);
+    env.assert_converged(&next);
+    assert!(
+        history(&env)
+            .iter()
+            .any(|c| c["op"] == "update" && c["removed"] == 1 && c["outcome"] == "ok"),
+        "the removal is in the history: {:?}",
+        history(&env)
+    );
+}
+
+/// `explain` says that DeepCall's answers carry no email, and recommends `id:` patterns.
+#[test]
+fn explain_says_email_patterns_cannot_see_hand_added_agents() {
+    let (_f, mut env) = start();
+    env.set_target_extra("keep_members = [\"svc-*@example.com\"]");
+    env.write_source(&[g("Tier 1", &[&email(1)])]);
+    let r = env.run(&["explain", &email(1)]).expect(0);
+    assert!(
+        r.stdout.contains("DeepCall's answers carry no email")
+            && r.stdout.contains("`id:` patterns"),
+        "{}",
+        r.stdout
+    );
+    env.set_target_extra("keep_members = [\"id:1001\"]");
+    let r = env.run(&["explain", &email(1)]).expect(0);
+    assert!(!r.stdout.contains("carry no email"), "{}", r.stdout);
+}
+
+/// `keep_members` email patterns protect a hand-added agent whose id a source person
+/// carries for this target: the assign keeps it (recorded without an email), and the next
+/// plan names it from the source and keeps it instead of removing it.
+#[test]
+fn an_email_pattern_protects_a_hand_added_agent_a_source_person_carries() {
+    let (f, mut env) = start();
+    env.set_target_extra("keep_members = [\"svc-*@example.com\"]");
+    let bot = "svc-bot@example.com";
+    let groups = vec![g("Tier 1", &[&email(1)]), g("Bots", &[bot])];
+    env.write_source(&groups);
+    env.sync().expect(0);
+    // The bot is added to Tier 1 by hand; Tier 1 then changes.
+    f.set_members_by_hand("Tier 1", &[&email(1), bot]);
+    let next = vec![g("Tier 1", &[&email(1), &email(2)]), g("Bots", &[bot])];
+    env.write_source(&next);
+    env.sync().expect(0);
+    let want: BTreeSet<String> = [email(1), email(2), bot.to_string()].into();
+    assert_eq!(f.groups()["Tier 1"], want);
+    // The next run would remove it, were it not named and protected.
+    let dry = env.run(&["sync", "--dry-run"]).expect(0);
+    assert!(
+        dry.stdout.contains("+0 -0 members"),
+        "no removal: {}",
+        dry.stdout
+    );
+    env.sync().expect(0);
+    assert_eq!(f.groups()["Tier 1"], want);
+}
+
+/// `sync --only EMAIL` never drops an agent outside its scope: the assign reads the group
+/// first, and a hand-added agent stays.
+#[test]
+fn only_never_drops_an_agent_outside_its_scope() {
+    let (f, env) = start();
+    env.write_source(&[g("Tier 1", &[&email(1)])]);
+    env.sync().expect(0);
+    f.add_user(&email(30));
+    f.set_members_by_hand("Tier 1", &[&email(1), &email(30)]);
+    env.write_source(&[g("Tier 1", &[&email(1), &email(2)])]);
+    f.clear_requests();
+    env.run(&["sync", "--only", &email(2)]).expect(0);
+    assert_eq!(f.groups()["Tier 1"], emails(&[1, 2, 30]));
+    assert_eq!(assigns(&f), 1);
 }

@@ -405,9 +405,11 @@ scope!(
     kazoo::FakeKazoo::start_with_ids_in_source()
 );
 // DeepCall's assign replaces the whole list: an agent rostersync never knew of is kept
-// because the group's relation is read before each assign when `keep_members` is set.
-// DeepCall cannot tell the email of an agent nobody told rostersync about, so only `id:`
-// patterns protect a hand-added agent there (README says so).
+// because the group's relation is read before each assign (the same scenarios run under
+// every answer shape in `assign_group.rs`). DeepCall cannot tell the email of an agent
+// that no source person names, so only `id:` patterns protect such a hand-added agent
+// there (README says so; `assign_group.rs` tests an email pattern on an agent whose id a
+// source person carries).
 scope!(assign_group, deepcall::FakeDeepCall::start(); no_email_patterns);
 scope!(teams, teams::FakeTeams::start());
 scope!(

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
-use crate::config::Mode;
-use crate::plan::{Keep, Update};
+use crate::plan::Update;
+use crate::targets::decode::evidence::{self, Array, At, Evidence, Found, Records};
 use crate::targets::decode::{self, NotUnderstood};
 use crate::targets::http::{Verdict, default_verdict, message};
 
@@ -157,11 +157,17 @@ pub fn add_body(name: &str) -> Value {
 }
 
 /// `Group/list {name}` (the vendor filters by case-insensitive substring); no name lists all.
-pub fn list_body(name: Option<&str>) -> Value {
-    match name {
+/// `page`: the key and number of the page to ask for, when an earlier page of the same
+/// listing named one (the vendor documents no paging).
+pub fn list_body(name: Option<&str>, page: Option<(&str, u64)>) -> Value {
+    let mut v = match name {
         Some(n) => json!({ "name": n }),
         None => json!({}),
+    };
+    if let (Some((k, n)), Value::Object(o)) = (page, &mut v) {
+        o.insert(k.to_string(), json!(n));
     }
+    v
 }
 
 /// `Group/update {groupId, name}`.
@@ -206,10 +212,6 @@ const AGENT_ID: [&str; 5] = [
 ];
 const FLAG: [&str; 2] = ["receive_call", "receiveCall"];
 
-fn has_any(o: &Value, keys: &[&str]) -> bool {
-    keys.iter().any(|k| o.get(*k).is_some_and(|v| !v.is_null()))
-}
-
 /// The `groupId` of a `Group/add` answer (top level or under `data`), by the one id rule.
 pub fn created_id(v: &Value) -> Option<String> {
     let at = |o: &Value| {
@@ -217,19 +219,13 @@ pub fn created_id(v: &Value) -> Option<String> {
             .and_then(|o| decode::first_of(o, &GROUP_ID))
             .and_then(decode::id)
     };
-    at(v).or_else(|| v.get("data").and_then(at))
+    at(v)
+        .or_else(|| v.get("data").and_then(at))
+        .or_else(|| v.get("response").and_then(at))
 }
 
-/// The name a `Group/add` answer reports, when it reports one (the vendor appends a number
-/// to a duplicate name).
-pub fn created_name(v: &Value) -> Option<String> {
-    let at = |o: &Value| {
-        GROUP_NAME
-            .iter()
-            .find_map(|k| o.get(*k).and_then(Value::as_str).map(str::to_string))
-    };
-    at(v).or_else(|| v.get("data").and_then(at))
-}
+/// A group's agents, and the ones among them that receive calls.
+pub type Lists = (Vec<String>, Vec<String>);
 
 /// One group of a `Group/list` answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -238,42 +234,75 @@ pub struct Listed {
     pub name: String,
 }
 
-/// A record of a located array that lacks what it must carry.
+/// A record of a located array that lacks what it must carry (the message names the key
+/// that pins where the records are, in case they are elsewhere).
 fn bad_record(what: &str, path: &str, i: usize, v: &Value, expected: &str) -> NotUnderstood {
+    let pin = if what == "the group listing" {
+        GROUPS_AT
+    } else {
+        AGENTS_AT
+    };
     NotUnderstood {
         what: what.into(),
         seen: format!(
-            "{} is {}; expected {expected}",
+            "{} is {}; expected {expected}; if the records are in another array, set {pin} = \"PATH\" \
+             for this target",
             decode::at(path, i),
             decode::describe(v)
         ),
     }
 }
 
-/// The groups of a `Group/list` answer, whose shape is not documented: the one array of
-/// objects that carry an id (`groupId`, `group_id` or `id`) and a name (`name`, `groupName`
-/// or `group_name`), wherever `decode::locate` finds it. Every record of that array must
-/// carry both (a group we cannot read could be the one we look for); an explicit empty
-/// array under `data` or `groups` in a `"status": "success"` body is "no groups".
-pub fn listed(v: &Value) -> Result<Vec<Listed>, NotUnderstood> {
+/// The config key that pins where `Group/list` puts its records.
+pub const GROUPS_AT: &str = "groups_at";
+/// The config key that pins where `getGroupAgentRelation` puts its records.
+pub const AGENTS_AT: &str = "agents_at";
+
+/// The records of one answer, and how their place was decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Read<T> {
+    pub records: T,
+    /// Where the records were (None: the answer showed there are none by empty arrays,
+    /// before any path was known).
+    pub path: Option<String>,
+    pub found: Found,
+}
+
+/// The id of a listing record: an object with an id (`groupId`, `group_id` or `id`) and a
+/// name (`name`, `groupName` or `group_name`).
+fn group_record(_: Option<&str>, g: &Value) -> Option<String> {
+    let o = g.as_object()?;
+    decode::first_of(o, &GROUP_NAME)?;
+    decode::first_of(o, &GROUP_ID).and_then(decode::id)
+}
+
+/// The groups of a `Group/list` answer, by `decode::evidence::records`: only the path `at`
+/// names when one is pinned or learned; else the one array of group records (several
+/// arrays that name the same groups are one), or "none" shown by empty arrays in a success
+/// body. Every record of the array read must carry an id and a name (a group we cannot
+/// read could be the one we look for).
+pub fn listed(v: &Value, at: At<'_>) -> Result<Read<Vec<Listed>>, NotUnderstood> {
     const WHAT: &str = "the group listing";
-    const EXPECTED: &str =
-        "objects with an id (groupId, group_id or id) and a name (name, groupName or group_name)";
-    let is = |_: Option<&str>, items: &[Value]| {
-        items
-            .iter()
-            .any(|g| has_any(g, &GROUP_ID) && has_any(g, &GROUP_NAME))
-    };
-    let found = decode::locate(
+    let r = evidence::records(
         v,
-        &decode::Wanted {
+        &Evidence {
             what: WHAT,
-            expected: EXPECTED,
-            is_records: &is,
-            empty_keys: &["data", "groups"],
+            expected: "objects with an id (groupId, group_id or id) and a name (name, groupName or group_name)",
+            pin_key: GROUPS_AT,
+            id_of: &group_record,
         },
+        at,
     )?;
-    found
+    let (path, found) = place(&r);
+    if r.none {
+        return Ok(Read {
+            records: vec![],
+            path,
+            found,
+        });
+    }
+    let a = &r.arrays[0];
+    let groups = a
         .items
         .iter()
         .enumerate()
@@ -290,10 +319,24 @@ pub fn listed(v: &Value) -> Result<Vec<Listed>, NotUnderstood> {
                     id,
                     name: name.to_string(),
                 }),
-                _ => Err(bad_record(WHAT, &found.path, i, g, "an id and a name")),
+                _ => Err(bad_record(WHAT, &a.path, i, g, "an id and a name")),
             }
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Read {
+        records: groups,
+        path,
+        found,
+    })
+}
+
+/// Where the records of `r` were, and how that was decided: a known path, the array
+/// found, or nothing (no records shown by empty arrays).
+fn place(r: &Records<'_>) -> (Option<String>, Found) {
+    match r.at {
+        Found::EmptyArrays => (None, r.at),
+        _ => (r.arrays.first().map(|a| a.path.clone()), r.at),
+    }
 }
 
 /// The group of exactly this name, compared case-insensitively on our side (the vendor's
@@ -307,48 +350,45 @@ pub fn exact_match<'a>(groups: &'a [Listed], name: &str) -> Option<&'a Listed> {
     })
 }
 
-/// A group's agents and which of them receive calls, from a `getGroupAgentRelation`
-/// answer, whose shape is not documented. `decode::locate` finds, wherever it is, either
-/// - the one array of rows carrying an agent id (`agent_unique_id`, `agentUniqueId`,
-///   `agent_id`, `agentId` or `id`) and maybe a flag (`receive_call` or `receiveCall`, by
-///   `decode::flag`; a row without one does not receive calls), or
-/// - the assign call's own shape: an `agent_unique_id` array of ids, with its sibling
-///   `receive_call` array of ids (left out: nobody receives calls).
-///
-/// A row without an agent id, an id that is no id, or a flag that is no flag is not
-/// understood; so is an answer with no such array, except an explicit empty array under
-/// `data`, `agents` or `agent_unique_id` in a `"status": "success"` body ("no agents").
-pub fn relation(v: &Value) -> Result<(Vec<String>, Vec<String>), NotUnderstood> {
+/// The id of a relation record: an object with an agent id (`agent_unique_id`,
+/// `agentUniqueId`, `agent_id`, `agentId` or `id`), or a bare id in an `agent_unique_id`
+/// array (the assign call's own shape).
+fn agent_record(key: Option<&str>, r: &Value) -> Option<String> {
+    match r {
+        Value::Object(o) => decode::first_of(o, &AGENT_ID).and_then(decode::id),
+        other if key == Some("agent_unique_id") => decode::id(other),
+        _ => None,
+    }
+}
+
+/// One array's agents (in order, once each) and the ones it flags as receiving calls
+/// (None when no row of it carries a flag).
+type Rows = (Vec<String>, Option<BTreeSet<String>>);
+
+/// The agents and flags of one located array of the relation.
+fn rows(a: &Array<'_>) -> Result<Rows, NotUnderstood> {
     const WHAT: &str = "the group's agents";
-    const EXPECTED: &str = "objects with an agent id (agent_unique_id, agentUniqueId, agent_id, agentId or id), \
-                            or an agent_unique_id array of ids";
-    let is = |key: Option<&str>, items: &[Value]| {
-        items.iter().any(|r| has_any(r, &AGENT_ID))
-            || (key == Some("agent_unique_id") && items.iter().all(|i| !i.is_object()))
-    };
-    let found = decode::locate(
-        v,
-        &decode::Wanted {
-            what: WHAT,
-            expected: EXPECTED,
-            is_records: &is,
-            empty_keys: &["data", "agents", "agent_unique_id"],
-        },
-    )?;
-    let ids = |path: &str, items: &[Value]| -> Result<Vec<String>, NotUnderstood> {
-        items
-            .iter()
-            .enumerate()
-            .map(|(i, x)| decode::id(x).ok_or_else(|| bad_record(WHAT, path, i, x, "an agent id")))
-            .collect()
-    };
     let mut agents = Vec::new();
-    let mut rc = Vec::new();
-    if found.key == Some("agent_unique_id") && found.items.iter().all(|i| !i.is_object()) {
-        agents = ids(&found.path, found.items)?;
-        match found.parent.and_then(|p| p.get("receive_call")) {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(r)) => rc = ids("receive_call", r)?,
+    let mut seen = BTreeSet::new();
+    if a.key == Some("agent_unique_id") && a.items.iter().all(|i| !i.is_object()) {
+        // The assign call's own shape: the sibling `receive_call` array of ids.
+        for (i, x) in a.items.iter().enumerate() {
+            let id = decode::id(x).ok_or_else(|| bad_record(WHAT, &a.path, i, x, "an agent id"))?;
+            if seen.insert(id.clone()) {
+                agents.push(id);
+            }
+        }
+        let rc = match a.parent.and_then(|p| p.get("receive_call")) {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(r)) => Some(
+                r.iter()
+                    .enumerate()
+                    .map(|(i, x)| {
+                        decode::id(x)
+                            .ok_or_else(|| bad_record(WHAT, "receive_call", i, x, "an agent id"))
+                    })
+                    .collect::<Result<BTreeSet<_>, _>>()?,
+            ),
             Some(other) => {
                 return Err(NotUnderstood {
                     what: WHAT.into(),
@@ -358,40 +398,103 @@ pub fn relation(v: &Value) -> Result<(Vec<String>, Vec<String>), NotUnderstood> 
                     ),
                 });
             }
-        }
-        let mut seen = BTreeSet::new();
-        agents.retain(|a| seen.insert(a.clone()));
+        };
         return Ok((agents, rc));
     }
-    let mut seen = BTreeSet::new();
-    for (i, row) in found.items.iter().enumerate() {
+    let mut rc = BTreeSet::new();
+    let mut flagged = false;
+    for (i, row) in a.items.iter().enumerate() {
         let o = row.as_object();
         let id = o
             .and_then(|o| decode::first_of(o, &AGENT_ID))
             .and_then(decode::id);
         let Some(id) = id else {
-            return Err(bad_record(WHAT, &found.path, i, row, "an agent id"));
+            return Err(bad_record(WHAT, &a.path, i, row, "an agent id"));
         };
-        let flag = match o.and_then(|o| decode::first_of(o, &FLAG)) {
-            None => false,
-            Some(f) => decode::flag(f).ok_or_else(|| {
+        if let Some(f) = o.and_then(|o| decode::first_of(o, &FLAG)) {
+            flagged = true;
+            let on = decode::flag(f).ok_or_else(|| {
                 bad_record(
                     WHAT,
-                    &found.path,
+                    &a.path,
                     i,
                     f,
                     "a receive_call flag (1/0, \"1\"/\"0\", true/false)",
                 )
-            })?,
-        };
-        if seen.insert(id.clone()) {
-            if flag {
-                rc.push(id.clone());
+            })?;
+            if on {
+                rc.insert(id.clone());
             }
+        }
+        if seen.insert(id.clone()) {
             agents.push(id);
         }
     }
-    Ok((agents, rc))
+    Ok((agents, flagged.then_some(rc)))
+}
+
+/// A group's agents and which of them receive calls, from a `getGroupAgentRelation`
+/// answer, by `decode::evidence::records` (the vendor documents a `response` holding
+/// `groupData`, `agentData` and `relationData`). The records are either
+/// - rows carrying an agent id (`agent_unique_id`, `agentUniqueId`, `agent_id`, `agentId`
+///   or `id`) and maybe a flag (`receive_call` or `receiveCall`, by `decode::flag`; a row
+///   without one does not receive calls), or
+/// - the assign call's own shape: an `agent_unique_id` array of ids, with its sibling
+///   `receive_call` array of ids (left out: nobody receives calls).
+///
+/// Several arrays that name the same agents (`agentData` and `relationData`) are one
+/// answer; the flags come from the arrays that carry them, which must agree. The path to
+/// learn is the first array that carries flags (else the first array).
+pub fn relation(v: &Value, at: At<'_>) -> Result<Read<Lists>, NotUnderstood> {
+    const WHAT: &str = "the group's agents";
+    let r = evidence::records(
+        v,
+        &Evidence {
+            what: WHAT,
+            expected: "objects with an agent id (agent_unique_id, agentUniqueId, agent_id, agentId or id), \
+                       or an agent_unique_id array of ids",
+            pin_key: AGENTS_AT,
+            id_of: &agent_record,
+        },
+        at,
+    )?;
+    if r.none {
+        let (path, found) = place(&r);
+        return Ok(Read {
+            records: (vec![], vec![]),
+            path,
+            found,
+        });
+    }
+    let read: Vec<Rows> = r.arrays.iter().map(rows).collect::<Result<_, _>>()?;
+    let flagged: Vec<usize> = (0..read.len()).filter(|i| read[*i].1.is_some()).collect();
+    if let [first, others @ ..] = flagged.as_slice()
+        && let Some(o) = others.iter().find(|o| read[**o].1 != read[*first].1)
+    {
+        return Err(NotUnderstood {
+            what: WHAT.into(),
+            seen: format!(
+                "{} and {} name the same agents but disagree on receive_call; set {AGENTS_AT} = \"PATH\" \
+                 for this target to read one of them",
+                r.arrays[*first].path, r.arrays[*o].path
+            ),
+        });
+    }
+    let main = flagged.first().copied().unwrap_or(0);
+    let agents = read[main].0.clone();
+    let rc: Vec<String> = match &read[main].1 {
+        Some(set) => agents
+            .iter()
+            .filter(|a| set.contains(*a))
+            .cloned()
+            .collect(),
+        None => vec![],
+    };
+    Ok(Read {
+        records: (agents, rc),
+        path: Some(r.arrays[main].path.clone()),
+        found: r.at,
+    })
 }
 
 /// The two whole lists one assign call sends, and what it proves beyond the plan.
@@ -401,34 +504,27 @@ pub struct Assignment {
     pub agents: Vec<String>,
     /// The agents among them that receive calls (sorted).
     pub receive_call: Vec<String>,
-    /// Agents on the group that rostersync did not know of, kept as they are (owned and
-    /// add_only modes): recorded as members rostersync did not add.
+    /// Agents on the group that rostersync did not know of, kept as they are: recorded as
+    /// members rostersync did not add.
     pub foreign: Vec<String>,
     /// Known members the source does not want, kept only by the mode, that somebody has
     /// removed from the group since: not put back, and forgotten.
     pub dropped: Vec<String>,
 }
 
-/// The whole lists for one update. `authoritative`: exactly what the plan says the group
-/// has after the op, plus (with the group's current lists) the agents on it now that
-/// `keep_members` protects by id. `owned`/`add_only` with the group's current lists
-/// (`current`, from a relation read): what the plan says, plus the agents the group has
-/// now that rostersync does not know of (with their current flags), minus the planned
-/// removals. In every mode, without the merely kept members (`Update::kept`) that the
-/// group no longer has.
-pub fn assignment(
-    u: &Update,
-    mode: Mode,
-    keep: &Keep,
-    current: Option<&(Vec<String>, Vec<String>)>,
-) -> Assignment {
+/// The whole lists for one update: what the plan says the group has after the op, plus,
+/// with the group's current lists (`current`, from a relation read), the agents on it now
+/// that rostersync does not know of (with their current flags), minus the planned
+/// removals, and without the merely kept members (`Update::kept`) that the group no
+/// longer has. In every mode: an assign never drops an agent the plan does not remove
+/// (a hand-added agent is recorded as found, and an authoritative run removes it in a
+/// later plan, where it is shown, counted by the guard and protected by `keep_members`;
+/// a run scoped with `--only` never removes it).
+pub fn assignment(u: &Update, current: Option<&Lists>) -> Assignment {
     let mut agents: BTreeSet<String> = u.members_after.iter().cloned().collect();
     let mut rc: BTreeSet<String> = u.receive_call_after.iter().cloned().collect();
     let mut foreign = Vec::new();
     let mut dropped = Vec::new();
-    // Agents on the group that the plan does not name stay when the mode keeps what
-    // rostersync does not know, or when they are protected.
-    let stays = |id: &str| mode != Mode::Authoritative || keep.protects(id, None).is_some();
     if let Some((now, now_rc)) = current {
         let now_set: BTreeSet<&String> = now.iter().collect();
         for id in &u.kept {
@@ -439,11 +535,7 @@ pub fn assignment(
         let removed: BTreeSet<&str> = u.remove.iter().map(|m| m.id.as_str()).collect();
         let now_rc: BTreeSet<&String> = now_rc.iter().collect();
         for id in now {
-            if removed.contains(id.as_str())
-                || agents.contains(id)
-                || dropped.contains(id)
-                || !stays(id)
-            {
+            if removed.contains(id.as_str()) || agents.contains(id) || dropped.contains(id) {
                 continue;
             }
             agents.insert(id.clone());

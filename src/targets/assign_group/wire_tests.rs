@@ -122,8 +122,12 @@ fn vendor_errors_are_read_leniently() {
 #[test]
 fn bodies() {
     assert_eq!(add_body("Tier 1"), json!({"name": "Tier 1"}));
-    assert_eq!(list_body(Some("T")), json!({"name": "T"}));
-    assert_eq!(list_body(None), json!({}));
+    assert_eq!(list_body(Some("T"), None), json!({"name": "T"}));
+    assert_eq!(list_body(None, None), json!({}));
+    assert_eq!(
+        list_body(Some("T"), Some(("page", 2))),
+        json!({"name": "T", "page": 2})
+    );
     assert_eq!(rename_body("4", "N"), json!({"groupId": "4", "name": "N"}));
     assert_eq!(group_body("4"), json!({"groupId": "4"}));
     let a = Assignment {
@@ -149,6 +153,15 @@ fn bodies() {
     );
 }
 
+/// The groups of a listing read with nothing known yet.
+fn groups_of(v: &Value) -> Result<Vec<Listed>, NotUnderstood> {
+    listed(v, At::Unknown).map(|r| r.records)
+}
+
+fn ids(l: &[Listed]) -> Vec<&str> {
+    l.iter().map(|g| g.id.as_str()).collect()
+}
+
 #[test]
 fn answers_are_decoded_leniently() {
     assert_eq!(
@@ -157,15 +170,14 @@ fn answers_are_decoded_leniently() {
     );
     assert_eq!(created_id(&json!({"groupId": 7})), Some("7".into()));
     assert_eq!(created_id(&json!({"data": {"id": 8}})), Some("8".into()));
+    assert_eq!(
+        created_id(&json!({"response": {"groupId": 9}})),
+        Some("9".into())
+    );
     assert_eq!(created_id(&json!({"groupId": ""})), None);
     assert_eq!(created_id(&json!({"groupId": 7.5})), None);
-    assert_eq!(
-        created_name(&json!({"data": {"name": "Tier 11"}})),
-        Some("Tier 11".into())
-    );
-    assert_eq!(created_name(&json!({"groupId": "1"})), None);
 
-    let l = listed(&json!({"data": [
+    let l = groups_of(&json!({"data": [
         {"groupId": "1", "name": "Tier 1"}, {"group_id": 2, "groupName": "tier 1"},
         {"id": "3", "name": "Tier 11"}
     ]}))
@@ -179,14 +191,15 @@ fn answers_are_decoded_leniently() {
         }
     );
     // A listed group without an id could be the one we look for: not understood.
-    let e = listed(&json!({"data": [{"groupId": "1", "name": "Tier 1"}, {"name": "no id"}]}))
+    let e = groups_of(&json!({"data": [{"groupId": "1", "name": "Tier 1"}, {"name": "no id"}]}))
         .unwrap_err()
         .to_string();
     assert_eq!(
         e,
-        "the group listing: answer not understood (data[1] is an object with keys: name; expected an id and a name)"
+        "the group listing: answer not understood (data[1] is an object with keys: name; expected an id and a name; \
+         if the records are in another array, set groups_at = \"PATH\" for this target)"
     );
-    assert!(listed(&json!({"data": [{"groupId": "", "name": "A"}]})).is_err());
+    assert!(groups_of(&json!({"data": [{"groupId": "", "name": "A"}]})).is_err());
 }
 
 fn g(id: u32, name: &str) -> Value {
@@ -196,54 +209,136 @@ fn g(id: u32, name: &str) -> Value {
 #[test]
 fn group_records_are_found_wherever_the_answer_puts_them() {
     let gs = json!([g(1, "A"), g(2, "B")]);
-    for v in [
-        gs.clone(),
-        json!({"status": "success", "code": 200, "data": gs}),
-        json!({"status": "success", "data": {"groups": gs, "total": 2}}),
-        json!({"status": "success", "result": {"data": {"list": gs}}}),
-        json!({"status": "success", "groups": gs, "tags": ["x", "y"]}),
+    for (v, path) in [
+        (gs.clone(), "."),
+        (
+            json!({"status": "success", "code": 200, "response": gs}),
+            "response",
+        ),
+        (
+            json!({"status": "success", "code": 200, "data": gs}),
+            "data",
+        ),
+        (json!({"status": "success", "result": gs}), "result"),
+        (json!({"status": "success", "rows": gs}), "rows"),
+        (
+            json!({"status": "success", "response": {"groups": gs, "total": 2}}),
+            "response.groups",
+        ),
+        (
+            json!({"status": "success", "result": {"data": {"list": gs}}}),
+            "result.data.list",
+        ),
+        // Arrays of other objects (links, tags) do not count.
+        (
+            json!({"status": "success", "groups": gs, "tags": ["x", "y"], "links": [{"rel": "self"}]}),
+            "groups",
+        ),
+        // Two arrays that name the same groups are one answer.
+        (
+            json!({"status": "success", "data": gs, "recent": gs}),
+            "data",
+        ),
     ] {
-        let l = listed(&v).unwrap_or_else(|e| panic!("{v}: {e}"));
+        let r = listed(&v, At::Unknown).unwrap_or_else(|e| panic!("{v}: {e}"));
+        assert_eq!(ids(&r.records), ["1", "2"], "{v}");
         assert_eq!(
-            l.iter().map(|g| g.id.as_str()).collect::<Vec<_>>(),
-            ["1", "2"],
+            (r.path.as_deref(), r.found),
+            (Some(path), Found::Seen),
             "{v}"
         );
     }
-    // Two candidate arrays, or none: not understood.
+    // Two arrays that disagree: not understood, naming both and the key that pins one.
     let two = json!({"status": "success", "data": gs, "recent": [g(3, "C")]});
-    let e = listed(&two).unwrap_err().to_string();
+    let e = groups_of(&two).unwrap_err().to_string();
     assert!(
-        e.contains("2 arrays could hold the records (data, recent)"),
+        e.contains("2 arrays hold records (data, recent) and they do not name the same ones")
+            && e.contains("set groups_at = \"PATH\""),
         "{e}"
     );
+    // Records in an object keyed by id: no array at all.
+    let keyed = json!({"status": "success", "response": {"7": {"name": "A"}}});
+    let e = groups_of(&keyed).unwrap_err().to_string();
+    assert!(e.contains("no array"), "{e}");
     let none = json!({"status": "success", "items": [{"gid": 1, "title": "A"}], "total": 1});
-    let e = listed(&none).unwrap_err().to_string();
+    let e = groups_of(&none).unwrap_err().to_string();
     assert!(
         e.starts_with(
-            "the group listing: answer not understood (an object with keys: items, status, total (arrays at: items); \
-             expected an array of objects with an id"
+            "the group listing: answer not understood (an object with keys: items, status, total, \
+             arrays at: items (1 item); no array holds objects with an id"
         ),
         "{e}"
     );
-    assert!(listed(&json!({"status": "success"})).is_err());
-    assert!(listed(&json!({"status": "success", "message": "ok", "code": 200})).is_err());
+    assert!(groups_of(&json!({"status": "success"})).is_err());
+    assert!(groups_of(&json!({"status": "success", "message": "ok", "code": 200})).is_err());
     // Too deep.
-    assert!(listed(&json!({"a": {"b": {"c": {"d": gs}}}})).is_err());
-    // "None", said in the documented success shape.
+    assert!(groups_of(&json!({"a": {"b": {"c": {"d": gs}}}})).is_err());
+}
+
+#[test]
+fn empty_by_evidence() {
+    // Before any path is known: an empty array (up to two levels deep) in a success body.
+    for v in [
+        json!({"status": "success", "response": [], "code": 200}),
+        json!({"status": "success", "data": []}),
+        json!({"status": "Success", "rows": []}),
+        json!({"status": "success", "response": {"groups": []}}),
+        json!({"status": "success", "response": [], "links": [{"rel": "self"}]}),
+    ] {
+        let r = listed(&v, At::Unknown).unwrap_or_else(|e| panic!("{v}: {e}"));
+        assert!(r.records.is_empty(), "{v}");
+        assert_eq!((r.path, r.found), (None, Found::EmptyArrays), "{v}");
+    }
+    // Not a success body; too deep; no array at all.
+    assert!(groups_of(&json!({"data": []})).is_err());
+    assert!(groups_of(&json!({"status": "success", "a": {"b": {"c": []}}})).is_err());
+    assert!(groups_of(&json!({"status": "success", "response": {}})).is_err());
+
+    // Once a path is known: only it is read.
+    let learned = At::Learned("response");
+    let r = listed(&json!({"status": "success", "response": []}), learned).unwrap();
+    assert!(r.records.is_empty());
+    assert_eq!(r.found, Found::Learned);
+    let r = listed(
+        &json!({"status": "success", "response": [g(4, "D")]}),
+        learned,
+    )
+    .unwrap();
+    assert_eq!(ids(&r.records), ["4"]);
+    // The path disappeared (the shape changed): loud, never "none".
+    let e = listed(&json!({"status": "success", "data": []}), learned)
+        .unwrap_err()
+        .to_string();
     assert!(
-        listed(&json!({"status": "success", "data": []}))
-            .unwrap()
-            .is_empty()
+        e.contains("expected the records at `response`") && e.contains("arrays at: data (empty)"),
+        "{e}"
     );
+    assert!(listed(&json!({"status": "success", "data": [g(1, "A")]}), learned).is_err());
+    // An empty array at the path of a body that is not a success body.
+    assert!(listed(&json!({"response": []}), learned).is_err());
+    // Pinned: the other arrays do not matter, even ones that disagree.
+    let pinned = At::Pinned("response.groups");
+    let v =
+        json!({"status": "success", "response": {"groups": [g(1, "A")], "recent": [g(2, "B")]}});
+    let r = listed(&v, pinned).unwrap();
+    assert_eq!((ids(&r.records), r.found), (vec!["1"], Found::Pinned));
+    let e = listed(
+        &json!({"status": "success", "response": [g(1, "A")]}),
+        pinned,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
-        listed(&json!({"status": "success", "data": {"groups": []}}))
-            .unwrap()
-            .is_empty()
+        e.contains("pinned by groups_at = \"response.groups\""),
+        "{e}"
     );
-    // Not a success body, or an empty array under a key we do not know.
-    assert!(listed(&json!({"data": []})).is_err());
-    assert!(listed(&json!({"status": "success", "rows": []})).is_err());
+    // `.` names an answer that is the array.
+    assert_eq!(
+        ids(&listed(&json!([g(5, "E")]), At::Pinned("."))
+            .unwrap()
+            .records),
+        ["5"]
+    );
 }
 
 #[test]
@@ -265,6 +360,11 @@ fn exact_case_insensitive_match_on_our_side() {
     assert_eq!(exact_match(&g, "tIER 1").unwrap().id, "10");
 }
 
+/// A relation read with nothing known yet.
+fn rel(v: &Value) -> Result<(Vec<String>, Vec<String>), NotUnderstood> {
+    relation(v, At::Unknown).map(|r| r.records)
+}
+
 #[test]
 fn relation_flags_in_every_spelling() {
     for (on, off) in [
@@ -277,11 +377,11 @@ fn relation_flags_in_every_spelling() {
             {"groupId": "1", "agent_unique_id": "1001", "receive_call": on},
             {"groupId": "1", "agent_unique_id": 1002, "receive_call": off},
         ]});
-        assert_eq!(relation(&v).unwrap(), (s(&["1001", "1002"]), s(&["1001"])));
+        assert_eq!(rel(&v).unwrap(), (s(&["1001", "1002"]), s(&["1001"])));
     }
     for bad in [json!("yes"), json!(2), json!({}), json!("")] {
         let v = json!({"data": [{"agent_unique_id": "1", "receive_call": bad}]});
-        let e = relation(&v).unwrap_err().to_string();
+        let e = rel(&v).unwrap_err().to_string();
         assert!(
             e.contains("data[0] is") && e.contains("receive_call flag"),
             "{e}"
@@ -289,14 +389,59 @@ fn relation_flags_in_every_spelling() {
     }
     // No flag: the agent does not receive calls.
     let v = json!({"data": {"agents": [{"agentId": "5", "receiveCall": "1"}, {"agentId": 6}, {"agentId": "6"}]}});
-    assert_eq!(relation(&v).unwrap(), (s(&["5", "6"]), s(&["5"])));
+    assert_eq!(rel(&v).unwrap(), (s(&["5", "6"]), s(&["5"])));
     // The assign call's own shape.
     let v = json!({"data": {"agent_unique_id": ["1", 2, "1"], "receive_call": ["2"]}});
-    assert_eq!(relation(&v).unwrap(), (s(&["1", "2"]), s(&["2"])));
+    assert_eq!(rel(&v).unwrap(), (s(&["1", "2"]), s(&["2"])));
     let v = json!({"agent_unique_id": ["1"]});
-    assert_eq!(relation(&v).unwrap(), (s(&["1"]), s(&[])));
-    assert!(relation(&json!({"agent_unique_id": ["1", null]})).is_err());
-    assert!(relation(&json!({"agent_unique_id": ["1"], "receive_call": "1"})).is_err());
+    assert_eq!(rel(&v).unwrap(), (s(&["1"]), s(&[])));
+    assert!(rel(&json!({"agent_unique_id": ["1", null]})).is_err());
+    assert!(rel(&json!({"agent_unique_id": ["1"], "receive_call": "1"})).is_err());
+}
+
+/// The documented `getGroupAgentRelation` answer.
+fn documented(agents: &[(&str, u8)], relations: &[(&str, u8)]) -> Value {
+    json!({"status": "success", "code": 200, "response": {
+        "groupData": {"groupId": "7", "name": "Tier 1 Support"},
+        "agentData": agents.iter().map(|(a, _)| json!({"agent_unique_id": a, "name": "x"})).collect::<Vec<_>>(),
+        "relationData": relations.iter().map(|(a, f)| json!({"agent_unique_id": a, "receive_call": f})).collect::<Vec<_>>(),
+    }})
+}
+
+#[test]
+fn agreeing_arrays_are_one_answer() {
+    let v = documented(&[("1001", 0), ("1002", 0)], &[("1002", 0), ("1001", 1)]);
+    let r = relation(&v, At::Unknown).unwrap();
+    assert_eq!(r.records, (s(&["1002", "1001"]), s(&["1001"])));
+    // The path learned is the one that carries the flags.
+    assert_eq!(r.path.as_deref(), Some("response.relationData"));
+    assert_eq!(r.found, Found::Seen);
+    // Read later at the learned path only.
+    let r = relation(&v, At::Learned("response.relationData")).unwrap();
+    assert_eq!(r.records, (s(&["1002", "1001"]), s(&["1001"])));
+    // An empty group: both arrays empty.
+    let r = relation(&documented(&[], &[]), At::Unknown).unwrap();
+    assert_eq!((r.records, r.found), ((vec![], vec![]), Found::EmptyArrays));
+    let r = relation(&documented(&[], &[]), At::Learned("response.relationData")).unwrap();
+    assert_eq!(r.records, (vec![], vec![]));
+    // Arrays that disagree on the ids.
+    let v = documented(&[("1001", 0), ("1003", 0)], &[("1001", 1), ("1002", 0)]);
+    let e = rel(&v).unwrap_err().to_string();
+    assert!(
+        e.contains("2 arrays hold records (response.agentData, response.relationData)")
+            && e.contains("set agents_at = \"PATH\""),
+        "{e}"
+    );
+    // Arrays that agree on the ids but disagree on a flag.
+    let v = json!({"status": "success", "response": {
+        "a": [{"agent_unique_id": "1", "receive_call": 1}],
+        "b": [{"agent_unique_id": "1", "receive_call": 0}]}});
+    let e = rel(&v).unwrap_err().to_string();
+    assert!(e.contains("disagree on receive_call"), "{e}");
+    // Pinned to the array without flags: nobody receives calls.
+    let v = documented(&[("1001", 0)], &[("1001", 1)]);
+    let r = relation(&v, At::Pinned("response.agentData")).unwrap();
+    assert_eq!(r.records, (s(&["1001"]), s(&[])));
 }
 
 #[test]
@@ -306,43 +451,43 @@ fn relation_records_are_found_wherever_the_answer_puts_them() {
     for v in [
         rows.clone(),
         json!({"status": "success", "data": rows}),
+        json!({"status": "success", "response": rows}),
         json!({"status": "success", "data": {"agents": rows}}),
         json!({"status": "success", "result": {"data": {"rows": rows}}}),
     ] {
-        assert_eq!(relation(&v).unwrap(), want, "{v}");
+        assert_eq!(rel(&v).unwrap(), want, "{v}");
     }
-    let two = json!({"data": rows, "previous": rows});
+    let two = json!({"data": rows, "previous": [{"agent_unique_id": "9"}]});
     assert!(
-        relation(&two)
+        rel(&two)
             .unwrap_err()
             .to_string()
-            .contains("2 arrays could hold")
+            .contains("do not name the same ones")
     );
     let none = json!({"status": "success", "data": {"members": [{"uid": 1}]}});
-    let e = relation(&none).unwrap_err().to_string();
+    let e = rel(&none).unwrap_err().to_string();
     assert!(
-        e.starts_with("the group's agents: answer not understood (an object with keys: data, status (arrays at: data.members)"),
+        e.starts_with("the group's agents: answer not understood (an object with keys: data, status, arrays at: data.members (1 item)"),
         "{e}"
     );
     // A row without an agent id in the records' array.
-    let e = relation(&json!({"data": [{"agent_unique_id": "1"}, {"receive_call": 1}]}))
+    let e = rel(&json!({"data": [{"agent_unique_id": "1"}, {"receive_call": 1}]}))
         .unwrap_err()
         .to_string();
     assert!(
         e.contains("data[1] is an object with keys: receive_call; expected an agent id"),
         "{e}"
     );
-    // "None", in the documented success shape only.
     for empty in [
         json!({"status": "success", "data": []}),
+        json!({"status": "success", "response": []}),
         json!({"status": "success", "data": {"agents": []}}),
         json!({"status": "success", "data": {"agent_unique_id": [], "receive_call": []}}),
     ] {
-        assert_eq!(relation(&empty).unwrap(), (vec![], vec![]), "{empty}");
+        assert_eq!(rel(&empty).unwrap(), (vec![], vec![]), "{empty}");
     }
-    assert!(relation(&json!({"data": []})).is_err());
-    assert!(relation(&json!({"status": "success"})).is_err());
-    assert!(relation(&json!({"status": "success", "list": []})).is_err());
+    assert!(rel(&json!({"data": []})).is_err());
+    assert!(rel(&json!({"status": "success"})).is_err());
 }
 
 fn update(after: &[&str], rc_after: &[&str], remove: &[&str]) -> Update {
@@ -358,52 +503,25 @@ fn update(after: &[&str], rc_after: &[&str], remove: &[&str]) -> Update {
 }
 
 #[test]
-fn authoritative_sends_exactly_the_plan() {
+fn an_assign_sends_the_plan_and_keeps_what_rostersync_does_not_know() {
+    // Known after the op: 1, 2 (2 receives calls); 3 is a member being removed; 9 and 8
+    // were put on the group by somebody else (9 receives calls). In every mode the
+    // assign keeps 8 and 9 (recorded as found; an authoritative plan removes them next,
+    // where the plan shows them and the guard counts them).
     let u = update(&["1", "2"], &["2"], &["3"]);
-    let now = (s(&["1", "3", "9"]), s(&["9"]));
-    let a = assignment(&u, Mode::Authoritative, &Keep::default(), Some(&now));
+    let now = (s(&["1", "3", "9", "8"]), s(&["9", "3"]));
+    let a = assignment(&u, Some(&now));
+    assert_eq!(a.agents, s(&["1", "2", "8", "9"]));
+    assert_eq!(a.receive_call, s(&["2", "9"]));
+    assert_eq!(a.foreign, s(&["8", "9"]));
+    // Without a read (a group just created) there is nothing foreign to keep.
     assert_eq!(
-        a,
+        assignment(&u, None),
         Assignment {
             agents: s(&["1", "2"]),
             receive_call: s(&["2"]),
             ..Default::default()
         }
-    );
-    assert_eq!(
-        assignment(&u, Mode::Authoritative, &Keep::default(), None),
-        a
-    );
-}
-
-#[test]
-fn authoritative_keeps_protected_agents_found_on_the_group() {
-    // 9 was put on the group by hand and is protected by id; 8 is not protected.
-    let u = update(&["1", "2"], &["2"], &["3"]);
-    let now = (s(&["1", "3", "9", "8"]), s(&["9"]));
-    let keep = Keep::new(&["id:9"]).unwrap();
-    let a = assignment(&u, Mode::Authoritative, &keep, Some(&now));
-    assert_eq!(a.agents, s(&["1", "2", "9"]));
-    assert_eq!(a.receive_call, s(&["2", "9"]));
-    assert_eq!(a.foreign, s(&["9"]));
-}
-
-#[test]
-fn owned_and_add_only_keep_agents_rostersync_does_not_know() {
-    // Known after the op: 1, 2 (2 receives calls); 3 is an owned member being removed;
-    // 9 and 8 were put on the group by somebody else (9 receives calls).
-    let u = update(&["1", "2"], &["2"], &["3"]);
-    let now = (s(&["1", "3", "9", "8"]), s(&["9", "3"]));
-    for mode in [Mode::Owned, Mode::AddOnly] {
-        let a = assignment(&u, mode, &Keep::default(), Some(&now));
-        assert_eq!(a.agents, s(&["1", "2", "8", "9"]));
-        assert_eq!(a.receive_call, s(&["2", "9"]));
-        assert_eq!(a.foreign, s(&["8", "9"]));
-    }
-    // Without a read there is nothing foreign to keep.
-    assert_eq!(
-        assignment(&u, Mode::Owned, &Keep::default(), None).agents,
-        s(&["1", "2"])
     );
 }
 
@@ -413,7 +531,7 @@ fn kept_members_removed_by_hand_are_not_put_back() {
     let mut u = update(&["1", "2", "5"], &["2", "5"], &[]);
     u.kept = s(&["5"]);
     let now = (s(&["2"]), s(&["2"]));
-    let a = assignment(&u, Mode::Owned, &Keep::default(), Some(&now));
+    let a = assignment(&u, Some(&now));
     assert_eq!(
         a.agents,
         s(&["1", "2"]),
@@ -424,14 +542,9 @@ fn kept_members_removed_by_hand_are_not_put_back() {
     assert!(a.foreign.is_empty());
     // Still there: kept as it is.
     let now = (s(&["2", "5"]), s(&[]));
-    let a = assignment(&u, Mode::AddOnly, &Keep::default(), Some(&now));
+    let a = assignment(&u, Some(&now));
     assert_eq!(a.agents, s(&["1", "2", "5"]));
     assert!(a.dropped.is_empty());
-    // Authoritative never keeps anything the plan does not say.
-    assert_eq!(
-        assignment(&u, Mode::Authoritative, &Keep::default(), Some(&now)).agents,
-        s(&["1", "2", "5"])
-    );
 }
 
 #[test]

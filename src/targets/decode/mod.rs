@@ -9,7 +9,11 @@
 //!   or `"true"`/`"false"`.
 //! - `paged`: the ONE pager (any cursor), which refuses to stop at its cap with a partial list.
 //! - `gone_on_404`: the ONE "read by id, 404 means gone" rule.
-//! - `locate`: finds the records of an undocumented answer (DeepCall) wherever they are.
+//! - `locate`: finds the records of an undocumented answer under a fixed list of keys (kept
+//!   for callers that need no evidence).
+//! - `evidence`: where an undocumented answer (DeepCall) keeps its records, by evidence: a
+//!   pinned or learned path, agreeing arrays, empty arrays in a success body; and the signs
+//!   of more pages in a listing.
 //!
 //! Messages never quote an answer's values (Kazoo answers echo the session token): only its
 //! keys, its type and its size.
@@ -21,6 +25,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::OpError;
+
+pub mod evidence;
 
 /// An answer that did not carry the records an operation needs.
 #[derive(Clone, Debug, thiserror::Error)]

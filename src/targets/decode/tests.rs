@@ -284,3 +284,102 @@ fn an_explicit_empty_array_in_a_success_body_is_none() {
     );
     assert!(locate(&json!([]), &groups()).is_err());
 }
+
+mod evidence_rules {
+    use super::super::evidence::*;
+    use serde_json::{Value, json};
+
+    fn id_of(_: Option<&str>, v: &Value) -> Option<String> {
+        v.get("id").and_then(super::super::id)
+    }
+
+    fn ev() -> Evidence<'static> {
+        Evidence {
+            what: "the listing",
+            expected: "objects with an id",
+            pin_key: "groups_at",
+            id_of: &id_of,
+        }
+    }
+
+    #[test]
+    fn one_array_or_agreeing_arrays_or_none_by_empty_arrays() {
+        let v = json!({"response": [{"id": 1}]});
+        let r = records(&v, &ev(), At::Unknown).unwrap();
+        assert_eq!((r.arrays[0].path.as_str(), r.at), ("response", Found::Seen));
+        let v = json!({"a": [{"id": 1}, {"id": 2}], "b": {"c": [{"id": 2}, {"id": 1}]}});
+        let r = records(&v, &ev(), At::Unknown).unwrap();
+        assert_eq!(r.arrays.len(), 2);
+        let v = json!({"a": [{"id": 1}], "b": [{"id": 2}]});
+        assert!(records(&v, &ev(), At::Unknown).is_err());
+        // An array holding a record and an item that is none: not the same records.
+        let v = json!({"a": [{"id": 1}], "b": [{"id": 1}, {"x": 2}]});
+        assert!(records(&v, &ev(), At::Unknown).is_err());
+        let v = json!({"status": "success", "x": {"y": []}});
+        let r = records(&v, &ev(), At::Unknown).unwrap();
+        assert!(r.none);
+        assert_eq!(r.at, Found::EmptyArrays);
+        // Two levels deep at most for "none"; no array at all is not understood.
+        assert!(
+            records(
+                &json!({"status": "success", "x": {"y": {"z": []}}}),
+                &ev(),
+                At::Unknown
+            )
+            .is_err()
+        );
+        let e = records(&json!({"status": "success"}), &ev(), At::Unknown)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no array") && e.contains("groups_at"), "{e}");
+    }
+
+    #[test]
+    fn a_known_path_is_the_only_place_read() {
+        let v = json!({"status": "success", "a": [], "b": [{"id": 1}]});
+        let r = records(&v, &ev(), At::Learned("a")).unwrap();
+        assert!(r.none);
+        let r = records(&v, &ev(), At::Pinned("b")).unwrap();
+        assert_eq!(r.arrays[0].items.len(), 1);
+        assert!(records(&v, &ev(), At::Learned("c")).is_err());
+        assert!(records(&v, &ev(), At::Learned("a.b")).is_err());
+        assert!(records(&json!({"a": []}), &ev(), At::Learned("a")).is_err());
+    }
+
+    #[test]
+    fn signs_of_more_pages() {
+        let v = json!({"status": "success", "response": [{"id": 1}]});
+        assert_eq!(more_pages(&v, Some("response"), 1), More::No);
+        let v = json!({"response": [{"id": 1}], "total": 1, "page": 1});
+        assert_eq!(more_pages(&v, Some("response"), 1), More::No);
+        let v = json!({"response": [{"id": 1}], "total": 3, "page": 1});
+        assert_eq!(
+            more_pages(&v, Some("response"), 1),
+            More::Page {
+                key: "page".into(),
+                page: 2
+            }
+        );
+        // Signs in the object that holds the records, or in its meta/links.
+        let v = json!({"response": {"groups": [{"id": 1}], "pagination": {"current_page": "2", "last_page": 3}}});
+        assert_eq!(
+            more_pages(&v, Some("response.groups"), 5),
+            More::Page {
+                key: "current_page".into(),
+                page: 3
+            }
+        );
+        let v = json!({"response": [{"id": 1}], "links": {"next": "/x?p=2"}});
+        assert!(matches!(
+            more_pages(&v, Some("response"), 1),
+            More::Unreadable(_)
+        ));
+        let v = json!({"response": [{"id": 1}], "count": 9});
+        assert!(matches!(
+            more_pages(&v, Some("response"), 1),
+            More::Unreadable(s) if s.contains("count = 9")
+        ));
+        let v = json!({"response": [{"id": 1}], "next": null, "nextPage": false});
+        assert_eq!(more_pages(&v, Some("response"), 1), More::No);
+    }
+}

@@ -2,7 +2,11 @@
 //!
 //! Written from the vendor documents `seeds/002_c1fdce3c60ad5790.txt`
 //! (`submitAssignGroupToAgent`) and `seeds/004_9d8bde114779b545.txt` (`delete`, error
-//! bodies), plus SPEC.md section 5 (`assign_group` row) and 6.3.
+//! bodies), DeepCall's public API reference (docs.deepcall.com, V2.0 Group pages "List"
+//! and "Group Agent Relation": `Group/list` answers `status`, `code` and a `response`
+//! holding the groups; `getGroupAgentRelation` answers a `response` holding `groupData`,
+//! `agentData` and `relationData`), plus SPEC.md section 5 (`assign_group` row) and 6.3.
+//! Other answer shapes are switches (`Shape`), for the evidence rules.
 //!
 //! Wire rules modelled here:
 //! - base URL `http://127.0.0.1:PORT/api/v2`; every endpoint is `POST Group/<op>`, with or
@@ -35,6 +39,29 @@ pub enum Style {
     Text,
     /// `true` / `false`.
     Bool,
+}
+
+/// How `Group/list` and `getGroupAgentRelation` shape their success answers.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum Shape {
+    /// DeepCall's public reference (the default): the listing's groups in an array under
+    /// `response`; the relation's `response` holding `groupData` (an object), `agentData`
+    /// (the agents) and `relationData` (agent id and `receive_call` per agent).
+    #[default]
+    Documented,
+    /// Both answers' rows (agent id and flag for the relation) under these keys:
+    /// `["data"]`, `["result"]`, `["response", "groups"]`...
+    At(Vec<String>),
+    /// Success bodies that hold no array at all (`{"status", "code", "message"}`).
+    NoArray,
+    /// The records in an object keyed by id, under `response`.
+    KeyedById,
+    /// The documented shape, but the arrays disagree: `agentData` names an agent more than
+    /// `relationData`, and the listing has a second array `recent` naming a group more.
+    Disagree,
+    /// The documented relation, but a listing that never shows a group: `response` is
+    /// always an empty array, whatever the account holds.
+    Blind,
 }
 
 /// Vendor error codes (from the documents).
@@ -103,16 +130,15 @@ struct State {
     /// Group id -> error code answered for every request naming that group.
     fail_group: BTreeMap<String, u32>,
     style: Style,
-    /// Where `Group/list` and `getGroupAgentRelation` put their records (the shape is not
-    /// documented): the keys from the answer down to the array; empty means `["data"]`.
-    records_at: Vec<String>,
+    /// How `Group/list` and `getGroupAgentRelation` shape their answers.
+    shape: Shape,
+    /// Groups per `Group/list` page (None: one page). A paged listing answers `total` and
+    /// `page` beside its records and reads the `page` of the request (1 when absent).
+    page_size: Option<usize>,
 }
 
-/// Puts `records` into `{...}` under the keys of `at` (`["data"]` when empty), as the
-/// `extra` of a success body.
+/// Puts `records` into `{...}` under the keys of `at`, as the `extra` of a success body.
 fn nested(at: &[String], records: Value) -> Value {
-    let default = ["data".to_string()];
-    let at = if at.is_empty() { &default[..] } else { at };
     at.iter().rev().fold(records, |inner, k| {
         let mut o = serde_json::Map::new();
         o.insert(k.clone(), inner);
@@ -389,7 +415,7 @@ impl Vendor {
                 Err(e) => return e,
             };
             let needle = name.map(|n| n.to_lowercase());
-            let data: Vec<Value> = st
+            let mut data: Vec<Value> = st
                 .groups
                 .iter()
                 .filter(|(_, g)| {
@@ -406,7 +432,43 @@ impl Vendor {
                     })
                 })
                 .collect();
-            let extra = nested(&st.records_at, Value::Array(data));
+            let mut paging = json!({});
+            if let Some(size) = st.page_size {
+                let page = b
+                    .get("page")
+                    .and_then(|p| loose_string(Some(p)).ok().flatten())
+                    .and_then(|p| p.parse::<usize>().ok())
+                    .unwrap_or(1)
+                    .max(1);
+                let total = data.len();
+                data = data
+                    .into_iter()
+                    .skip((page - 1) * size)
+                    .take(size)
+                    .collect();
+                paging = json!({"total": total, "page": page});
+            }
+            let mut extra = match &st.shape {
+                Shape::Documented => json!({ "response": data }),
+                Shape::At(at) => nested(at, Value::Array(data)),
+                Shape::NoArray => json!({}),
+                Shape::KeyedById => {
+                    let keyed: serde_json::Map<String, Value> = data
+                        .into_iter()
+                        .map(|g| (g["groupId"].as_str().unwrap_or_default().to_string(), g))
+                        .collect();
+                    json!({ "response": keyed })
+                }
+                Shape::Disagree => {
+                    let mut recent = data.clone();
+                    recent.push(json!({"groupId": "999999", "name": "Archived"}));
+                    json!({ "response": data, "recent": recent })
+                }
+                Shape::Blind => json!({ "response": [] }),
+            };
+            if let (Some(o), Value::Object(p)) = (extra.as_object_mut(), paging) {
+                o.extend(p);
+            }
             return success("Groups fetched successfully", extra);
         }
 
@@ -478,23 +540,49 @@ impl Vendor {
             "Group/getGroupAgentRelation" => {
                 let style = st.style;
                 let g = &st.groups[&key];
-                let data: Vec<Value> = g
+                let flag = |a: &String| {
+                    let on = g.receive_call.contains(a);
+                    match style {
+                        Style::Number => json!(if on { 1 } else { 0 }),
+                        Style::Text => json!(if on { "1" } else { "0" }),
+                        Style::Bool => json!(on),
+                    }
+                };
+                let rows: Vec<Value> = g
                     .agents
                     .iter()
-                    .map(|a| {
-                        let on = g.receive_call.contains(a);
-                        let flag = match style {
-                            Style::Number => json!(if on { 1 } else { 0 }),
-                            Style::Text => json!(if on { "1" } else { "0" }),
-                            Style::Bool => json!(on),
-                        };
-                        json!({"groupId": gid, "agent_unique_id": a, "receive_call": flag})
-                    })
+                    .map(|a| json!({"groupId": gid, "agent_unique_id": a, "receive_call": flag(a)}))
                     .collect();
-                success(
-                    "Group agent relation fetched successfully",
-                    nested(&st.records_at, Value::Array(data)),
-                )
+                let documented = |extra_agent: bool| {
+                    let mut agents: Vec<Value> = g
+                        .agents
+                        .iter()
+                        .map(|a| json!({"agent_unique_id": a, "name": format!("Agent {a}"), "status": 1}))
+                        .collect();
+                    if extra_agent {
+                        agents.push(json!({"agent_unique_id": "990001", "name": "Agent 990001"}));
+                    }
+                    json!({"response": {
+                        "groupData": {"groupId": gid, "name": g.name, "status": 1},
+                        "agentData": agents,
+                        "relationData": rows,
+                    }})
+                };
+                let extra = match &st.shape {
+                    Shape::Documented | Shape::Blind => documented(false),
+                    Shape::Disagree => documented(true),
+                    Shape::At(at) => nested(at, Value::Array(rows)),
+                    Shape::NoArray => json!({}),
+                    Shape::KeyedById => {
+                        let keyed: serde_json::Map<String, Value> = g
+                            .agents
+                            .iter()
+                            .map(|a| (a.clone(), json!({"receive_call": flag(a)})))
+                            .collect();
+                        json!({ "response": keyed })
+                    }
+                };
+                success("Group agent relation fetched successfully", extra)
             }
             _ => error_code(code::SOMETHING_WENT_WRONG),
         }
@@ -605,10 +693,26 @@ impl FakeDeepCall {
     }
 
     /// Where `Group/list` and `getGroupAgentRelation` put their records from now on: the
-    /// keys from the answer down to the array (`&["data", "groups"]` is one level deeper
-    /// than the default `&["data"]`).
+    /// keys from the answer down to the array (`&["response", "groups"]`).
     pub fn set_records_at(&self, keys: &[&str]) {
-        self.state().records_at = keys.iter().map(|k| k.to_string()).collect();
+        self.set_shape(Shape::At(keys.iter().map(|k| k.to_string()).collect()));
+    }
+
+    /// How `Group/list` and `getGroupAgentRelation` shape their answers from now on.
+    pub fn set_shape(&self, shape: Shape) {
+        self.state().shape = shape;
+    }
+
+    /// A fake whose answers have `shape` from the start.
+    pub fn start_shaped(shape: Shape) -> Arc<FakeDeepCall> {
+        let f = FakeDeepCall::start();
+        f.set_shape(shape);
+        f
+    }
+
+    /// `Group/list` answers pages of `size` groups from now on (None: one page).
+    pub fn set_page_size(&self, size: Option<usize>) {
+        self.state().page_size = size;
     }
 
     /// The next `n` authenticated requests to `endpoint` ("Group/add", "add",
@@ -853,7 +957,7 @@ mod tests {
     }
 
     fn names(v: &Value) -> Vec<String> {
-        v["data"]
+        v["response"]
             .as_array()
             .unwrap()
             .iter()
@@ -943,7 +1047,7 @@ mod tests {
         let v = call(&f, "Group/list", json!({"name": "TIER 1"}));
         assert_eq!(v["status"], "success");
         assert_eq!(names(&v), vec!["Tier 1", "Tier 11", "tier 10"]);
-        assert_eq!(v["data"][0]["groupId"], "1");
+        assert_eq!(v["response"][0]["groupId"], "1");
         assert_eq!(names(&call(&f, "Group/list", json!({}))).len(), 4);
         assert_eq!(names(&call(&f, "Group/list", json!({"name": ""}))).len(), 4);
         assert!(names(&call(&f, "Group/list", json!({"name": "zzz"}))).is_empty());
@@ -1133,7 +1237,7 @@ mod tests {
             let v = call(f, "Group/getGroupAgentRelation", json!({"groupId": g}));
             assert_eq!(v["status"], "success");
             assert_eq!(v["code"], 200);
-            v["data"]
+            v["response"]["relationData"]
                 .as_array()
                 .unwrap()
                 .iter()
@@ -1159,6 +1263,71 @@ mod tests {
         let w = "Group/getGroupAgentRelation";
         assert_eq!(code_of(&call(&f, w, json!({}))), 1502);
         assert_eq!(code_of(&call(&f, w, json!({"groupId": "5"}))), 1503);
+    }
+
+    #[test]
+    fn answers_follow_the_shape_switch_and_pages() {
+        let f = FakeDeepCall::start();
+        let ana = f.add_user("ana@example.com");
+        let g = add(&f, "G");
+        add(&f, "H");
+        call(
+            &f,
+            "Group/submitAssignGroupToAgent",
+            json!({"groupId": g, "agent_unique_id": [ana], "receive_call": [ana]}),
+        );
+        let list = |f: &FakeDeepCall| call(f, "Group/list", json!({}));
+        let rel = |f: &FakeDeepCall| call(f, "Group/getGroupAgentRelation", json!({"groupId": g}));
+        // The documented envelope.
+        let v = list(&f);
+        assert_eq!(
+            (v["status"].as_str(), v["code"].as_u64()),
+            (Some("success"), Some(200))
+        );
+        assert_eq!(v["response"].as_array().unwrap().len(), 2);
+        let v = rel(&f);
+        assert_eq!(v["response"]["groupData"]["name"], "G");
+        assert_eq!(
+            v["response"]["agentData"][0]["agent_unique_id"],
+            ana.as_str()
+        );
+        assert_eq!(v["response"]["relationData"][0]["receive_call"], 1);
+        f.set_records_at(&["response", "groups"]);
+        assert_eq!(list(&f)["response"]["groups"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            rel(&f)["response"]["groups"][0]["agent_unique_id"],
+            ana.as_str()
+        );
+        f.set_shape(Shape::NoArray);
+        assert!(
+            list(&f)
+                .as_object()
+                .unwrap()
+                .values()
+                .all(|v| !v.is_array())
+        );
+        f.set_shape(Shape::KeyedById);
+        assert_eq!(list(&f)["response"]["1"]["name"], "G");
+        assert_eq!(rel(&f)["response"][ana.as_str()]["receive_call"], 1);
+        f.set_shape(Shape::Disagree);
+        assert_eq!(list(&f)["recent"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            rel(&f)["response"]["agentData"].as_array().unwrap().len(),
+            2
+        );
+        f.set_shape(Shape::Blind);
+        assert_eq!(list(&f)["response"], json!([]));
+        f.set_shape(Shape::Documented);
+        f.set_page_size(Some(1));
+        let v = list(&f);
+        assert_eq!(
+            (v["total"].as_u64(), v["page"].as_u64()),
+            (Some(2), Some(1))
+        );
+        assert_eq!(names(&v), vec!["G"]);
+        let v = call(&f, "Group/list", json!({"page": 2}));
+        assert_eq!(names(&v), vec!["H"]);
+        assert!(names(&call(&f, "Group/list", json!({"page": "3"}))).is_empty());
     }
 
     #[test]
