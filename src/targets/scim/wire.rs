@@ -440,4 +440,76 @@ mod tests {
         .unwrap();
         assert_eq!(u[0].user_name, "a@x");
     }
+
+    #[test]
+    fn write_answers_show_what_they_carry() {
+        let b = |v: Value| v.to_string().into_bytes();
+        let g = json!({"id": "1", "displayName": "G", "members": [{"value": "a"}]});
+        assert_eq!(shown(&b(g.clone())).members, Some(vec!["a".to_string()]));
+        let listed = json!({"totalResults": 1, "Resources": [{"id": "1", "displayName": "G", "members": ["a"], "owners": []}]});
+        assert_eq!(
+            shown(&b(listed)),
+            Shown {
+                members: Some(vec!["a".into()]),
+                owners: Some(vec![])
+            }
+        );
+        for nothing in ["", "{}", "<html>", r#"{"id": "1", "displayName": "G"}"#] {
+            let nothing = nothing.as_bytes();
+            assert_eq!(shown(nothing), Shown::default());
+        }
+        let (id, s) = created(&b(json!({"id": 7, "displayName": "G"}))).unwrap();
+        assert_eq!((id.as_str(), s.members), ("7", None));
+        let (_, s) = created(&b(json!({"id": "7", "members": []}))).unwrap();
+        assert_eq!(s.members, Some(vec![]));
+        assert!(created(&b(json!({"displayName": "G"}))).is_err());
+    }
+
+    #[test]
+    fn service_provider_configs() {
+        let b = |v: Value| v.to_string().into_bytes();
+        let s = spc(&b(json!({
+            "patch": {"supported": true},
+            "filter": {"supported": "true", "maxResults": 200},
+            "bulk": {"supported": false, "maxOperations": 0},
+            "changePassword": {"supported": false},
+        })))
+        .unwrap();
+        assert_eq!(
+            s,
+            Spc {
+                patch: Some(true),
+                filter: Some(true),
+                max_results: Some(200),
+                bulk: Some(false),
+                max_operations: None
+            }
+        );
+        assert_eq!(
+            s.describe(),
+            "ServiceProviderConfig: patch yes, filter yes (maxResults 200), bulk no"
+        );
+        let e = spc(&b(json!({"schemas": ["x"]}))).unwrap_err().to_string();
+        assert!(e.contains("keys: schemas"), "{e}");
+        assert!(spc(b"").is_err());
+    }
+
+    #[test]
+    fn error_messages_whatever_the_status_type() {
+        let b = |v: Value| v.to_string().into_bytes();
+        for status in [json!("400"), json!(400)] {
+            let body = b(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                "status": status, "scimType": "invalidFilter", "detail": "bad filter"}));
+            assert_eq!(
+                error_message(400, &body),
+                "HTTP 400 Bad Request: bad filter (invalidFilter)"
+            );
+        }
+        assert_eq!(error_message(401, b""), "HTTP 401 Unauthorized (an empty answer)");
+        assert_eq!(
+            error_message(501, &b(json!({"status": 501}))),
+            "HTTP 501 Not Implemented (an answer without a message: an object with keys: status)"
+        );
+        assert_eq!(error_message(500, b"oops"), "HTTP 500: oops");
+    }
 }

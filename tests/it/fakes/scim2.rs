@@ -207,24 +207,77 @@ pub fn scim_quote(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-/// The proxy's vendor logic: forward to the real server and hand its answer back.
-pub struct Scim2Proxy {
-    pub upstream: SocketAddr,
+/// Behaviours other SCIM servers have (RFC 7644 allows each), played by the proxy in
+/// front of the real server: each switch rewrites a request before scim2-server sees it,
+/// or its answer after, so what the server holds stays the truth `groups()` reads.
+#[derive(Clone, Debug, Default)]
+pub struct Quirks {
+    /// `POST /Groups` keeps no members (RFC 7644 3.3: a server may ignore POSTed
+    /// content): they are taken out before the server sees them, and its 201 shows what
+    /// it kept (no `members`).
+    pub ignores_posted_members: bool,
+    /// A PATCH with a filtered removal path (`members[value eq "x"]`) is answered 501 and
+    /// nothing of it applies; the value form (`path: members` with a value list) works
+    /// (turned into the filter form the real server takes).
+    pub filter_removal_501: bool,
+    /// With `filter_removal_501`: the value form empties the whole list (a server that
+    /// reads `remove` of `members` as "remove them all" whatever the value).
+    pub value_removal_empties: bool,
+    /// A PATCH that replaces `displayName` is answered 501 and nothing of it applies.
+    pub rename_501: bool,
+    /// Error answers carry `status` as a JSON number (`404`, not `"404"`).
+    pub numeric_error_status: bool,
+    /// A 401 comes with an empty body.
+    pub empty_401: bool,
+    /// Answers to writes (POST and PATCH) leave `members` out.
+    pub no_members_in_answers: bool,
+    /// A successful PATCH answers 200 with the group (read after it) instead of 204.
+    pub patch_shows_group: bool,
+    /// The next this many PATCHes that add two or more members apply all but the last
+    /// added, and answer 200 with the group as it then is (fewer members than sent).
+    pub patch_drops_one: usize,
+    /// A filtered `GET /Groups` is answered this many resources at a time (whatever
+    /// `count` asks), in displayName byte order, with the true `totalResults`.
+    pub filter_page: Option<usize>,
+    /// `/ServiceProviderConfig` is a 404.
+    pub no_spc: bool,
 }
 
-impl Handler for Scim2Proxy {
-    fn handle(&self, req: &Req) -> Reply {
-        let path_q = if req.query.is_empty() {
-            req.path.clone()
-        } else {
-            format!("{}?{}", req.path, req.query)
-        };
+/// The proxy's vendor logic: forward to the real server and hand its answer back,
+/// through the `Quirks` switched on.
+pub struct Scim2Proxy {
+    pub upstream: SocketAddr,
+    pub quirks: Mutex<Quirks>,
+}
+
+fn scim_err(status: u16, detail: &str) -> Reply {
+    Reply::json(
+        status,
+        json!({"schemas": [ERROR_SCHEMA], "status": status.to_string(), "detail": detail}),
+    )
+}
+
+/// Whether a PATCH operation replaces `displayName` (by path or in a value object).
+fn renames(op: &Value) -> bool {
+    let kind = op["op"].as_str().unwrap_or("").to_ascii_lowercase();
+    let path = op["path"].as_str().unwrap_or("");
+    kind == "replace"
+        && (path.eq_ignore_ascii_case("displayName")
+            || (path.is_empty() && op["value"].get("displayName").is_some()))
+}
+
+fn is_remove(op: &Value) -> bool {
+    op["op"].as_str().unwrap_or("").eq_ignore_ascii_case("remove")
+}
+
+impl Scim2Proxy {
+    fn forward(&self, req: &Req, path_q: &str, body: &str) -> Reply {
         let answer = http_call(
             self.upstream,
             &req.method,
-            &path_q,
+            path_q,
             &req.headers,
-            req.body.as_bytes(),
+            body.as_bytes(),
             Duration::from_secs(30),
         );
         match answer {
@@ -237,15 +290,181 @@ impl Handler for Scim2Proxy {
                     .collect(),
                 body: String::from_utf8_lossy(&r.body).into_owned(),
             },
-            Err(e) => Reply::json(
+            Err(e) => scim_err(
                 502,
-                json!({
-                    "schemas": [ERROR_SCHEMA],
-                    "status": "502",
-                    "detail": format!("fake proxy: scim2-server did not answer: {e}"),
-                }),
+                &format!("fake proxy: scim2-server did not answer: {e}"),
             ),
         }
+    }
+
+    /// A PATCH body as the switches make it; Err is the answer instead of forwarding.
+    fn patch_body(&self, q: &mut Quirks, body: &str) -> Result<(String, bool), Reply> {
+        let Ok(mut v) = serde_json::from_str::<Value>(body) else {
+            return Ok((body.to_string(), false));
+        };
+        let Some(ops) = v["Operations"].as_array().cloned() else {
+            return Ok((body.to_string(), false));
+        };
+        if q.rename_501 && ops.iter().any(renames) {
+            return Err(scim_err(501, "renaming a group is not implemented"));
+        }
+        let filtered = |op: &Value| {
+            is_remove(op) && op["path"].as_str().is_some_and(|p| p.contains('['))
+        };
+        if q.filter_removal_501 && ops.iter().any(filtered) {
+            return Err(scim_err(501, "filtered remove paths are not implemented"));
+        }
+        let mut out = Vec::new();
+        let mut dropped = false;
+        for mut op in ops {
+            let path = op["path"].as_str().unwrap_or("").to_string();
+            if q.filter_removal_501 && is_remove(&op) && path == "members" {
+                let ids: Vec<String> = op["value"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|m| m["value"].as_str().map(scim_quote))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                op = if q.value_removal_empties || ids.is_empty() {
+                    json!({"op": "remove", "path": "members"})
+                } else {
+                    let f: Vec<String> = ids.iter().map(|i| format!("value eq {i}")).collect();
+                    json!({"op": "remove", "path": format!("members[{}]", f.join(" or "))})
+                };
+            }
+            let adds = op["op"].as_str().unwrap_or("").eq_ignore_ascii_case("add")
+                && path == "members";
+            if q.patch_drops_one > 0
+                && !dropped
+                && adds
+                && op["value"].as_array().is_some_and(|a| a.len() >= 2)
+                && let Some(a) = op["value"].as_array_mut()
+            {
+                a.pop();
+                dropped = true;
+            }
+            out.push(op);
+        }
+        if dropped {
+            q.patch_drops_one -= 1;
+        }
+        v["Operations"] = Value::Array(out);
+        Ok((v.to_string(), dropped))
+    }
+
+    /// A filtered group listing served a page of `size` at a time from the whole answer.
+    fn filter_paged(&self, req: &Req, size: usize) -> Reply {
+        let filter = req.query_param("filter").unwrap_or_default();
+        let start = req
+            .query_param("startIndex")
+            .and_then(|s| s.parse::<usize>().ok())
+            .unwrap_or(1)
+            .max(1);
+        let path_q = format!(
+            "{}?filter={}&startIndex=1&count=1000",
+            req.path,
+            url_encode(&filter)
+        );
+        let mut rep = self.forward(req, &path_q, "");
+        let Ok(mut v) = serde_json::from_str::<Value>(&rep.body) else {
+            return rep;
+        };
+        let mut all = v["Resources"].as_array().cloned().unwrap_or_default();
+        all.sort_by(|a, b| {
+            let n = |g: &Value| g["displayName"].as_str().unwrap_or("").to_string();
+            n(a).cmp(&n(b))
+        });
+        let page: Vec<Value> = all.iter().skip(start - 1).take(size).cloned().collect();
+        v["totalResults"] = json!(all.len());
+        v["startIndex"] = json!(start);
+        v["itemsPerPage"] = json!(page.len());
+        v["Resources"] = Value::Array(page);
+        rep.body = v.to_string();
+        rep
+    }
+
+    fn handle_quirky(&self, req: &Req, q: &mut Quirks) -> Reply {
+        let path_q = if req.query.is_empty() {
+            req.path.clone()
+        } else {
+            format!("{}?{}", req.path, req.query)
+        };
+        let groups = req.path.trim_end_matches('/').ends_with("/Groups");
+        let one_group = req.path.contains("/Groups/");
+        if q.no_spc && req.path.ends_with("/ServiceProviderConfig") {
+            return scim_err(404, "no such endpoint");
+        }
+        if let Some(size) = q.filter_page
+            && req.method == "GET"
+            && groups
+            && req.query_param("filter").is_some()
+        {
+            return self.filter_paged(req, size);
+        }
+        let mut body = req.body.clone();
+        let mut show_group = false;
+        if req.method == "POST"
+            && groups
+            && q.ignores_posted_members
+            && let Ok(mut v) = serde_json::from_str::<Value>(&body)
+            && let Some(o) = v.as_object_mut()
+        {
+            o.remove("members");
+            body = v.to_string();
+        }
+        if req.method == "PATCH" && one_group {
+            match self.patch_body(q, &body) {
+                Ok((b, dropped)) => {
+                    body = b;
+                    show_group = dropped || q.patch_shows_group;
+                }
+                Err(rep) => return rep,
+            }
+        }
+        let mut rep = self.forward(req, &path_q, &body);
+        if show_group && rep.status == 204 {
+            let read = Req {
+                method: "GET".into(),
+                body: String::new(),
+                ..req.clone()
+            };
+            let got = self.forward(&read, &req.path, "");
+            if got.status == 200 {
+                rep = got;
+            }
+        }
+        let write = matches!(req.method.as_str(), "POST" | "PATCH");
+        if q.no_members_in_answers
+            && write
+            && (200..300).contains(&rep.status)
+            && let Ok(mut v) = serde_json::from_str::<Value>(&rep.body)
+            && let Some(o) = v.as_object_mut()
+        {
+            o.remove("members");
+            rep.body = v.to_string();
+        }
+        if rep.status == 401 && q.empty_401 {
+            rep.body.clear();
+            rep.headers.retain(|(k, _)| !k.eq_ignore_ascii_case("content-type"));
+        }
+        if rep.status >= 400
+            && q.numeric_error_status
+            && let Ok(mut v) = serde_json::from_str::<Value>(&rep.body)
+            && v.get("status").is_some()
+        {
+            v["status"] = json!(rep.status);
+            rep.body = v.to_string();
+        }
+        rep
+    }
+}
+
+impl Handler for Scim2Proxy {
+    fn handle(&self, req: &Req) -> Reply {
+        let mut q = self.quirks.lock().unwrap();
+        self.handle_quirky(req, &mut q)
     }
 }
 
@@ -304,6 +523,11 @@ impl Scim2Server {
     /// Starts scim2-server on a free port (retrying if another process took the port),
     /// waits until it answers (at most 30 s), and puts the proxy in front of it.
     pub fn start() -> Arc<Scim2Server> {
+        Scim2Server::start_with(Quirks::default())
+    }
+
+    /// `start`, with these behaviours of other servers switched on (see `Quirks`).
+    pub fn start_with(quirks: Quirks) -> Arc<Scim2Server> {
         let bin = server_bin();
         let mut last_log = String::new();
         for _attempt in 0..3 {
@@ -342,7 +566,10 @@ impl Scim2Server {
                 std::thread::sleep(Duration::from_millis(50));
             }
             if ready {
-                let proxy = Server::start(Scim2Proxy { upstream });
+                let proxy = Server::start(Scim2Proxy {
+                    upstream,
+                    quirks: Mutex::new(quirks.clone()),
+                });
                 return Arc::new(Scim2Server {
                     proxy,
                     upstream,
@@ -382,6 +609,10 @@ impl Scim2Server {
     }
     pub fn clear_faults(&self) {
         self.proxy.clear_faults();
+    }
+    /// Changes the switched-on behaviours.
+    pub fn quirks(&self, f: impl FnOnce(&mut Quirks)) {
+        f(&mut self.proxy.handler.quirks.lock().unwrap());
     }
 
     /// Calls the real server directly, as an administrator; panics if it does not answer.
