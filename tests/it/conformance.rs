@@ -62,7 +62,11 @@ pub fn known(env: &Env) -> std::collections::BTreeMap<String, std::collections::
     let s = env.run(&["state", "--output", "json"]).expect(0);
     let v: serde_json::Value = serde_json::from_str(&s.stdout).expect("state json");
     let mut out = std::collections::BTreeMap::new();
-    for g in v[T]["groups"].as_object().into_iter().flat_map(|o| o.values()) {
+    for g in v[T]["groups"]
+        .as_object()
+        .into_iter()
+        .flat_map(|o| o.values())
+    {
         let members = g["members"]
             .as_object()
             .into_iter()
@@ -90,7 +94,10 @@ pub fn assert_known_is_held(env: &Env, fake: &dyn Fake, exact: bool) {
             "the known state claims members of {name:?} the target does not hold: {claimed:?}"
         );
         if exact {
-            assert_eq!(members, there, "the known state of {name:?} is what the target holds");
+            assert_eq!(
+                members, there,
+                "the known state of {name:?} is what the target holds"
+            );
         }
     }
 }

@@ -130,11 +130,7 @@ fn verdict(status: u16, body: &[u8]) -> Verdict {
 
 /// Membership changes: 409 means "already there" (SPEC 5), which counts as done.
 fn membership_verdict(status: u16, body: &[u8]) -> Verdict {
-    restate(
-        super::http::membership_verdict(status, body),
-        status,
-        body,
-    )
+    restate(super::http::membership_verdict(status, body), status, body)
 }
 
 /// 409 on a create means a group of that name exists: look again (and adopt) rather than fail.
@@ -483,9 +479,7 @@ impl Target for Scim {
         let info = CallInfo::new("find").group(key, name);
         let is = |g: &wire::Group| g.display_name == name;
         match self
-            .filtered::<wire::Group>(ctx, info, &url, "the group lookup", |gs| {
-                gs.iter().any(is)
-            })
+            .filtered::<wire::Group>(ctx, info, &url, "the group lookup", |gs| gs.iter().any(is))
             .await
         {
             Ok(groups) => match groups.iter().find(|g| is(g)) {
@@ -524,10 +518,7 @@ impl Target for Scim {
             self.url(&format!("/Groups/{}", d.remote_id)),
         );
         let info = CallInfo::new("delete").group(&d.key, &d.name);
-        ctx.deleted(
-            d,
-            ctx.send(info, req, super::Retry::Always, &verdict).await,
-        )
-        .await
+        ctx.deleted(d, ctx.send(info, req, super::Retry::Always, &verdict).await)
+            .await
     }
 }

@@ -123,7 +123,8 @@ pub struct Shown {
 
 impl Shown {
     fn of(g: &Group) -> Shown {
-        let ids = |l: &Option<Vec<IdRef>>| l.as_ref().map(|l| l.iter().map(|m| m.0.clone()).collect());
+        let ids =
+            |l: &Option<Vec<IdRef>>| l.as_ref().map(|l| l.iter().map(|m| m.0.clone()).collect());
         Shown {
             members: ids(&g.members),
             owners: ids(&g.owners),
@@ -285,10 +286,17 @@ pub fn spc(body: &[u8]) -> Result<Spc, NotUnderstood> {
     const WHAT: &str = "the ServiceProviderConfig";
     let v = decode::value(WHAT, body)?;
     let feature = |k: &str| v.get(k).filter(|f| f.is_object());
-    if ["patch", "filter", "bulk"].iter().all(|k| feature(k).is_none()) {
+    if ["patch", "filter", "bulk"]
+        .iter()
+        .all(|k| feature(k).is_none())
+    {
         return Err(NotUnderstood::of(WHAT, &v, "patch, filter and bulk"));
     }
-    let flag = |k: &str| feature(k).and_then(|f| f.get("supported")).and_then(decode::flag);
+    let flag = |k: &str| {
+        feature(k)
+            .and_then(|f| f.get("supported"))
+            .and_then(decode::flag)
+    };
     let num = |k: &str, n: &str| {
         feature(k).and_then(|f| f.get(n)).and_then(|x| {
             x.as_u64()
@@ -318,7 +326,12 @@ pub fn error_message(status: u16, body: &[u8]) -> String {
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return crate::targets::http::message(status, body);
     };
-    let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
+    let text = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
     let detail = text("detail")
         .or_else(|| text("message"))
         .or_else(|| text("error_description"))
@@ -329,7 +342,10 @@ pub fn error_message(status: u16, body: &[u8]) -> String {
         (Some(d), Some(t)) => format!("{head}: {} ({t})", cut(d)),
         (Some(d), None) => format!("{head}: {}", cut(d)),
         (None, Some(t)) => format!("{head}: {t}"),
-        (None, None) => format!("{head} (an answer without a message: {})", decode::describe(&v)),
+        (None, None) => format!(
+            "{head} (an answer without a message: {})",
+            decode::describe(&v)
+        ),
     }
 }
 
@@ -498,14 +514,19 @@ mod tests {
     fn error_messages_whatever_the_status_type() {
         let b = |v: Value| v.to_string().into_bytes();
         for status in [json!("400"), json!(400)] {
-            let body = b(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
-                "status": status, "scimType": "invalidFilter", "detail": "bad filter"}));
+            let body = b(
+                json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                "status": status, "scimType": "invalidFilter", "detail": "bad filter"}),
+            );
             assert_eq!(
                 error_message(400, &body),
                 "HTTP 400 Bad Request: bad filter (invalidFilter)"
             );
         }
-        assert_eq!(error_message(401, b""), "HTTP 401 Unauthorized (an empty answer)");
+        assert_eq!(
+            error_message(401, b""),
+            "HTTP 401 Unauthorized (an empty answer)"
+        );
         assert_eq!(
             error_message(501, &b(json!({"status": 501}))),
             "HTTP 501 Not Implemented (an answer without a message: an object with keys: status)"

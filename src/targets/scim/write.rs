@@ -85,7 +85,11 @@ fn split<'a>(
 
 /// The state change a PATCH's answer proves (what it shows where it shows the group, the
 /// call as sent where it does not), and how the answer contradicts the call, if it does.
-pub(super) fn answered(key: &str, parts: &PatchParts<'_>, shown: &Shown) -> (Delta, Option<String>) {
+pub(super) fn answered(
+    key: &str,
+    parts: &PatchParts<'_>,
+    shown: &Shown,
+) -> (Delta, Option<String>) {
     let mut notes = Vec::new();
     let (added, removed) = split(
         "members",
@@ -166,7 +170,9 @@ impl Scim {
             Flavor::Rfc7644 => Some(op.owners.iter().map(|m| m.id.clone()).collect()),
         };
         if shown.members.as_ref().is_some_and(|m| !m.is_empty())
-            && ctx.fact(FACT_CREATE).is_none_or(|f| f.value != "shows_members")
+            && ctx
+                .fact(FACT_CREATE)
+                .is_none_or(|f| f.value != "shows_members")
         {
             ctx.learn(FACT_CREATE, Some("shows_members")).await?;
         }
@@ -321,8 +327,15 @@ impl Scim {
             ..Default::default()
         };
         if parts.has_membership() {
-            self.patch_members(ctx, u, &PatchParts { rename: None, ..*parts })
-                .await?;
+            self.patch_members(
+                ctx,
+                u,
+                &PatchParts {
+                    rename: None,
+                    ..*parts
+                },
+            )
+            .await?;
             match self.send_patch(ctx, u, &only, form).await {
                 Ok(p) => return self.confirm_patch(ctx, u, &only, p).await,
                 Err(e) if failed_with(&e, 501) => {}
@@ -391,8 +404,8 @@ impl Scim {
             .group(&u.key, &u.name)
             .adds(&added)
             .removes(&removed);
-        let req = Request::new(Method::PATCH, self.url(&format!("/Groups/{}", u.remote_id)))
-            .json(body);
+        let req =
+            Request::new(Method::PATCH, self.url(&format!("/Groups/{}", u.remote_id))).json(body);
         ctx.send(info, req, Retry::Always, &membership_verdict)
             .await
     }
@@ -529,7 +542,10 @@ mod tests {
         let Delta::Members { added, removed, .. } = d else {
             panic!("members delta")
         };
-        assert_eq!((ids(&added), removed), (vec!["a", "b"], vec!["c".into(), "d".into()]));
+        assert_eq!(
+            (ids(&added), removed),
+            (vec!["a", "b"], vec!["c".into(), "d".into()])
+        );
         assert_eq!(note, None);
         // Shown: "b" was not added, "d" is still there.
         let shown = Shown {

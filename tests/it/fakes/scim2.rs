@@ -267,7 +267,10 @@ fn renames(op: &Value) -> bool {
 }
 
 fn is_remove(op: &Value) -> bool {
-    op["op"].as_str().unwrap_or("").eq_ignore_ascii_case("remove")
+    op["op"]
+        .as_str()
+        .unwrap_or("")
+        .eq_ignore_ascii_case("remove")
 }
 
 impl Scim2Proxy {
@@ -308,9 +311,8 @@ impl Scim2Proxy {
         if q.rename_501 && ops.iter().any(renames) {
             return Err(scim_err(501, "renaming a group is not implemented"));
         }
-        let filtered = |op: &Value| {
-            is_remove(op) && op["path"].as_str().is_some_and(|p| p.contains('['))
-        };
+        let filtered =
+            |op: &Value| is_remove(op) && op["path"].as_str().is_some_and(|p| p.contains('['));
         if q.filter_removal_501 && ops.iter().any(filtered) {
             return Err(scim_err(501, "filtered remove paths are not implemented"));
         }
@@ -334,8 +336,8 @@ impl Scim2Proxy {
                     json!({"op": "remove", "path": format!("members[{}]", f.join(" or "))})
                 };
             }
-            let adds = op["op"].as_str().unwrap_or("").eq_ignore_ascii_case("add")
-                && path == "members";
+            let adds =
+                op["op"].as_str().unwrap_or("").eq_ignore_ascii_case("add") && path == "members";
             if q.patch_drops_one > 0
                 && !dropped
                 && adds
@@ -447,7 +449,8 @@ impl Scim2Proxy {
         }
         if rep.status == 401 && q.empty_401 {
             rep.body.clear();
-            rep.headers.retain(|(k, _)| !k.eq_ignore_ascii_case("content-type"));
+            rep.headers
+                .retain(|(k, _)| !k.eq_ignore_ascii_case("content-type"));
         }
         if rep.status >= 400
             && q.numeric_error_status
