@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Map, Value, json};
 
 use super::Fake;
-use super::http::{Fault, Handler, Logged, Match, Reply, Req, Server};
+use super::http::{Fault, Handler, Journal, Match, Reply, Req, Server};
 use super::keyed::{Keyed, Keys};
 
 /// Crossbar's default listing page size when the client sends no `page_size`.
@@ -1040,16 +1040,8 @@ impl Fake for FakeKazoo {
         self.state().groups.retain(|g| g.name() != name);
     }
 
-    fn requests(&self) -> Vec<Logged> {
-        self.server.requests()
-    }
-
-    fn clear_requests(&self) {
-        self.server.clear_requests();
-    }
-
-    fn inject(&self, when: Match, fault: Fault, times: usize) {
-        self.server.inject(when, fault, times);
+    fn journal(&self) -> Option<&dyn Journal> {
+        Some(&self.server)
     }
 
     fn membership_write(&self) -> Match {

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 
 use super::Fake;
-use super::http::{Fault, Handler, Logged, Match, Reply, Req, Server};
+use super::http::{Fault, Handler, Journal, Match, Reply, Req, Server, scim_error};
 use super::keyed::{Keyed, Keys};
 
 const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
@@ -206,18 +206,6 @@ pub struct MaestroHandler {
     /// The API token, set once the port is known (it carries the port).
     pub token: std::sync::OnceLock<String>,
     pub state: Mutex<State>,
-}
-
-fn scim_error(status: u16, scim_type: Option<&str>, detail: &str) -> Reply {
-    let mut body = json!({
-        "schemas": [ERROR_SCHEMA],
-        "status": status.to_string(),
-        "detail": detail,
-    });
-    if let Some(t) = scim_type {
-        body["scimType"] = json!(t);
-    }
-    Reply::json(status, body)
 }
 
 fn list_response(total: usize, start: usize, items: Vec<Value>) -> Value {
@@ -1039,16 +1027,8 @@ impl Fake for FakeMaestro {
         st.groups.remove(i);
     }
 
-    fn requests(&self) -> Vec<Logged> {
-        self.server.requests()
-    }
-
-    fn clear_requests(&self) {
-        self.server.clear_requests();
-    }
-
-    fn inject(&self, when: Match, fault: Fault, times: usize) {
-        self.server.inject(when, fault, times);
+    fn journal(&self) -> Option<&dyn Journal> {
+        Some(&self.server)
     }
 
     fn membership_write(&self) -> Match {

@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::Fake;
-use super::http::{Fault, Handler, Logged, Match, Reply, Req, Server};
+use super::http::{Fault, Handler, Journal, Match, Reply, Req, Server, scim_error};
 
 const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
@@ -250,13 +250,6 @@ pub struct Scim2Proxy {
     pub quirks: Mutex<Quirks>,
 }
 
-fn scim_err(status: u16, detail: &str) -> Reply {
-    Reply::json(
-        status,
-        json!({"schemas": [ERROR_SCHEMA], "status": status.to_string(), "detail": detail}),
-    )
-}
-
 /// Whether a PATCH operation replaces `displayName` (by path or in a value object).
 fn renames(op: &Value) -> bool {
     let kind = op["op"].as_str().unwrap_or("").to_ascii_lowercase();
@@ -293,8 +286,9 @@ impl Scim2Proxy {
                     .collect(),
                 body: String::from_utf8_lossy(&r.body).into_owned(),
             },
-            Err(e) => scim_err(
+            Err(e) => scim_error(
                 502,
+                None,
                 &format!("fake proxy: scim2-server did not answer: {e}"),
             ),
         }
@@ -309,12 +303,16 @@ impl Scim2Proxy {
             return Ok((body.to_string(), false));
         };
         if q.rename_501 && ops.iter().any(renames) {
-            return Err(scim_err(501, "renaming a group is not implemented"));
+            return Err(scim_error(501, None, "renaming a group is not implemented"));
         }
         let filtered =
             |op: &Value| is_remove(op) && op["path"].as_str().is_some_and(|p| p.contains('['));
         if q.filter_removal_501 && ops.iter().any(filtered) {
-            return Err(scim_err(501, "filtered remove paths are not implemented"));
+            return Err(scim_error(
+                501,
+                None,
+                "filtered remove paths are not implemented",
+            ));
         }
         let mut out = Vec::new();
         let mut dropped = false;
@@ -396,7 +394,7 @@ impl Scim2Proxy {
         let groups = req.path.trim_end_matches('/').ends_with("/Groups");
         let one_group = req.path.contains("/Groups/");
         if q.no_spc && req.path.ends_with("/ServiceProviderConfig") {
-            return scim_err(404, "no such endpoint");
+            return scim_error(404, None, "no such endpoint");
         }
         if let Some(size) = q.filter_page
             && req.method == "GET"
@@ -850,16 +848,8 @@ impl Fake for Scim2Server {
         assert_eq!(s, 204, "delete group {name}: {v}");
     }
 
-    fn requests(&self) -> Vec<Logged> {
-        self.proxy.requests()
-    }
-
-    fn clear_requests(&self) {
-        self.proxy.clear_requests();
-    }
-
-    fn inject(&self, when: Match, fault: Fault, times: usize) {
-        self.proxy.inject(when, fault, times);
+    fn journal(&self) -> Option<&dyn Journal> {
+        Some(&self.proxy)
     }
 
     fn membership_write(&self) -> Match {

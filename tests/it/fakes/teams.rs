@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use super::Fake;
-use super::http::{Fault, Handler, Logged, Match, Reply, Req, Server};
+use super::http::{Handler, Journal, Match, Reply, Req, Server};
 use super::keyed::{Keyed, Keys};
 
 /// The API path prefix this fake serves under.
@@ -850,16 +850,8 @@ impl Fake for FakeTeams {
         st.teams.remove(i);
     }
 
-    fn requests(&self) -> Vec<Logged> {
-        self.server.requests()
-    }
-
-    fn clear_requests(&self) {
-        self.server.clear_requests();
-    }
-
-    fn inject(&self, when: Match, fault: Fault, times: usize) {
-        self.server.inject(when, fault, times);
+    fn journal(&self) -> Option<&dyn Journal> {
+        Some(&self.server)
     }
 
     fn membership_write(&self) -> Match {
