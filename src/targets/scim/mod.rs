@@ -522,3 +522,46 @@ impl Target for Scim {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_are_fresh_for_a_day() {
+        let at = |d: time::Duration| Fact {
+            value: "x".into(),
+            at: (time::OffsetDateTime::now_utc() - d)
+                .format(time::macros::format_description!(
+                    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+                ))
+                .unwrap(),
+        };
+        assert!(fresh(&at(time::Duration::hours(23)), DAY));
+        assert!(!fresh(&at(time::Duration::hours(25)), DAY));
+        assert!(!fresh(
+            &Fact {
+                value: "x".into(),
+                at: String::new()
+            },
+            DAY
+        ));
+    }
+
+    #[test]
+    fn a_service_provider_config_is_kept_as_a_fact() {
+        let spc = wire::Spc {
+            patch: Some(true),
+            filter: Some(false),
+            max_results: Some(50),
+            ..Default::default()
+        };
+        for s in [
+            Ok(spc),
+            Err("HTTP 404 Not Found: no such endpoint".to_string()),
+        ] {
+            assert_eq!(spc_of_fact(&fact_of_spc(&s)), s);
+        }
+        assert!(spc_of_fact("garbage").is_err());
+    }
+}
