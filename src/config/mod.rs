@@ -171,6 +171,7 @@ struct RawTarget {
     membership: Option<String>,
     keep_members: Option<Vec<String>>,
     max_response_bytes: Option<u64>,
+    remove_form: Option<String>,
 }
 
 /// `[schedule]`.
@@ -269,6 +270,9 @@ pub struct TargetConfig {
     pub keep_members: Keep,
     /// The largest answer body accepted; a larger one fails the call unread.
     pub max_response_bytes: u64,
+    /// SCIM: how member removals are written, pinned by the operator (`remove_form`);
+    /// None: the flavor's form, and what the server's answers show (a 501 fallback).
+    pub remove_form: Option<crate::targets::scim::wire::RemoveForm>,
 }
 
 /// The default `max_response_bytes`: 32 MiB.

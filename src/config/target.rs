@@ -230,6 +230,21 @@ pub(super) fn validate_target(
             ),
         ));
     }
+    let remove_form = match t.remove_form.as_deref() {
+        None => None,
+        Some(_) if kind != Kind::Scim => {
+            return Err(err(
+                file,
+                format!("{ctx}: remove_form applies to kind = \"scim\" only"),
+            ));
+        }
+        Some(f) => Some(one_of(
+            file,
+            &format!("{ctx}: remove_form"),
+            f,
+            "filter, value",
+        )?),
+    };
     let ca_file = t.ca_file.map(|p| resolve(dir, &p));
     if let Some(ca) = &ca_file {
         crate::targets::http::read_ca_file(ca).map_err(|e| err(file, format!("{ctx}: {e}")))?;
@@ -256,5 +271,6 @@ pub(super) fn validate_target(
         membership,
         keep_members,
         max_response_bytes,
+        remove_form,
     })
 }

@@ -529,3 +529,35 @@ fn check_online_prints_the_service_provider_config() {
     env.sync().expect(0);
     assert!(statuses(&fake, "GET", "/ServiceProviderConfig").is_empty());
 }
+
+/// The operator pins the removal form (`remove_form`): sent at once, no 501 on the way;
+/// a value that is not a form, or the key on another kind, is exit 2 naming it.
+#[test]
+fn the_operator_pins_the_removal_form() {
+    let fake = Scim2Server::start_with(Quirks {
+        filter_removal_501: true,
+        ..Default::default()
+    });
+    let mut env = Env::new(fake.clone());
+    env.set_target_extra("remove_form = \"value\"");
+    env.write_source(&[g("Team", &[&email(1), &email(2)])]);
+    env.sync().expect(0);
+    fake.clear_requests();
+    env.write_source(&[g("Team", &[&email(1)])]);
+    env.sync().expect(0);
+    let p = patches(&fake);
+    assert!(p.len() == 1 && p[0].starts_with("204 "), "{p:#?}");
+    assert!(
+        statuses(&fake, "GET", "/Groups/").is_empty(),
+        "pinned: no proof read"
+    );
+    env.assert_converged(&[g("Team", &[&email(1)])]);
+    env.set_target_extra("remove_form = \"both\"");
+    let r = env.sync().expect(2);
+    assert!(
+        r.stderr
+            .contains("remove_form = \"both\" is not one of filter, value"),
+        "{}",
+        r.stderr
+    );
+}

@@ -60,6 +60,8 @@ pub struct Scim {
     base: String,
     flavor: Flavor,
     batch_size: usize,
+    /// The removal form the operator pinned (`remove_form`): always sent, never learned.
+    pinned_form: Option<wire::RemoveForm>,
     /// Every group as listed once per run, for name lookups where filtering is not
     /// supported; dropped when a create may have changed it.
     listing: tokio::sync::Mutex<Option<Vec<wire::Group>>>,
@@ -104,6 +106,7 @@ pub fn build(cfg: &TargetConfig) -> Result<(Box<dyn Target>, Http), super::Build
         base: cfg.base_url.clone(),
         flavor: cfg.flavor,
         batch_size: cfg.batch_size,
+        pinned_form: cfg.remove_form,
         listing: tokio::sync::Mutex::new(None),
         spc: tokio::sync::Mutex::new(None),
         rename_warned: std::sync::Mutex::new(BTreeSet::new()),
@@ -383,6 +386,9 @@ impl Scim {
     /// How this target removes members: the flavor's form, or the value form once the
     /// server has shown it needs it.
     fn remove_form(&self, ctx: &Ctx) -> wire::RemoveForm {
+        if let Some(f) = self.pinned_form {
+            return f;
+        }
         match ctx.fact(FACT_REMOVE_FORM) {
             Some(f) if f.value == "value" => wire::RemoveForm::Value,
             _ => wire::RemoveForm::default_for(self.flavor),

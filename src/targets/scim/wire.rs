@@ -42,8 +42,9 @@ pub struct PatchParts<'a> {
     pub remove_owners: &'a [Member],
 }
 
-/// How a PATCH names the members it removes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a PATCH names the members it removes (`remove_form` in the config pins one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RemoveForm {
     /// RFC 7644 3.5.2.2: one `remove` per member, a value filter in its path
     /// (`members[value eq "id"]`). The RFC's own form, rostersync's default for `rfc7644`.

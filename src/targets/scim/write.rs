@@ -361,7 +361,10 @@ impl Scim {
         match self.send_patch(ctx, u, parts, form).await {
             Ok(p) => self.confirm_patch(ctx, u, parts, p).await,
             Err(e)
-                if failed_with(&e, 501) && parts.has_removals() && form == RemoveForm::Filter =>
+                if failed_with(&e, 501)
+                    && parts.has_removals()
+                    && form == RemoveForm::Filter
+                    && self.pinned_form.is_none() =>
             {
                 tracing::info!(target = %ctx.target, group = %u.name,
                     "the server cannot remove members by a filtered path (501); sending the value form once and reading the group back");
@@ -371,7 +374,8 @@ impl Scim {
                 if failed_with(&e, 400)
                     && parts.has_removals()
                     && form == RemoveForm::Value
-                    && self.flavor == Flavor::Rfc7644 =>
+                    && self.flavor == Flavor::Rfc7644
+                    && self.pinned_form.is_none() =>
             {
                 tracing::warn!(target = %ctx.target, group = %u.name, error = %e,
                     "the value form of a removal, learned earlier, was refused; forgetting it and sending the filtered form");
