@@ -561,3 +561,32 @@ fn the_operator_pins_the_removal_form() {
         r.stderr
     );
 }
+
+/// A PATCH answer that shows another name than the rename sent: the known name stays
+/// the one the answer shows, and the group fails (exit 1) saying so.
+#[test]
+fn a_rename_the_answer_does_not_show_is_not_recorded() {
+    let fake = Scim2Server::start_with(Quirks {
+        ignores_rename: true,
+        ..Default::default()
+    });
+    let env = Env::new(fake.clone());
+    let keyed = |name: &str, members: &[&str]| G {
+        key: Some("tier1".into()),
+        ..g(name, members)
+    };
+    env.write_source(&[keyed("Tier 1", &[&email(1)])]);
+    env.sync().expect(0);
+    env.write_source(&[keyed("Tier 1 Support", &[&email(1), &email(2)])]);
+    let r = env.sync().expect(1);
+    assert!(
+        r.stdout
+            .contains(r#"the answer shows the name \"Tier 1\", not \"Tier 1 Support\""#)
+            || r.stdout
+                .contains(r#"the answer shows the name "Tier 1", not "Tier 1 Support""#),
+        "{}",
+        r.stdout
+    );
+    assert!(fake.groups().contains_key("Tier 1"));
+    assert_known_is_held(&env, &*fake, true);
+}

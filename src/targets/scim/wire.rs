@@ -120,6 +120,8 @@ impl PatchParts<'_> {
 pub struct Shown {
     pub members: Option<Vec<String>>,
     pub owners: Option<Vec<String>>,
+    /// The group's `displayName`, when the answer carries the group.
+    pub name: Option<String>,
 }
 
 impl Shown {
@@ -129,6 +131,7 @@ impl Shown {
         Shown {
             members: ids(&g.members),
             owners: ids(&g.owners),
+            name: Some(g.display_name.clone()),
         }
     }
 }
@@ -240,6 +243,7 @@ pub fn created(body: &[u8]) -> Result<(String, Shown), NotUnderstood> {
     let shown = Shown {
         members: ids(c.members),
         owners: ids(c.owners),
+        name: None,
     };
     Ok((c.id, shown))
 }
@@ -468,13 +472,16 @@ mod tests {
             shown(&b(listed)),
             Shown {
                 members: Some(vec!["a".into()]),
-                owners: Some(vec![])
+                owners: Some(vec![]),
+                name: Some("G".into()),
             }
         );
-        for nothing in ["", "{}", "<html>", r#"{"id": "1", "displayName": "G"}"#] {
+        for nothing in ["", "{}", "<html>", r#"{"id": "1"}"#] {
             let nothing = nothing.as_bytes();
             assert_eq!(shown(nothing), Shown::default());
         }
+        let bare = shown(br#"{"id": "1", "displayName": "G"}"#);
+        assert_eq!((bare.members, bare.name), (None, Some("G".into())));
         let (id, s) = created(&b(json!({"id": 7, "displayName": "G"}))).unwrap();
         assert_eq!((id.as_str(), s.members), ("7", None));
         let (_, s) = created(&b(json!({"id": "7", "members": []}))).unwrap();

@@ -423,10 +423,20 @@ impl Scim {
         parts: &PatchParts<'_>,
         p: Pending,
     ) -> Result<(), OpError> {
-        let (delta, disagreement) = answered(&u.key, parts, &wire::shown(&p.reply.body));
+        let shown = wire::shown(&p.reply.body);
+        let (delta, mut disagreement) = answered(&u.key, parts, &shown);
         ctx.confirm(p, delta).await?;
-        if parts.rename.is_some() {
-            ctx.renamed(u).await?;
+        match (parts.rename, &shown.name) {
+            // The answer shows another name: the known name stays the one it had.
+            (Some(sent), Some(name)) if name != sent => {
+                let note = format!("the answer shows the name \"{name}\", not \"{sent}\"");
+                disagreement = Some(match disagreement {
+                    Some(d) => format!("{d}; {note}"),
+                    None => note,
+                });
+            }
+            (Some(_), _) => ctx.renamed(u).await?,
+            (None, _) => {}
         }
         match disagreement {
             Some(m) => Err(OpError::Disagreed(m)),
@@ -463,6 +473,7 @@ impl Scim {
         let shown = Shown {
             members: Some(g.members.clone()),
             owners: Some(g.owners.clone()),
+            name: None,
         };
         let (delta, disagreement) = answered(&u.key, parts, &shown);
         ctx.confirm(p, delta).await?;
@@ -554,7 +565,7 @@ mod tests {
         // Shown: "b" was not added, "d" is still there.
         let shown = Shown {
             members: Some(vec!["a".into(), "d".into(), "x".into()]),
-            owners: None,
+            ..Default::default()
         };
         let (d, note) = answered("k", &parts, &shown);
         let Delta::Members { added, removed, .. } = d else {

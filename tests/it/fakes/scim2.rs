@@ -225,6 +225,9 @@ pub struct Quirks {
     pub value_removal_empties: bool,
     /// A PATCH that replaces `displayName` is answered 501 and nothing of it applies.
     pub rename_501: bool,
+    /// A PATCH that replaces `displayName` applies without the rename, and answers 200
+    /// with the group (showing the name it kept).
+    pub ignores_rename: bool,
     /// Error answers carry `status` as a JSON number (`404`, not `"404"`).
     pub numeric_error_status: bool,
     /// A 401 comes with an empty body.
@@ -316,7 +319,12 @@ impl Scim2Proxy {
         }
         let mut out = Vec::new();
         let mut dropped = false;
+        let mut kept_name = false;
         for mut op in ops {
+            if q.ignores_rename && renames(&op) {
+                kept_name = true;
+                continue;
+            }
             let path = op["path"].as_str().unwrap_or("").to_string();
             if q.filter_removal_501 && is_remove(&op) && path == "members" {
                 let ids: Vec<String> = op["value"]
@@ -350,8 +358,12 @@ impl Scim2Proxy {
         if dropped {
             q.patch_drops_one -= 1;
         }
+        if out.is_empty() {
+            // Nothing left to apply: no call, only the group as it is.
+            return Ok((String::new(), true));
+        }
         v["Operations"] = Value::Array(out);
-        Ok((v.to_string(), dropped))
+        Ok((v.to_string(), dropped || kept_name))
     }
 
     /// A filtered group listing served a page of `size` at a time from the whole answer.
@@ -423,7 +435,11 @@ impl Scim2Proxy {
                 Err(rep) => return rep,
             }
         }
-        let mut rep = self.forward(req, &path_q, &body);
+        let mut rep = if req.method == "PATCH" && one_group && body.is_empty() {
+            Reply::empty(204)
+        } else {
+            self.forward(req, &path_q, &body)
+        };
         if show_group && rep.status == 204 {
             let read = Req {
                 method: "GET".into(),
