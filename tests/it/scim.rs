@@ -590,3 +590,27 @@ fn a_rename_the_answer_does_not_show_is_not_recorded() {
     assert!(fake.groups().contains_key("Tier 1"));
     assert_known_is_held(&env, &*fake, true);
 }
+
+/// Issue 17 item 6: a server that pages a filter but ignores `startIndex` (every page is
+/// the first): not understood, the group fails, nothing is created twice.
+#[test]
+fn a_paged_filter_that_repeats_its_first_page_is_not_understood() {
+    let fake = Scim2Server::start_with(Quirks {
+        filter_page: Some(1),
+        filter_ignores_start: true,
+        ..Default::default()
+    });
+    let env = Env::new(fake.clone());
+    fake.add_user(&email(1));
+    fake.create_group_by_hand("TIER 1 SUPPORT", &[]);
+    fake.create_group_by_hand("Tier 1 Support", &[&email(1)]);
+    env.write_source(&[g("Tier 1 Support", &[&email(1)])]);
+    let r = env.sync().expect(1);
+    assert!(
+        r.stdout.contains("repeats a record already read"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(fake.count_named("Tier 1 Support"), 1);
+    assert_eq!(statuses(&fake, "POST", "/Groups"), Vec::<u16>::new());
+}

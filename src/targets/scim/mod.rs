@@ -246,7 +246,7 @@ impl Scim {
     /// pages are read (`startIndex`, `count`) until `found` says the records hold what is
     /// looked for, or all are read. A page that promises more and holds none, or more than
     /// `MAX_PAGES` pages, is not understood: never a shorter list.
-    async fn filtered<T: DeserializeOwned>(
+    async fn filtered<T: DeserializeOwned + wire::Identified>(
         &self,
         ctx: &Ctx,
         info: CallInfo,
@@ -255,6 +255,7 @@ impl Scim {
         found: impl Fn(&[T]) -> bool,
     ) -> Result<Vec<T>, OpError> {
         let mut all: Vec<T> = Vec::new();
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut next = url.to_string();
         for _ in 0..MAX_PAGES {
             let reply = ctx
@@ -262,7 +263,20 @@ impl Scim {
                 .await?;
             let (items, total) = wire::list::<T>(what, &reply.body)?;
             let n = items.len();
-            all.extend(items);
+            let start = all.len() + 1;
+            for item in items {
+                if !seen.insert(item.id().to_string()) {
+                    // A server that ignores `startIndex` answers the first page again.
+                    return Err(NotUnderstood {
+                        what: what.into(),
+                        seen: format!(
+                            "the page at startIndex {start} repeats a record already read"
+                        ),
+                    }
+                    .into());
+                }
+                all.push(item);
+            }
             match total {
                 // No total: the answer says nothing of more pages.
                 None => return Ok(all),
@@ -270,10 +284,7 @@ impl Scim {
                 Some(t) if n == 0 => {
                     return Err(NotUnderstood {
                         what: what.into(),
-                        seen: format!(
-                            "an empty page at startIndex {} of totalResults {t}",
-                            all.len() + 1
-                        ),
+                        seen: format!("an empty page at startIndex {start} of totalResults {t}"),
                     }
                     .into());
                 }

@@ -191,6 +191,23 @@ impl Group {
     }
 }
 
+/// A resource with an id (to tell a new page from one read already).
+pub trait Identified {
+    fn id(&self) -> &str;
+}
+
+impl Identified for Group {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Identified for User {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
 /// A SCIM User resource, as a `userName` lookup needs it.
 #[derive(Clone, Debug, Deserialize)]
 pub struct User {

@@ -242,6 +242,8 @@ pub struct Quirks {
     /// A filtered `GET /Groups` is answered this many resources at a time (whatever
     /// `count` asks), in displayName byte order, with the true `totalResults`.
     pub filter_page: Option<usize>,
+    /// With `filter_page`: `startIndex` is ignored (every page is the first).
+    pub filter_ignores_start: bool,
     /// `/ServiceProviderConfig` is a 404.
     pub no_spc: bool,
 }
@@ -367,11 +369,12 @@ impl Scim2Proxy {
     }
 
     /// A filtered group listing served a page of `size` at a time from the whole answer.
-    fn filter_paged(&self, req: &Req, size: usize) -> Reply {
+    fn filter_paged(&self, req: &Req, size: usize, ignore_start: bool) -> Reply {
         let filter = req.query_param("filter").unwrap_or_default();
         let start = req
             .query_param("startIndex")
             .and_then(|s| s.parse::<usize>().ok())
+            .filter(|_| !ignore_start)
             .unwrap_or(1)
             .max(1);
         let path_q = format!(
@@ -413,7 +416,7 @@ impl Scim2Proxy {
             && groups
             && req.query_param("filter").is_some()
         {
-            return self.filter_paged(req, size);
+            return self.filter_paged(req, size, q.filter_ignores_start);
         }
         let mut body = req.body.clone();
         let mut show_group = false;
