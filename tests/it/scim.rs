@@ -262,6 +262,13 @@ fn members_a_create_did_not_keep_are_added_and_recorded_after() {
     fake.clear_requests();
     env.sync().expect(0);
     assert!(fake.requests().is_empty(), "converged: a no-op run");
+    let c = env.run(&["check", "--online"]).expect(0);
+    assert!(
+        c.stdout
+            .contains("keeps no members sent in a create: they follow in a PATCH"),
+        "{}",
+        c.stdout
+    );
 }
 
 /// Against the real server (it keeps and shows the members of a POST): one call per

@@ -457,6 +457,15 @@ impl Target for Scim {
                 .notes
                 .push("cannot rename groups (a rename was answered 501)".into());
         }
+        match ctx.fact(FACT_CREATE).as_ref().map(|f| f.value.as_str()) {
+            Some("drops_members") => probe
+                .notes
+                .push("keeps no members sent in a create: they follow in a PATCH".into()),
+            Some("shows_members") => probe
+                .notes
+                .push("shows the members it kept in a create's answer".into()),
+            _ => {}
+        }
         Ok(probe)
     }
 
