@@ -173,6 +173,7 @@ struct RawTarget {
     max_response_bytes: Option<u64>,
     groups_at: Option<String>,
     agents_at: Option<String>,
+    remove_form: Option<String>,
 }
 
 /// `[schedule]`.
@@ -276,6 +277,9 @@ pub struct TargetConfig {
     pub groups_at: Option<String>,
     /// `assign_group` only: where `getGroupAgentRelation` answers put their records.
     pub agents_at: Option<String>,
+    /// SCIM: how member removals are written, pinned by the operator (`remove_form`);
+    /// None: the flavor's form, and what the server's answers show (a 501 fallback).
+    pub remove_form: Option<crate::targets::scim::wire::RemoveForm>,
 }
 
 /// The default `max_response_bytes`: 32 MiB.

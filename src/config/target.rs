@@ -232,6 +232,21 @@ pub(super) fn validate_target(
     }
     let groups_at = records_path(file, &ctx, kind, "groups_at", t.groups_at)?;
     let agents_at = records_path(file, &ctx, kind, "agents_at", t.agents_at)?;
+    let remove_form = match t.remove_form.as_deref() {
+        None => None,
+        Some(_) if kind != Kind::Scim => {
+            return Err(err(
+                file,
+                format!("{ctx}: remove_form applies to kind = \"scim\" only"),
+            ));
+        }
+        Some(f) => Some(one_of(
+            file,
+            &format!("{ctx}: remove_form"),
+            f,
+            "filter, value",
+        )?),
+    };
     let ca_file = t.ca_file.map(|p| resolve(dir, &p));
     if let Some(ca) = &ca_file {
         crate::targets::http::read_ca_file(ca).map_err(|e| err(file, format!("{ctx}: {e}")))?;
@@ -260,6 +275,7 @@ pub(super) fn validate_target(
         max_response_bytes,
         groups_at,
         agents_at,
+        remove_form,
     })
 }
 

@@ -95,6 +95,11 @@ impl Recorder {
         }
     }
 
+    /// Whether this recorder writes nothing (a dry-run, `check --online`, `explain`).
+    pub fn is_dry(&self) -> bool {
+        self.store.is_none()
+    }
+
     /// The counts so far.
     pub fn tally(&self) -> Tally {
         self.tally.lock().unwrap_or_else(|e| e.into_inner()).clone()

@@ -191,12 +191,15 @@ pub struct Http {
 }
 
 /// The default reading of an HTTP status: 2xx ok, 404 gone, 401 unauthorized,
-/// 408/429/5xx retried, any other 4xx final, with the vendor's message.
+/// 408/429/5xx retried, any other 4xx final, with the vendor's message. 501 (Not
+/// Implemented) and 505 (HTTP Version Not Supported) are final: the same request gets the
+/// same answer, and the server did nothing (a target may fall back to another form).
 pub fn default_verdict(status: u16, body: &[u8]) -> Verdict {
     match status {
         200..=299 => Verdict::Ok,
         404 => Verdict::NotFound(message(status, body)),
         401 => Verdict::Unauthorized(message(status, body)),
+        501 | 505 => Verdict::Fail(message(status, body)),
         408 | 429 | 500..=599 => Verdict::Retry(message(status, body)),
         _ => Verdict::Fail(message(status, body)),
     }

@@ -80,3 +80,19 @@ async fn a_strict_bucket_at_the_vendor_rate_never_runs_dry() {
     let took = *at.last().expect("14 instants");
     assert!((1.1..2.5).contains(&took), "took {took:.2}s");
 }
+
+#[test]
+fn not_implemented_is_final_not_transient() {
+    for status in [501, 505] {
+        assert!(
+            matches!(default_verdict(status, b""), Verdict::Fail(_)),
+            "{status} is never retried"
+        );
+    }
+    for status in [500, 502, 503, 504, 408, 429] {
+        assert!(
+            matches!(default_verdict(status, b""), Verdict::Retry(_)),
+            "{status} is retried"
+        );
+    }
+}

@@ -102,6 +102,17 @@ pub enum OpError {
     /// A create whose every attempt failed transiently (each was looked up again first).
     #[error("the create did not complete after {attempts} attempts: {last}")]
     CreateGaveUp { attempts: u32, last: Box<OpError> },
+    /// The target's answer shows another result than the call asked for (a write answer
+    /// showing fewer members than sent, a removal that took more members than named).
+    /// What the answer showed is recorded; the group fails for this run and the next run
+    /// plans from what was recorded.
+    #[error("the target's answer disagrees with the call: {0}")]
+    Disagreed(String),
+    /// A create that was confirmed (and recorded with what its answer showed), whose
+    /// follow-up call for what the answer did not show failed. Not a create to retry: the
+    /// group exists and is known.
+    #[error("the group was created, but {what}: {cause}")]
+    AfterCreate { what: String, cause: Box<OpError> },
 }
 
 impl OpError {
@@ -118,7 +129,8 @@ impl OpError {
             | OpError::NotUnderstood(_)
             | OpError::LookAgain(_)
             | OpError::CreateGaveUp { .. } => true,
-            OpError::Conflict(_) | OpError::Credentials(_) => false,
+            OpError::AfterCreate { cause, .. } => cause.may_have_changed_the_target(),
+            OpError::Conflict(_) | OpError::Credentials(_) | OpError::Disagreed(_) => false,
         }
     }
 }

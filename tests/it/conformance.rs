@@ -56,6 +56,52 @@ fn e(i: usize) -> String {
     email(i)
 }
 
+/// The known state of target `t1` as `state --output json` prints it: group name ->
+/// member emails (a member without an email by its id).
+pub fn known(env: &Env) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let s = env.run(&["state", "--output", "json"]).expect(0);
+    let v: serde_json::Value = serde_json::from_str(&s.stdout).expect("state json");
+    let mut out = std::collections::BTreeMap::new();
+    for g in v[T]["groups"]
+        .as_object()
+        .into_iter()
+        .flat_map(|o| o.values())
+    {
+        let members = g["members"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.iter())
+            .map(|(id, k)| k["email"].as_str().unwrap_or(id).to_string())
+            .collect();
+        out.insert(g["name"].as_str().unwrap_or("").to_string(), members);
+    }
+    out
+}
+
+/// SCIM (issue 19): the known state never claims a member the target does not hold, and
+/// (`exact`) holds every member the target has in each known group.
+#[track_caller]
+pub fn assert_known_is_held(env: &Env, fake: &dyn Fake, exact: bool) {
+    if fake.kind() != "scim" {
+        return;
+    }
+    let held = fake.groups();
+    for (name, members) in known(env) {
+        let there = held.get(&name).cloned().unwrap_or_default();
+        let claimed: Vec<&String> = members.difference(&there).collect();
+        assert!(
+            claimed.is_empty(),
+            "the known state claims members of {name:?} the target does not hold: {claimed:?}"
+        );
+        if exact {
+            assert_eq!(
+                members, there,
+                "the known state of {name:?} is what the target holds"
+            );
+        }
+    }
+}
+
 fn four_groups() -> Vec<G> {
     vec![
         g("Tier 1 Support", &[&e(1), &e(2), &e(3)]),
@@ -89,6 +135,7 @@ pub fn initial_noop_churn(fake: Arc<dyn Fake>) {
         summary(&reqs)
     );
     assert!(r.stderr.contains("done in"), "summary line: {}", r.stderr);
+    assert_known_is_held(&env, &*fake, true);
 
     fake.clear_requests();
     let r = env.sync().expect(0);
@@ -128,6 +175,7 @@ pub fn initial_noop_churn(fake: Arc<dyn Fake>) {
     fake.clear_requests();
     env.sync().expect(0);
     env.assert_converged(&groups);
+    assert_known_is_held(&env, &*fake, true);
     let reqs = fake.requests();
     assert_eq!(
         count_ok(&reqs, &fake.membership_write()),
@@ -196,6 +244,7 @@ pub fn drift_repaired_by_full(fake: Arc<dyn Fake>) {
     fake.clear_requests();
     let r = env.run(&["sync", "--full"]).expect(0);
     env.assert_converged(&groups);
+    assert_known_is_held(&env, &*fake, true);
     let reqs = fake.requests();
     assert_eq!(
         count_ok(&reqs, &fake.membership_write()),
@@ -237,6 +286,7 @@ pub fn adoption(fake: Arc<dyn Fake>) {
         "{}",
         summary(&reqs)
     );
+    assert_known_is_held(&env, &*fake, true);
     let h = env.run(&["history", "--group", "Tier 1 Support"]).expect(0);
     assert!(h.stdout.contains("adopt"), "{}", h.stdout);
 }
@@ -379,6 +429,7 @@ pub fn crash_mid_membership_write(fake: Arc<dyn Fake>) {
     assert!(applied, "the target applied the write before the kill");
     let s = env.run(&["state"]).expect(0);
     assert!(s.stdout.contains("unfinished write"), "{}", s.stdout);
+    assert_known_is_held(&env, &*fake, false);
     // The source no longer wants the member the killed run added.
     env.write_source(&before);
     fake.clear_requests();
@@ -388,6 +439,7 @@ pub fn crash_mid_membership_write(fake: Arc<dyn Fake>) {
     env.sync().expect(0);
     let reqs = fake.requests();
     assert_eq!(reqs.len(), 0, "no intent is left: {}", summary(&reqs));
+    assert_known_is_held(&env, &*fake, true);
 }
 
 /// Every bad input: exit 2, nothing sent, a message naming the file.
@@ -604,8 +656,112 @@ macro_rules! conformance {
     };
 }
 
+/// The SCIM scenarios of issue 19 against scim2-server with one of the `Quirks` of other
+/// SCIM servers switched on: each converges, with the known state equal to what the
+/// server holds (checked inside the scenarios for every `scim` fake).
+#[macro_export]
+macro_rules! scim_quirks {
+    ($name:ident, $quirks:expr) => {
+        mod $name {
+            use std::sync::Arc;
+
+            use $crate::conformance as c;
+            use $crate::fakes::scim2::{Quirks, Scim2Server};
+            use $crate::fakes::*;
+
+            fn fake() -> Arc<dyn Fake> {
+                let q: Quirks = $quirks;
+                Scim2Server::start_with(q)
+            }
+            #[test]
+            fn initial_noop_churn() {
+                c::initial_noop_churn(fake())
+            }
+            #[test]
+            fn drift_repaired_by_full() {
+                c::drift_repaired_by_full(fake())
+            }
+            #[test]
+            fn adoption() {
+                c::adoption(fake())
+            }
+            #[test]
+            fn crash_mid_membership_write() {
+                c::crash_mid_membership_write(fake())
+            }
+            #[test]
+            fn keep_members() {
+                $crate::scope::kept_when_it_leaves_the_source(fake())
+            }
+        }
+    };
+}
+
 conformance!(maestroqa, maestro::FakeMaestro::start());
 conformance!(rfc7644, scim2::Scim2Server::start());
+scim_quirks!(
+    rfc7644_ignores_posted_members,
+    Quirks {
+        ignores_posted_members: true,
+        ..Default::default()
+    }
+);
+scim_quirks!(
+    rfc7644_filter_removal_501,
+    Quirks {
+        filter_removal_501: true,
+        ..Default::default()
+    }
+);
+scim_quirks!(
+    rfc7644_no_members_in_answers,
+    Quirks {
+        no_members_in_answers: true,
+        ..Default::default()
+    }
+);
+scim_quirks!(
+    rfc7644_patch_shows_group,
+    Quirks {
+        patch_shows_group: true,
+        ..Default::default()
+    }
+);
+scim_quirks!(
+    rfc7644_error_bodies,
+    Quirks {
+        numeric_error_status: true,
+        empty_401: true,
+        ..Default::default()
+    }
+);
+scim_quirks!(
+    rfc7644_filter_pages,
+    Quirks {
+        filter_page: Some(1),
+        ..Default::default()
+    }
+);
+scim_quirks!(
+    rfc7644_no_service_provider_config,
+    Quirks {
+        no_spc: true,
+        ..Default::default()
+    }
+);
+scim_quirks!(
+    rfc7644_all_at_once,
+    Quirks {
+        ignores_posted_members: true,
+        filter_removal_501: true,
+        no_members_in_answers: true,
+        numeric_error_status: true,
+        empty_401: true,
+        filter_page: Some(1),
+        no_spc: true,
+        ..Default::default()
+    }
+);
 conformance!(kazoo, kazoo::FakeKazoo::start());
 conformance!(
     kazoo_ids_in_source,

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::http::{Fault, Logged, Match};
+use super::http::{Fault, Journal, Logged, Match};
 
 /// What the conformance suite needs from a fake target, whatever its kind.
 ///
@@ -39,11 +39,29 @@ pub trait Fake: Send + Sync {
     fn is_write(&self, r: &Logged) -> bool {
         r.is_write()
     }
+    /// The server's journal and fault injection (the shared toolkit's `Server`), which
+    /// `requests`, `clear_requests` and `inject` use. None: the fake implements those
+    /// three itself.
+    fn journal(&self) -> Option<&dyn Journal> {
+        None
+    }
     /// Every request received so far.
-    fn requests(&self) -> Vec<Logged>;
-    fn clear_requests(&self);
+    fn requests(&self) -> Vec<Logged> {
+        self.journal()
+            .map(Journal::requests)
+            .expect("a fake without a journal implements requests")
+    }
+    fn clear_requests(&self) {
+        self.journal()
+            .expect("a fake without a journal implements clear_requests")
+            .clear_requests()
+    }
     /// Arms `fault` for the next `times` requests matching `when`.
-    fn inject(&self, when: Match, fault: Fault, times: usize);
+    fn inject(&self, when: Match, fault: Fault, times: usize) {
+        self.journal()
+            .expect("a fake without a journal implements inject")
+            .inject(when, fault, times)
+    }
     /// Disarms every fault.
     fn clear_faults(&self);
     /// The `Match` for this kind's membership-change requests (used by fault scenarios).

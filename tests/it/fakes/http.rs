@@ -289,6 +289,41 @@ struct Armed {
     times: usize,
 }
 
+/// The journal and fault injection of a running fake server, whatever its handler: what
+/// `Fake::requests`, `clear_requests` and `inject` delegate to.
+pub trait Journal: Send + Sync {
+    /// Every request received so far.
+    fn requests(&self) -> Vec<Logged>;
+    fn clear_requests(&self);
+    /// Arms `fault` for the next `times` requests matching `when`.
+    fn inject(&self, when: Match, fault: Fault, times: usize);
+}
+
+impl<H: Handler> Journal for Server<H> {
+    fn requests(&self) -> Vec<Logged> {
+        Server::requests(self)
+    }
+    fn clear_requests(&self) {
+        Server::clear_requests(self)
+    }
+    fn inject(&self, when: Match, fault: Fault, times: usize) {
+        Server::inject(self, when, fault, times)
+    }
+}
+
+/// A SCIM error answer (RFC 7644 3.12), `status` as the string the RFC shows.
+pub fn scim_error(status: u16, scim_type: Option<&str>, detail: &str) -> Reply {
+    let mut body = serde_json::json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+        "status": status.to_string(),
+        "detail": detail,
+    });
+    if let Some(t) = scim_type {
+        body["scimType"] = serde_json::json!(t);
+    }
+    Reply::json(status, body)
+}
+
 /// A running fake server: the handler behind real HTTP, its request log and armed faults.
 pub struct Server<H: Handler> {
     pub addr: SocketAddr,

@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::Fake;
-use super::http::{Fault, Handler, Logged, Match, Reply, Req, Server};
+use super::http::{Fault, Handler, Journal, Match, Reply, Req, Server, scim_error};
 
 const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
@@ -207,24 +207,78 @@ pub fn scim_quote(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-/// The proxy's vendor logic: forward to the real server and hand its answer back.
-pub struct Scim2Proxy {
-    pub upstream: SocketAddr,
+/// Behaviours other SCIM servers have (RFC 7644 allows each), played by the proxy in
+/// front of the real server: each switch rewrites a request before scim2-server sees it,
+/// or its answer after, so what the server holds stays the truth `groups()` reads.
+#[derive(Clone, Debug, Default)]
+pub struct Quirks {
+    /// `POST /Groups` keeps no members (RFC 7644 3.3: a server may ignore POSTed
+    /// content): they are taken out before the server sees them, and its 201 shows what
+    /// it kept (no `members`).
+    pub ignores_posted_members: bool,
+    /// A PATCH with a filtered removal path (`members[value eq "x"]`) is answered 501 and
+    /// nothing of it applies; the value form (`path: members` with a value list) works
+    /// (turned into the filter form the real server takes).
+    pub filter_removal_501: bool,
+    /// With `filter_removal_501`: the value form empties the whole list (a server that
+    /// reads `remove` of `members` as "remove them all" whatever the value).
+    pub value_removal_empties: bool,
+    /// A PATCH that replaces `displayName` is answered 501 and nothing of it applies.
+    pub rename_501: bool,
+    /// A PATCH that replaces `displayName` applies without the rename, and answers 200
+    /// with the group (showing the name it kept).
+    pub ignores_rename: bool,
+    /// Error answers carry `status` as a JSON number (`404`, not `"404"`).
+    pub numeric_error_status: bool,
+    /// A 401 comes with an empty body.
+    pub empty_401: bool,
+    /// Answers to writes (POST and PATCH) leave `members` out.
+    pub no_members_in_answers: bool,
+    /// A successful PATCH answers 200 with the group (read after it) instead of 204.
+    pub patch_shows_group: bool,
+    /// The next this many PATCHes that add two or more members apply all but the last
+    /// added, and answer 200 with the group as it then is (fewer members than sent).
+    pub patch_drops_one: usize,
+    /// A filtered `GET /Groups` is answered this many resources at a time (whatever
+    /// `count` asks), in displayName byte order, with the true `totalResults`.
+    pub filter_page: Option<usize>,
+    /// With `filter_page`: `startIndex` is ignored (every page is the first).
+    pub filter_ignores_start: bool,
+    /// `/ServiceProviderConfig` is a 404.
+    pub no_spc: bool,
 }
 
-impl Handler for Scim2Proxy {
-    fn handle(&self, req: &Req) -> Reply {
-        let path_q = if req.query.is_empty() {
-            req.path.clone()
-        } else {
-            format!("{}?{}", req.path, req.query)
-        };
+/// The proxy's vendor logic: forward to the real server and hand its answer back,
+/// through the `Quirks` switched on.
+pub struct Scim2Proxy {
+    pub upstream: SocketAddr,
+    pub quirks: Mutex<Quirks>,
+}
+
+/// Whether a PATCH operation replaces `displayName` (by path or in a value object).
+fn renames(op: &Value) -> bool {
+    let kind = op["op"].as_str().unwrap_or("").to_ascii_lowercase();
+    let path = op["path"].as_str().unwrap_or("");
+    kind == "replace"
+        && (path.eq_ignore_ascii_case("displayName")
+            || (path.is_empty() && op["value"].get("displayName").is_some()))
+}
+
+fn is_remove(op: &Value) -> bool {
+    op["op"]
+        .as_str()
+        .unwrap_or("")
+        .eq_ignore_ascii_case("remove")
+}
+
+impl Scim2Proxy {
+    fn forward(&self, req: &Req, path_q: &str, body: &str) -> Reply {
         let answer = http_call(
             self.upstream,
             &req.method,
-            &path_q,
+            path_q,
             &req.headers,
-            req.body.as_bytes(),
+            body.as_bytes(),
             Duration::from_secs(30),
         );
         match answer {
@@ -237,15 +291,200 @@ impl Handler for Scim2Proxy {
                     .collect(),
                 body: String::from_utf8_lossy(&r.body).into_owned(),
             },
-            Err(e) => Reply::json(
+            Err(e) => scim_error(
                 502,
-                json!({
-                    "schemas": [ERROR_SCHEMA],
-                    "status": "502",
-                    "detail": format!("fake proxy: scim2-server did not answer: {e}"),
-                }),
+                None,
+                &format!("fake proxy: scim2-server did not answer: {e}"),
             ),
         }
+    }
+
+    /// A PATCH body as the switches make it; Err is the answer instead of forwarding.
+    fn patch_body(&self, q: &mut Quirks, body: &str) -> Result<(String, bool), Reply> {
+        let Ok(mut v) = serde_json::from_str::<Value>(body) else {
+            return Ok((body.to_string(), false));
+        };
+        let Some(ops) = v["Operations"].as_array().cloned() else {
+            return Ok((body.to_string(), false));
+        };
+        if q.rename_501 && ops.iter().any(renames) {
+            return Err(scim_error(501, None, "renaming a group is not implemented"));
+        }
+        let filtered =
+            |op: &Value| is_remove(op) && op["path"].as_str().is_some_and(|p| p.contains('['));
+        if q.filter_removal_501 && ops.iter().any(filtered) {
+            return Err(scim_error(
+                501,
+                None,
+                "filtered remove paths are not implemented",
+            ));
+        }
+        let mut out = Vec::new();
+        let mut dropped = false;
+        let mut kept_name = false;
+        for mut op in ops {
+            if q.ignores_rename && renames(&op) {
+                kept_name = true;
+                continue;
+            }
+            let path = op["path"].as_str().unwrap_or("").to_string();
+            if q.filter_removal_501 && is_remove(&op) && path == "members" {
+                let ids: Vec<String> = op["value"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|m| m["value"].as_str().map(scim_quote))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                op = if q.value_removal_empties || ids.is_empty() {
+                    json!({"op": "remove", "path": "members"})
+                } else {
+                    let f: Vec<String> = ids.iter().map(|i| format!("value eq {i}")).collect();
+                    json!({"op": "remove", "path": format!("members[{}]", f.join(" or "))})
+                };
+            }
+            let adds =
+                op["op"].as_str().unwrap_or("").eq_ignore_ascii_case("add") && path == "members";
+            if q.patch_drops_one > 0
+                && !dropped
+                && adds
+                && op["value"].as_array().is_some_and(|a| a.len() >= 2)
+                && let Some(a) = op["value"].as_array_mut()
+            {
+                a.pop();
+                dropped = true;
+            }
+            out.push(op);
+        }
+        if dropped {
+            q.patch_drops_one -= 1;
+        }
+        if out.is_empty() {
+            // Nothing left to apply: no call, only the group as it is.
+            return Ok((String::new(), true));
+        }
+        v["Operations"] = Value::Array(out);
+        Ok((v.to_string(), dropped || kept_name))
+    }
+
+    /// A filtered group listing served a page of `size` at a time from the whole answer.
+    fn filter_paged(&self, req: &Req, size: usize, ignore_start: bool) -> Reply {
+        let filter = req.query_param("filter").unwrap_or_default();
+        let start = req
+            .query_param("startIndex")
+            .and_then(|s| s.parse::<usize>().ok())
+            .filter(|_| !ignore_start)
+            .unwrap_or(1)
+            .max(1);
+        let path_q = format!(
+            "{}?filter={}&startIndex=1&count=1000",
+            req.path,
+            url_encode(&filter)
+        );
+        let mut rep = self.forward(req, &path_q, "");
+        let Ok(mut v) = serde_json::from_str::<Value>(&rep.body) else {
+            return rep;
+        };
+        let mut all = v["Resources"].as_array().cloned().unwrap_or_default();
+        all.sort_by(|a, b| {
+            let n = |g: &Value| g["displayName"].as_str().unwrap_or("").to_string();
+            n(a).cmp(&n(b))
+        });
+        let page: Vec<Value> = all.iter().skip(start - 1).take(size).cloned().collect();
+        v["totalResults"] = json!(all.len());
+        v["startIndex"] = json!(start);
+        v["itemsPerPage"] = json!(page.len());
+        v["Resources"] = Value::Array(page);
+        rep.body = v.to_string();
+        rep
+    }
+
+    fn handle_quirky(&self, req: &Req, q: &mut Quirks) -> Reply {
+        let path_q = if req.query.is_empty() {
+            req.path.clone()
+        } else {
+            format!("{}?{}", req.path, req.query)
+        };
+        let groups = req.path.trim_end_matches('/').ends_with("/Groups");
+        let one_group = req.path.contains("/Groups/");
+        if q.no_spc && req.path.ends_with("/ServiceProviderConfig") {
+            return scim_error(404, None, "no such endpoint");
+        }
+        if let Some(size) = q.filter_page
+            && req.method == "GET"
+            && groups
+            && req.query_param("filter").is_some()
+        {
+            return self.filter_paged(req, size, q.filter_ignores_start);
+        }
+        let mut body = req.body.clone();
+        let mut show_group = false;
+        if req.method == "POST"
+            && groups
+            && q.ignores_posted_members
+            && let Ok(mut v) = serde_json::from_str::<Value>(&body)
+            && let Some(o) = v.as_object_mut()
+        {
+            o.remove("members");
+            body = v.to_string();
+        }
+        if req.method == "PATCH" && one_group {
+            match self.patch_body(q, &body) {
+                Ok((b, dropped)) => {
+                    body = b;
+                    show_group = dropped || q.patch_shows_group;
+                }
+                Err(rep) => return rep,
+            }
+        }
+        let mut rep = if req.method == "PATCH" && one_group && body.is_empty() {
+            Reply::empty(204)
+        } else {
+            self.forward(req, &path_q, &body)
+        };
+        if show_group && rep.status == 204 {
+            let read = Req {
+                method: "GET".into(),
+                body: String::new(),
+                ..req.clone()
+            };
+            let got = self.forward(&read, &req.path, "");
+            if got.status == 200 {
+                rep = got;
+            }
+        }
+        let write = matches!(req.method.as_str(), "POST" | "PATCH");
+        if q.no_members_in_answers
+            && write
+            && (200..300).contains(&rep.status)
+            && let Ok(mut v) = serde_json::from_str::<Value>(&rep.body)
+            && let Some(o) = v.as_object_mut()
+        {
+            o.remove("members");
+            rep.body = v.to_string();
+        }
+        if rep.status == 401 && q.empty_401 {
+            rep.body.clear();
+            rep.headers
+                .retain(|(k, _)| !k.eq_ignore_ascii_case("content-type"));
+        }
+        if rep.status >= 400
+            && q.numeric_error_status
+            && let Ok(mut v) = serde_json::from_str::<Value>(&rep.body)
+            && v.get("status").is_some()
+        {
+            v["status"] = json!(rep.status);
+            rep.body = v.to_string();
+        }
+        rep
+    }
+}
+
+impl Handler for Scim2Proxy {
+    fn handle(&self, req: &Req) -> Reply {
+        let mut q = self.quirks.lock().unwrap();
+        self.handle_quirky(req, &mut q)
     }
 }
 
@@ -304,6 +543,11 @@ impl Scim2Server {
     /// Starts scim2-server on a free port (retrying if another process took the port),
     /// waits until it answers (at most 30 s), and puts the proxy in front of it.
     pub fn start() -> Arc<Scim2Server> {
+        Scim2Server::start_with(Quirks::default())
+    }
+
+    /// `start`, with these behaviours of other servers switched on (see `Quirks`).
+    pub fn start_with(quirks: Quirks) -> Arc<Scim2Server> {
         let bin = server_bin();
         let mut last_log = String::new();
         for _attempt in 0..3 {
@@ -342,7 +586,10 @@ impl Scim2Server {
                 std::thread::sleep(Duration::from_millis(50));
             }
             if ready {
-                let proxy = Server::start(Scim2Proxy { upstream });
+                let proxy = Server::start(Scim2Proxy {
+                    upstream,
+                    quirks: Mutex::new(quirks.clone()),
+                });
                 return Arc::new(Scim2Server {
                     proxy,
                     upstream,
@@ -382,6 +629,10 @@ impl Scim2Server {
     }
     pub fn clear_faults(&self) {
         self.proxy.clear_faults();
+    }
+    /// Changes the switched-on behaviours.
+    pub fn quirks(&self, f: impl FnOnce(&mut Quirks)) {
+        f(&mut self.proxy.handler.quirks.lock().unwrap());
     }
 
     /// Calls the real server directly, as an administrator; panics if it does not answer.
@@ -620,16 +871,8 @@ impl Fake for Scim2Server {
         assert_eq!(s, 204, "delete group {name}: {v}");
     }
 
-    fn requests(&self) -> Vec<Logged> {
-        self.proxy.requests()
-    }
-
-    fn clear_requests(&self) {
-        self.proxy.clear_requests();
-    }
-
-    fn inject(&self, when: Match, fault: Fault, times: usize) {
-        self.proxy.inject(when, fault, times);
+    fn journal(&self) -> Option<&dyn Journal> {
+        Some(&self.proxy)
     }
 
     fn membership_write(&self) -> Match {
@@ -642,199 +885,5 @@ impl Fake for Scim2Server {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_plain_and_chunked_answers() {
-        let r = parse_response(
-            b"HTTP/1.0 201 Created\r\nContent-Type: application/scim+json\r\n\
-              Content-Length: 7\r\n\r\n{\"a\":1}junk",
-        )
-        .unwrap();
-        assert_eq!(r.status, 201);
-        assert_eq!(r.header("content-type"), Some("application/scim+json"));
-        assert_eq!(r.json(), json!({"a": 1}));
-        let r = parse_response(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3;x=y\r\n:1}\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!(r.json(), json!({"a": 1}));
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
-        assert!(dechunk(b"zz\r\n").is_err());
-        assert_eq!(
-            url_encode("userName eq \"a b\""),
-            "userName%20eq%20%22a%20b%22"
-        );
-        assert_eq!(scim_quote(r#"Q "x" \ y"#), r#""Q \"x\" \\ y""#);
-    }
-
-    /// Calls through the proxy, as rostersync would.
-    fn via_proxy(f: &Scim2Server, method: &str, path_q: &str, body: Option<Value>) -> RawResponse {
-        let mut headers = vec![
-            ("Host".to_string(), f.proxy.addr.to_string()),
-            ("Authorization".to_string(), format!("Bearer {}", f.token())),
-        ];
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        if !body.is_empty() {
-            headers.push(("Content-Type".into(), "application/scim+json".into()));
-        }
-        http_call(
-            f.proxy.addr,
-            method,
-            &format!("{PREFIX}{path_q}"),
-            &headers,
-            body.as_bytes(),
-            Duration::from_secs(30),
-        )
-        .unwrap()
-    }
-
-    fn set(v: &[&str]) -> BTreeSet<String> {
-        v.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn real_server_behind_the_proxy() {
-        let f = Scim2Server::start();
-        let ana = f.add_user("ana@example.com");
-        let bo = f.add_user("bo@example.com");
-        assert_eq!(f.add_user("ANA@example.com"), ana, "add_user is idempotent");
-        assert!(f.source_id("ana@example.com").is_none());
-        let t = f.target_toml("scim");
-        assert!(t.contains("flavor = \"rfc7644\"") && t.contains("auth = \"bearer\""));
-        assert!(t.contains(&f.base_url()) && t.contains(&f.env()[0].0));
-
-        // rostersync's user lookup.
-        let filter = url_encode("userName eq \"bo@example.com\"");
-        let r = via_proxy(&f, "GET", &format!("/Users?filter={filter}"), None);
-        assert_eq!(r.json()["Resources"][0]["id"], bo.as_str());
-
-        // Create; the Location names the proxy, not the real server.
-        let r = via_proxy(
-            &f,
-            "POST",
-            "/Groups",
-            Some(json!({"schemas": [GROUP_SCHEMA], "displayName": "Tier 1",
-                        "members": [{"value": ana}]})),
-        );
-        assert_eq!(r.status, 201, "{}", r.json());
-        let id = r.json()["id"].as_str().unwrap().to_string();
-        assert!(
-            r.header("location")
-                .unwrap()
-                .contains(&f.proxy.addr.to_string())
-        );
-        assert_eq!(f.groups()["Tier 1"], set(&["ana@example.com"]));
-
-        // Adoption lookup by displayName.
-        let filter = url_encode("displayName eq \"tier 1\"");
-        let r = via_proxy(&f, "GET", &format!("/Groups?filter={filter}"), None);
-        assert_eq!(r.json()["totalResults"], 1);
-
-        // One PATCH with add + remove; 204 without a body.
-        let patch = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-        "Operations": [
-            {"op": "add", "path": "members", "value": [{"value": bo}]},
-            {"op": "remove", "path": format!("members[value eq \"{ana}\"]")},
-        ]});
-        let gpath = format!("/Groups/{id}");
-        f.inject(f.membership_write(), Fault::status(503), 1);
-        assert_eq!(
-            via_proxy(&f, "PATCH", &gpath, Some(patch.clone())).status,
-            503
-        );
-        assert_eq!(
-            f.groups()["Tier 1"],
-            set(&["ana@example.com"]),
-            "fault left state alone"
-        );
-        let r = via_proxy(&f, "PATCH", &gpath, Some(patch.clone()));
-        assert_eq!(r.status, 204);
-        assert!(r.body.is_empty());
-        assert_eq!(f.groups()["Tier 1"], set(&["bo@example.com"]));
-        // The same again is a no-op, still 204.
-        assert_eq!(via_proxy(&f, "PATCH", &gpath, Some(patch)).status, 204);
-        assert_eq!(f.groups()["Tier 1"], set(&["bo@example.com"]));
-
-        // RFC 7644 errors.
-        let r = via_proxy(&f, "GET", "/Groups/nope", None);
-        assert_eq!(r.status, 404);
-        assert_eq!(r.json()["schemas"][0], ERROR_SCHEMA);
-        let r = via_proxy(
-            &f,
-            "POST",
-            "/Groups",
-            Some(json!({"schemas": [GROUP_SCHEMA], "displayName": "X", "owners": ["a"]})),
-        );
-        assert_eq!(r.status, 400);
-        let r = via_proxy(
-            &f,
-            "PATCH",
-            &gpath,
-            Some(json!({"Operations": [
-                {"op": "remove", "path": "members", "value": [{"value": bo}]}]})),
-        );
-        assert_eq!(r.status, 400, "remove with a value list is refused");
-        let r = http_call(
-            f.proxy.addr,
-            "GET",
-            "/v2/Groups",
-            &[],
-            b"",
-            Duration::from_secs(30),
-        )
-        .unwrap();
-        assert_eq!(r.status, 401);
-
-        // A create whose answer is lost still happened.
-        f.inject(f.create_request(), Fault::DropAfter, 1);
-        let lost = http_call(
-            f.proxy.addr,
-            "POST",
-            "/v2/Groups",
-            &[
-                ("Authorization".into(), format!("Bearer {}", f.token())),
-                ("Content-Type".into(), "application/scim+json".into()),
-            ],
-            json!({"schemas": [GROUP_SCHEMA], "displayName": "Tier 1"})
-                .to_string()
-                .as_bytes(),
-            Duration::from_secs(30),
-        );
-        assert!(lost.is_err());
-        assert_eq!(f.count_named("Tier 1"), 2);
-        assert!(
-            f.groups()
-                .keys()
-                .any(|k| k.starts_with("Tier 1 [duplicate "))
-        );
-
-        let statuses: Vec<u16> = f.requests().iter().map(|l| l.status).collect();
-        assert_eq!(
-            statuses,
-            vec![200, 201, 200, 503, 204, 204, 404, 400, 400, 401, 0]
-        );
-        f.clear_requests();
-        assert!(f.requests().is_empty());
-    }
-
-    #[test]
-    fn by_hand_knobs_and_drop() {
-        let f = Scim2Server::start();
-        f.add_user("ana@example.com");
-        f.create_group_by_hand("Legacy", &["ana@example.com", "raw-id-7"]);
-        assert_eq!(f.groups()["Legacy"], set(&["ana@example.com", "raw-id-7"]));
-        f.add_user("bo@example.com");
-        f.set_members_by_hand("Legacy", &["bo@example.com"]);
-        assert_eq!(f.groups()["Legacy"], set(&["bo@example.com"]));
-        f.delete_group_by_hand("Legacy");
-        assert!(f.groups().is_empty());
-        assert!(f.requests().is_empty(), "knobs bypass the proxy");
-        let pid = f.child.lock().unwrap().id();
-        let upstream = f.upstream;
-        drop(f);
-        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
-        assert!(TcpStream::connect_timeout(&upstream, Duration::from_secs(1)).is_err());
-    }
-}
+#[path = "scim2_tests.rs"]
+mod tests;
