@@ -257,6 +257,13 @@ pub fn faults(fake: Arc<dyn Fake>) {
     let reqs = fake.requests();
     assert!(reqs.iter().any(|r| r.status == 429), "the 429 was seen");
     assert!(reqs.iter().any(|r| r.status == 500), "the 500 was seen");
+    for (fault, what) in [("drop", "the dropped connection"), ("drop_after", "the lost answer")] {
+        assert!(
+            reqs.iter().any(|r| r.fault == Some(fault)),
+            "{what} was injected: {}",
+            summary(&reqs)
+        );
+    }
     eprintln!(
         "[{}] initial with 429+500+drop+lost answer: {}",
         fake.kind(),
@@ -274,6 +281,12 @@ pub fn faults(fake: Arc<dyn Fake>) {
     fake.inject(fake.membership_write(), Fault::status(503), 1);
     env.sync().expect(0);
     env.assert_converged(&groups);
+    let reqs = fake.requests();
+    assert!(
+        reqs.iter().any(|r| r.fault == Some("delay")) && reqs.iter().any(|r| r.status == 503),
+        "the slow answer and the 503 were injected: {}",
+        summary(&reqs)
+    );
     let h = env.run(&["history", "--limit", "5"]).expect(0);
     assert!(
         h.stdout.contains("attempts"),
@@ -415,11 +428,11 @@ pub fn bad_input(fake: Arc<dyn Fake>) {
         ),
         (
             "groups:\n  - name: A\n    members: [a@example.com]\n  - name: A\n    members: [b@example.com]\n",
-            "A",
+            "group key \"A\" is defined twice",
         ),
         (
             "groups:\n  - name: A\n    members: a@example.com, [\n",
-            "groups.yaml",
+            "groups.yaml:3",
         ),
         (
             "people:\n  - email: a@example.com\n    ids: {t1: \"1\"}\n  - email: a@example.com\n    ids: {t1: \"2\"}\ngroups:\n  - name: A\n    members: [a@example.com]\n",
@@ -500,6 +513,7 @@ pub fn safety_guard(fake: Arc<dyn Fake>) {
 pub fn secrets_never_leak(fake: Arc<dyn Fake>) {
     let env = Env::new(fake.clone());
     env.write_source(&four_groups());
+    assert!(!fake.secrets().is_empty(), "there are secrets to look for");
     fake.inject(fake.create_request(), Fault::status(500), 1);
     let mut outs = vec![
         env.run(&["-vv", "sync"]),

@@ -585,6 +585,11 @@ fn an_answer_over_max_response_bytes_fails_the_group() {
         r.stderr
     );
     assert!(
+        fake.requests().iter().any(|q| q.fault == Some("status")),
+        "the oversized listing was answered: {:?}",
+        fake.requests()
+    );
+    assert!(
         fake.requests().iter().all(|q| q.method == "GET"),
         "nothing dependent sent"
     );
