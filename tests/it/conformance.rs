@@ -283,13 +283,15 @@ pub fn faults(fake: Arc<dyn Fake>) {
     env.assert_converged(&groups);
     let reqs = fake.requests();
     assert!(
-        reqs.iter().any(|r| r.fault == Some("delay")) && reqs.iter().any(|r| r.status == 503),
-        "the slow answer and the 503 were injected: {}",
+        reqs.iter().any(|r| r.status == 503),
+        "the 503 was injected: {}",
         summary(&reqs)
     );
+    // The fake does not log a request whose client hung up before the delayed answer: the
+    // history shows it instead, as the first of three attempts (timeout, 503, ok).
     let h = env.run(&["history", "--limit", "5"]).expect(0);
     assert!(
-        h.stdout.contains("attempts"),
+        h.stdout.contains("(3 attempts)"),
         "retries show in the history: {}",
         h.stdout
     );
