@@ -203,7 +203,7 @@ pub fn drift_repaired_by_full(fake: Arc<dyn Fake>) {
         "{}",
         summary(&reqs)
     );
-    assert!(r.stderr.contains("drift"), "{}", r.stderr);
+    assert!(r.stderr.contains("drift found"), "{}", r.stderr);
     eprintln!(
         "[{}] --full with one drifted group: {} requests: {}",
         fake.kind(),
@@ -310,6 +310,13 @@ pub fn one_failure_does_not_stop_the_others(fake: Arc<dyn Fake>) {
     );
     let r = env.sync().expect(1);
     assert!(r.stdout.contains("Night Shift"), "{}", r.stdout);
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|q| q.status == 400 && q.body.contains("Night Shift")),
+        "the refusal was Night Shift's create: {}",
+        summary(&fake.requests())
+    );
     let got = fake.groups();
     for gr in &groups[..3] {
         assert!(
