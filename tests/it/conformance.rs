@@ -528,6 +528,10 @@ pub fn secrets_never_leak(fake: Arc<dyn Fake>) {
         env.run(&["-vv", "sync"]),
         env.run(&["--log-format", "json", "sync", "--full"]),
     ];
+    assert!(
+        fake.requests().iter().any(|r| r.status == 500),
+        "the create's 500 was answered (its error went through the logs)"
+    );
     outs.push(env.run(&["history", "--output", "json"]));
     outs.push(env.run(&["state", "--output", "json"]));
     outs.push(env.run(&["check"]));
