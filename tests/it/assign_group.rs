@@ -164,7 +164,11 @@ fn a_create_whose_answer_is_lost_leaves_one_group() {
     env.assert_converged(&groups);
     assert_eq!(f.group_count_with_prefix("Tier 3"), 1);
     // The 1009 was answered (the first create) and the create was sent once more.
-    assert_eq!(f.calls_to("Group/add"), 2, "the refused create and the one that went in");
+    assert_eq!(
+        f.calls_to("Group/add"),
+        2,
+        "the refused create and the one that went in"
+    );
 }
 
 #[test]

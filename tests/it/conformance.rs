@@ -257,7 +257,10 @@ pub fn faults(fake: Arc<dyn Fake>) {
     let reqs = fake.requests();
     assert!(reqs.iter().any(|r| r.status == 429), "the 429 was seen");
     assert!(reqs.iter().any(|r| r.status == 500), "the 500 was seen");
-    for (fault, what) in [("drop", "the dropped connection"), ("drop_after", "the lost answer")] {
+    for (fault, what) in [
+        ("drop", "the dropped connection"),
+        ("drop_after", "the lost answer"),
+    ] {
         assert!(
             reqs.iter().any(|r| r.fault == Some(fault)),
             "{what} was injected: {}",

@@ -512,7 +512,10 @@ fn every_flag_has_a_help_line() {
             }
         }
         // Every command has at least --help: a help text with no flag line was not read.
-        assert!(flags >= 1, "`rostersync {cmd} --help` lists no flag:\n{help}");
+        assert!(
+            flags >= 1,
+            "`rostersync {cmd} --help` lists no flag:\n{help}"
+        );
     }
 }
 

@@ -186,7 +186,9 @@ pub fn hand_added_survives_a_full_run(fake: Arc<dyn Fake>, pat: Pat) {
     let dry = env.run(&["sync", "--full", "--dry-run"]).expect(0);
     assert!(
         dry.stdout.contains("      = kept ")
-            && dry.stdout.contains(&format!("(keep_members \"{pattern}\")")),
+            && dry
+                .stdout
+                .contains(&format!("(keep_members \"{pattern}\")")),
         "{}",
         dry.stdout
     );
