@@ -179,8 +179,9 @@ pub fn hand_added_survives_a_full_run(fake: Arc<dyn Fake>, pat: Pat) {
     );
     env.run(&["sync", "--full"]).expect(0);
     env.assert_converged(&hand);
-    // and with a change to the same group: the plan shows the bot kept by its pattern (the
-    // read-back found it), which a run that never saw it could not show.
+    // and with a change to the same group: the plan shows the bot kept by its pattern, so
+    // the first --full did find it (a run that never read the group back, leaving the bot
+    // alone because it never saw it, passed the checks above too).
     groups[0] = g("Tier 1 Support", &[&e(1), &e(8)]);
     env.write_source(&groups);
     let dry = env.run(&["sync", "--full", "--dry-run"]).expect(0);
