@@ -71,6 +71,10 @@ fn disagree(start: impl Fn() -> (Arc<dyn Fake>, Box<dyn Fn()>), key: &'static st
             reshape_reads(&*fake, &shape);
             let r = env.sync();
             assert_eq!(r.code, 0, "[{kind}] {what}\n{}", r.stderr);
+            assert!(
+                fake.requests().iter().any(|q| q.fault == Some("reshape")),
+                "[{kind}] {what}: the listing carried the second array"
+            );
             env.assert_converged(&groups);
             eprintln!("[disagree] {kind}: {what}: understood (documented key present), adopted");
             continue;
