@@ -97,7 +97,10 @@ fn history(env: &Env) -> Vec<Value> {
         .run(&["history", "--limit", "500", "--output", "json"])
         .expect(0);
     let v: Value = serde_json::from_str(&h.stdout).expect("history json");
-    v["calls"].as_array().cloned().unwrap_or_default()
+    v["calls"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("history json has no \"calls\" array: {}", h.stdout))
 }
 
 fn four(f: &FakeDeepCall, env: &Env) -> Vec<G> {
@@ -156,9 +159,16 @@ fn a_create_whose_answer_is_lost_leaves_one_group() {
     ];
     env.write_source(&groups);
     f.fail_next("Group/add", 1009, 1);
+    f.clear_requests();
     env.sync().expect(0);
     env.assert_converged(&groups);
     assert_eq!(f.group_count_with_prefix("Tier 3"), 1);
+    // The 1009 was answered (the first create) and the create was sent once more.
+    assert_eq!(
+        f.calls_to("Group/add"),
+        2,
+        "the refused create and the one that went in"
+    );
 }
 
 #[test]

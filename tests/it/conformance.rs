@@ -252,7 +252,7 @@ pub fn drift_repaired_by_full(fake: Arc<dyn Fake>) {
         "{}",
         summary(&reqs)
     );
-    assert!(r.stderr.contains("drift"), "{}", r.stderr);
+    assert!(r.stderr.contains("drift found"), "{}", r.stderr);
     eprintln!(
         "[{}] --full with one drifted group: {} requests: {}",
         fake.kind(),
@@ -307,6 +307,16 @@ pub fn faults(fake: Arc<dyn Fake>) {
     let reqs = fake.requests();
     assert!(reqs.iter().any(|r| r.status == 429), "the 429 was seen");
     assert!(reqs.iter().any(|r| r.status == 500), "the 500 was seen");
+    for (fault, what) in [
+        ("drop", "the dropped connection"),
+        ("drop_after", "the lost answer"),
+    ] {
+        assert!(
+            reqs.iter().any(|r| r.fault == Some(fault)),
+            "{what} was injected: {}",
+            summary(&reqs)
+        );
+    }
     eprintln!(
         "[{}] initial with 429+500+drop+lost answer: {}",
         fake.kind(),
@@ -324,9 +334,17 @@ pub fn faults(fake: Arc<dyn Fake>) {
     fake.inject(fake.membership_write(), Fault::status(503), 1);
     env.sync().expect(0);
     env.assert_converged(&groups);
+    let reqs = fake.requests();
+    assert!(
+        reqs.iter().any(|r| r.status == 503),
+        "the 503 was injected: {}",
+        summary(&reqs)
+    );
+    // The fake does not log a request whose client hung up before the delayed answer: the
+    // history shows it instead, as the first of three attempts (timeout, 503, ok).
     let h = env.run(&["history", "--limit", "5"]).expect(0);
     assert!(
-        h.stdout.contains("attempts"),
+        h.stdout.contains("(3 attempts)"),
         "retries show in the history: {}",
         h.stdout
     );
@@ -345,6 +363,13 @@ pub fn one_failure_does_not_stop_the_others(fake: Arc<dyn Fake>) {
     );
     let r = env.sync().expect(1);
     assert!(r.stdout.contains("Night Shift"), "{}", r.stdout);
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|q| q.status == 400 && q.body.contains("Night Shift")),
+        "the refusal was Night Shift's create: {}",
+        summary(&fake.requests())
+    );
     let got = fake.groups();
     for gr in &groups[..3] {
         assert!(
@@ -467,11 +492,11 @@ pub fn bad_input(fake: Arc<dyn Fake>) {
         ),
         (
             "groups:\n  - name: A\n    members: [a@example.com]\n  - name: A\n    members: [b@example.com]\n",
-            "A",
+            "group key \"A\" is defined twice",
         ),
         (
             "groups:\n  - name: A\n    members: a@example.com, [\n",
-            "groups.yaml",
+            "groups.yaml:3",
         ),
         (
             "people:\n  - email: a@example.com\n    ids: {t1: \"1\"}\n  - email: a@example.com\n    ids: {t1: \"2\"}\ngroups:\n  - name: A\n    members: [a@example.com]\n",
@@ -552,11 +577,16 @@ pub fn safety_guard(fake: Arc<dyn Fake>) {
 pub fn secrets_never_leak(fake: Arc<dyn Fake>) {
     let env = Env::new(fake.clone());
     env.write_source(&four_groups());
+    assert!(!fake.secrets().is_empty(), "there are secrets to look for");
     fake.inject(fake.create_request(), Fault::status(500), 1);
     let mut outs = vec![
         env.run(&["-vv", "sync"]),
         env.run(&["--log-format", "json", "sync", "--full"]),
     ];
+    assert!(
+        fake.requests().iter().any(|r| r.status == 500),
+        "the create's 500 was answered (its error went through the logs)"
+    );
     outs.push(env.run(&["history", "--output", "json"]));
     outs.push(env.run(&["state", "--output", "json"]));
     outs.push(env.run(&["check"]));

@@ -958,6 +958,16 @@ fn sigterm_during_the_read_back_stops_reading_and_exits_0() {
         reads <= 4,
         "only the reads in flight at SIGTERM were sent ({reads} of 12); waited {waited:?}"
     );
+    // The signal came during the read-back (not before it started): those reads were
+    // slowed and finished, so the scenario is the one claimed.
+    assert!(
+        s.fake
+            .requests()
+            .iter()
+            .any(|r| r.path.contains("/Groups/") && r.fault == Some("delay") && r.status == 200),
+        "a slowed read-back was in flight at SIGTERM and finished ({reads} reads); log:\n{}",
+        d.log()
+    );
     assert!(
         s.fake.requests().iter().all(|r| !r.is_write()),
         "nothing is sent after SIGTERM"

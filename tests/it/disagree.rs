@@ -71,6 +71,10 @@ fn disagree(start: impl Fn() -> (Arc<dyn Fake>, Box<dyn Fn()>), key: &'static st
             reshape_reads(&*fake, &shape);
             let r = env.sync();
             assert_eq!(r.code, 0, "[{kind}] {what}\n{}", r.stderr);
+            assert!(
+                fake.requests().iter().any(|q| q.fault == Some("reshape")),
+                "[{kind}] {what}: the listing carried the second array"
+            );
             env.assert_converged(&groups);
             eprintln!("[disagree] {kind}: {what}: understood (documented key present), adopted");
             continue;
@@ -82,6 +86,10 @@ fn disagree(start: impl Fn() -> (Arc<dyn Fake>, Box<dyn Fn()>), key: &'static st
         reshape_reads(&*fake, &shape);
         let r = env.sync();
         assert_eq!(r.code, 1, "[{kind}] {what}: adoption\n{}", r.stderr);
+        assert!(
+            fake.requests().iter().any(|q| q.fault == Some("reshape")),
+            "[{kind}] {what}: the listing was answered in the other shape"
+        );
         assert!(
             r.stderr.contains("not understood"),
             "[{kind}] {what}: the log says why\n{}",
@@ -123,7 +131,13 @@ fn disagree(start: impl Fn() -> (Arc<dyn Fake>, Box<dyn Fn()>), key: &'static st
         let r = env.run(&["sync", "--full"]);
         if touches_reads {
             assert_eq!(r.code, 1, "[{kind}] {what}: owned --full\n{}", r.stderr);
+        } else {
+            assert_eq!(r.code, 0, "[{kind}] {what}: owned --full\n{}", r.stderr);
         }
+        assert!(
+            fake.requests().iter().any(|q| q.fault == Some("reshape")),
+            "[{kind}] {what}: the reads were answered in the other shape"
+        );
         assert!(
             fake.groups()["Tier 1"].contains(&email(30)),
             "[{kind}] {what}: the hand-added agent is still there"

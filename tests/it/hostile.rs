@@ -102,6 +102,12 @@ fn measured(env: &Env, args: &[&str]) -> Measured {
         rss_kib = stderr[i + 19..].trim().parse().ok();
         stderr.truncate(i);
     }
+    // Measured through /usr/bin/time: the figure must be there, or the memory bound of
+    // `bounded` would silently check nothing.
+    assert!(
+        !time.exists() || rss_kib.is_some(),
+        "no peak RSS from /usr/bin/time in: {stderr}"
+    );
     Measured {
         run: Run {
             code: out.status.code().unwrap_or(-1),
@@ -583,6 +589,11 @@ fn an_answer_over_max_response_bytes_fails_the_group() {
         r.stderr.contains("larger than max_response_bytes = 4096"),
         "{}",
         r.stderr
+    );
+    assert!(
+        fake.requests().iter().any(|q| q.fault == Some("status")),
+        "the oversized listing was answered: {:?}",
+        fake.requests()
     );
     assert!(
         fake.requests().iter().all(|q| q.method == "GET"),

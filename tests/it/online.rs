@@ -494,11 +494,14 @@ fn every_flag_has_a_help_line() {
         "man",
     ] {
         let o = Command::new(BIN).args([cmd, "--help"]).output().unwrap();
+        assert!(o.status.success(), "`rostersync {cmd} --help`");
         let help = String::from_utf8(o.stdout).unwrap();
         let mut lines = help.lines().peekable();
+        let mut flags = 0;
         while let Some(l) = lines.next() {
             let t = l.trim_start();
             if t.starts_with("--") || (t.starts_with('-') && t.len() > 1) || t.starts_with('<') {
+                flags += 1;
                 // clap puts the help on the same line (after two spaces) or the next one.
                 let same = t.split("  ").filter(|s| !s.trim().is_empty()).count() > 1;
                 let next = lines.peek().is_some_and(|n| n.starts_with("          "));
@@ -508,6 +511,11 @@ fn every_flag_has_a_help_line() {
                 );
             }
         }
+        // Every command has at least --help: a help text with no flag line was not read.
+        assert!(
+            flags >= 1,
+            "`rostersync {cmd} --help` lists no flag:\n{help}"
+        );
     }
 }
 

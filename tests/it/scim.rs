@@ -85,10 +85,17 @@ fn maestroqa_owners_are_sent_and_kept_in_step() {
     env.sync().expect(0);
     assert_eq!(fake.raw_owners("Team").unwrap(), vec![lead.clone()]);
     env.write_raw_source("groups.yaml", &src(&lead, ""));
+    fake.clear_requests();
     env.sync().expect(0);
     assert!(
         fake.raw_owners("Team").unwrap().is_empty(),
         "owner removed with one PATCH"
+    );
+    let reqs = fake.requests();
+    assert_eq!(
+        (reqs.len(), count_ok(&reqs, &fake.membership_write())),
+        (1, 1),
+        "one PATCH: {reqs:?}"
     );
 }
 

@@ -158,10 +158,11 @@ pub enum Pat {
 pub fn hand_added_survives_a_full_run(fake: Arc<dyn Fake>, pat: Pat) {
     let mut env = Env::new(fake.clone());
     let bot_id = fake.add_user(BOT);
-    env.set_target_extra(&match pat {
-        Pat::Email => "keep_members = [\"svc-?ot@example.com\"]".to_string(),
-        Pat::Id => format!("keep_members = [\"id:{bot_id}\"]"),
-    });
+    let pattern = match pat {
+        Pat::Email => "svc-?ot@example.com".to_string(),
+        Pat::Id => format!("id:{bot_id}"),
+    };
+    env.set_target_extra(&format!("keep_members = [\"{pattern}\"]"));
     let mut groups = four_groups();
     env.write_source(&groups);
     env.sync().expect(0);
@@ -178,9 +179,20 @@ pub fn hand_added_survives_a_full_run(fake: Arc<dyn Fake>, pat: Pat) {
     );
     env.run(&["sync", "--full"]).expect(0);
     env.assert_converged(&hand);
-    // and with a change to the same group
+    // and with a change to the same group: the plan shows the bot kept by its pattern, so
+    // the first --full did find it (a run that never read the group back, leaving the bot
+    // alone because it never saw it, passed the checks above too).
     groups[0] = g("Tier 1 Support", &[&e(1), &e(8)]);
     env.write_source(&groups);
+    let dry = env.run(&["sync", "--full", "--dry-run"]).expect(0);
+    assert!(
+        dry.stdout.contains("      = kept ")
+            && dry
+                .stdout
+                .contains(&format!("(keep_members \"{pattern}\")")),
+        "{}",
+        dry.stdout
+    );
     env.run(&["sync", "--full"]).expect(0);
     env.assert_converged(&with_bot(&groups));
     env.sync().expect(0);

@@ -179,7 +179,7 @@ fn every_command(fake: Arc<dyn Fake>) {
     texts.push(("/metrics".into(), metrics));
     texts.push((
         "/healthz".into(),
-        http_get(port, "/healthz").unwrap_or_default(),
+        http_get(port, "/healthz").expect("the daemon served /healthz"),
     ));
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

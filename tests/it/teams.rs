@@ -371,6 +371,11 @@ fn a_404_for_a_team_still_there_does_not_duplicate_it() {
     env.sync().expect(0);
     env.assert_converged(&groups);
     let reqs = fake.requests();
+    assert!(
+        reqs.iter()
+            .any(|r| r.method == "PATCH" && r.status == 404 && r.fault.is_some()),
+        "the 404 was injected: {reqs:?}"
+    );
     assert_eq!(count(&reqs, "POST", "/v1/teams"), 0, "adopted, not created");
     assert_eq!(listings(&reqs), 1, "listed again");
 }

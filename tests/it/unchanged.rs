@@ -107,6 +107,10 @@ fn any_changed_input_is_planned() {
     env.write_source(&groups(false));
     fake.inject(fake.membership_write(), Fault::status(500), 100);
     assert!(!sync_took_shortcut(&env, &[], 1), "failed");
+    assert!(
+        fake.requests().iter().any(|r| r.status == 500),
+        "the run failed on the injected 500"
+    );
     maestro.clear_faults();
     assert!(!sync_took_shortcut(&env, &[], 0), "after a failed run");
     assert!(sync_took_shortcut(&env, &[], 0), "then unchanged");

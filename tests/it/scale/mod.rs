@@ -84,6 +84,14 @@ fn scale_s_minimal_requests() {
 
     let (code, out, err) = sync(dir.path(), &fakes, &[]);
     assert_eq!(code, 0, "{out}\n{err}");
+    // Not a request at all (`counts` sees only the 2xx ones).
+    for (f, name) in fakes.iter().zip(TARGETS) {
+        assert!(
+            f.requests().is_empty(),
+            "no-op: {name} was sent {:?}",
+            f.requests()
+        );
+    }
     assert_eq!(counts(&fakes), [0; 4], "no-op");
 
     let churn = Change {
