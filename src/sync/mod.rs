@@ -295,12 +295,17 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
     }
     // SPEC 9: nothing changed since a converged run? Then stop before parsing.
     let mut opened = None;
+    // A live source read by the shortcut is not read again.
+    let mut read_already = None;
     if unchanged::eligible(opts) {
         let exec = Exec::open(cfg, opts)?;
-        if let Some(state) = &exec.state
-            && let Some(base) = unchanged::unchanged_since(cfg, state).await?
-        {
-            return exec.unchanged(cfg, opts, base, started).await;
+        if let Some(state) = &exec.state {
+            match unchanged::unchanged_since(cfg, state).await? {
+                unchanged::Unchanged::Since(base) => {
+                    return exec.unchanged(cfg, opts, base, started).await;
+                }
+                unchanged::Unchanged::Changed(loaded) => read_already = loaded,
+            }
         }
         opened = Some(exec);
     }
@@ -311,12 +316,14 @@ pub async fn run(cfg: &Config, opts: &SyncOptions) -> Result<RunReport, SyncErro
         None if opts.dry_run => Some(Exec::open(cfg, opts)?),
         None => None,
     };
-    let (desired, early_states) = match &early {
-        Some(exec) => {
+    let (desired, early_states) = match (&early, read_already) {
+        (Some(exec), Some(loaded)) => (loaded?, Some(exec.states(&selected).await)),
+        (Some(exec), None) => {
             let (desired, states) = tokio::join!(load_source(cfg), exec.states(&selected));
             (desired?, Some(states))
         }
-        None => (load_source(cfg).await?, None),
+        (None, Some(loaded)) => (loaded?, None),
+        (None, None) => (load_source(cfg).await?, None),
     };
     for email in &opts.only {
         if !desired
