@@ -220,7 +220,10 @@ pub(super) fn check(
                 desired.people.len()
             );
             for g in &unrouted {
-                println!("         group {:?} ({}) matches no route: it goes to no target", g.name, g.origin);
+                println!(
+                    "         group {:?} ({}) matches no route: it goes to no target",
+                    g.name, g.origin
+                );
             }
             println!(
                 "state    {}{}",

@@ -161,8 +161,9 @@ pub(super) fn validate_source(
                 live: None,
             });
         }
-        serde_json::Value::Object(_) => serde_json::from_value(raw)
-            .map_err(|e| err(file, format!("[source]: {e}")))?,
+        serde_json::Value::Object(_) => {
+            serde_json::from_value(raw).map_err(|e| err(file, format!("[source]: {e}")))?
+        }
         other => {
             return Err(err(
                 file,
@@ -232,7 +233,10 @@ fn validate_command(
         return Err(err(file, "source.command[0] is empty: name the program"));
     }
     if timeout.is_zero() {
-        return Err(err(file, "source.timeout = 0 would stop every command at once"));
+        return Err(err(
+            file,
+            "source.timeout = 0 would stop every command at once",
+        ));
     }
     // A relative program with a slash is relative to the config's folder, like every path.
     if program.contains('/') {
@@ -279,7 +283,9 @@ fn validate_ldap(
         other => {
             return Err(err(
                 file,
-                format!("source.ldap.url = \"{url}\": the scheme {other:?} is not ldap:// or ldaps://"),
+                format!(
+                    "source.ldap.url = \"{url}\": the scheme {other:?} is not ldap:// or ldaps://"
+                ),
             ));
         }
     };
@@ -363,13 +369,16 @@ fn validate_ldap(
             "source.ldap.ca_file is set but tls = \"none\": the CA would never be used",
         ));
     }
-    let groups_base = raw.groups_base.filter(|b| !b.trim().is_empty()).ok_or_else(|| {
-        err(
-            file,
-            "source.ldap.groups_base is missing: the DN under which the groups to sync are, \
+    let groups_base = raw
+        .groups_base
+        .filter(|b| !b.trim().is_empty())
+        .ok_or_else(|| {
+            err(
+                file,
+                "source.ldap.groups_base is missing: the DN under which the groups to sync are, \
              e.g. \"OU=Contact Centre,DC=example,DC=com\"",
-        )
-    })?;
+            )
+        })?;
     let people_base = raw
         .people_base
         .filter(|b| !b.trim().is_empty())
@@ -405,7 +414,9 @@ fn validate_ldap(
         }
     };
     let member_attribute = attr("member_attribute", raw.member_attribute, "member")?;
-    if !["member", "uniquemember", "memberuid"].contains(&member_attribute.to_ascii_lowercase().as_str()) {
+    if !["member", "uniquemember", "memberuid"]
+        .contains(&member_attribute.to_ascii_lowercase().as_str())
+    {
         return Err(err(
             file,
             format!(
@@ -434,17 +445,20 @@ fn validate_ldap(
     }
     let mut routes = Vec::new();
     for (i, r) in raw.route.into_iter().enumerate() {
-        let f = filter(
-            &format!("route[{i}].filter"),
-            Some(r.filter.ok_or_else(|| {
-                err(file, format!("source.ldap.route[{i}].filter is missing"))
-            })?),
-            "",
-        )?;
+        let f =
+            filter(
+                &format!("route[{i}].filter"),
+                Some(r.filter.ok_or_else(|| {
+                    err(file, format!("source.ldap.route[{i}].filter is missing"))
+                })?),
+                "",
+            )?;
         let ts = r.targets.ok_or_else(|| {
             err(
                 file,
-                format!("source.ldap.route[{i}].targets is missing: name the targets its groups go to"),
+                format!(
+                    "source.ldap.route[{i}].targets is missing: name the targets its groups go to"
+                ),
             )
         })?;
         for t in &ts {
@@ -485,7 +499,10 @@ fn validate_ldap(
         None => Duration::from_secs(30),
     };
     if timeout.is_zero() {
-        return Err(err(file, "source.ldap.timeout = 0 would stop every read at once"));
+        return Err(err(
+            file,
+            "source.ldap.timeout = 0 would stop every read at once",
+        ));
     }
     Ok(LdapSource {
         url: url.trim_end_matches('/').to_string(),

@@ -49,10 +49,13 @@ pub fn load(
     let text = match String::from_utf8(stdout) {
         Ok(t) => t,
         Err(e) => {
-            errors.push(at, format!(
-                "the program's output is not UTF-8 (at byte {})",
-                e.utf8_error().valid_up_to()
-            ));
+            errors.push(
+                at,
+                format!(
+                    "the program's output is not UTF-8 (at byte {})",
+                    e.utf8_error().valid_up_to()
+                ),
+            );
             return errors.into_result(Desired::default());
         }
     };
@@ -122,7 +125,9 @@ fn run(cfg: &CommandSource, max_bytes: u64) -> Result<Vec<u8>, String> {
                 if n == 0 {
                     break;
                 }
-                let mut buf = kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut buf = kept
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 buf.extend_from_slice(&chunk[..n]);
                 let over = buf.len().saturating_sub(STDERR_KEPT);
                 buf.drain(..over);
@@ -130,7 +135,9 @@ fn run(cfg: &CommandSource, max_bytes: u64) -> Result<Vec<u8>, String> {
         })
     };
     let stderr_now = || {
-        let buf = kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let buf = kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let text = String::from_utf8_lossy(&buf).trim().to_string();
         if text.is_empty() {
             String::new()
@@ -157,7 +164,9 @@ fn run(cfg: &CommandSource, max_bytes: u64) -> Result<Vec<u8>, String> {
             Err(e) => return Err(format!("cannot wait for the program: {e}")),
         }
     };
-    let stdout = reader.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+    let stdout = reader
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e));
     let _ = errs.join();
     let shown = stderr_now();
     if !status.success() {

@@ -51,10 +51,7 @@ pub(super) enum Unchanged {
 /// The run the current inputs repeat, if the shortcut applies: reads the source's bytes
 /// (off the async runtime) and the latest run's digests. A live source has no bytes to
 /// stream: it is read, and its digest is that of the canonical source built from it.
-pub(super) async fn unchanged_since(
-    cfg: &Config,
-    state: &Writer,
-) -> Result<Unchanged, StoreError> {
+pub(super) async fn unchanged_since(cfg: &Config, state: &Writer) -> Result<Unchanged, StoreError> {
     let (base, generation) = state.run_base().await?;
     let Some(base) = base else {
         return Ok(Unchanged::Changed(None));

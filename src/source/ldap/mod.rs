@@ -326,7 +326,10 @@ pub fn canonical_digest(d: &Desired) -> String {
 fn text_values(values: Vec<Vec<u8>>) -> Vec<String> {
     values
         .into_iter()
-        .map(|v| String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+        .map(|v| {
+            String::from_utf8(v)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        })
         .collect()
 }
 
@@ -335,7 +338,10 @@ fn text_values(values: Vec<Vec<u8>>) -> Vec<String> {
 fn key_text(attr: &str, v: &[u8]) -> String {
     if attr.eq_ignore_ascii_case("objectGUID") && v.len() == 16 {
         let le = |r: std::ops::Range<usize>| {
-            v[r].iter().rev().map(|b| format!("{b:02x}")).collect::<String>()
+            v[r].iter()
+                .rev()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
         };
         let be = |r: std::ops::Range<usize>| hex::encode(&v[r]);
         return format!(
@@ -497,7 +503,9 @@ impl<D: Directory> Gather<'_, D> {
             .search(dn, Scope::Base, "(objectClass=*)", &attrs)
             .await?;
         let values = match found.first() {
-            Some(e) => text_values(read::full_values(self.dir, e, &self.cfg.member_attribute).await?),
+            Some(e) => {
+                text_values(read::full_values(self.dir, e, &self.cfg.member_attribute).await?)
+            }
             None => Vec::new(),
         };
         let values = Arc::new(values);
@@ -528,14 +536,16 @@ impl<D: Directory> Gather<'_, D> {
             Some(v) => String::from_utf8_lossy(v).trim().to_string(),
             None => {
                 if e.values(&cfg.name_attribute).is_empty() {
-                    let message = format!("the group has no {} (name_attribute)", cfg.name_attribute);
+                    let message =
+                        format!("the group has no {} (name_attribute)", cfg.name_attribute);
                     self.errors.push(at, message);
                 }
                 return Ok(None);
             }
         };
         if name.is_empty() {
-            self.errors.push(at, format!("the group's {} is empty", cfg.name_attribute));
+            self.errors
+                .push(at, format!("the group's {} is empty", cfg.name_attribute));
             return Ok(None);
         }
         // (email, where it came from), in the order found.

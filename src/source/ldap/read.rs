@@ -61,7 +61,9 @@ pub enum ReadError {
         #[source]
         source: LdapError,
     },
-    #[error("the directory refused the bind as {dn:?}: {text} (result code {rc}); check bind_dn and the password")]
+    #[error(
+        "the directory refused the bind as {dn:?}: {text} (result code {rc}); check bind_dn and the password"
+    )]
     Bind { dn: String, rc: u32, text: String },
     #[error("the bind as {dn:?} failed: {source}")]
     BindFailed {
@@ -238,9 +240,7 @@ impl Conn {
         let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &cfg.url)
             .await
             .map_err(|source| match source {
-                e @ LdapError::LdapResult { .. }
-                    if cfg.tls == LdapTls::StartTls =>
-                {
+                e @ LdapError::LdapResult { .. } if cfg.tls == LdapTls::StartTls => {
                     ReadError::StartTls {
                         url: url.clone(),
                         source: e,
