@@ -67,7 +67,10 @@ fn a_failing_program_is_a_source_error_with_its_stderr() {
             "echo 'HR API said 503' >&2\necho '{\"groups\": []}'\nexit 3\n",
             "exited with status 3",
         ),
-        ("echo 'still exporting' >&2\nexec sleep 20\n", "longer than the timeout"),
+        (
+            "echo 'still exporting' >&2\nexec sleep 20\n",
+            "longer than the timeout",
+        ),
         ("echo '{\"groups\": [ {\"name\": '\n", "error"),
         ("echo '{\"groups\": []}'\n", "remove everybody"),
         ("exit 0\n", "wrote nothing"),
@@ -75,10 +78,18 @@ fn a_failing_program_is_a_source_error_with_its_stderr() {
         script(&env, body);
         let r = env.sync();
         assert_eq!(r.code, 2, "{body}: {}", r.stderr);
-        assert!(r.stderr.contains(needle), "{body}: {needle:?} in {}", r.stderr);
+        assert!(
+            r.stderr.contains(needle),
+            "{body}: {needle:?} in {}",
+            r.stderr
+        );
         assert!(fake.requests().is_empty(), "{body}: nothing sent");
         if body.contains("HR API") {
-            assert!(r.stderr.contains("HR API said 503"), "stderr shown: {}", r.stderr);
+            assert!(
+                r.stderr.contains("HR API said 503"),
+                "stderr shown: {}",
+                r.stderr
+            );
         }
         if body.contains("sleep") {
             assert!(r.stderr.contains("still exporting"), "{}", r.stderr);

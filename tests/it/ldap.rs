@@ -49,7 +49,10 @@ impl LdapEnv {
             ("url", format!("{:?}", self.slapd.url())),
             ("bind_dn", format!("{READER_DN:?}")),
             ("password_file", "\"ldap.pw\"".to_string()),
-            ("ca_file", format!("{:?}", self.slapd.ca_file.display().to_string())),
+            (
+                "ca_file",
+                format!("{:?}", self.slapd.ca_file.display().to_string()),
+            ),
             ("groups_base", format!("\"ou=groups,{SUFFIX}\"")),
             ("people_base", format!("\"ou=people,{SUFFIX}\"")),
             ("page_size", "3".to_string()),
@@ -168,11 +171,7 @@ pub fn directory_drives(fake: Arc<dyn Fake>) {
     // No-op: the directory is read, its canonical source is unchanged: 0 requests.
     fake.clear_requests();
     let r = e.run(&["sync"]).expect(0);
-    assert!(
-        fake.requests().is_empty(),
-        "{}",
-        summary(&fake.requests())
-    );
+    assert!(fake.requests().is_empty(), "{}", summary(&fake.requests()));
     assert!(r.stdout.contains("unchanged since run 1"), "{}", r.stdout);
 
     // Churn: one add and one removal in Tier 1, one add in Billing.
@@ -219,8 +218,14 @@ pub fn directory_drives(fake: Arc<dyn Fake>) {
     });
     fake.clear_requests();
     let r = e.run(&["sync"]).expect(0);
-    let moved = expected.remove("Night Shift").unwrap();
-    expected.insert("Night Crew".into(), moved);
+    if fake.kind() == "teams" {
+        // The teams API cannot rename: the team keeps its name (with a warning), and is
+        // neither deleted nor re-created.
+        assert!(r.stderr.contains("cannot rename"), "{}", r.stderr);
+    } else {
+        let moved = expected.remove("Night Shift").unwrap();
+        expected.insert("Night Crew".into(), moved);
+    }
     assert_eq!(fake.groups(), expected, "{}", r.stderr);
     let reqs = fake.requests();
     assert_eq!(
@@ -231,9 +236,11 @@ pub fn directory_drives(fake: Arc<dyn Fake>) {
     );
     let mut names = fake.all_group_names();
     names.sort();
+    let mut want_names: Vec<&String> = expected.keys().collect();
+    want_names.sort();
     assert_eq!(
-        names,
-        ["Billing Escalations", "Night Crew", "Tier 1 Support", "Tier 2 Support"],
+        names.iter().collect::<Vec<_>>(),
+        want_names,
         "renamed in place, nothing deleted or duplicated"
     );
 
@@ -294,12 +301,16 @@ fn shapes_of_groups() {
     );
     ldif += &group_of_names(
         "cc-voice-leaf",
-        &[person_dn(&uid(3)), person_dn(&uid(1)), group_dn("cc-voice-outer")],
+        &[
+            person_dn(&uid(3)),
+            person_dn(&uid(1)),
+            group_dn("cc-voice-outer"),
+        ],
     );
     ldif += &posix_group("cc-chat", 5000, &["agent004", "agent005", "nobody"]);
     let e = LdapEnv::new(fake.clone(), &ldif, Tls::Yes);
-    // Only the outer group and the posix group are synced; inner and leaf count through it.
-    let only = "groups_filter = \"(|(cn=cc-voice-outer)(cn=cc-chat))\"";
+    // Only the outer group is synced; inner and leaf count through it.
+    let only = "groups_filter = \"(cn=cc-voice-outer)\"";
 
     e.config("", &format!("{only}\nmember_attribute = \"member\""));
     let r = e.run(&["sync", "--dry-run"]).expect(0);
@@ -313,8 +324,7 @@ fn shapes_of_groups() {
     assert_eq!(
         fake.groups(),
         want(&[("cc-voice-outer", &[1, 2, 3])]),
-        "nested people counted once, the cycle stopped; the posix group has no member \
-         values here: {}",
+        "nested people counted once, the cycle stopped: {}",
         r.stderr
     );
     // The path by which a nested member came is shown by explain.
@@ -326,9 +336,17 @@ fn shapes_of_groups() {
     );
 
     // posixGroup with memberUid
-    e.config("", "groups_filter = \"(cn=cc-chat)\"\nmember_attribute = \"memberUid\"");
-    let r = e.run(&["sync", "--dry-run"]).expect(0);
-    assert!(r.stdout.contains(&email(4)) && r.stdout.contains(&email(5)), "{}", r.stdout);
+    e.config(
+        "",
+        "groups_filter = \"(cn=cc-chat)\"\nmember_attribute = \"memberUid\"",
+    );
+    let r = e.run(&["sync"]).expect(0);
+    assert_eq!(
+        fake.groups().get("cc-chat"),
+        want(&[("cc-chat", &[4, 5])]).get("cc-chat"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("\"nobody\""), "{}", r.stderr);
 
     // nested = false: only the direct people
@@ -418,14 +436,25 @@ fn failures_send_nothing() {
     let e = LdapEnv::new(fake.clone(), &ldif, Tls::Yes);
     let nothing_sent = |r: &Run, what: &str, needle: &str| {
         assert_eq!(r.code, 2, "{what}: exit 2\n{}\n{}", r.stdout, r.stderr);
-        assert!(r.stderr.contains(needle), "{what}: {needle:?} in\n{}", r.stderr);
+        assert!(
+            r.stderr.contains(needle),
+            "{what}: {needle:?} in\n{}",
+            r.stderr
+        );
         assert!(fake.requests().is_empty(), "{what}: nothing sent");
-        assert!(!r.stderr.contains(READER_PW), "{what}: no secret in the output");
+        assert!(
+            !r.stderr.contains(READER_PW),
+            "{what}: no secret in the output"
+        );
     };
 
     // It works, over StartTLS and over ldaps://, and check says what it read.
     let c = e.run(&["check"]).expect(0);
-    assert!(c.stdout.contains("6 groups, 30 memberships"), "{}", c.stdout);
+    assert!(
+        c.stdout.contains("6 groups, 30 memberships"),
+        "{}",
+        c.stdout
+    );
     e.config("", &format!("url = {:?}", e.slapd.ldaps_url()));
     e.run(&["check"]).expect(0);
     fake.clear_requests();
@@ -469,7 +498,10 @@ fn failures_send_nothing() {
     e.config("", "groups_filter = \"(cn=no-such-group)\"");
     let r = e.run(&["sync"]);
     nothing_sent(&r, "empty", "remove everybody");
-    e.config("allow_empty_source = true", "groups_filter = \"(cn=no-such-group)\"");
+    e.config(
+        "allow_empty_source = true",
+        "groups_filter = \"(cn=no-such-group)\"",
+    );
     e.run(&["sync", "--dry-run"]).expect(0);
 
     // The server stopped: a connection refused.
@@ -505,8 +537,14 @@ fn config_mistakes_name_the_key() {
     for (ldap, needle) in [
         ("url = \"http://127.0.0.1\"", "source.ldap.url"),
         ("tls = \"ldaps\"", "source.ldap.tls"),
-        ("groups_filter = \"(cn=unclosed\"", "source.ldap.groups_filter"),
-        ("member_attribute = \"owner\"", "source.ldap.member_attribute"),
+        (
+            "groups_filter = \"(cn=unclosed\"",
+            "source.ldap.groups_filter",
+        ),
+        (
+            "member_attribute = \"owner\"",
+            "source.ldap.member_attribute",
+        ),
         ("ids = { nosuch = \"employeeNumber\" }", "source.ldap.ids"),
         ("password_file = \"missing.pw\"", "password_file"),
         ("ca_file = \"missing.pem\"", "source.ldap.ca_file"),
@@ -515,6 +553,10 @@ fn config_mistakes_name_the_key() {
         e.config("", ldap);
         let r = e.run(&["check"]);
         assert_eq!(r.code, 2, "{ldap}: {}", r.stderr);
-        assert!(r.stderr.contains(needle), "{ldap}: {needle:?} in {}", r.stderr);
+        assert!(
+            r.stderr.contains(needle),
+            "{ldap}: {needle:?} in {}",
+            r.stderr
+        );
     }
 }

@@ -18,9 +18,9 @@ mod soak;
 #[macro_use]
 mod conformance;
 
+mod command;
 mod kazoo;
 mod ldap;
-mod command;
 mod online;
 mod teams;
 mod tls;

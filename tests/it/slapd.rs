@@ -48,11 +48,11 @@ pub struct Slapd {
 
 /// Finds a program in PATH or /usr/sbin (root's PATH may not have it on every system).
 fn program(name: &str) -> PathBuf {
-    for dir in std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .chain(["/usr/sbin", "/usr/bin", "/sbin"])
-    {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain([
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+    ]) {
         let p = Path::new(dir).join(name);
         if p.is_file() {
             return p;
@@ -251,8 +251,7 @@ impl Slapd {
         &self,
         f: impl for<'a> FnOnce(
             &'a mut ldap3::Ldap,
-        )
-            -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>,
     ) -> T {
         let url = self.url();
         let rt = tokio::runtime::Builder::new_current_thread()
