@@ -50,7 +50,7 @@ pub enum ReadError {
     Connect {
         url: String,
         #[source]
-        source: LdapError,
+        source: Box<LdapError>,
     },
     #[error(
         "StartTLS was refused by {url} ({source}); rostersync never reads a directory in the \
@@ -59,7 +59,7 @@ pub enum ReadError {
     StartTls {
         url: String,
         #[source]
-        source: LdapError,
+        source: Box<LdapError>,
     },
     #[error(
         "the directory refused the bind as {dn:?}: {text} (result code {rc}); check bind_dn and the password"
@@ -69,14 +69,14 @@ pub enum ReadError {
     BindFailed {
         dn: String,
         #[source]
-        source: LdapError,
+        source: Box<LdapError>,
     },
     #[error("the search of {filter} under {base:?} failed: {source}")]
     Search {
         base: String,
         filter: String,
         #[source]
-        source: LdapError,
+        source: Box<LdapError>,
     },
     #[error(
         "the search of {filter} under {base:?} hit the server's {what} (result code {rc}) after \
@@ -206,9 +206,9 @@ fn tls_config(cfg: &LdapSource) -> Result<Arc<rustls::ClientConfig>, ReadError> 
         // Checked at load; read again in case it changed since.
         let certs = read_ca_file(ca).map_err(|e| ReadError::Connect {
             url: cfg.url.clone(),
-            source: LdapError::Io {
+            source: Box::new(LdapError::Io {
                 source: std::io::Error::other(e.to_string()),
-            },
+            }),
         })?;
         for c in certs {
             let _ = roots.add(c);
@@ -219,9 +219,9 @@ fn tls_config(cfg: &LdapSource) -> Result<Arc<rustls::ClientConfig>, ReadError> 
         .with_safe_default_protocol_versions()
         .map_err(|e| ReadError::Connect {
             url: cfg.url.clone(),
-            source: LdapError::Io {
+            source: Box::new(LdapError::Io {
                 source: std::io::Error::other(e.to_string()),
-            },
+            }),
         })?
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -243,12 +243,12 @@ impl Conn {
                 e @ LdapError::LdapResult { .. } if cfg.tls == LdapTls::StartTls => {
                     ReadError::StartTls {
                         url: url.clone(),
-                        source: e,
+                        source: Box::new(e),
                     }
                 }
                 source => ReadError::Connect {
                     url: url.clone(),
-                    source,
+                    source: Box::new(source),
                 },
             })?;
         ldap3::drive!(conn);
@@ -260,7 +260,7 @@ impl Conn {
                 .await
                 .map_err(|source| ReadError::BindFailed {
                     dn: dn.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             if res.rc != 0 {
                 return Err(ReadError::Bind {
@@ -313,7 +313,7 @@ impl Directory for Conn {
         let fail = |source| ReadError::Search {
             base: base.to_string(),
             filter: filter.to_string(),
-            source,
+            source: Box::new(source),
         };
         let attrs: Vec<String> = attrs.to_vec();
         self.ldap.with_timeout(self.timeout);
@@ -397,11 +397,12 @@ fn parse_range(name: &str, attr: &str) -> Option<(usize, Option<usize>)> {
     Some((low, high))
 }
 
+/// One range of values as an answer holds it: the attribute's name, its first index,
+/// its last (None for `*`), and its values.
+type Range<'e> = (&'e str, usize, Option<usize>, &'e [Vec<u8>]);
+
 /// The ranged attribute of `entry` for `attr` (lower-case): its name, bounds and values.
-fn ranged<'e>(
-    entry: &'e Entry,
-    attr: &str,
-) -> Result<Option<(&'e str, usize, Option<usize>, &'e [Vec<u8>])>, String> {
+fn ranged<'e>(entry: &'e Entry, attr: &str) -> Result<Option<Range<'e>>, String> {
     let prefix = format!("{attr};range=");
     let mut found = None;
     for (name, values) in &entry.attrs {
