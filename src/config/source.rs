@@ -401,7 +401,11 @@ fn validate_ldap(
         raw.groups_filter,
         "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=group)(objectClass=posixGroup))",
     )?;
-    let people_filter = filter("people_filter", raw.people_filter, "(objectClass=*)")?;
+    let people_filter = filter(
+        "people_filter",
+        raw.people_filter,
+        "(|(objectClass=person)(objectClass=posixAccount))",
+    )?;
     let attr = |key: &str, v: Option<String>, default: &str| -> Result<String, ConfigError> {
         let v = v.unwrap_or_else(|| default.to_string());
         if attribute_ok(&v) {

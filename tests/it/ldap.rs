@@ -560,3 +560,85 @@ fn config_mistakes_name_the_key() {
         );
     }
 }
+
+/// Runs the binary under GNU time: (exit code, wall seconds, peak RSS in MiB, stderr).
+fn timed(e: &LdapEnv, args: &[&str]) -> (i32, f64, f64, String) {
+    let out_file = e.env.path("time.out");
+    let c = e.env.command(args);
+    let program = c.get_program().to_owned();
+    let mut t = std::process::Command::new("/usr/bin/time");
+    t.arg("-f")
+        .arg("%e %M")
+        .arg("-o")
+        .arg(&out_file)
+        .arg(program);
+    t.args(c.get_args());
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => t.env(k, v),
+            None => t.env_remove(k),
+        };
+    }
+    let out = t.output().expect("run under /usr/bin/time");
+    let measured = std::fs::read_to_string(&out_file).unwrap_or_default();
+    let mut parts = measured.split_whitespace();
+    let wall: f64 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(f64::NAN);
+    let kib: f64 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(f64::NAN);
+    (
+        out.status.code().unwrap_or(-1),
+        wall,
+        kib / 1024.0,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// BENCHMARKS.md: 10,000 people and 500 groups (20,000 memberships, 50 of the groups with
+/// a nested group) read in pages of 500. Prints the wall time and peak RSS of `check` (a
+/// whole read), of the initial `sync` against the MaestroQA fake, and of the no-op `sync`
+/// (the directory read, the shortcut taken, 0 requests).
+/// `cargo test --release --test it ldap_10k -- --ignored --nocapture`
+#[test]
+#[ignore = "a benchmark: run it by name (BENCHMARKS.md)"]
+fn ldap_10k_people_500_groups() {
+    let fake = crate::fakes::maestro::FakeMaestro::start();
+    let people = 10_000;
+    let mut ldif = people_ldif(&*fake, people);
+    for g in 0..500 {
+        // person i is in groups i % 500 and (i * 7) % 500
+        let mut m: Vec<String> = (1..=people)
+            .filter(|i| i % 500 == g || (i * 7) % 500 == g)
+            .map(|i| person_dn(&uid(i)))
+            .collect();
+        if g < 50 {
+            m.push(group_dn(&format!("cc-nested-{g}")));
+        }
+        ldif += &group_of_names(&format!("cc-team-{g:03}"), &m);
+    }
+    for g in 0..50 {
+        ldif += &format!(
+            "dn: cn=cc-nested-{g},ou=people,{SUFFIX}\nobjectClass: groupOfNames\ncn: cc-nested-{g}\nmember: {}\n\n",
+            person_dn(&uid(g + 1))
+        );
+    }
+    let started = std::time::Instant::now();
+    let e = LdapEnv::new(fake.clone(), &ldif, Tls::Yes);
+    eprintln!("slapadd + start: {:.1} s", started.elapsed().as_secs_f64());
+    e.config("", "page_size = 500");
+    let (code, wall, rss, err) = timed(&e, &["check"]);
+    assert_eq!(code, 0, "{err}");
+    eprintln!("check (whole read): {wall:.2} s, peak RSS {rss:.1} MiB");
+    let (code, wall, rss, err) = timed(&e, &["sync"]);
+    assert_eq!(code, 0, "{err}");
+    eprintln!("initial sync (500 creates): {wall:.2} s, peak RSS {rss:.1} MiB");
+    fake.clear_requests();
+    let (code, wall, rss, err) = timed(&e, &["sync"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(fake.requests().is_empty(), "no-op: 0 requests");
+    eprintln!("no-op sync (read + shortcut, 0 requests): {wall:.2} s, peak RSS {rss:.1} MiB");
+}
