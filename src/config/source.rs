@@ -542,3 +542,130 @@ fn names(targets: &[TargetConfig]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loads `text` as a config file in a temp dir (with `ldap.pw` beside it).
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("ldap.pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = dir.path().join("rostersync.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(&path)
+    }
+
+    const TARGET: &str = "[[target]]\nname = \"kazoo\"\nkind = \"kazoo\"\n\
+        base_url = \"http://127.0.0.1:1\"\naccount_id = \"a1\"\ntoken_env = \"NOPE\"\n";
+
+    fn ldap(lines: &str) -> String {
+        format!(
+            "[source.ldap]\nurl = \"ldap://dc1.example.com\"\nbind_dn = \"cn=r,dc=x\"\n\
+             password_file = \"ldap.pw\"\ngroups_base = \"ou=g,dc=x\"\n{lines}\n{TARGET}"
+        )
+    }
+
+    fn the_ldap(c: &Config) -> &LdapSource {
+        match &c.live {
+            Some(LiveSource::Ldap(l)) => l,
+            other => panic!("not an LDAP source: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ldap_defaults_starttls_and_turns_the_watch_off() {
+        let c = load(&ldap("")).expect("loads");
+        let l = the_ldap(&c);
+        assert_eq!(l.tls, LdapTls::StartTls);
+        assert_eq!(l.key_attribute, "entryUUID");
+        assert_eq!(l.member_attribute, "member");
+        assert_eq!(l.email_attribute, "mail");
+        assert_eq!(l.people_base, "ou=g,dc=x");
+        assert!(l.nested);
+        assert!(!c.schedule.watch, "a directory has no file to watch");
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "the password never prints"
+        );
+        let c = load(&ldap("").replace("ldap://", "ldaps://")).expect("loads");
+        assert_eq!(the_ldap(&c).tls, LdapTls::Ldaps);
+        let c = load(&ldap("tls = \"none\"")).expect("loads");
+        assert_eq!(the_ldap(&c).tls, LdapTls::None);
+        // Files keep the watch.
+        let c = load(&format!("source = \"groups.yaml\"\n{TARGET}")).expect("loads");
+        assert!(c.live.is_none() && c.schedule.watch);
+    }
+
+    #[test]
+    fn ldap_mistakes_name_the_key() {
+        for (lines, needle) in [
+            ("tls = \"none\"\nca_file = \"ca.pem\"", "ca_file"),
+            ("tls = \"ldaps\"", "source.ldap.tls"),
+            ("tls = \"plain\"", "source.ldap.tls"),
+            ("groups_filter = \"(&(cn=x)\"", "groups_filter"),
+            ("member_attribute = \"owner\"", "member_attribute"),
+            ("email_attribute = \"mail address\"", "email_attribute"),
+            (
+                "ids = { deepcall = \"employeeNumber\" }",
+                "unknown target \"deepcall\"",
+            ),
+            (
+                "[[source.ldap.route]]\nfilter = \"(cn=a*)\"\ntargets = [\"dixa\"]",
+                "route[0].targets",
+            ),
+            (
+                "[[source.ldap.route]]\ntargets = [\"kazoo\"]",
+                "route[0].filter",
+            ),
+            ("max_depth = 0", "max_depth"),
+            ("page_size = 0", "page_size"),
+            ("timeout = \"soon\"", "source.ldap.timeout"),
+            ("colour = \"blue\"", "colour"),
+        ] {
+            let e = load(&ldap(lines)).expect_err(lines);
+            assert!(e.to_string().contains(needle), "{lines}: {needle:?} in {e}");
+        }
+        let e = load(&ldap("").replace("password_file = \"ldap.pw\"\n", "")).unwrap_err();
+        assert!(e.to_string().contains("no password"), "{e}");
+        let e =
+            load(&ldap("").replace("ldap://dc1.example.com", "ldap://dc1/dc=x?cn")).unwrap_err();
+        assert!(e.to_string().contains("only the scheme"), "{e}");
+    }
+
+    #[test]
+    fn command_sources_and_their_mistakes() {
+        let c = load(&format!(
+            "[source]\ncommand = [\"bin/export\", \"--json\"]\ntimeout = \"5s\"\n{TARGET}"
+        ))
+        .expect("loads");
+        match &c.live {
+            Some(LiveSource::Command(cmd)) => {
+                assert!(cmd.argv[0].ends_with("/bin/export") && cmd.argv[0].starts_with('/'));
+                assert_eq!(cmd.argv[1], "--json");
+                assert_eq!(cmd.timeout, Duration::from_secs(5));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!c.schedule.watch);
+        for (text, needle) in [
+            ("[source]\ncommand = []\n", "names no program"),
+            (
+                "[source]\ncommand = [\"x\"]\ntimeout = \"0s\"\n",
+                "source.timeout",
+            ),
+            ("[source]\n", "exactly one"),
+            (
+                "[source]\ncommand = [\"x\"]\n[source.ldap]\nurl = \"ldaps://h\"\n",
+                "exactly one",
+            ),
+            ("source = 3\n", "neither a path nor a table"),
+        ] {
+            let e = load(&format!("{text}{TARGET}")).expect_err(text);
+            assert!(e.to_string().contains(needle), "{text}: {needle:?} in {e}");
+        }
+    }
+}
