@@ -384,7 +384,13 @@ fn validate_ldap(
         .filter(|b| !b.trim().is_empty())
         .unwrap_or_else(|| groups_base.clone());
     let filter = |key: &str, v: Option<String>, default: &str| -> Result<String, ConfigError> {
-        let v = v.unwrap_or_else(|| default.to_string());
+        let v = v.unwrap_or_else(|| default.to_string()).trim().to_string();
+        // A bare `cn=x` is one item; parenthesized, it can be combined with another filter.
+        let v = if v.starts_with('(') {
+            v
+        } else {
+            format!("({v})")
+        };
         ldap3::parse_filter(&v).map_err(|()| {
             err(
                 file,

@@ -644,3 +644,57 @@ fn ldap_10k_people_500_groups() {
     assert!(fake.requests().is_empty(), "no-op: 0 requests");
     eprintln!("no-op sync (read + shortcut, 0 requests): {wall:.2} s, peak RSS {rss:.1} MiB");
 }
+
+/// The daemon reads the directory on its schedule (no file to watch): a member added in
+/// the directory reaches the target at a later scheduled run. The password reaches
+/// neither the log nor the state database.
+#[test]
+fn the_daemon_reads_the_directory_on_its_schedule() {
+    let fake = crate::fakes::maestro::FakeMaestro::start();
+    let ldif = people_ldif(&*fake, 4) + &group_of_names("cc-a", &members(&[1, 2]));
+    let e = LdapEnv::new(fake.clone(), &ldif, Tls::Yes);
+    e.config("[schedule]\ncron = \"* * * * * *\"\nfull_every = 0", "");
+    let mut child = e.env.spawn(&["daemon"]);
+    let converged = |want_members: &[usize]| {
+        wait_until(std::time::Duration::from_secs(60), || {
+            fake.groups() == want(&[("cc-a", want_members)])
+        })
+    };
+    let first = converged(&[1, 2]);
+    if first {
+        modify(
+            &e.slapd,
+            group_dn("cc-a"),
+            vec![Mod::Add("member".into(), set(&[&person_dn(&uid(3))]))],
+        );
+    }
+    let second = first && converged(&[1, 2, 3]);
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let out = wait_until(std::time::Duration::from_secs(40), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !out {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().expect("daemon output");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        first,
+        "the first scheduled run synced the directory:\n{log}"
+    );
+    assert!(
+        second,
+        "a later scheduled run saw the directory change:\n{log}"
+    );
+    assert!(!log.contains(READER_PW), "no password in the log");
+    assert!(
+        !e.env
+            .db_bytes()
+            .windows(READER_PW.len())
+            .any(|w| w == READER_PW.as_bytes()),
+        "no password in the state database"
+    );
+}
