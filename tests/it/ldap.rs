@@ -308,6 +308,22 @@ fn shapes_of_groups() {
         ],
     );
     ldif += &posix_group("cc-chat", 5000, &["agent004", "agent005", "nobody"]);
+    ldif += &format!(
+        "dn: cn=cc-unique,ou=groups,{SUFFIX}\nobjectClass: groupOfUniqueNames\ncn: cc-unique\n\
+         uniqueMember: {}#'0101'B\nuniqueMember: {}\n\n",
+        person_dn(&uid(6)),
+        person_dn(&uid(7))
+    );
+    // A group with two names, a person with two mails: errors naming the entry.
+    ldif += &group_of_names("cc-two-names", &members(&[1])).replace(
+        "cn: cc-two-names\n",
+        "cn: cc-two-names\ncn: cc-second-name\n",
+    );
+    ldif += &person("twomail", Some("a@example.com"), None).replace(
+        "mail: a@example.com\n",
+        "mail: a@example.com\nmail: b@example.com\n",
+    );
+    ldif += &group_of_names("cc-twomail", &[person_dn("twomail")]);
     let e = LdapEnv::new(fake.clone(), &ldif, Tls::Yes);
     // Only the outer group is synced; inner and leaf count through it.
     let only = "groups_filter = \"(cn=cc-voice-outer)\"";
@@ -348,6 +364,36 @@ fn shapes_of_groups() {
         r.stderr
     );
     assert!(r.stderr.contains("\"nobody\""), "{}", r.stderr);
+
+    // groupOfUniqueNames with uniqueMember (the optional #'0101'B uid dropped)
+    e.config(
+        "",
+        "groups_filter = \"(cn=cc-unique)\"\nmember_attribute = \"uniqueMember\"",
+    );
+    let r = e.run(&["sync"]).expect(0);
+    assert_eq!(
+        fake.groups().get("cc-unique"),
+        want(&[("cc-unique", &[6, 7])]).get("cc-unique"),
+        "{}",
+        r.stderr
+    );
+
+    // Two values where one is needed: exit 2, the entry named, nothing sent.
+    for (filter, needle) in [
+        ("(cn=cc-two-names)", "cn has 2 values"),
+        ("(cn=cc-twomail)", "mail has 2 values"),
+    ] {
+        e.config("", &format!("groups_filter = {filter:?}"));
+        fake.clear_requests();
+        let r = e.run(&["sync"]).expect(2);
+        assert!(r.stderr.contains(needle), "{}", r.stderr);
+        assert!(
+            r.stderr.contains("cn=cc-two-names") || r.stderr.contains("uid=twomail"),
+            "{}",
+            r.stderr
+        );
+        assert!(fake.requests().is_empty(), "nothing sent");
+    }
 
     // nested = false: only the direct people
     e.config("", &format!("{only}\nnested = false"));

@@ -129,6 +129,10 @@ enum Node {
     Group,
     /// Not an entry of the directory (skipped, warned once).
     Missing,
+    /// An entry of the people search not looked at yet (by index into `Gather::pending`):
+    /// only the entries a synced group reaches are checked, so a bad entry elsewhere
+    /// under `people_base` stops nothing.
+    Pending(usize),
 }
 
 /// A person read from the directory.
@@ -152,6 +156,8 @@ struct Gather<'a, D> {
     nodes: HashMap<String, Node>,
     /// Person DN (normalized) by lower-cased uid, for `memberUid`.
     by_uid: HashMap<String, String>,
+    /// The people search's entries, each taken when first reached.
+    pending: Vec<Option<Entry>>,
     /// Member values of the groups read so far, by normalized DN.
     members_of: HashMap<String, Arc<Vec<String>>>,
     /// Entries already warned about.
@@ -211,11 +217,12 @@ async fn gather<D: Directory>(
         by_email: HashMap::new(),
         nodes: HashMap::with_capacity(people.len()),
         by_uid: HashMap::new(),
+        pending: Vec::with_capacity(people.len()),
         members_of: HashMap::new(),
         warned: HashSet::new(),
     };
     for p in people {
-        g.add_entry(&p);
+        g.add_pending(p);
     }
     // The synced groups' own members, read to the end (AD ranges) before any nesting.
     let mut synced = Vec::with_capacity(groups.len());
@@ -387,24 +394,45 @@ impl<D: Directory> Gather<'_, D> {
         }
     }
 
-    /// Records what a directory entry (from the people search or a read by DN) is.
-    fn add_entry(&mut self, e: &Entry) -> Node {
+    /// Keeps an entry of the people search, to be looked at when a group reaches it.
+    fn add_pending(&mut self, e: Entry) {
         let norm = norm_dn(&e.dn);
-        if let Some(n) = self.nodes.get(&norm) {
-            return n.clone();
+        if self.nodes.contains_key(&norm) {
+            return;
         }
-        let node = if e.is_group() {
-            Node::Group
-        } else {
-            self.person(e)
-        };
         if let Some(uid) = e.values(&self.cfg.uid_attribute).first() {
             self.by_uid
                 .entry(String::from_utf8_lossy(uid).to_lowercase())
                 .or_insert_with(|| norm.clone());
         }
-        self.nodes.insert(norm, node.clone());
+        self.pending.push(Some(e));
+        self.nodes
+            .insert(norm, Node::Pending(self.pending.len() - 1));
+    }
+
+    /// Records what a directory entry (read by its DN) is.
+    fn add_entry(&mut self, e: &Entry) -> Node {
+        let node = if e.is_group() {
+            Node::Group
+        } else {
+            self.person(e)
+        };
+        self.nodes.insert(norm_dn(&e.dn), node.clone());
         node
+    }
+
+    /// What the entry at `norm` (a normalized DN) is, if it was seen; a pending entry is
+    /// looked at now.
+    fn known(&mut self, norm: &str) -> Option<Node> {
+        match self.nodes.get(norm)?.clone() {
+            Node::Pending(i) => {
+                let e = self.pending[i]
+                    .take()
+                    .expect("a pending entry is taken once");
+                Some(self.add_entry(&e))
+            }
+            n => Some(n),
+        }
     }
 
     /// A person entry: its email (checked) and ids.
@@ -467,8 +495,8 @@ impl<D: Directory> Gather<'_, D> {
     /// What the member `dn` is, reading it when it was not in the people search.
     async fn node(&mut self, dn: &str) -> Result<Node, ReadError> {
         let norm = norm_dn(dn);
-        if let Some(n) = self.nodes.get(&norm) {
-            return Ok(n.clone());
+        if let Some(n) = self.known(&norm) {
+            return Ok(n);
         }
         let attrs = person_attrs(self.cfg);
         let found = match self
@@ -570,7 +598,7 @@ impl<D: Directory> Gather<'_, D> {
             for value in members.iter() {
                 let node = if cfg.member_attribute.eq_ignore_ascii_case("memberUid") {
                     match self.by_uid.get(&value.to_lowercase()).cloned() {
-                        Some(norm) => self.nodes.get(&norm).cloned().unwrap_or(Node::Missing),
+                        Some(norm) => self.known(&norm).unwrap_or(Node::Missing),
                         None => {
                             let message = format!(
                                 "memberUid {value:?} of this group matches no {} under \
@@ -600,6 +628,7 @@ impl<D: Directory> Gather<'_, D> {
                         &format!("a member of {} is not in the directory; skipped", e.dn),
                     ),
                     Node::Bad => {}
+                    Node::Pending(_) => unreachable!("a reached entry is looked at"),
                     Node::Group if !cfg.nested => self.warn_once(
                         value,
                         &format!(
