@@ -540,6 +540,25 @@ fn failures_send_nothing() {
         nothing_sent(&r, &format!("cut after {cut} bytes"), "error in the source");
     }
 
+    // A server that accepts and never answers: the connection's limit, not a hang.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().take(4).collect();
+        drop(held);
+    });
+    e.config(
+        "",
+        &format!("url = \"ldap://127.0.0.1:{port}\"\ntimeout = \"500ms\""),
+    );
+    let r = e.run(&["sync"]);
+    nothing_sent(&r, "a silent server", &format!("127.0.0.1:{port}"));
+    assert!(
+        r.stderr.contains("timeout") || r.stderr.contains("did not complete"),
+        "{}",
+        r.stderr
+    );
+
     // A filter that matches nothing: the empty-source rule.
     e.config("", "groups_filter = \"(cn=no-such-group)\"");
     let r = e.run(&["sync"]);

@@ -53,6 +53,12 @@ pub enum ReadError {
         source: Box<LdapError>,
     },
     #[error(
+        "{url} did not complete the connection (TLS, StartTLS) within {}; raise \
+         source.ldap.timeout if the server is only slow",
+        humantime::format_duration(*after)
+    )]
+    ConnectTimeout { url: String, after: Duration },
+    #[error(
         "StartTLS was refused by {url} ({source}); rostersync never reads a directory in the \
          clear unless tls = \"none\" is written"
     )]
@@ -237,20 +243,28 @@ impl Conn {
             settings = settings.set_config(tls_config(cfg)?);
         }
         settings = settings.set_starttls(cfg.tls == LdapTls::StartTls);
-        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &cfg.url)
-            .await
-            .map_err(|source| match source {
-                e @ LdapError::LdapResult { .. } if cfg.tls == LdapTls::StartTls => {
-                    ReadError::StartTls {
-                        url: url.clone(),
-                        source: Box::new(e),
-                    }
-                }
-                source => ReadError::Connect {
+        // The TCP connect has its own limit; the TLS handshake and StartTLS get this one.
+        let connected = tokio::time::timeout(
+            cfg.timeout,
+            LdapConnAsync::with_settings(settings, &cfg.url),
+        )
+        .await
+        .map_err(|_| ReadError::ConnectTimeout {
+            url: url.clone(),
+            after: cfg.timeout,
+        })?;
+        let (conn, mut ldap) = connected.map_err(|source| match source {
+            e @ LdapError::LdapResult { .. } if cfg.tls == LdapTls::StartTls => {
+                ReadError::StartTls {
                     url: url.clone(),
-                    source: Box::new(source),
-                },
-            })?;
+                    source: Box::new(e),
+                }
+            }
+            source => ReadError::Connect {
+                url: url.clone(),
+                source: Box::new(source),
+            },
+        })?;
         ldap3::drive!(conn);
         if let (Some(dn), Some(pw)) = (&cfg.bind_dn, crate::config::Secret::value_of(&cfg.password))
         {
