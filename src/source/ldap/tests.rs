@@ -236,3 +236,94 @@ fn object_guid_reads_as_ad_writes_it() {
     assert_eq!(key_text("entryUUID", b"abc-1"), "abc-1");
     assert_eq!(key_text("other", &[0xff, 0x00]), "ff00");
 }
+
+/// An Active Directory with one synced group of `n` members (ranged past 1,500) and its
+/// people, for the whole loader.
+struct Ad {
+    group: AdGroup,
+    people: usize,
+}
+
+fn ad_config() -> LdapSource {
+    LdapSource {
+        url: "ldaps://dc1.example.com".into(),
+        tls: crate::config::LdapTls::Ldaps,
+        bind_dn: None,
+        password: None,
+        ca_file: None,
+        groups_base: "OU=Groups,DC=example,DC=com".into(),
+        groups_filter: "(objectClass=group)".into(),
+        member_attribute: "member".into(),
+        people_base: "OU=People,DC=example,DC=com".into(),
+        people_filter: "(objectClass=person)".into(),
+        email_attribute: "mail".into(),
+        name_attribute: "cn".into(),
+        key_attribute: "objectGUID".into(),
+        uid_attribute: "uid".into(),
+        nested: true,
+        max_depth: 10,
+        page_size: 500,
+        timeout: std::time::Duration::from_secs(5),
+        ids: Default::default(),
+        routes: Vec::new(),
+    }
+}
+
+impl Directory for Ad {
+    async fn search(
+        &mut self,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attrs: &[String],
+    ) -> Result<Vec<Entry>, ReadError> {
+        if scope == Scope::Base {
+            return self.group.search(base, scope, filter, attrs).await;
+        }
+        if base.starts_with("OU=Groups") {
+            let mut g = self.group.first();
+            g.attrs.insert("cn".into(), vec![b"cc-big".to_vec()]);
+            g.attrs.insert("objectguid".into(), vec![vec![0xab; 16]]);
+            g.attrs
+                .insert("objectclass".into(), vec![b"group".to_vec()]);
+            return Ok(vec![g]);
+        }
+        Ok((0..self.people)
+            .map(|i| Entry {
+                dn: String::from_utf8(value(i)).unwrap(),
+                attrs: HashMap::from([
+                    ("objectclass".to_string(), vec![b"user".to_vec()]),
+                    (
+                        "mail".to_string(),
+                        vec![format!("agent{i:05}@example.com").into_bytes()],
+                    ),
+                ]),
+            })
+            .collect())
+    }
+}
+
+#[test]
+fn a_group_past_1500_members_keeps_every_member_through_the_loader() {
+    for n in [1499, 1500, 1501, 4000] {
+        let mut dir = Ad {
+            group: AdGroup::new(n, Fault::None),
+            people: n,
+        };
+        let d = block_on(gather(&mut dir, &ad_config(), &["t"], false)).expect("loads");
+        let g = &d.groups["abababab-abab-abab-abab-abababababab"];
+        assert_eq!(g.name, "cc-big");
+        assert_eq!(g.members.len(), n, "{n} members, every one");
+        assert_eq!(&*g.members[0], "agent00000@example.com");
+    }
+    // A range that fails stops the load: never a shorter source.
+    let mut dir = Ad {
+        group: AdGroup::new(4000, Fault::DropRange),
+        people: 4000,
+    };
+    let e = block_on(gather(&mut dir, &ad_config(), &["t"], false)).expect_err("fails");
+    assert!(
+        e.to_string().contains("could not be read to the end"),
+        "{e}"
+    );
+}
