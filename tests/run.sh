@@ -4,7 +4,8 @@
 # The integration tests run a real third-party SCIM server, `scim2-server` from PyPI, as
 # one of the fake targets. This script installs it (once) into target/scim-venv, exports
 # SCIM2_SERVER_BIN for the tests, then runs `cargo test --all-targets "$@"`.
-# Needs: Rust, Python 3 with venv + pip, and access to PyPI the first time.
+# Needs: Rust, Python 3 with venv + pip, and access to PyPI the first time; as root with
+# apt, it installs Debian's systemd (systemd-analyze) and slapd + ldap-utils when missing.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -60,18 +61,38 @@ if [[ ! -x "$venv/bin/scim2-server" || ! -f "$stamp" ]]; then
     touch "$stamp"
 fi
 
-# The daemon tests check the unit files in systemd/ with `systemd-analyze` (verify, and
-# security --offline); they fail with a clear message when it is missing. Install Debian's
-# `systemd` package for it when we can (root, apt).
-if ! command -v systemd-analyze >/dev/null 2>&1; then
-    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-        echo "tests/run.sh: installing Debian's systemd package for systemd-analyze" >&2
+# Debian packages the tests need, installed when missing (root, apt; `apt-get update` runs
+# once, before the first install).
+apt_updated=0
+apt_install() {
+    if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+        return 1
+    fi
+    if [[ "$apt_updated" == 0 ]]; then
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
-    else
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# The daemon tests check the unit files in systemd/ with `systemd-analyze` (verify, and
+# security --offline); they fail with a clear message when it is missing.
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    echo "tests/run.sh: installing Debian's systemd package for systemd-analyze" >&2
+    apt_install systemd ||
         echo "tests/run.sh: systemd-analyze is missing and cannot be installed here (not root);" \
             "the unit-file tests will fail" >&2
-    fi
+fi
+
+# The LDAP source's tests (tests/it/ldap.rs) start throwaway OpenLDAP servers: Debian's
+# `slapd` (and `ldap-utils`). The package configures and may start a system slapd of its
+# own, which the tests neither need nor use. The tests fail (never skip) without it.
+if ! PATH="$PATH:/usr/sbin" command -v slapd >/dev/null 2>&1 \
+    || ! PATH="$PATH:/usr/sbin" command -v slapadd >/dev/null 2>&1; then
+    echo "tests/run.sh: installing Debian's slapd and ldap-utils for the LDAP tests" >&2
+    apt_install slapd ldap-utils ||
+        echo "tests/run.sh: slapd is missing and cannot be installed here (not root);" \
+            "the LDAP tests will fail" >&2
 fi
 
 export SCIM2_SERVER_BIN="$venv/bin/scim2-server"

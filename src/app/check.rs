@@ -97,6 +97,12 @@ pub(super) fn check(
         }
     };
     let memberships: usize = desired.groups.values().map(|g| g.members.len()).sum();
+    // Groups that `[[source.ldap.route]]` sends nowhere (SPEC 3.1: `check` lists them).
+    let unrouted: Vec<&crate::model::Group> = desired
+        .groups
+        .values()
+        .filter(|g| g.targets.as_ref().is_some_and(Vec::is_empty))
+        .collect();
     let mut code = ExitCode::Ok;
     let mut checks: Vec<TargetCheck> = Vec::new();
     for t in &cfg.targets {
@@ -171,6 +177,11 @@ pub(super) fn check(
                 "config": cfg.path,
                 "source": {
                     "path": cfg.source,
+                    "live": cfg.live.as_ref().map(|l| match l {
+                        crate::config::LiveSource::Ldap(_) => "ldap",
+                        crate::config::LiveSource::Command(_) => "command",
+                    }),
+                    "unrouted": unrouted.iter().map(|g| &g.name).collect::<Vec<_>>(),
                     "files": desired.files.len(),
                     "groups": desired.groups.len(),
                     "memberships": memberships,
@@ -196,14 +207,24 @@ pub(super) fn check(
         }
         Format::Text => {
             println!("config   {}", cfg.path.display());
+            let read = match &cfg.live {
+                None => format!("{} files", desired.files.len()),
+                Some(crate::config::LiveSource::Ldap(_)) => "directory, bound and read".into(),
+                Some(crate::config::LiveSource::Command(_)) => "program output".into(),
+            };
             println!(
-                "source   {} ({} files): {} groups, {} memberships, {} people with ids",
+                "source   {} ({read}): {} groups, {} memberships, {} people with ids",
                 cfg.source.display(),
-                desired.files.len(),
                 desired.groups.len(),
                 memberships,
                 desired.people.len()
             );
+            for g in &unrouted {
+                println!(
+                    "         group {:?} ({}) matches no route: it goes to no target",
+                    g.name, g.origin
+                );
+            }
             println!(
                 "state    {}{}",
                 cfg.state.display(),

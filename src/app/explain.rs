@@ -311,9 +311,7 @@ pub(super) fn explain(
     output: Format,
 ) -> ExitCode {
     let email = email.trim().to_lowercase();
-    let names: Vec<&str> = cfg.targets.iter().map(|t| t.name.as_str()).collect();
-    let desired = match crate::source::load_limited(&cfg.source, &names, true, cfg.max_source_bytes)
-    {
+    let desired = match cfg.load_source_allowing_empty(true) {
         Ok(d) => d,
         Err(e) => {
             report(&e);

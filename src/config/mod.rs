@@ -5,7 +5,9 @@
 //! Secrets are read here from `*_env` variables or `*_file` files and kept in `SecretString`,
 //! whose `Debug` prints `[REDACTED]`; nothing else in the crate reads the environment.
 
+mod source;
 mod target;
+pub use source::{CommandSource, LdapSource, LdapTls, LiveSource, Route};
 use target::validate_target;
 
 use std::collections::BTreeSet;
@@ -94,7 +96,8 @@ pub enum Mode {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    source: Option<String>,
+    /// A path, or a table (`[source.ldap]`, `[source] command`): see `source.rs`.
+    source: Option<serde_json::Value>,
     state: Option<String>,
     #[serde(default)]
     allow_empty_source: bool,
@@ -311,7 +314,11 @@ impl TargetConfig {
 pub struct Config {
     /// The file this was read from.
     pub path: PathBuf,
+    /// The file or directory of the source; for a live source, what names it in messages
+    /// (the LDAP URL and base, or the command).
     pub source: PathBuf,
+    /// `[source.ldap]` or `[source] command`: the source is read live, not from `source`.
+    pub live: Option<LiveSource>,
     pub state: PathBuf,
     pub allow_empty_source: bool,
     /// A source whose files add up to more bytes is refused unread (exit 2).
@@ -374,15 +381,31 @@ impl Config {
         self.targets.iter().find(|t| t.name == name)
     }
 
-    /// Reads the source of truth against this config's targets.
+    /// Reads the source of truth against this config's targets: the files, the directory
+    /// (`[source.ldap]`) or the program's output (`[source] command`).
     pub fn load_source(&self) -> Result<crate::model::Desired, crate::source::SourceErrors> {
+        self.load_source_allowing_empty(self.allow_empty_source)
+    }
+
+    /// [`Config::load_source`] with the empty-source rule given (`explain` reads an empty
+    /// source too).
+    pub fn load_source_allowing_empty(
+        &self,
+        allow_empty: bool,
+    ) -> Result<crate::model::Desired, crate::source::SourceErrors> {
         let names: Vec<&str> = self.targets.iter().map(|t| t.name.as_str()).collect();
-        crate::source::load_limited(
-            &self.source,
-            &names,
-            self.allow_empty_source,
-            self.max_source_bytes,
-        )
+        match &self.live {
+            None => crate::source::load_limited(
+                &self.source,
+                &names,
+                allow_empty,
+                self.max_source_bytes,
+            ),
+            Some(LiveSource::Ldap(l)) => crate::source::ldap::load(l, &names, allow_empty),
+            Some(LiveSource::Command(c)) => {
+                crate::source::command::load(c, &names, allow_empty, self.max_source_bytes)
+            }
+        }
     }
 
     /// An error naming every missing secret of these targets, or None when all are set.
@@ -505,16 +528,31 @@ fn validate(file: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigErr
         }
         targets.push(tc);
     }
+    let source = source::validate_source(file, dir, source, &targets, &mut warnings)?;
+    // A live source has no file to watch: the daemon reads it on its schedule.
+    let watch = match (raw.schedule.watch, &source.live) {
+        (Some(true), Some(_)) => {
+            warnings.push(
+                "schedule.watch = true has no effect with a [source.ldap] or [source] command: \
+                 the source is read on the schedule"
+                    .into(),
+            );
+            false
+        }
+        (w, None) => w.unwrap_or(true),
+        (_, Some(_)) => false,
+    };
     Ok(Config {
         path: file.to_path_buf(),
-        source: resolve(dir, &source),
+        source: source.path,
+        live: source.live,
         state: resolve(dir, &state),
         allow_empty_source: raw.allow_empty_source,
         max_source_bytes,
         schedule: Schedule {
             cron,
             full_every: raw.schedule.full_every.unwrap_or(6),
-            watch: raw.schedule.watch.unwrap_or(true),
+            watch,
         },
         safety: Safety {
             max_removals: raw.safety.max_removals.unwrap_or(100),

@@ -84,6 +84,25 @@ fn secret(
     }
 }
 
+/// A secret from `{what}_env` or `{what}_file` of the table named `ctx` (for messages).
+pub(super) fn secret_of(
+    file: &Path,
+    dir: &Path,
+    ctx: &str,
+    what: &str,
+    env: Option<String>,
+    path: Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Secret>, ConfigError> {
+    let mut sc = SecretCtx {
+        file,
+        dir,
+        ctx,
+        warnings,
+    };
+    secret(&mut sc, what, env, path)
+}
+
 pub(super) fn validate_target(
     file: &Path,
     dir: &Path,

@@ -143,7 +143,12 @@ struct Daemon {
 /// Errors are startup failures (the source does not load, a secret is missing, the metrics
 /// address is taken...): nothing has been sent then.
 pub async fn run(cfg_path: PathBuf, cfg: Config) -> Result<ExitCode, DaemonError> {
-    validate(&cfg).map_err(DaemonError::Invalid)?;
+    // Reading the source (files, a directory, a program) blocks: not on a runtime worker.
+    let checked = cfg.clone();
+    tokio::task::spawn_blocking(move || validate(&checked))
+        .await
+        .unwrap_or_else(|e| Err(Invalid::Stopped(e)))
+        .map_err(DaemonError::Invalid)?;
     // Before READY=1: systemd's reload must never meet SIGHUP's default action (exit).
     let mut signals = Signals::register()?;
     let cron = Cron::parse(&cfg.schedule.cron).map_err(DaemonError::Cron)?;

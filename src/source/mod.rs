@@ -10,10 +10,14 @@
 //!   empty or truncated file is never read as "remove everybody".
 //!
 //! Code map: `structured` parses YAML/TOML/JSON, `csv` parses CSV rows, `merge` checks
-//! values and merges all files, `error` holds the error types.
+//! values and merges all files, `error` holds the error types. Live sources (SPEC 3.1):
+//! `ldap` reads groups and people from LDAP / Active Directory, `command` reads a
+//! program's stdout; both end in the same `Desired` and the same errors.
 
+pub mod command;
 mod csv;
 mod error;
+pub mod ldap;
 mod merge;
 mod structured;
 

@@ -319,12 +319,17 @@ async fn run_holding(
         return Err(SyncError::MissingSecrets(e));
     }
     // SPEC 9: nothing changed since a converged run? Then stop before parsing.
+    // A live source read by the shortcut is not read again.
+    let mut read_already = None;
     if unchanged::eligible(opts) {
         let exec = held.insert(Exec::open(&cfg.state, opts.dry_run).await?);
-        if let Some(state) = &exec.state
-            && let Some(base) = unchanged::unchanged_since(cfg, state).await?
-        {
-            return exec.unchanged(cfg, opts, base, started).await;
+        if let Some(state) = &exec.state {
+            match unchanged::unchanged_since(cfg, state).await? {
+                unchanged::Unchanged::Since(base) => {
+                    return exec.unchanged(cfg, opts, base, started).await;
+                }
+                unchanged::Unchanged::Changed(loaded) => read_already = loaded,
+            }
         }
     }
     // The known state is read (on the store's thread) while the source is parsed, by a
@@ -332,12 +337,14 @@ async fn run_holding(
     if held.is_none() && opts.dry_run {
         *held = Some(Exec::open(&cfg.state, opts.dry_run).await?);
     }
-    let (desired, early_states) = match held.as_ref() {
-        Some(exec) => {
+    let (desired, early_states) = match (held.as_ref(), read_already) {
+        (Some(exec), Some(loaded)) => (loaded?, Some(exec.states(&selected).await)),
+        (Some(exec), None) => {
             let (desired, states) = tokio::join!(load_source(cfg), exec.states(&selected));
             (desired?, Some(states))
         }
-        None => (load_source(cfg).await?, None),
+        (None, Some(loaded)) => (loaded?, None),
+        (None, None) => (load_source(cfg).await?, None),
     };
     for email in &opts.only {
         if !desired

@@ -12,12 +12,15 @@ mod scim;
 #[macro_use]
 mod scope;
 mod secrets;
+mod slapd;
 mod soak;
 
 #[macro_use]
 mod conformance;
 
+mod command;
 mod kazoo;
+mod ldap;
 mod online;
 mod teams;
 mod tls;
