@@ -67,7 +67,7 @@ pub struct Scim {
     listing: tokio::sync::Mutex<Option<Vec<wire::Group>>>,
     /// The ServiceProviderConfig as this run knows it (read or from the facts), once
     /// looked at: `Err` says why there is none.
-    spc: tokio::sync::Mutex<Option<Result<wire::Spc, String>>>,
+    spc: tokio::sync::Mutex<Option<Caps>>,
     /// Groups whose impossible rename was already logged in this run (one warning each).
     rename_warned: std::sync::Mutex<BTreeSet<String>>,
 }
@@ -183,11 +183,11 @@ impl Scim {
 
     /// What the server says it supports: read once per run at most, from the facts when
     /// a copy younger than a day is kept (a dry-run, which keeps nothing, uses any copy
-    /// and reads only when there is none). `Err` says why there is none: the defaults
-    /// apply then. MaestroQA documents none: not asked.
-    async fn spc(&self, ctx: &Ctx) -> Result<Result<wire::Spc, String>, OpError> {
+    /// and reads only when there is none). `Caps::Unknown` says why there is none: the
+    /// defaults apply then. MaestroQA documents none: not asked.
+    async fn spc(&self, ctx: &Ctx) -> Result<Caps, OpError> {
         if self.flavor != Flavor::Rfc7644 {
-            return Ok(Err("not asked of MaestroQA".into()));
+            return Ok(Caps::Unknown("not asked of MaestroQA".into()));
         }
         let mut slot = self.spc.lock().await;
         if let Some(s) = &*slot {
@@ -203,7 +203,7 @@ impl Scim {
                 }
                 // Could not be read now: an older copy, else the defaults, nothing learned.
                 None => cached.map_or_else(
-                    || Err("could not be read".to_string()),
+                    || Caps::Unknown("could not be read".to_string()),
                     |f| spc_of_fact(&f.value),
                 ),
             },
@@ -212,18 +212,21 @@ impl Scim {
         Ok(s)
     }
 
-    /// `GET /ServiceProviderConfig`. `Some(Err(why))`: the server has none we can read
+    /// `GET /ServiceProviderConfig`. `Some(Caps::Unknown(why))`: the server has none we can read
     /// (404, 501, another refusal, an answer not understood); None: the call failed in a
     /// way that says nothing about it (timeout, 5xx, credentials).
-    async fn read_spc(&self, ctx: &Ctx) -> Result<Option<Result<wire::Spc, String>>, OpError> {
+    async fn read_spc(&self, ctx: &Ctx) -> Result<Option<Caps>, OpError> {
         let req = Request::new(Method::GET, self.url("/ServiceProviderConfig"));
         match ctx.read(CallInfo::new("read"), req, &verdict).await {
-            Ok(reply) => Ok(Some(wire::spc(&reply.body).map_err(|e| e.to_string()))),
+            Ok(reply) => Ok(Some(match wire::spc(&reply.body) {
+                Ok(spc) => Caps::Said(spc),
+                Err(e) => Caps::Unknown(e.to_string()),
+            })),
             Err(OpError::Call(f)) if f.outcome == super::Outcome::NotApplied => {
                 if f.kind == super::FailKind::Unauthorized {
                     return Ok(None);
                 }
-                Ok(Some(Err(f.message)))
+                Ok(Some(Caps::Unknown(f.message)))
             }
             Err(OpError::Call(_)) => Ok(None),
             Err(e) => Err(e),
@@ -233,7 +236,7 @@ impl Scim {
     /// Resources per listing page: ours, or fewer when the server says so.
     async fn page(&self, ctx: &Ctx) -> Result<usize, OpError> {
         Ok(match self.spc(ctx).await? {
-            Ok(wire::Spc {
+            Caps::Said(wire::Spc {
                 max_results: Some(n),
                 ..
             }) => PAGE.min(n as usize).max(1),
@@ -407,18 +410,28 @@ impl Scim {
     }
 }
 
+/// What a SCIM server says it supports (its ServiceProviderConfig), or why rostersync does
+/// not know (then the defaults apply): a value, not an error.
+#[derive(Clone, Debug, PartialEq)]
+enum Caps {
+    Said(wire::Spc),
+    Unknown(String),
+}
+
 /// The fact that keeps a ServiceProviderConfig (or why there is none).
-fn fact_of_spc(s: &Result<wire::Spc, String>) -> String {
+fn fact_of_spc(s: &Caps) -> String {
     match s {
-        Ok(spc) => serde_json::to_string(spc).unwrap_or_default(),
-        Err(why) => format!("none: {why}"),
+        Caps::Said(spc) => serde_json::to_string(spc).unwrap_or_default(),
+        Caps::Unknown(why) => format!("none: {why}"),
     }
 }
 
-fn spc_of_fact(v: &str) -> Result<wire::Spc, String> {
+fn spc_of_fact(v: &str) -> Caps {
     match v.strip_prefix("none: ") {
-        Some(why) => Err(why.to_string()),
-        None => serde_json::from_str(v).map_err(|_| "a kept copy not understood".to_string()),
+        Some(why) => Caps::Unknown(why.to_string()),
+        None => serde_json::from_str(v)
+            .map(Caps::Said)
+            .unwrap_or_else(|_| Caps::Unknown("a kept copy not understood".to_string())),
     }
 }
 
@@ -440,11 +453,13 @@ impl Target for Scim {
             // `check --online` shows what the server says now, whatever is kept.
             let spc = match self.read_spc(ctx).await? {
                 Some(s) => s,
-                None => Err("could not be read".to_string()),
+                None => Caps::Unknown("could not be read".to_string()),
             };
             probe.notes.push(match &spc {
-                Ok(s) => s.describe(),
-                Err(why) => format!("ServiceProviderConfig: none ({why}); the defaults apply"),
+                Caps::Said(s) => s.describe(),
+                Caps::Unknown(why) => {
+                    format!("ServiceProviderConfig: none ({why}); the defaults apply")
+                }
             });
         }
         if self.remove_form(ctx) != wire::RemoveForm::default_for(self.flavor) {
@@ -515,7 +530,7 @@ impl Target for Scim {
         if self.flavor == Flavor::Maestroqa {
             return self.find_by_paging(ctx, key, name).await;
         }
-        if let Ok(wire::Spc {
+        if let Caps::Said(wire::Spc {
             filter: Some(false),
             ..
         }) = self.spc(ctx).await?
@@ -605,11 +620,11 @@ mod tests {
             ..Default::default()
         };
         for s in [
-            Ok(spc),
-            Err("HTTP 404 Not Found: no such endpoint".to_string()),
+            Caps::Said(spc),
+            Caps::Unknown("HTTP 404 Not Found: no such endpoint".to_string()),
         ] {
             assert_eq!(spc_of_fact(&fact_of_spc(&s)), s);
         }
-        assert!(spc_of_fact("garbage").is_err());
+        assert!(matches!(spc_of_fact("garbage"), Caps::Unknown(_)));
     }
 }
