@@ -41,8 +41,8 @@ pub fn load(
     let mut errors = Errors::default();
     let stdout = match run(cfg, max_bytes) {
         Ok(out) => out,
-        Err(message) => {
-            errors.push(at, message);
+        Err(e) => {
+            errors.push(at, e.to_string());
             return errors.into_result(Desired::default());
         }
     };
@@ -93,15 +93,43 @@ pub fn load(
     })
 }
 
+/// Why the program gave no source (`stderr`: the end of what it wrote there, if anything).
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error("cannot run {program:?}: {error}")]
+    Start {
+        program: String,
+        error: std::io::Error,
+    },
+    #[error("the program ran longer than the timeout ({timeout}) and was stopped{stderr}")]
+    Timeout { timeout: String, stderr: String },
+    #[error("cannot wait for the program: {0}")]
+    Wait(std::io::Error),
+    #[error("the program exited with status {code}{stderr}")]
+    Exit { code: i32, stderr: String },
+    #[error("the program was ended by a signal ({status}){stderr}")]
+    Signal {
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("cannot read the program's output: {0}")]
+    Read(std::io::Error),
+    #[error("the program wrote more than max_source_bytes = {0}; nothing was read")]
+    TooLarge(u64),
+}
+
 /// Runs the program: its stdout, or what went wrong (with the end of its stderr).
-fn run(cfg: &CommandSource, max_bytes: u64) -> Result<Vec<u8>, String> {
+fn run(cfg: &CommandSource, max_bytes: u64) -> Result<Vec<u8>, RunError> {
     let mut child = Command::new(&cfg.argv[0])
         .args(&cfg.argv[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run {:?}: {e}", cfg.argv[0]))?;
+        .map_err(|error| RunError::Start {
+            program: cfg.argv[0].clone(),
+            error,
+        })?;
     let mut out = child.stdout.take().expect("piped");
     let mut err = child.stderr.take().expect("piped");
     // Both pipes are drained on threads of their own, so a chatty program never blocks.
@@ -154,14 +182,13 @@ fn run(cfg: &CommandSource, max_bytes: u64) -> Result<Vec<u8>, String> {
                 let _ = child.wait();
                 // The readers are left to end with the pipes: a program's own children may
                 // hold them open, and the load must not wait for those.
-                return Err(format!(
-                    "the program ran longer than the timeout ({}) and was stopped{}",
-                    humantime::format_duration(cfg.timeout),
-                    stderr_now()
-                ));
+                return Err(RunError::Timeout {
+                    timeout: humantime::format_duration(cfg.timeout).to_string(),
+                    stderr: stderr_now(),
+                });
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(format!("cannot wait for the program: {e}")),
+            Err(e) => return Err(RunError::Wait(e)),
         }
     };
     let stdout = reader
@@ -171,15 +198,19 @@ fn run(cfg: &CommandSource, max_bytes: u64) -> Result<Vec<u8>, String> {
     let shown = stderr_now();
     if !status.success() {
         return Err(match status.code() {
-            Some(code) => format!("the program exited with status {code}{shown}"),
-            None => format!("the program was ended by a signal ({status}){shown}"),
+            Some(code) => RunError::Exit {
+                code,
+                stderr: shown,
+            },
+            None => RunError::Signal {
+                status,
+                stderr: shown,
+            },
         });
     }
-    let stdout = stdout.map_err(|e| format!("cannot read the program's output: {e}"))?;
+    let stdout = stdout.map_err(RunError::Read)?;
     if stdout.len() as u64 > max_bytes {
-        return Err(format!(
-            "the program wrote more than max_source_bytes = {max_bytes}; nothing was read"
-        ));
+        return Err(RunError::TooLarge(max_bytes));
     }
     Ok(stdout)
 }

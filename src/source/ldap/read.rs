@@ -415,17 +415,26 @@ fn parse_range(name: &str, attr: &str) -> Option<(usize, Option<usize>)> {
 /// its last (None for `*`), and its values.
 type Range<'e> = (&'e str, usize, Option<usize>, &'e [Vec<u8>]);
 
+/// Why an entry's ranged attribute cannot be read.
+#[derive(Debug, thiserror::Error)]
+enum RangeShape {
+    #[error("the answer holds two ranges at once")]
+    Two,
+    #[error("the answer's attribute {0:?} is not a range")]
+    NotARange(String),
+}
+
 /// The ranged attribute of `entry` for `attr` (lower-case): its name, bounds and values.
-fn ranged<'e>(entry: &'e Entry, attr: &str) -> Result<Option<Range<'e>>, String> {
+fn ranged<'e>(entry: &'e Entry, attr: &str) -> Result<Option<Range<'e>>, RangeShape> {
     let prefix = format!("{attr};range=");
     let mut found = None;
     for (name, values) in &entry.attrs {
         if name.starts_with(&prefix) {
             if found.is_some() {
-                return Err("the answer holds two ranges at once".into());
+                return Err(RangeShape::Two);
             }
-            let (low, high) = parse_range(name, attr)
-                .ok_or_else(|| format!("the answer's attribute {name:?} is not a range"))?;
+            let (low, high) =
+                parse_range(name, attr).ok_or_else(|| RangeShape::NotARange(name.clone()))?;
             found = Some((name.as_str(), low, high, values.as_slice()));
         }
     }
@@ -456,7 +465,7 @@ pub async fn full_values<D: Directory>(
         problem,
     };
     let plain = entry.values(&attr);
-    let Some(first) = ranged(entry, &attr).map_err(&fail)? else {
+    let Some(first) = ranged(entry, &attr).map_err(|e| fail(e.to_string()))? else {
         return Ok(plain.to_vec());
     };
     if !plain.is_empty() {
@@ -504,7 +513,7 @@ pub async fn full_values<D: Directory>(
             )));
         }
         let current = answer.remove(0);
-        let Some(next) = ranged(&current, &attr).map_err(&fail)? else {
+        let Some(next) = ranged(&current, &attr).map_err(|e| fail(e.to_string()))? else {
             return Err(fail(format!(
                 "asking for {ask:?} gave no range (attributes seen: {})",
                 seen(&current)
