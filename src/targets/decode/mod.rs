@@ -9,8 +9,6 @@
 //!   or `"true"`/`"false"`.
 //! - `paged`: the ONE pager (any cursor), which refuses to stop at its cap with a partial list.
 //! - `gone_on_404`: the ONE "read by id, 404 means gone" rule.
-//! - `locate`: finds the records of an undocumented answer under a fixed list of keys (kept
-//!   for callers that need no evidence).
 //! - `evidence`: where an undocumented answer (DeepCall) keeps its records, by evidence: a
 //!   pinned or learned path, agreeing arrays, empty arrays in a success body; and the signs
 //!   of more pages in a listing.
@@ -275,126 +273,6 @@ pub async fn gone_on_404<T>(
         Ok(t) => Ok(Some(t)),
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e),
-    }
-}
-
-/// The records `locate` found: the array, where it was, and the object holding it (for
-/// answers that spread one record over sibling arrays).
-#[derive(Debug)]
-pub struct Located<'a> {
-    /// Where the array was, e.g. `data.groups` (`(the answer)` for a bare array).
-    pub path: String,
-    /// The key that holds the array (None for a bare array).
-    pub key: Option<&'a str>,
-    /// The records (empty when the answer said there are none).
-    pub items: &'a [Value],
-    /// The object that holds the array (None for a bare array).
-    pub parent: Option<&'a Map<String, Value>>,
-}
-
-/// What `locate` looks for in an undocumented answer.
-pub struct Wanted<'a> {
-    /// What is being read, e.g. "the group listing".
-    pub what: &'a str,
-    /// What a record carries, for the message, e.g. "objects with an id and a name".
-    pub expected: &'a str,
-    /// Whether an array (and its key) holds the records: typically "an object in it carries
-    /// the expected fields".
-    pub is_records: &'a dyn Fn(Option<&str>, &[Value]) -> bool,
-    /// Keys under which an explicit empty array means "there are none" (see `locate`).
-    pub empty_keys: &'a [&'a str],
-}
-
-/// How deep `locate` looks: an array under a key of the answer (`data`), or one or two
-/// levels deeper (`data.groups`, `result.data.groups`).
-const MAX_KEY_DEPTH: usize = 3;
-
-/// Finds the records of an answer whose shape is not documented (DeepCall's `Group/list` and
-/// `getGroupAgentRelation`, SPEC 6.3): the ONE array for which `is_records` holds, whether
-/// the answer is that array, holds it under a key (`{"data": [...]}`), or nests it one or two
-/// levels deeper (`{"data": {"groups": [...]}}`, `{"result": {"data": {"groups": [...]}}}`).
-/// Arrays inside records are not searched. Several such arrays are not understood (which
-/// one holds the records?), and so is none, with one exception:
-///
-/// **The rule for "none".** An answer without records says there are none only when (1) it
-/// is the vendor's documented success body (`"status": "success"`), (2) it holds an explicit
-/// empty array under one of `empty_keys` within the depth searched, and (3) it holds no
-/// non-empty array at all within that depth (nothing that could be the records in a shape
-/// we do not know). Anything else is never read as empty.
-pub fn locate<'a>(v: &'a Value, w: &Wanted<'_>) -> Result<Located<'a>, NotUnderstood> {
-    fn walk<'a>(o: &'a Map<String, Value>, prefix: &str, depth: usize, out: &mut Vec<Located<'a>>) {
-        for (k, child) in o {
-            let path = if prefix.is_empty() {
-                k.clone()
-            } else {
-                format!("{prefix}.{k}")
-            };
-            match child {
-                Value::Array(a) => out.push(Located {
-                    path,
-                    key: Some(k.as_str()),
-                    items: a.as_slice(),
-                    parent: Some(o),
-                }),
-                Value::Object(c) if depth < MAX_KEY_DEPTH => walk(c, &path, depth + 1, out),
-                _ => {}
-            }
-        }
-    }
-    let mut arrays: Vec<Located<'a>> = Vec::new();
-    match v {
-        Value::Array(a) => arrays.push(Located {
-            path: "(the answer)".into(),
-            key: None,
-            items: a.as_slice(),
-            parent: None,
-        }),
-        Value::Object(o) => walk(o, "", 1, &mut arrays),
-        _ => {}
-    }
-    let not = |seen: String| NotUnderstood {
-        what: w.what.into(),
-        seen,
-    };
-    let (mut found, rest): (Vec<Located<'a>>, Vec<Located<'a>>) = arrays
-        .into_iter()
-        .partition(|l| !l.items.is_empty() && (w.is_records)(l.key, l.items));
-    match found.len() {
-        1 => Ok(found.remove(0)),
-        0 => {
-            let success = v
-                .get("status")
-                .and_then(Value::as_str)
-                .is_some_and(|s| s.trim().eq_ignore_ascii_case("success"));
-            let non_empty: Vec<&str> = rest
-                .iter()
-                .filter(|l| !l.items.is_empty())
-                .map(|l| l.path.as_str())
-                .collect();
-            let empty_known = rest.iter().position(|l| {
-                l.items.is_empty() && l.key.is_some_and(|k| w.empty_keys.contains(&k))
-            });
-            match empty_known {
-                Some(i) if success && non_empty.is_empty() => {
-                    Ok(rest.into_iter().nth(i).expect("found above"))
-                }
-                _ => {
-                    let mut seen = describe(v);
-                    if !non_empty.is_empty() {
-                        seen += &format!(" (arrays at: {})", non_empty.join(", "));
-                    }
-                    Err(not(format!("{seen}; expected an array of {}", w.expected)))
-                }
-            }
-        }
-        n => {
-            let paths: Vec<&str> = found.iter().map(|l| l.path.as_str()).collect();
-            Err(not(format!(
-                "{}; {n} arrays could hold the records ({}): which one is meant is not known",
-                describe(v),
-                paths.join(", ")
-            )))
-        }
     }
 }
 
