@@ -417,27 +417,33 @@ mod tests {
         assert!(r.target.groups["G"].owners.is_empty() && r.warnings.len() == 1);
     }
 
-    #[test]
-    fn a_cached_not_found_never_removes_a_known_member() {
-        // b is known in G with id B; the cache says the target has nobody by that email
-        // (a lookup answered "none" once): the known id still stands, no removal.
-        let d = source(&[("G", &["a@x", "b@x"], None)], &[("a@x", "A")]);
-        let mut known = Known::default();
+    /// A known group "G" with these (id, email) members, all added by rostersync.
+    fn known_g(members: &[(&str, &str)]) -> Known {
         let mut kg = KnownGroup {
             key: "G".into(),
             remote_id: "r".into(),
             name: "G".into(),
             ..Default::default()
         };
-        for (id, e) in [("A", "a@x"), ("B", "b@x")] {
+        for (id, e) in members {
             let km = KnownMember {
                 owned: true,
                 receive_call: false,
-                email: Some(e.into()),
+                email: Some((*e).into()),
             };
-            kg.members.insert(id.into(), km);
+            kg.members.insert((*id).into(), km);
         }
+        let mut known = Known::default();
         known.groups.insert("G".into(), kg);
+        known
+    }
+
+    #[test]
+    fn a_cached_not_found_never_removes_a_known_member() {
+        // b is known in G with id B; the cache says the target has nobody by that email
+        // (a lookup answered "none" once): the known id still stands, no removal.
+        let d = source(&[("G", &["a@x", "b@x"], None)], &[("a@x", "A")]);
+        let known = known_g(&[("A", "a@x"), ("B", "b@x")]);
         check(
             &d,
             naming(),
@@ -452,24 +458,7 @@ mod tests {
         // b was added earlier (known with its id); today its lookup failed and the cache
         // was lost: the known id keeps it. c was never resolved: skipped, nothing removed.
         let d = source(&[("G", &["a@x", "b@x", "c@x"], None)], &[("a@x", "A")]);
-        let mut known = Known::default();
-        let mut kg = KnownGroup {
-            key: "G".into(),
-            remote_id: "r".into(),
-            name: "G".into(),
-            ..Default::default()
-        };
-        for (id, e) in [("A", "a@x"), ("B", "b@x")] {
-            kg.members.insert(
-                id.into(),
-                KnownMember {
-                    owned: true,
-                    receive_call: false,
-                    email: Some(e.into()),
-                },
-            );
-        }
-        known.groups.insert("G".into(), kg);
+        let known = known_g(&[("A", "a@x"), ("B", "b@x")]);
         let r = desired_target(&d, &naming(), &cache(&[]), &known, &|_| {
             "lookup failed".into()
         });

@@ -179,19 +179,11 @@ mod tests {
     #[tokio::test]
     async fn a_lookup_that_cannot_be_cached_stops_the_target() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("token"), "secret-token").unwrap();
-        std::fs::write(
-            dir.path().join("groups.yaml"),
-            "groups:\n  - name: G\n    members: [a@example.com]\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("rostersync.toml"),
-            "source = \"groups.yaml\"\nstate = \"state.db\"\n\n[[target]]\nname = \"t\"\n\
-             kind = \"teams\"\nbase_url = \"http://127.0.0.1:9/v1\"\ntoken_file = \"token\"\n",
-        )
-        .unwrap();
-        let cfg = crate::config::Config::load(&dir.path().join("rostersync.toml")).unwrap();
+        let cfg = crate::sync::test_config(
+            dir.path(),
+            "state.db",
+            "kind = \"teams\"\nbase_url = \"http://127.0.0.1:9/v1\"\n",
+        );
         let desired = cfg.load_source().unwrap();
         let t = &cfg.targets[0];
         let (_, http) = crate::targets::build(t).unwrap();

@@ -474,6 +474,28 @@ fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A config for the unit tests of a run: `dir/rostersync.toml` with one group (one member)
+/// in `dir/groups.yaml`, a token file, `state` and these `[[target]]` lines (nobody
+/// listens on port 9: every request is refused).
+#[cfg(test)]
+pub(crate) fn test_config(dir: &std::path::Path, state: &str, target: &str) -> Config {
+    std::fs::write(dir.join("token"), "secret-token").unwrap();
+    std::fs::write(
+        dir.join("groups.yaml"),
+        "groups:\n  - name: G\n    members: [a@example.com]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("rostersync.toml"),
+        format!(
+            "source = \"groups.yaml\"\nstate = \"{state}\"\n\n[[target]]\nname = \"t\"\n\
+             token_file = \"token\"\n{target}"
+        ),
+    )
+    .unwrap();
+    Config::load(&dir.join("rostersync.toml")).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -483,20 +505,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_run_closes_the_database_before_it_releases_the_lock() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("token"), "secret-token").unwrap();
-        std::fs::write(
-            dir.path().join("groups.yaml"),
-            "groups:\n  - name: G\n    members: [a@example.com]\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("rostersync.toml"),
-            "source = \"groups.yaml\"\nstate = \"state/state.db\"\n\n[[target]]\nname = \"t\"\n\
-             kind = \"scim\"\nflavor = \"maestroqa\"\nbase_url = \"http://127.0.0.1:9/scim\"\n\
-             token_file = \"token\"\nmax_retries = 0\n",
-        )
-        .unwrap();
-        let cfg = Config::load(&dir.path().join("rostersync.toml")).unwrap();
+        let cfg = test_config(
+            dir.path(),
+            "state/state.db",
+            "kind = \"scim\"\nflavor = \"maestroqa\"\nbase_url = \"http://127.0.0.1:9/scim\"\nmax_retries = 0\n",
+        );
         let opts = SyncOptions {
             command: "sync".into(),
             ..Default::default()

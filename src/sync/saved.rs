@@ -193,6 +193,20 @@ pub fn known_digest(known: &Known) -> String {
 mod tests {
     use super::*;
 
+    /// A target's part of a plan with nothing to do, made from `known`.
+    fn nothing_to_do(known: &Known) -> SavedTarget {
+        SavedTarget {
+            known_digest: known_digest(known),
+            plan: crate::plan::TargetPlan {
+                ops: Vec::new(),
+                unchanged: 0,
+                left_alone: Vec::new(),
+                guard: None,
+                skipped: Vec::new(),
+            },
+        }
+    }
+
     #[test]
     fn a_saved_plan_is_private_and_reads_back() {
         use std::os::unix::fs::PermissionsExt as _;
@@ -206,19 +220,8 @@ mod tests {
             only: Vec::new(),
             targets: BTreeMap::new(),
         };
-        p.targets.insert(
-            "t".into(),
-            SavedTarget {
-                known_digest: known_digest(&Known::default()),
-                plan: crate::plan::TargetPlan {
-                    ops: Vec::new(),
-                    unchanged: 0,
-                    left_alone: Vec::new(),
-                    guard: None,
-                    skipped: Vec::new(),
-                },
-            },
-        );
+        p.targets
+            .insert("t".into(), nothing_to_do(&Known::default()));
         p.write(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
@@ -249,19 +252,7 @@ mod tests {
             targets: BTreeMap::new(),
         };
         let known = Known::default();
-        p.targets.insert(
-            "t".into(),
-            SavedTarget {
-                known_digest: known_digest(&known),
-                plan: crate::plan::TargetPlan {
-                    ops: Vec::new(),
-                    unchanged: 0,
-                    left_alone: Vec::new(),
-                    guard: None,
-                    skipped: Vec::new(),
-                },
-            },
-        );
+        p.targets.insert("t".into(), nothing_to_do(&known));
         assert!(p.check_known("t", &known).is_ok());
         let mut other = Known::default();
         other.intents.insert("k".into());
