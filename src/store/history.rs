@@ -56,12 +56,9 @@ impl Store {
     /// state never depends on it). Keeps the latest run (the shortcut's base) and runs
     /// that intents still name. Returns the number of runs forgotten.
     pub fn prune_history(&mut self, days: u32) -> Result<usize> {
-        let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(i64::from(days));
-        let cutoff = cutoff
-            .format(time::macros::format_description!(
-                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-            ))
-            .unwrap_or_default();
+        let cutoff = super::timestamp(
+            time::OffsetDateTime::now_utc() - time::Duration::days(i64::from(days)),
+        );
         let w = super::StoreError::sqlite(&self.path);
         let tx = self.conn.transaction().map_err(w)?;
         tx.execute(

@@ -205,11 +205,17 @@ pub struct Store {
 }
 
 pub fn now() -> String {
-    time::OffsetDateTime::now_utc()
+    timestamp(time::OffsetDateTime::now_utc())
+}
+
+/// The state's one form of a time: RFC 3339 in UTC with milliseconds, fixed width, so
+/// times compare as text (`runs.started_at`, fact and history cutoffs).
+pub fn timestamp(t: time::OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
         .format(time::macros::format_description!(
             "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
         ))
-        .unwrap_or_default()
+        .expect("a time within years 0-9999 formats")
 }
 
 impl Store {

@@ -193,6 +193,14 @@ pub fn known_digest(known: &Known) -> String {
 mod tests {
     use super::*;
 
+    /// `SavedPlan::read` of a file holding `text`.
+    fn read_text(text: &str) -> Result<SavedPlan, SavedPlanError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.json");
+        std::fs::write(&path, text).unwrap();
+        SavedPlan::read(&path)
+    }
+
     /// A target's part of a plan with nothing to do, made from `known`.
     fn nothing_to_do(known: &Known) -> SavedTarget {
         SavedTarget {
@@ -230,14 +238,10 @@ mod tests {
 
     #[test]
     fn an_unknown_format_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("plan.json");
-        std::fs::write(
-            &path,
+        let e = read_text(
             r#"{"rostersync_plan": 9, "source_digest": "", "full": false, "allow_mass_removal": false, "targets": {}}"#,
         )
-        .unwrap();
-        let e = SavedPlan::read(&path).unwrap_err();
+        .unwrap_err();
         assert!(matches!(e, SavedPlanError::Format { found: 9, .. }), "{e}");
     }
 
@@ -274,14 +278,10 @@ mod tests {
 
     #[test]
     fn a_plan_that_holds_no_target_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("plan.json");
-        std::fs::write(
-            &path,
+        let e = read_text(
             r#"{"rostersync_plan": 1, "source_digest": "", "full": false, "allow_mass_removal": false, "targets": {}}"#,
         )
-        .unwrap();
-        let e = SavedPlan::read(&path).unwrap_err();
+        .unwrap_err();
         assert!(matches!(e, SavedPlanError::Empty { .. }), "{e}");
     }
 }

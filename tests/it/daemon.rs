@@ -335,14 +335,6 @@ fn writes(log: &[Logged]) -> usize {
     log.iter().filter(|r| r.is_write()).count()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A plain HTTP/1.1 GET on 127.0.0.1; returns the status and the body.
 fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics listener");
@@ -387,7 +379,7 @@ fn sum(m: &BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
 
 #[test]
 fn ready_watchdog_metrics_and_healthz() {
-    let port = free_port();
+    let port = crate::harness::free_port();
     let s = Setup::new(
         Opts {
             metrics: format!("listen = \"127.0.0.1:{port}\"\nmax_age = \"6s\""),
@@ -855,7 +847,7 @@ fn service_exposure_is_ok_or_better() {
 /// failure, so an operator can act without reading the logs; a good run clears it.
 #[test]
 fn status_and_healthz_name_the_last_failure() {
-    let port = free_port();
+    let port = crate::harness::free_port();
     let s = Setup::new(
         Opts {
             metrics: format!("listen = \"127.0.0.1:{port}\""),

@@ -59,6 +59,14 @@ pub fn g(name: &str, members: &[&str]) -> G {
     }
 }
 
+/// A port on 127.0.0.1 free a moment ago (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
 pub fn email(i: usize) -> String {
     format!("agent{i:03}@example.com")
 }

@@ -8,12 +8,10 @@
 #![allow(dead_code)]
 
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 
 pub const SUFFIX: &str = "dc=example,dc=com";
 pub const ROOT_DN: &str = "cn=admin,dc=example,dc=com";
@@ -64,38 +62,12 @@ fn program(name: &str) -> PathBuf {
     );
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 /// A test CA and a server certificate for 127.0.0.1 and localhost: (ca, cert, key) PEMs.
 fn certificates() -> (String, String, String) {
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "rostersync LDAP test CA");
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca = params.self_signed(&ca_key).expect("CA cert");
-    let issuer = rcgen::Issuer::new(params, ca_key);
-    let key = KeyPair::generate().expect("server key");
-    let mut sp = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-        .expect("server params");
-    sp.distinguished_name
-        .push(DnType::CommonName, "rostersync LDAP test server");
-    let cert = sp.signed_by(&key, &issuer).expect("server cert");
-    (ca.pem(), cert.pem(), key.serialize_pem())
+    let ca = crate::tls::ca();
+    let (cert, key) = ca.server_pems(&["127.0.0.1", "localhost"]);
+    (ca.pem, cert, key)
 }
-
 /// The entries every test directory starts with: the suffix, the OUs, the service
 /// accounts.
 pub fn base_ldif() -> String {
@@ -187,8 +159,8 @@ impl Slapd {
     /// Starts (or restarts) slapd on fresh ports.
     fn run(&mut self) {
         for _attempt in 0..3 {
-            self.port = free_port();
-            self.ldaps_port = free_port();
+            self.port = crate::harness::free_port();
+            self.ldaps_port = crate::harness::free_port();
             let mut urls = format!("ldap://127.0.0.1:{}/", self.port);
             if self.tls == Tls::Yes {
                 urls += &format!(" ldaps://127.0.0.1:{}/", self.ldaps_port);

@@ -16,12 +16,32 @@ use crate::fakes::teams::FakeTeams;
 use crate::harness::*;
 
 /// A test CA: its PEM, and an issuer to sign server certificates with.
-struct Ca {
-    pem: String,
+pub struct Ca {
+    pub pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
-fn ca() -> Ca {
+impl Ca {
+    /// A server certificate for `names` (DNS names or IP addresses), and its key.
+    fn signed(&self, names: &[&str]) -> (rcgen::Certificate, KeyPair) {
+        let key = KeyPair::generate().expect("server key");
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut params = CertificateParams::new(names).expect("server params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "rostersync test server");
+        let cert = params.signed_by(&key, &self.issuer).expect("server cert");
+        (cert, key)
+    }
+
+    /// A server certificate for `names`: (cert, key) PEMs.
+    pub fn server_pems(&self, names: &[&str]) -> (String, String) {
+        let (cert, key) = self.signed(names);
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+pub fn ca() -> Ca {
     let key = KeyPair::generate().expect("CA key");
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -42,13 +62,7 @@ fn ca() -> Ca {
 
 /// A server certificate for `names` (DNS names or IP addresses), signed by `ca`.
 fn server_cert(ca: &Ca, names: &[&str]) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
-    let key = KeyPair::generate().expect("server key");
-    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    let mut params = CertificateParams::new(names).expect("server params");
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "rostersync test server");
-    let cert = params.signed_by(&key, &ca.issuer).expect("server cert");
+    let (cert, key) = ca.signed(names);
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     (cert.der().clone(), der)
 }

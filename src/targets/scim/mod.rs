@@ -148,12 +148,7 @@ fn create_verdict(status: u16, body: &[u8]) -> Verdict {
 /// Whether a fact was learned within `age` (fact times are fixed-width UTC, so they
 /// compare as text).
 fn fresh(f: &Fact, age: time::Duration) -> bool {
-    let cutoff = (time::OffsetDateTime::now_utc() - age)
-        .format(time::macros::format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-        ))
-        .unwrap_or_default();
-    f.at >= cutoff
+    f.at >= crate::store::timestamp(time::OffsetDateTime::now_utc() - age)
 }
 
 /// Whether a call failed with this HTTP status.
@@ -390,7 +385,7 @@ impl Scim {
             .unwrap_or_else(|e| e.into_inner())
             .insert(u.key.clone());
         if first {
-            let from = u.rename_from.as_deref().unwrap_or_default();
+            let from = u.rename_from.as_deref().unwrap_or(&u.name);
             tracing::warn!(group = %u.name,
                 "this SCIM server cannot rename a group (it answered 501): rename \"{from}\" to \"{}\" by hand; rostersync keeps the name the group has (tried again after a day)",
                 u.name);
@@ -421,7 +416,7 @@ enum Caps {
 /// The fact that keeps a ServiceProviderConfig (or why there is none).
 fn fact_of_spc(s: &Caps) -> String {
     match s {
-        Caps::Said(spc) => serde_json::to_string(spc).unwrap_or_default(),
+        Caps::Said(spc) => serde_json::to_string(spc).expect("a ServiceProviderConfig serializes"),
         Caps::Unknown(why) => format!("none: {why}"),
     }
 }
@@ -594,11 +589,7 @@ mod tests {
     fn facts_are_fresh_for_a_day() {
         let at = |d: time::Duration| Fact {
             value: "x".into(),
-            at: (time::OffsetDateTime::now_utc() - d)
-                .format(time::macros::format_description!(
-                    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-                ))
-                .unwrap(),
+            at: crate::store::timestamp(time::OffsetDateTime::now_utc() - d),
         };
         assert!(fresh(&at(time::Duration::hours(23)), DAY));
         assert!(!fresh(&at(time::Duration::hours(25)), DAY));
