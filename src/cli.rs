@@ -109,8 +109,10 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         output: Format,
     },
-    /// The known state: remote ids and members per group.
+    /// The known state: remote ids and members per group (`state copy` moves it).
     State {
+        #[command(subcommand)]
+        action: Option<StateAction>,
         /// Only this target.
         #[arg(long = "target", value_name = "NAME")]
         target: Option<String>,
@@ -142,5 +144,29 @@ pub enum Command {
         /// Write rostersync.1 and one page per command into DIR (default: rostersync.1 on stdout).
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
+    },
+}
+
+/// `rostersync state ...`.
+#[derive(Debug, Subcommand)]
+pub enum StateAction {
+    /// Copies the whole state (known groups, members, intents, lookups, facts, history) to
+    /// another backend: from SQLite to PostgreSQL to go to two nodes without a `--full`
+    /// re-read of every vendor, or back. Refuses a destination that already holds a state.
+    /// Holds the source's lock (or lease) while it copies, so no run writes meanwhile.
+    Copy {
+        /// The destination: `postgres://user@host/db` or a SQLite file path.
+        #[arg(long, value_name = "URL|PATH")]
+        to: String,
+        /// The destination's password, from this file (PostgreSQL).
+        #[arg(long, value_name = "FILE", conflicts_with = "password_env")]
+        password_file: Option<std::path::PathBuf>,
+        /// The destination's password, from this environment variable (PostgreSQL).
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
+        /// CA certificates (PEM) to verify the destination server with (PostgreSQL; TLS
+        /// is then required).
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<std::path::PathBuf>,
     },
 }

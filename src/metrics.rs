@@ -194,6 +194,19 @@ pub struct Health {
     /// How long the loop may go without ticking and still count as alive.
     loop_timeout: Duration,
     targets: Mutex<Freshness>,
+    /// Two nodes on PostgreSQL (SPEC 6.7): this node's role; None on SQLite.
+    role: Mutex<Option<HaRole>>,
+}
+
+/// A node's part in the lease, as `/healthz` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HaRole {
+    pub node: String,
+    /// Leads (and may write now).
+    pub leader: bool,
+    /// Who leads, when known.
+    pub holder: Option<String>,
+    pub epoch: i64,
 }
 
 /// The part of `Health` that a reload changes.
@@ -222,7 +235,13 @@ impl Health {
                 problems: BTreeMap::new(),
                 last_problem: None,
             }),
+            role: Mutex::new(None),
         }
+    }
+
+    /// This node's role changed (two nodes on PostgreSQL).
+    pub fn set_role(&self, role: HaRole) {
+        *self.role.lock().expect("health lock") = Some(role);
     }
 
     /// The loop is alive: called at every tick.
@@ -282,12 +301,16 @@ impl Health {
         let loop_age = self.loop_age(now);
         let loop_ok = loop_age <= self.loop_timeout;
         let f = self.targets.lock().expect("health lock");
+        let role = self.role.lock().expect("health lock").clone();
+        // A standby runs nothing: it is healthy while its loop is (the leader answers for
+        // the targets' freshness).
+        let standby = role.as_ref().is_some_and(|r| !r.leader);
         let mut ok = loop_ok;
         let mut targets = serde_json::Map::new();
         for (name, (since, succeeded)) in &f.since {
             let age = now.saturating_duration_since(*since);
             let fresh = age <= f.max_age;
-            ok &= fresh;
+            ok &= fresh || standby;
             let key = if *succeeded {
                 "last_success_age_seconds"
             } else {
@@ -299,13 +322,19 @@ impl Health {
             }
             targets.insert(name.clone(), t);
         }
-        let body = json!({
+        let mut body = json!({
             "status": if ok { "ok" } else { "unhealthy" },
             "loop": { "last_tick_age_seconds": secs(loop_age), "ok": loop_ok },
             "max_age_seconds": f.max_age.as_secs_f64(),
             "targets": targets,
             "last_problem": f.last_problem.as_ref().map(|(t, reason)| json!({ "target": t, "reason": reason })),
         });
+        if let Some(r) = role {
+            body["role"] = json!(if r.leader { "leader" } else { "standby" });
+            body["node"] = json!(r.node);
+            body["leader"] = json!(r.holder);
+            body["epoch"] = json!(r.epoch);
+        }
         (ok, body)
     }
 }

@@ -187,7 +187,12 @@ pub(super) fn check(
                     "memberships": memberships,
                     "people_with_ids": desired.people.len(),
                 },
-                "state": { "path": cfg.state, "exists": cfg.state.exists() },
+                "state": {
+                    "path": cfg.state.shown(),
+                    "backend": if cfg.state.is_postgres() { "postgres" } else { "sqlite" },
+                    "exists": cfg.state.sqlite_path().map(|p| p.exists()),
+                    "node": cfg.state.is_postgres().then_some(&cfg.ha.node),
+                },
                 "safety": {
                     "max_removals": cfg.safety.max_removals,
                     "max_removal_ratio": cfg.safety.max_removal_ratio,
@@ -225,15 +230,16 @@ pub(super) fn check(
                     g.name, g.origin
                 );
             }
-            println!(
-                "state    {}{}",
-                cfg.state.display(),
-                if cfg.state.exists() {
-                    ""
-                } else {
-                    " (not created yet)"
-                }
-            );
+            let note = match cfg.state.sqlite_path() {
+                Some(p) if p.exists() => String::new(),
+                Some(_) => " (not created yet)".into(),
+                None => format!(
+                    " (PostgreSQL; node {}, lease {})",
+                    cfg.ha.node,
+                    humantime::format_duration(cfg.ha.lease)
+                ),
+            };
+            println!("state    {}{note}", cfg.state);
             println!(
                 "safety   max_removals={} max_removal_ratio={} delete_groups={} defer_online_removals={}",
                 cfg.safety.max_removals,

@@ -210,7 +210,7 @@ fn offline(
 /// `--online`: asks the target what it holds for the person now, and marks every
 /// disagreement with the known state.
 async fn online(
-    state: &std::path::Path,
+    facts: crate::store::Facts,
     t: &TargetConfig,
     email: &str,
     v: &mut TargetView,
@@ -221,9 +221,6 @@ async fn online(
         return Err(super::AskError::MissingSecrets(missing.join(", ")));
     }
     let (target, http) = targets::build(t)?;
-    let facts = crate::store::facts_or_none(state)
-        .remove(&t.name)
-        .unwrap_or_default();
     let ctx = Ctx::new(t.name.clone(), http, Arc::new(Recorder::dry()), facts);
     let target: &dyn Target = target.as_ref();
     if v.member_id.is_none()
@@ -318,12 +315,20 @@ pub(super) fn explain(
             return ExitCode::Usage;
         }
     };
-    let store = match Store::open_read_only(&cfg.state) {
+    let store = match Store::open_read_only_at(&cfg.state) {
         Ok(s) => s,
         Err(e) => {
             report(&e);
             return ExitCode::Failed;
         }
+    };
+    // Read here, off the runtime: what the targets' answers have shown (for `--online`).
+    let mut facts = match (&store, ask) {
+        (Some(s), true) => s.all_facts().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read what is known about the targets; probing as on a first run");
+            Default::default()
+        }),
+        _ => Default::default(),
     };
     let mut code = ExitCode::Ok;
     let mut views = Vec::new();
@@ -335,7 +340,13 @@ pub(super) fn explain(
                 return ExitCode::Failed;
             }
         };
-        if ask && let Err(e) = rt.block_on(online(&cfg.state, t, &email, &mut v, &known)) {
+        if ask && let Err(e) = rt.block_on(online(
+                facts.remove(&t.name).unwrap_or_default(),
+                t,
+                &email,
+                &mut v,
+                &known,
+            )) {
             tracing::warn!(target = %t.name, error = %e, "explain --online: the target could not be asked");
             v.online_error = Some(e.to_string());
             code = code.max(ExitCode::Failed);

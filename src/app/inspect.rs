@@ -7,11 +7,12 @@ use serde_json::json;
 use super::report;
 use crate::cli::Format;
 use crate::config::Config;
-use crate::store::{HistoryFilter, Store};
+use crate::store::lease::Lease;
+use crate::store::{HistoryFilter, PgLocation, StateLocation, StateLock, Store, copy_state};
 use crate::sync::ExitCode;
 
 fn open_existing(cfg: &Config) -> Result<Option<Store>, ExitCode> {
-    Store::open_read_only(&cfg.state).map_err(|e| {
+    Store::open_read_only_at(&cfg.state).map_err(|e| {
         report(&e);
         ExitCode::Failed
     })
@@ -24,7 +25,7 @@ pub(super) fn history(cfg: &Config, f: &HistoryFilter, output: Format) -> ExitCo
             if output == Format::Json {
                 println!("{}", json!({ "runs": [], "calls": [] }));
             } else {
-                println!("no history yet: {} does not exist", cfg.state.display());
+                println!("no history yet: {} holds no state", cfg.state);
             }
             return ExitCode::Ok;
         }
@@ -146,4 +147,115 @@ pub(super) fn state(cfg: &Config, target: Option<&str>, output: Format) -> ExitC
         }
     }
     ExitCode::Ok
+}
+
+/// `state copy --to URL|PATH`: the whole state to another backend, while holding the
+/// source's lock (SQLite) or lease (PostgreSQL), so no run writes during the copy.
+pub(super) fn copy(rt: &tokio::runtime::Runtime, cfg: &Config, to: &crate::cli::StateAction) -> ExitCode {
+    let crate::cli::StateAction::Copy {
+        to,
+        password_file,
+        password_env,
+        ca_file,
+    } = to;
+    let dest = match destination(to, password_file.as_deref(), password_env.as_deref(), ca_file.as_deref(), &cfg.ha.node) {
+        Ok(d) => d,
+        Err(message) => {
+            eprintln!("state copy --to {to}: {message}");
+            return ExitCode::Usage;
+        }
+    };
+    // Nobody writes the source meanwhile.
+    let _lock = match &cfg.state {
+        StateLocation::Sqlite(path) if path.exists() => match StateLock::acquire(path) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                report(&e);
+                return crate::sync::SyncError::from(e).exit_code();
+            }
+        },
+        _ => None,
+    };
+    let lease = match &cfg.state {
+        StateLocation::Postgres(pg) => {
+            match rt.block_on(Lease::acquire_once(pg.clone(), cfg.lease_config())) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    report(&e);
+                    return crate::sync::SyncError::from(e).exit_code();
+                }
+            }
+        }
+        StateLocation::Sqlite(_) => None,
+    };
+    let copied = copy_state(&cfg.state, &dest);
+    if let Some(l) = lease {
+        rt.block_on(l.stop());
+    }
+    match copied {
+        Ok(c) => {
+            let parts: Vec<String> = c
+                .tables
+                .iter()
+                .map(|(t, n)| format!("{t} {n}"))
+                .collect();
+            println!("copied {} -> {}: {}", cfg.state, dest, parts.join(", "));
+            println!(
+                "point `state` at {dest} in {} to use it; the source is left as it was",
+                cfg.path.display()
+            );
+            ExitCode::Ok
+        }
+        Err(e) => {
+            report(&e);
+            match e {
+                crate::store::StoreError::NotEmpty { .. } => ExitCode::Usage,
+                _ => ExitCode::Failed,
+            }
+        }
+    }
+}
+
+/// The destination of `state copy`, from the command line.
+fn destination(
+    to: &str,
+    password_file: Option<&std::path::Path>,
+    password_env: Option<&str>,
+    ca_file: Option<&std::path::Path>,
+    node: &str,
+) -> Result<StateLocation, String> {
+    if !(to.starts_with("postgres://") || to.starts_with("postgresql://")) {
+        if password_file.is_some() || password_env.is_some() || ca_file.is_some() {
+            return Err("--password-file, --password-env and --ca-file are for a postgres:// destination".into());
+        }
+        return Ok(StateLocation::Sqlite(to.into()));
+    }
+    let url = url::Url::parse(to).map_err(|e| format!("not a URL: {e}"))?;
+    if url.password().is_some() {
+        return Err("the URL carries a password: give --password-file or --password-env".into());
+    }
+    let (password, password_from) = match (password_file, password_env) {
+        (Some(f), _) => (
+            std::fs::read_to_string(f)
+                .map_err(|e| format!("--password-file {}: {e}", f.display()))?
+                .trim()
+                .to_string(),
+            format!("--password-file ({})", f.display()),
+        ),
+        (None, Some(v)) => (
+            std::env::var(v).map_err(|_| format!("--password-env {v}: not set"))?,
+            format!("--password-env ({v})"),
+        ),
+        (None, None) => (String::new(), String::new()),
+    };
+    if let Some(ca) = ca_file {
+        crate::source::ldap::read_ca_file(ca).map_err(|e| format!("--ca-file: {e}"))?;
+    }
+    Ok(StateLocation::Postgres(PgLocation {
+        url: to.to_string(),
+        password: (!password.is_empty()).then(|| password.into()),
+        password_from: (!password_from.is_empty()).then_some(password_from),
+        ca_file: ca_file.map(Into::into),
+        application: format!("rostersync {node} (state copy)"),
+    }))
 }

@@ -189,7 +189,15 @@ pub fn main(cli: Cli) -> ExitCode {
             };
             inspect::history(&cfg, &f, *output)
         }
-        Command::State { target, output } => inspect::state(&cfg, target.as_deref(), *output),
+        Command::State {
+            action: Some(action),
+            ..
+        } => inspect::copy(&rt, &cfg, action),
+        Command::State {
+            action: None,
+            target,
+            output,
+        } => inspect::state(&cfg, target.as_deref(), *output),
         Command::Explain {
             email,
             online,

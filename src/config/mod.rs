@@ -6,7 +6,9 @@
 //! whose `Debug` prints `[REDACTED]`; nothing else in the crate reads the environment.
 
 mod source;
+mod state;
 mod target;
+pub use state::Ha;
 pub use source::{CommandSource, LdapSource, LdapTls, LiveSource, Route};
 use target::validate_target;
 
@@ -20,6 +22,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use crate::plan::Keep;
+use crate::store::StateLocation;
 
 /// A configuration mistake, naming the key (and file) at fault.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +101,10 @@ pub enum Mode {
 struct RawConfig {
     /// A path, or a table (`[source.ldap]`, `[source] command`): see `source.rs`.
     source: Option<serde_json::Value>,
-    state: Option<String>,
+    /// A path, or a table (`[state] url = "postgres://..."`): see `state.rs`.
+    state: Option<serde_json::Value>,
+    #[serde(default)]
+    ha: state::RawHa,
     #[serde(default)]
     allow_empty_source: bool,
     max_source_bytes: Option<u64>,
@@ -319,7 +325,10 @@ pub struct Config {
     pub source: PathBuf,
     /// `[source.ldap]` or `[source] command`: the source is read live, not from `source`.
     pub live: Option<LiveSource>,
-    pub state: PathBuf,
+    /// Where the state lives: a SQLite file (the default) or PostgreSQL.
+    pub state: StateLocation,
+    /// This node's name and the lease's TTL (a PostgreSQL state only).
+    pub ha: Ha,
     pub allow_empty_source: bool,
     /// A source whose files add up to more bytes is refused unread (exit 2).
     pub max_source_bytes: u64,
@@ -409,6 +418,21 @@ impl Config {
     }
 
     /// An error naming every missing secret of these targets, or None when all are set.
+    /// How this node takes part in the lease (a PostgreSQL state): its name, the TTL, and
+    /// the longest target timeout (how long a write sent before the lease ran out may take).
+    pub fn lease_config(&self) -> crate::store::lease::LeaseConfig {
+        crate::store::lease::LeaseConfig {
+            node: self.ha.node.clone(),
+            ttl: self.ha.lease,
+            grace: self
+                .targets
+                .iter()
+                .map(|t| t.timeout)
+                .max()
+                .unwrap_or_default(),
+        }
+    }
+
     pub fn missing_secrets<'a>(
         &self,
         targets: impl IntoIterator<Item = &'a TargetConfig>,
@@ -468,7 +492,9 @@ fn validate(file: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigErr
     let source = raw.source.ok_or_else(|| {
         err(file, "`source` is missing: name the file or directory of groups, e.g. source = \"groups.yaml\"")
     })?;
-    let state = raw.state.unwrap_or_else(|| "state/rostersync.db".into());
+    let mut warnings = Vec::new();
+    let ha = state::validate_ha(file, raw.ha)?;
+    let state = state::validate_state(file, dir, raw.state, &ha.node, &mut warnings)?;
     let cron = raw.schedule.cron.unwrap_or_else(|| "*/10 * * * *".into());
     parse_cron(&cron).map_err(|e| err(file, format!("schedule.cron = \"{cron}\": {e}")))?;
     let ratio = raw.safety.max_removal_ratio.unwrap_or(0.25);
@@ -514,7 +540,6 @@ fn validate(file: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigErr
     }
     let mut names = BTreeSet::new();
     let mut targets = Vec::new();
-    let mut warnings = Vec::new();
     for (i, t) in raw.target.into_iter().enumerate() {
         let tc = validate_target(file, dir, i, t, &mut warnings)?;
         if !names.insert(tc.name.clone()) {
@@ -546,7 +571,8 @@ fn validate(file: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigErr
         path: file.to_path_buf(),
         source: source.path,
         live: source.live,
-        state: resolve(dir, &state),
+        state,
+        ha,
         allow_empty_source: raw.allow_empty_source,
         max_source_bytes,
         schedule: Schedule {

@@ -30,6 +30,9 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Watch(#[from] watch::WatchError),
+    /// The PostgreSQL state cannot be opened for the lease.
+    #[error(transparent)]
+    State(crate::store::StoreError),
 }
 
 impl DaemonError {

@@ -33,7 +33,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
-use crate::metrics::Health;
+use crate::metrics::{HaRole, Health};
+use crate::store::StateLocation;
+use crate::store::lease::{Lease, Role};
 use crate::sync::{ExitCode, RunReport, SyncError, SyncOptions};
 pub use error::{DaemonError, Invalid};
 use schedule::{Cron, FullEvery};
@@ -53,6 +55,8 @@ enum Why {
     Schedule,
     Watch,
     Reload,
+    /// This node took the lease (SPEC 6.7).
+    Takeover,
 }
 
 impl Why {
@@ -62,6 +66,7 @@ impl Why {
             Why::Schedule => "schedule",
             Why::Watch => "source changed",
             Why::Reload => "reload",
+            Why::Takeover => "took the lease",
         }
     }
 }
@@ -137,6 +142,10 @@ struct Daemon {
     health: Arc<Health>,
     /// How often the loop ticks: `TICK`, or less than a quarter of the watchdog period.
     tick: Duration,
+    /// A PostgreSQL state: this node's lease (it runs only while it leads).
+    lease: Option<Lease>,
+    /// The lease's role, as last seen by the loop.
+    role: Option<tokio::sync::watch::Receiver<Role>>,
 }
 
 /// Runs until `SIGTERM` or `SIGINT`; returns the exit code (0 after a graceful stop).
@@ -178,6 +187,15 @@ pub async fn run(cfg_path: PathBuf, cfg: Config) -> Result<ExitCode, DaemonError
         None
     };
     let next_cron = cron.next_after(&Local::now());
+    let lease = match &cfg.state {
+        StateLocation::Postgres(pg) => Some(
+            Lease::start(pg.clone(), cfg.lease_config())
+                .await
+                .map_err(DaemonError::State)?,
+        ),
+        StateLocation::Sqlite(_) => None,
+    };
+    let role = lease.as_ref().map(Lease::watch);
     let mut d = Daemon {
         path: cfg_path,
         full: FullEvery::new(cfg.schedule.full_every),
@@ -193,11 +211,13 @@ pub async fn run(cfg_path: PathBuf, cfg: Config) -> Result<ExitCode, DaemonError
         stop: CancellationToken::new(),
         health,
         tick,
+        lease,
+        role,
     };
     info!(
         config = %d.path.display(),
         source = %d.cfg.source.display(),
-        state = %d.cfg.state.display(),
+        state = %d.cfg.state,
         targets = %names.join(","),
         cron = %d.cron.expr,
         full_every = d.full.every,
@@ -205,12 +225,26 @@ pub async fn run(cfg_path: PathBuf, cfg: Config) -> Result<ExitCode, DaemonError
         "daemon started; next scheduled run {}",
         d.next_text()
     );
-    systemd::ready("first run starting");
-    d.trigger(Trigger {
-        why: Why::Start,
-        full: false,
-    });
-    Ok(d.main_loop(&mut signals).await)
+    match &d.lease {
+        None => {
+            systemd::ready("first run starting");
+            d.trigger(Trigger {
+                why: Why::Start,
+                full: false,
+            });
+        }
+        // Runs start when the lease says this node leads (`on_role`).
+        Some(l) => {
+            let role = l.role();
+            systemd::ready(&role.describe(l.node()));
+            d.on_role(role);
+        }
+    }
+    let code = d.main_loop(&mut signals).await;
+    if let Some(l) = d.lease.take() {
+        l.stop().await;
+    }
+    Ok(code)
 }
 
 /// What a reload (and the start) must check before anything runs: the source loads and
@@ -225,6 +259,20 @@ fn validate(cfg: &Config) -> Result<(), Invalid> {
 
 fn target_names(cfg: &Config) -> Vec<String> {
     cfg.targets.iter().map(|t| t.name.clone()).collect()
+}
+
+/// Waits for the next change of the lease's role, or forever without a lease.
+async fn role_changed(role: &mut Option<tokio::sync::watch::Receiver<Role>>) -> Role {
+    match role {
+        Some(r) => {
+            if r.changed().await.is_err() {
+                // The lease task ended (it only does when stopped): nothing more changes.
+                std::future::pending::<()>().await;
+            }
+            r.borrow_and_update().clone()
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Waits for the run in progress, or forever when there is none.
@@ -248,6 +296,7 @@ impl Daemon {
                     }
                 }
                 _ = tokio::time::sleep_until(wake) => self.on_tick(),
+                role = role_changed(&mut self.role) => self.on_role(role),
                 Some(()) = self.changes.recv() => self.on_change(),
                 _ = signals.hup.recv() => self.reload().await,
                 _ = signals.term.recv() => return self.shutdown("SIGTERM", signals).await,
@@ -289,6 +338,38 @@ impl Daemon {
                 why: Why::Watch,
                 full: false,
             });
+        }
+    }
+
+    /// The lease's role changed: metrics, `/healthz`, `STATUS=`; a node that now leads
+    /// (its takeover wait over) runs at once: the old leader may have stopped mid-run, and
+    /// a run with nothing to do is a no-op.
+    fn on_role(&mut self, role: Role) {
+        let Some(lease) = &self.lease else { return };
+        let node = lease.node().to_string();
+        let (leader, holder, epoch) = match &role {
+            Role::Leader { epoch, ready } => (*ready, Some(node.clone()), *epoch),
+            Role::Standby { leader, epoch } => (false, leader.clone(), *epoch),
+            Role::Unknown => (false, None, 0),
+        };
+        metrics::gauge!("rostersync_leader").set(if leader { 1.0 } else { 0.0 });
+        metrics::gauge!("rostersync_lease_epoch").set(epoch as f64);
+        self.health.set_role(HaRole {
+            node: node.clone(),
+            leader,
+            holder,
+            epoch,
+        });
+        let text = role.describe(&node);
+        info!(node = %node, epoch, "{text}");
+        if leader {
+            systemd::status(&format!("{text}; run starting"));
+            self.trigger(Trigger {
+                why: Why::Takeover,
+                full: false,
+            });
+        } else {
+            systemd::status(&text);
         }
     }
 
@@ -334,10 +415,30 @@ impl Daemon {
         if self.stop.is_cancelled() {
             return;
         }
+        // Two nodes: only the leader runs; a standby's triggers are dropped (the leader
+        // has its own schedule, and a takeover runs at once).
+        let lease = match &self.lease {
+            None => None,
+            Some(l) => match l.fence() {
+                Some(fence) => Some(crate::sync::RunLease {
+                    fence,
+                    guard: l.guard(),
+                }),
+                None => {
+                    debug!(
+                        trigger = t.why.as_str(),
+                        "{}: the run is left to the leader",
+                        l.role().describe(l.node())
+                    );
+                    return;
+                }
+            },
+        };
         let opts = SyncOptions {
             full: t.full,
             command: "daemon".into(),
             stop: self.stop.clone(),
+            lease,
             ..Default::default()
         };
         let cfg = self.cfg.clone();
@@ -418,6 +519,7 @@ impl Daemon {
                     | SyncError::MissingSecrets(_)
                     | SyncError::SavedPlan(_) => "the run is skipped; fix the config and reload",
                     SyncError::Store(_) => "the state database failed; the run is skipped",
+                    SyncError::Lease(_) => "this node does not lead; the run is skipped",
                     SyncError::Loader(_) | SyncError::Opener(_) => {
                         "the run stopped unexpectedly; the next run re-plans"
                     }

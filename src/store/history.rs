@@ -3,7 +3,7 @@
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{Result, Store};
+use super::Result;
 
 /// A history row as `history` shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -51,11 +51,11 @@ pub struct HistoryFilter {
     pub email: Option<String>,
 }
 
-impl Store {
+impl super::SqliteStore {
     /// Forgets runs older than `days` days with their calls (history only: the known
     /// state never depends on it). Keeps the latest run (the shortcut's base) and runs
     /// that intents still name. Returns the number of runs forgotten.
-    pub fn prune_history(&mut self, days: u32) -> Result<usize> {
+    pub(super) fn prune(&mut self, days: u32) -> Result<usize> {
         let cutoff = super::timestamp(
             time::OffsetDateTime::now_utc() - time::Duration::days(i64::from(days)),
         );
@@ -92,7 +92,7 @@ impl Store {
     }
 
     /// Calls, newest first.
-    pub fn history(&self, f: &HistoryFilter) -> Result<Vec<CallRow>> {
+    pub(super) fn calls(&self, f: &HistoryFilter) -> Result<Vec<CallRow>> {
         let w = |e| self.wrap(e);
         let mut sql = String::from(
             "SELECT c.id, c.run_id, c.at, c.target, c.group_key, c.group_name, c.op, c.method, c.path,
@@ -151,7 +151,7 @@ impl Store {
     }
 
     /// Runs, newest first.
-    pub fn runs(&self, limit: usize, run: Option<i64>) -> Result<Vec<RunRow>> {
+    pub(super) fn run_rows(&self, limit: usize, run: Option<i64>) -> Result<Vec<RunRow>> {
         let w = |e| self.wrap(e);
         let mut q = self
             .conn

@@ -27,12 +27,12 @@ fn migrations_are_forward_only_and_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sub/state.db");
     drop(Store::open(&path).unwrap());
-    let s = Store::open(&path).unwrap();
+    let s = SqliteStore::open(&path).unwrap();
     let v: i64 = s
         .conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(v as usize, MIGRATIONS.len());
+    assert_eq!(v as usize, sqlite::MIGRATIONS.len());
 }
 
 #[test]
@@ -154,10 +154,12 @@ fn history_retention_forgets_old_runs_and_their_calls_only() {
     let recent = s.begin_run("daemon", false, "d").unwrap();
     s.record(recent, &call("create"), &Delta::None).unwrap();
     let generation = s.state_generation().unwrap();
-    s.conn
+    s.sqlite()
+        .unwrap()
+        .conn
         .execute(
             "UPDATE runs SET started_at = '2000-01-01T00:00:00.000Z' WHERE id IN (?1, ?2)",
-            params![old, kept_by_intent],
+            rusqlite::params![old, kept_by_intent],
         )
         .unwrap();
     assert_eq!(
@@ -198,7 +200,7 @@ fn a_reader_sees_one_state_while_another_connection_writes() {
     let path = dir.path().join("s.db");
     let mut w = Store::open(&path).unwrap();
     w.apply("t", &group("g1", "m1")).unwrap();
-    let mut r = Store::open_read_only(&path).unwrap().unwrap();
+    let mut r = SqliteStore::open_read_only(&path).unwrap().unwrap();
     let writer = std::sync::Mutex::new(w);
     r.between_reads = Some(Box::new(move || {
         let mut w = writer.lock().unwrap();
@@ -230,10 +232,10 @@ fn a_reader_sees_one_state_while_another_connection_writes() {
 async fn a_commit_is_not_recorded_twice_when_full_cannot_be_restored() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
-    let s = Store::open(&path).unwrap();
+    let s = SqliteStore::open(&path).unwrap();
     let run = s.begin_run("sync", false, "d").unwrap();
     s.fail_restore.set(true);
-    let writer = Writer::spawn(s);
+    let writer = Writer::spawn(Store::from(s));
     let (a, b) = tokio::join!(
         writer.record(run, call("add"), Delta::None),
         writer.record(run, call("remove"), Delta::None)
@@ -244,7 +246,7 @@ async fn a_commit_is_not_recorded_twice_when_full_cannot_be_restored() {
     assert!(refused.is_err(), "no intent on an unsynced connection");
     writer
         .with(|s| {
-            s.fail_restore.set(false);
+            s.sqlite().expect("a SQLite store").fail_restore.set(false);
             Ok(())
         })
         .await
@@ -252,6 +254,7 @@ async fn a_commit_is_not_recorded_twice_when_full_cannot_be_restored() {
     writer.write_intent(run, "t", "g", "G").await.unwrap();
     let calls = writer
         .with(|s| {
+            let s = s.sqlite().expect("a SQLite store");
             s.conn
                 .query_row("SELECT count(*) FROM calls", [], |r| r.get::<_, i64>(0))
                 .map_err(|e| s.wrap(e))

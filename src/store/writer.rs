@@ -100,6 +100,10 @@ pub struct Writer {
     counters: Arc<Counters>,
     /// The thread, joined by `close` (taken once; a poisoned lock is still usable).
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// The store writes under a lease (PostgreSQL): `check_fence` asks it.
+    fenced: bool,
+    /// The lease's local deadline, checked after the store's answer.
+    guard: Option<super::lease::Guard>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -118,7 +122,8 @@ impl Writer {
     }
 
     pub fn spawn_with(store: Store, options: WriterOptions) -> Writer {
-        let path = Arc::new(store.path().to_path_buf());
+        let path = Arc::new(PathBuf::from(store.location()));
+        let fenced = store.fenced();
         let counters = Arc::new(Counters::default());
         let (jobs, queue) = mpsc::channel();
         let thread = {
@@ -140,10 +145,38 @@ impl Writer {
             path,
             counters,
             thread: Arc::new(Mutex::new(thread)),
+            fenced,
+            guard: None,
         }
     }
 
-    /// The database file.
+    /// Adds the lease's local deadline to `check_fence` (a run under a lease).
+    pub fn with_guard(mut self, guard: super::lease::Guard) -> Writer {
+        self.guard = Some(guard);
+        self
+    }
+
+    /// Before every vendor write request (SPEC 6.7): on a store opened under a lease, the
+    /// lease still holds, on the server (a transaction of its own) and on this machine's
+    /// clock. Answers at once, without a job, for a store without a lease (SQLite).
+    pub async fn check_fence(&self) -> Result<()> {
+        if !self.fenced {
+            return Ok(());
+        }
+        self.with(|s| s.check_fence()).await?;
+        match &self.guard {
+            Some(g) if !g.holds() => Err(StoreError::Fenced {
+                location: self.path.display().to_string(),
+                node: String::new(),
+                epoch: 0,
+                holder: None,
+                holder_epoch: None,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The database file (or the URL of a PostgreSQL state).
     pub fn path(&self) -> &Path {
         &self.path
     }

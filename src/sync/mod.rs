@@ -32,7 +32,8 @@ use crate::config::{Config, TargetConfig};
 use crate::model::Desired;
 use crate::plan::{DesiredTarget, PlanOptions, plan_target};
 use crate::source::SourceErrors;
-use crate::store::{LockError, StateLock, Store, StoreError, Writer};
+use crate::store::lease::{Guard, Lease, LeaseError};
+use crate::store::{Fence, LockError, StateLocation, StateLock, Store, StoreError, Writer};
 use crate::targets::{self, Ctx, Recorder, Target};
 
 pub use lookup::naming;
@@ -59,6 +60,16 @@ pub struct SyncOptions {
     /// Cancelled by the daemon on SIGTERM: no operation starts after that, calls in flight
     /// finish and are recorded, and the next run re-plans what was not sent.
     pub stop: CancellationToken,
+    /// A PostgreSQL state: the lease the daemon holds, that this run writes under. None in
+    /// a one-shot run, which takes the lease itself (or exits 4 when another node leads).
+    pub lease: Option<RunLease>,
+}
+
+/// The lease a run writes under (the daemon's): its fence and its local deadline.
+#[derive(Clone, Debug)]
+pub struct RunLease {
+    pub fence: Fence,
+    pub guard: Guard,
 }
 
 /// What stops a run before anything is sent (or the state lock).
@@ -78,6 +89,9 @@ pub enum SyncError {
     SavedPlan(#[from] SavedPlanError),
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// Another node leads (a PostgreSQL state): a one-shot run sends nothing (exit 4).
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("reading the source stopped unexpectedly: {0}")]
@@ -104,50 +118,114 @@ struct Exec {
     recorder: Arc<Recorder>,
     /// Whether plans are sent (a real run) or only shown (a dry-run).
     apply: bool,
-    /// Held for the whole of a real run.
+    /// Held for the whole of a real run on SQLite.
     _lock: Option<StateLock>,
+    /// A one-shot real run on PostgreSQL: the lease it took, released when it ends.
+    lease: Option<Lease>,
 }
 
 impl Exec {
     /// A dry-run opens the state read-only (if it exists) and records nothing; a real run
-    /// takes the lock, opens (and migrates) the state and begins a run in the history.
-    /// The opening (the lock file, SQLite's open, migrations and their fsyncs, a busy wait
-    /// of up to 10 s) runs on a blocking thread, never on a tokio worker.
-    async fn open(state: &std::path::Path, dry: bool) -> Result<Exec, SyncError> {
-        let path = state.to_path_buf();
-        tokio::task::spawn_blocking(move || Exec::open_blocking(&path, dry))
+    /// takes the lock (SQLite) or writes under a lease (PostgreSQL: the daemon's, or one
+    /// this run takes), opens (and migrates) the state and begins a run in the history.
+    /// The opening (the lock file, the database's open, migrations and their fsyncs, a
+    /// busy wait of up to 10 s) runs on a blocking thread, never on a tokio worker.
+    async fn open(cfg: &Config, opts: &SyncOptions) -> Result<Exec, SyncError> {
+        let dry = opts.dry_run;
+        let mut lease = None;
+        let run_lease = match (&cfg.state, dry, &opts.lease) {
+            (StateLocation::Postgres(_), false, Some(l)) => Some(l.clone()),
+            (StateLocation::Postgres(pg), false, None) => {
+                let l = Lease::acquire_once(pg.clone(), cfg.lease_config()).await?;
+                let fence = l.fence();
+                let guard = l.guard();
+                lease = Some(l);
+                match fence {
+                    Some(fence) => Some(RunLease { fence, guard }),
+                    None => {
+                        if let Some(l) = lease.take() {
+                            l.stop().await;
+                        }
+                        return Err(SyncError::Lease(LeaseError::Store(StoreError::Fenced {
+                            location: cfg.state.shown(),
+                            node: cfg.ha.node.clone(),
+                            epoch: 0,
+                            holder: None,
+                            holder_epoch: None,
+                        })));
+                    }
+                }
+            }
+            _ => None,
+        };
+        let at = cfg.state.clone();
+        let fence = run_lease.as_ref().map(|l| l.fence.clone());
+        let opened = tokio::task::spawn_blocking(move || Exec::open_blocking(&at, dry, fence))
             .await
-            .map_err(SyncError::Opener)?
+            .map_err(SyncError::Opener)
+            .and_then(|r| r);
+        match opened {
+            Ok(mut exec) => {
+                if let (Some(state), Some(l)) = (exec.state.take(), &run_lease) {
+                    exec.state = Some(state.with_guard(l.guard.clone()));
+                }
+                exec.lease = lease;
+                Ok(exec)
+            }
+            Err(e) => {
+                if let Some(l) = lease {
+                    l.stop().await;
+                }
+                Err(e)
+            }
+        }
     }
 
-    fn open_blocking(path: &std::path::Path, dry: bool) -> Result<Exec, SyncError> {
+    fn open_blocking(
+        at: &StateLocation,
+        dry: bool,
+        fence: Option<Fence>,
+    ) -> Result<Exec, SyncError> {
         if dry {
             return Ok(Exec {
-                state: Store::open_read_only(path)?.map(Writer::spawn),
+                state: Store::open_read_only_at(at)?.map(Writer::spawn),
                 recorder: Arc::new(Recorder::dry()),
                 apply: false,
                 _lock: None,
+                lease: None,
             });
         }
-        let lock = StateLock::acquire(path)?;
-        let state = Writer::spawn(Store::open(path)?);
+        let lock = match at {
+            StateLocation::Sqlite(path) => Some(StateLock::acquire(path)?),
+            StateLocation::Postgres(_) => None,
+        };
+        let state = Writer::spawn(Store::open_at(at, fence)?);
         Ok(Exec {
             state: Some(state),
             recorder: Arc::new(Recorder::dry()),
             apply: true,
-            _lock: Some(lock),
+            _lock: lock,
+            lease: None,
         })
     }
 
     /// Ends the run's hold on the state: the writer finishes what is queued, closes the
-    /// database and its thread ends; only then is the lock released (a second instance
-    /// never opens a database the first one still writes).
+    /// database and its thread ends; only then is the lock (or a one-shot run's lease)
+    /// released (a second instance never opens a database the first one still writes).
     async fn close(self) -> Result<(), StoreError> {
-        let Exec { state, _lock, .. } = self;
+        let Exec {
+            state,
+            _lock,
+            lease,
+            ..
+        } = self;
         let closed = match state {
             Some(w) => w.close().await,
             None => Ok(()),
         };
+        if let Some(l) = lease {
+            l.stop().await;
+        }
         drop(_lock);
         closed
     }
@@ -322,7 +400,7 @@ async fn run_holding(
     // A live source read by the shortcut is not read again.
     let mut read_already = None;
     if unchanged::eligible(opts) {
-        let exec = held.insert(Exec::open(&cfg.state, opts.dry_run).await?);
+        let exec = held.insert(Exec::open(cfg, opts).await?);
         if let Some(state) = &exec.state {
             match unchanged::unchanged_since(cfg, state).await? {
                 unchanged::Unchanged::Since(base) => {
@@ -335,7 +413,7 @@ async fn run_holding(
     // The known state is read (on the store's thread) while the source is parsed, by a
     // run whose state is open already: every whole real run, and dry-runs (read-only).
     if held.is_none() && opts.dry_run {
-        *held = Some(Exec::open(&cfg.state, opts.dry_run).await?);
+        *held = Some(Exec::open(cfg, opts).await?);
     }
     let (desired, early_states) = match (held.as_ref(), read_already) {
         (Some(exec), Some(loaded)) => (loaded?, Some(exec.states(&selected).await)),
@@ -361,7 +439,7 @@ async fn run_holding(
         saved.check_source(&desired)?;
     }
     if held.is_none() {
-        *held = Some(Exec::open(&cfg.state, opts.dry_run).await?);
+        *held = Some(Exec::open(cfg, opts).await?);
     }
     let exec = held.as_mut().expect("opened above");
     let states = match early_states {
@@ -525,7 +603,8 @@ mod tests {
                 !dir.path().join("state/state.db-wal").exists(),
                 "the database is closed when the run returns"
             );
-            drop(StateLock::acquire(&cfg.state).expect("the lock is free"));
+            let path = cfg.state.sqlite_path().expect("a SQLite state");
+            drop(StateLock::acquire(path).expect("the lock is free"));
         }
     }
 
@@ -536,6 +615,7 @@ mod tests {
     fn opening_the_state_never_blocks_the_runtime() {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let dir = tempfile::tempdir().unwrap();
+        let cfg = test_config(dir.path(), "state.db", "kind = \"scim\"\nbase_url = \"http://127.0.0.1:9/scim\"\n");
         let db = dir.path().join("state.db");
         // Another program holds the (not yet migrated) database exclusively for a while.
         let conn = rusqlite::Connection::open(&db).unwrap();
@@ -558,7 +638,7 @@ mod tests {
                     t.fetch_add(1, Ordering::Relaxed);
                 }
             });
-            let exec = Exec::open(&db, false).await;
+            let exec = Exec::open(&cfg, &SyncOptions::default()).await;
             (exec.is_ok(), ticks.load(Ordering::Relaxed))
         });
         holder.join().unwrap();

@@ -298,12 +298,14 @@ impl<'a> Ending<'a> {
 pub fn exit_policy(ending: Ending<'_>) -> ExitCode {
     match ending {
         Ending::Stopped(e) => match e {
-            SyncError::Lock(LockError::Held { .. }) => ExitCode::Locked,
+            SyncError::Lock(LockError::Held { .. })
+            | SyncError::Lease(crate::store::LeaseError::Held { .. }) => ExitCode::Locked,
             SyncError::Source(_)
             | SyncError::UnknownTarget { .. }
             | SyncError::MissingSecrets(_)
             | SyncError::SavedPlan(_) => ExitCode::Usage,
             SyncError::Lock(_)
+            | SyncError::Lease(_)
             | SyncError::Store(_)
             | SyncError::Loader(_)
             | SyncError::Opener(_) => ExitCode::Failed,

@@ -170,6 +170,15 @@ impl Recorder {
     }
 }
 
+/// Whether a call of this kind changes the target (and so is sent only while the run's
+/// lease holds, SPEC 6.7). Anything not known to be a read counts as a write.
+fn is_write(op: &str) -> bool {
+    !matches!(
+        op,
+        "read" | "find" | "lookup" | "login" | "presence" | "probe"
+    )
+}
+
 /// Everything a target needs during one run: its name, HTTP client and recorder.
 pub struct Ctx {
     pub target: String,
@@ -264,7 +273,8 @@ impl Ctx {
         verdict: &(dyn Fn(u16, &[u8]) -> Verdict + Sync),
     ) -> Result<Pending, OpError> {
         let mut record = self.record_of(&info, &req);
-        match self.http.send(&req, retry, verdict).await {
+        let fence = self.recorder.store.as_ref().filter(|_| is_write(info.op));
+        match self.http.send(&req, retry, verdict, fence).await {
             Ok(reply) => {
                 record.ok = true;
                 record.status = Some(reply.status);

@@ -326,12 +326,15 @@ impl Http {
         out
     }
 
-    /// Sends `req`, retrying as `retry` allows; `verdict` reads each answer.
+    /// Sends `req`, retrying as `retry` allows; `verdict` reads each answer. `fence`: a
+    /// write under a lease (SPEC 6.7), checked before every attempt; when it no longer
+    /// holds, nothing more is sent and the failure says so (outcome: not applied).
     pub async fn send(
         &self,
         req: &Request,
         retry: Retry,
         verdict: &(dyn Fn(u16, &[u8]) -> Verdict + Sync),
+        fence: Option<&crate::store::Writer>,
     ) -> Result<Reply, Failure> {
         let _permit = self
             .in_flight
@@ -349,6 +352,18 @@ impl Http {
         loop {
             if let Some(l) = &self.limiter {
                 l.until_ready().await;
+            }
+            if let Some(w) = fence
+                && let Err(e) = w.check_fence().await
+            {
+                return Err(Failure {
+                    kind: FailKind::Permanent,
+                    status: None,
+                    message: format!("not sent: {e}"),
+                    latency_ms: started.elapsed().as_millis() as u64,
+                    attempts,
+                    outcome: Outcome::NotApplied,
+                });
             }
             attempts += 1;
             let mut rb = self
