@@ -265,6 +265,9 @@ pub struct TargetConfig {
     /// Extra CA certificate (PEM) to trust.
     pub ca_file: Option<PathBuf>,
     pub timeout: Duration,
+    /// `rostersync/VERSION`, and the node's name on a PostgreSQL state (two nodes: the
+    /// vendors' logs tell which node sent a call).
+    pub user_agent: String,
     /// Requests in flight at once.
     pub concurrency: usize,
     /// Requests per second; None = unlimited.
@@ -552,6 +555,15 @@ fn validate(file: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigErr
             ));
         }
         targets.push(tc);
+    }
+    if state.is_postgres() {
+        for t in &mut targets {
+            t.user_agent = format!(
+                "rostersync/{} (node {})",
+                env!("CARGO_PKG_VERSION"),
+                ha.node
+            );
+        }
     }
     let source = source::validate_source(file, dir, source, &targets, &mut warnings)?;
     // A live source has no file to watch: the daemon reads it on its schedule.

@@ -283,6 +283,7 @@ pub(super) fn validate_target(
         account_id: t.account_id,
         ca_file,
         timeout,
+        user_agent: concat!("rostersync/", env!("CARGO_PKG_VERSION")).into(),
         concurrency,
         rate_limit,
         burst,

@@ -166,8 +166,8 @@ impl Exec {
             .and_then(|r| r);
         match opened {
             Ok(mut exec) => {
-                if let (Some(state), Some(l)) = (exec.state.take(), &run_lease) {
-                    exec.state = Some(state.with_guard(l.guard.clone()));
+                if let Some(l) = &run_lease {
+                    exec.state = exec.state.take().map(|s| s.with_guard(l.guard.clone()));
                 }
                 exec.lease = lease;
                 Ok(exec)

@@ -276,7 +276,7 @@ impl Http {
         let mut b = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("rostersync/", env!("CARGO_PKG_VERSION")))
+            .user_agent(cfg.user_agent.as_str())
             .pool_max_idle_per_host(cfg.concurrency);
         if let Some(ca) = &cfg.ca_file {
             for cert in read_ca_file(ca)? {
