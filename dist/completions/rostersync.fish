@@ -35,7 +35,7 @@ complete -c rostersync -n "__fish_rostersync_needs_command" -f -a "check" -d 'Va
 complete -c rostersync -n "__fish_rostersync_needs_command" -f -a "sync" -d 'One run, then exit'
 complete -c rostersync -n "__fish_rostersync_needs_command" -f -a "daemon" -d 'Scheduler loop for systemd'
 complete -c rostersync -n "__fish_rostersync_needs_command" -f -a "history" -d 'What past runs sent and how each call ended'
-complete -c rostersync -n "__fish_rostersync_needs_command" -f -a "state" -d 'The known state: remote ids and members per group'
+complete -c rostersync -n "__fish_rostersync_needs_command" -f -a "state" -d 'The known state: remote ids and members per group (`state copy` moves it)'
 complete -c rostersync -n "__fish_rostersync_needs_command" -f -a "explain" -d 'Where a person is meant to be on every target, whether the known state agrees, and the last call that touched them'
 complete -c rostersync -n "__fish_rostersync_needs_command" -f -a "completions" -d 'Print a shell completion script on stdout'
 complete -c rostersync -n "__fish_rostersync_needs_command" -f -a "man" -d 'Write the man pages (roff), from the same definitions as --help'
@@ -82,15 +82,29 @@ json\t''"
 complete -c rostersync -n "__fish_rostersync_using_subcommand history" -s v -l verbose -d 'More logging (-v debug, -vv trace)'
 complete -c rostersync -n "__fish_rostersync_using_subcommand history" -s q -l quiet -d 'Less logging (warnings and errors only)'
 complete -c rostersync -n "__fish_rostersync_using_subcommand history" -s h -l help -d 'Print help'
-complete -c rostersync -n "__fish_rostersync_using_subcommand state" -l target -d 'Only this target' -r
-complete -c rostersync -n "__fish_rostersync_using_subcommand state" -l output -d 'Output format' -r -f -a "text\t''
+complete -c rostersync -n "__fish_rostersync_using_subcommand state; and not __fish_seen_subcommand_from copy help" -l target -d 'Only this target' -r
+complete -c rostersync -n "__fish_rostersync_using_subcommand state; and not __fish_seen_subcommand_from copy help" -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
-complete -c rostersync -n "__fish_rostersync_using_subcommand state" -l config -d 'Config file (default: $ROSTERSYNC_CONFIG, ./config/rostersync.toml, /etc/rostersync/rostersync.toml)' -r -F
-complete -c rostersync -n "__fish_rostersync_using_subcommand state" -l log-format -d 'Log format on stderr (overrides [log] format)' -r -f -a "text\t''
+complete -c rostersync -n "__fish_rostersync_using_subcommand state; and not __fish_seen_subcommand_from copy help" -l config -d 'Config file (default: $ROSTERSYNC_CONFIG, ./config/rostersync.toml, /etc/rostersync/rostersync.toml)' -r -F
+complete -c rostersync -n "__fish_rostersync_using_subcommand state; and not __fish_seen_subcommand_from copy help" -l log-format -d 'Log format on stderr (overrides [log] format)' -r -f -a "text\t''
 json\t''"
-complete -c rostersync -n "__fish_rostersync_using_subcommand state" -s v -l verbose -d 'More logging (-v debug, -vv trace)'
-complete -c rostersync -n "__fish_rostersync_using_subcommand state" -s q -l quiet -d 'Less logging (warnings and errors only)'
-complete -c rostersync -n "__fish_rostersync_using_subcommand state" -s h -l help -d 'Print help'
+complete -c rostersync -n "__fish_rostersync_using_subcommand state; and not __fish_seen_subcommand_from copy help" -s v -l verbose -d 'More logging (-v debug, -vv trace)'
+complete -c rostersync -n "__fish_rostersync_using_subcommand state; and not __fish_seen_subcommand_from copy help" -s q -l quiet -d 'Less logging (warnings and errors only)'
+complete -c rostersync -n "__fish_rostersync_using_subcommand state; and not __fish_seen_subcommand_from copy help" -s h -l help -d 'Print help'
+complete -c rostersync -n "__fish_rostersync_using_subcommand state; and not __fish_seen_subcommand_from copy help" -f -a "copy" -d 'Copies the whole state (known groups, members, intents, lookups, facts, history) to another backend: from SQLite to PostgreSQL to go to two nodes without a `--full` re-read of every vendor, or back. Refuses a destination that already holds a state. Holds the source\'s lock (or lease) while it copies, so no run writes meanwhile'
+complete -c rostersync -n "__fish_rostersync_using_subcommand state; and not __fish_seen_subcommand_from copy help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c rostersync -n "__fish_rostersync_using_subcommand state; and __fish_seen_subcommand_from copy" -l to -d 'The destination: `postgres://user@host/db` or a SQLite file path' -r
+complete -c rostersync -n "__fish_rostersync_using_subcommand state; and __fish_seen_subcommand_from copy" -l password-file -d 'The destination\'s password, from this file (PostgreSQL)' -r -F
+complete -c rostersync -n "__fish_rostersync_using_subcommand state; and __fish_seen_subcommand_from copy" -l password-env -d 'The destination\'s password, from this environment variable (PostgreSQL)' -r
+complete -c rostersync -n "__fish_rostersync_using_subcommand state; and __fish_seen_subcommand_from copy" -l ca-file -d 'CA certificates (PEM) to verify the destination server with (PostgreSQL; TLS is then required)' -r -F
+complete -c rostersync -n "__fish_rostersync_using_subcommand state; and __fish_seen_subcommand_from copy" -l config -d 'Config file (default: $ROSTERSYNC_CONFIG, ./config/rostersync.toml, /etc/rostersync/rostersync.toml)' -r -F
+complete -c rostersync -n "__fish_rostersync_using_subcommand state; and __fish_seen_subcommand_from copy" -l log-format -d 'Log format on stderr (overrides [log] format)' -r -f -a "text\t''
+json\t''"
+complete -c rostersync -n "__fish_rostersync_using_subcommand state; and __fish_seen_subcommand_from copy" -s v -l verbose -d 'More logging (-v debug, -vv trace)'
+complete -c rostersync -n "__fish_rostersync_using_subcommand state; and __fish_seen_subcommand_from copy" -s q -l quiet -d 'Less logging (warnings and errors only)'
+complete -c rostersync -n "__fish_rostersync_using_subcommand state; and __fish_seen_subcommand_from copy" -s h -l help -d 'Print help'
+complete -c rostersync -n "__fish_rostersync_using_subcommand state; and __fish_seen_subcommand_from help" -f -a "copy" -d 'Copies the whole state (known groups, members, intents, lookups, facts, history) to another backend: from SQLite to PostgreSQL to go to two nodes without a `--full` re-read of every vendor, or back. Refuses a destination that already holds a state. Holds the source\'s lock (or lease) while it copies, so no run writes meanwhile'
+complete -c rostersync -n "__fish_rostersync_using_subcommand state; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c rostersync -n "__fish_rostersync_using_subcommand explain" -l output -d 'Output format' -r -f -a "text\t''
 json\t''"
 complete -c rostersync -n "__fish_rostersync_using_subcommand explain" -l config -d 'Config file (default: $ROSTERSYNC_CONFIG, ./config/rostersync.toml, /etc/rostersync/rostersync.toml)' -r -F
@@ -117,8 +131,9 @@ complete -c rostersync -n "__fish_rostersync_using_subcommand help; and not __fi
 complete -c rostersync -n "__fish_rostersync_using_subcommand help; and not __fish_seen_subcommand_from check sync daemon history state explain completions man help" -f -a "sync" -d 'One run, then exit'
 complete -c rostersync -n "__fish_rostersync_using_subcommand help; and not __fish_seen_subcommand_from check sync daemon history state explain completions man help" -f -a "daemon" -d 'Scheduler loop for systemd'
 complete -c rostersync -n "__fish_rostersync_using_subcommand help; and not __fish_seen_subcommand_from check sync daemon history state explain completions man help" -f -a "history" -d 'What past runs sent and how each call ended'
-complete -c rostersync -n "__fish_rostersync_using_subcommand help; and not __fish_seen_subcommand_from check sync daemon history state explain completions man help" -f -a "state" -d 'The known state: remote ids and members per group'
+complete -c rostersync -n "__fish_rostersync_using_subcommand help; and not __fish_seen_subcommand_from check sync daemon history state explain completions man help" -f -a "state" -d 'The known state: remote ids and members per group (`state copy` moves it)'
 complete -c rostersync -n "__fish_rostersync_using_subcommand help; and not __fish_seen_subcommand_from check sync daemon history state explain completions man help" -f -a "explain" -d 'Where a person is meant to be on every target, whether the known state agrees, and the last call that touched them'
 complete -c rostersync -n "__fish_rostersync_using_subcommand help; and not __fish_seen_subcommand_from check sync daemon history state explain completions man help" -f -a "completions" -d 'Print a shell completion script on stdout'
 complete -c rostersync -n "__fish_rostersync_using_subcommand help; and not __fish_seen_subcommand_from check sync daemon history state explain completions man help" -f -a "man" -d 'Write the man pages (roff), from the same definitions as --help'
 complete -c rostersync -n "__fish_rostersync_using_subcommand help; and not __fish_seen_subcommand_from check sync daemon history state explain completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c rostersync -n "__fish_rostersync_using_subcommand help; and __fish_seen_subcommand_from state" -f -a "copy" -d 'Copies the whole state (known groups, members, intents, lookups, facts, history) to another backend: from SQLite to PostgreSQL to go to two nodes without a `--full` re-read of every vendor, or back. Refuses a destination that already holds a state. Holds the source\'s lock (or lease) while it copies, so no run writes meanwhile'

@@ -98,6 +98,12 @@ pub enum StoreError {
         holder: Option<String>,
         holder_epoch: Option<i64>,
     },
+    /// The lease ran out on this node's own clock (its renewals failed or came too late):
+    /// nothing more is sent, even before the server says so.
+    #[error(
+        "state database {location}: the lease ran out on this node's clock before it could be renewed; nothing more is written or sent"
+    )]
+    LeaseRanOut { location: String },
     /// `state copy` to a destination that already holds a state.
     #[error("state database {location}: it already holds a state; `state copy` never overwrites one")]
     NotEmpty { location: String },
@@ -130,7 +136,10 @@ impl StoreError {
 
     /// Whether this error says the node lost its lease (not a broken database).
     pub fn is_fenced(&self) -> bool {
-        matches!(self, StoreError::Fenced { .. })
+        matches!(
+            self,
+            StoreError::Fenced { .. } | StoreError::LeaseRanOut { .. }
+        )
     }
 }
 

@@ -165,12 +165,8 @@ impl Writer {
         }
         self.with(|s| s.check_fence()).await?;
         match &self.guard {
-            Some(g) if !g.holds() => Err(StoreError::Fenced {
+            Some(g) if !g.holds() => Err(StoreError::LeaseRanOut {
                 location: self.path.display().to_string(),
-                node: String::new(),
-                epoch: 0,
-                holder: None,
-                holder_epoch: None,
             }),
             _ => Ok(()),
         }

@@ -146,13 +146,11 @@ impl Exec {
                         if let Some(l) = lease.take() {
                             l.stop().await;
                         }
-                        return Err(SyncError::Lease(LeaseError::Store(StoreError::Fenced {
-                            location: cfg.state.shown(),
-                            node: cfg.ha.node.clone(),
-                            epoch: 0,
-                            holder: None,
-                            holder_epoch: None,
-                        })));
+                        return Err(SyncError::Lease(LeaseError::Store(
+                            StoreError::LeaseRanOut {
+                                location: cfg.state.shown(),
+                            },
+                        )));
                     }
                 }
             }
