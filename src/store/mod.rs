@@ -11,6 +11,8 @@
 mod delta;
 mod history;
 mod lock;
+#[cfg(test)]
+pub(crate) mod pg_cluster;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};
