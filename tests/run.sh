@@ -5,7 +5,8 @@
 # one of the fake targets. This script installs it (once) into target/scim-venv, exports
 # SCIM2_SERVER_BIN for the tests, then runs `cargo test --all-targets "$@"`.
 # Needs: Rust, Python 3 with venv + pip, and access to PyPI the first time; as root with
-# apt, it installs Debian's systemd (systemd-analyze) and slapd + ldap-utils when missing.
+# apt, it installs Debian's systemd (systemd-analyze), slapd + ldap-utils and postgresql
+# when missing.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -93,6 +94,18 @@ if ! PATH="$PATH:/usr/sbin" command -v slapd >/dev/null 2>&1 \
     apt_install slapd ldap-utils ||
         echo "tests/run.sh: slapd is missing and cannot be installed here (not root);" \
             "the LDAP tests will fail" >&2
+fi
+
+# The PostgreSQL tests (src/store/pg_cluster.rs, tests/it/pg_harness.rs) start throwaway
+# clusters of Debian's `postgresql` (initdb and postgres from /usr/lib/postgresql/*/bin, or
+# PG_BIN), as its `postgres` user when run as root, on free 127.0.0.1 ports. The package
+# creates and may start a system cluster of its own, which the tests neither need nor use.
+# The tests fail (never skip) without it.
+if [[ -z "${PG_BIN:-}" ]] && ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; then
+    echo "tests/run.sh: installing Debian's postgresql for the PostgreSQL tests" >&2
+    apt_install postgresql ||
+        echo "tests/run.sh: PostgreSQL is missing and cannot be installed here (not root);" \
+            "the PostgreSQL tests will fail" >&2
 fi
 
 export SCIM2_SERVER_BIN="$venv/bin/scim2-server"

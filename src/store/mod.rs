@@ -21,6 +21,8 @@ mod location;
 mod lock;
 mod postgres;
 mod sqlite;
+#[cfg(test)]
+pub(crate) mod pg_cluster;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};

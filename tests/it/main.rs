@@ -22,6 +22,9 @@ mod command;
 mod kazoo;
 mod ldap;
 mod online;
+#[path = "../../src/store/pg_cluster.rs"]
+mod pg_cluster;
+mod pg_harness;
 mod teams;
 mod tls;
 mod unchanged;
