@@ -340,13 +340,15 @@ pub(super) fn explain(
                 return ExitCode::Failed;
             }
         };
-        if ask && let Err(e) = rt.block_on(online(
+        if ask
+            && let Err(e) = rt.block_on(online(
                 facts.remove(&t.name).unwrap_or_default(),
                 t,
                 &email,
                 &mut v,
                 &known,
-            )) {
+            ))
+        {
             tracing::warn!(target = %t.name, error = %e, "explain --online: the target could not be asked");
             v.online_error = Some(e.to_string());
             code = code.max(ExitCode::Failed);

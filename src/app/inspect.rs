@@ -151,14 +151,24 @@ pub(super) fn state(cfg: &Config, target: Option<&str>, output: Format) -> ExitC
 
 /// `state copy --to URL|PATH`: the whole state to another backend, while holding the
 /// source's lock (SQLite) or lease (PostgreSQL), so no run writes during the copy.
-pub(super) fn copy(rt: &tokio::runtime::Runtime, cfg: &Config, to: &crate::cli::StateAction) -> ExitCode {
+pub(super) fn copy(
+    rt: &tokio::runtime::Runtime,
+    cfg: &Config,
+    to: &crate::cli::StateAction,
+) -> ExitCode {
     let crate::cli::StateAction::Copy {
         to,
         password_file,
         password_env,
         ca_file,
     } = to;
-    let dest = match destination(to, password_file.as_deref(), password_env.as_deref(), ca_file.as_deref(), &cfg.ha.node) {
+    let dest = match destination(
+        to,
+        password_file.as_deref(),
+        password_env.as_deref(),
+        ca_file.as_deref(),
+        &cfg.ha.node,
+    ) {
         Ok(d) => d,
         Err(message) => {
             eprintln!("state copy --to {to}: {message}");
@@ -194,11 +204,7 @@ pub(super) fn copy(rt: &tokio::runtime::Runtime, cfg: &Config, to: &crate::cli::
     }
     match copied {
         Ok(c) => {
-            let parts: Vec<String> = c
-                .tables
-                .iter()
-                .map(|(t, n)| format!("{t} {n}"))
-                .collect();
+            let parts: Vec<String> = c.tables.iter().map(|(t, n)| format!("{t} {n}")).collect();
             println!("copied {} -> {}: {}", cfg.state, dest, parts.join(", "));
             println!(
                 "point `state` at {dest} in {} to use it; the source is left as it was",
@@ -226,7 +232,10 @@ fn destination(
 ) -> Result<StateLocation, String> {
     if !(to.starts_with("postgres://") || to.starts_with("postgresql://")) {
         if password_file.is_some() || password_env.is_some() || ca_file.is_some() {
-            return Err("--password-file, --password-env and --ca-file are for a postgres:// destination".into());
+            return Err(
+                "--password-file, --password-env and --ca-file are for a postgres:// destination"
+                    .into(),
+            );
         }
         return Ok(StateLocation::Sqlite(to.into()));
     }

@@ -8,8 +8,8 @@
 mod source;
 mod state;
 mod target;
-pub use state::Ha;
 pub use source::{CommandSource, LdapSource, LdapTls, LiveSource, Route};
+pub use state::Ha;
 use target::validate_target;
 
 use std::collections::BTreeSet;

@@ -86,12 +86,15 @@ pub(super) fn validate_state(
             ca_file: None,
         },
         Some(serde_json::Value::String(s)) => return Ok(StateLocation::Sqlite(resolve(dir, &s))),
-        Some(v @ serde_json::Value::Object(_)) => serde_json::from_value::<RawState>(v)
-            .map_err(|e| err(file, format!("[state]: {e}")))?,
+        Some(v @ serde_json::Value::Object(_)) => {
+            serde_json::from_value::<RawState>(v).map_err(|e| err(file, format!("[state]: {e}")))?
+        }
         Some(other) => {
             return Err(err(
                 file,
-                format!("state = {other}: give a path, or a [state] table with url = \"postgres://...\""),
+                format!(
+                    "state = {other}: give a path, or a [state] table with url = \"postgres://...\""
+                ),
             ));
         }
     };
@@ -116,8 +119,8 @@ pub(super) fn validate_state(
             return Ok(StateLocation::Sqlite(resolve(dir, &p)));
         }
     };
-    let parsed = url::Url::parse(&at)
-        .map_err(|e| err(file, format!("state.url: not a URL ({e})")))?;
+    let parsed =
+        url::Url::parse(&at).map_err(|e| err(file, format!("state.url: not a URL ({e})")))?;
     if parsed.password().is_some() {
         return Err(err(
             file,

@@ -72,7 +72,10 @@ impl Role {
                 leader: Some(l),
                 epoch,
             } => format!("standby (leader {l}, epoch {epoch})"),
-            Role::Standby { leader: None, epoch } => {
+            Role::Standby {
+                leader: None,
+                epoch,
+            } => {
                 format!("standby (no leader, epoch {epoch})")
             }
             Role::Leader { epoch, ready: true } => format!("leader ({node}, epoch {epoch})"),
@@ -251,7 +254,10 @@ impl Lease {
 
     /// A one-shot run's lease: taken now or never. Another node's unexpired lease is
     /// `LeaseError::Held` (exit 4). Once taken, waits out the old holder's writes.
-    pub async fn acquire_once(at: PgLocation, cfg: LeaseConfig) -> std::result::Result<Lease, LeaseError> {
+    pub async fn acquire_once(
+        at: PgLocation,
+        cfg: LeaseConfig,
+    ) -> std::result::Result<Lease, LeaseError> {
         let client = at.connect_async().await?;
         match try_take(&client, &at, &cfg).await? {
             Took::No {
@@ -351,7 +357,11 @@ async fn run(
         guard.set(Some(sent + cfg.ttl));
         held = Some((epoch, sent + wait));
         if wait > Duration::ZERO {
-            tracing::info!(epoch, wait_ms = wait.as_millis() as u64, "lease taken; waiting for the old leader's writes to land or time out");
+            tracing::info!(
+                epoch,
+                wait_ms = wait.as_millis() as u64,
+                "lease taken; waiting for the old leader's writes to land or time out"
+            );
         }
     }
     loop {
@@ -371,16 +381,24 @@ async fn run(
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(next) => {}
         }
-        if client.as_ref().is_none_or(|c: &tokio_postgres::Client| c.is_closed()) {
+        if client
+            .as_ref()
+            .is_none_or(|c: &tokio_postgres::Client| c.is_closed())
+        {
             match at.connect_async().await {
                 Ok(c) => client = Some(c),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot reach the state database for the lease");
                     client = None;
                     if held.is_some() && !guard.holds() {
-                        tracing::warn!("the lease ran out while the database could not be reached; standing by");
+                        tracing::warn!(
+                            "the lease ran out while the database could not be reached; standing by"
+                        );
                         held = None;
-                        role.send_replace(Role::Standby { leader: None, epoch: 0 });
+                        role.send_replace(Role::Standby {
+                            leader: None,
+                            epoch: 0,
+                        });
                     }
                     continue;
                 }
@@ -392,17 +410,26 @@ async fn run(
             Some((epoch, ready_at)) => match renew(c, &at, &cfg, epoch).await {
                 Ok(true) => guard.set(Some(sent + cfg.ttl)),
                 Ok(false) => {
-                    tracing::warn!(epoch, "the lease was lost (taken by another node, or expired); standing by");
+                    tracing::warn!(
+                        epoch,
+                        "the lease was lost (taken by another node, or expired); standing by"
+                    );
                     guard.set(None);
                     held = None;
-                    role.send_replace(Role::Standby { leader: None, epoch });
+                    role.send_replace(Role::Standby {
+                        leader: None,
+                        epoch,
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot renew the lease");
                     client = None;
                     if !guard.holds() {
                         held = None;
-                        role.send_replace(Role::Standby { leader: None, epoch });
+                        role.send_replace(Role::Standby {
+                            leader: None,
+                            epoch,
+                        });
                     } else {
                         held = Some((epoch, ready_at));
                     }
@@ -413,11 +440,17 @@ async fn run(
                     guard.set(Some(sent + cfg.ttl));
                     held = Some((epoch, sent + wait));
                     tracing::info!(epoch, wait_ms = wait.as_millis() as u64, node = %cfg.node, "lease taken");
-                    role.send_replace(Role::Leader { epoch, ready: wait.is_zero() });
+                    role.send_replace(Role::Leader {
+                        epoch,
+                        ready: wait.is_zero(),
+                    });
                 }
                 Ok(Took::No { holder, epoch, .. }) => {
                     role.send_if_modified(|r| {
-                        let new = Role::Standby { leader: holder.clone(), epoch };
+                        let new = Role::Standby {
+                            leader: holder.clone(),
+                            epoch,
+                        };
                         (*r != new).then(|| *r = new).is_some()
                     });
                 }

@@ -19,10 +19,10 @@ mod history;
 pub mod lease;
 mod location;
 mod lock;
-mod postgres;
-mod sqlite;
 #[cfg(test)]
 pub(crate) mod pg_cluster;
+mod postgres;
+mod sqlite;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -75,7 +75,7 @@ pub struct RunBase {
 pub enum StoreError {
     /// PostgreSQL refused: connecting, migrating, a query or a commit. `location` is the
     /// URL without its password.
-    #[error("state database {location}: {source}")]
+    #[error("state database {location}: {}", pg_text(.source))]
     Postgres {
         location: String,
         #[source]
@@ -107,7 +107,9 @@ pub enum StoreError {
     )]
     LeaseRanOut { location: String },
     /// `state copy` to a destination that already holds a state.
-    #[error("state database {location}: it already holds a state; `state copy` never overwrites one")]
+    #[error(
+        "state database {location}: it already holds a state; `state copy` never overwrites one"
+    )]
     NotEmpty { location: String },
     /// SQLite refused: opening, migrating, a query or a commit.
     #[error("state database {path}: {source}")]
@@ -146,6 +148,31 @@ impl StoreError {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// What PostgreSQL said: the server's message, code and detail, not only "db error".
+fn pg_text(e: &::postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} ({}): {}", db.severity(), db.code().code(), db.message());
+            if let Some(d) = db.detail() {
+                s += &format!("; {d}");
+            }
+            if let Some(h) = db.hint() {
+                s += &format!("; hint: {h}");
+            }
+            s
+        }
+        None => {
+            let mut s = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                s += &format!(": {c}");
+                cause = c.source();
+            }
+            s
+        }
+    }
+}
 
 /// What a confirmed call changes in the known state.
 #[derive(Clone, Debug, PartialEq)]
@@ -202,7 +229,6 @@ pub struct CallRecord {
     pub members: Vec<(char, String, Option<String>)>,
 }
 
-
 pub fn now() -> String {
     timestamp(time::OffsetDateTime::now_utc())
 }
@@ -229,13 +255,30 @@ pub enum Value {
 /// The tables `state copy` moves, in an order that keeps every reference valid, with their
 /// columns. Both backends have exactly these (the lease is not state: it stays behind).
 pub const TABLES: &[(&str, &[&str])] = &[
-    ("groups", &["target", "key", "remote_id", "name", "updated_at"]),
+    (
+        "groups",
+        &["target", "key", "remote_id", "name", "updated_at"],
+    ),
     (
         "members",
-        &["target", "key", "role", "member_id", "email", "owned", "receive_call"],
+        &[
+            "target",
+            "key",
+            "role",
+            "member_id",
+            "email",
+            "owned",
+            "receive_call",
+        ],
     ),
-    ("intents", &["target", "key", "name", "run_id", "created_at"]),
-    ("resolution", &["target", "email", "member_id", "resolved_at"]),
+    (
+        "intents",
+        &["target", "key", "name", "run_id", "created_at"],
+    ),
+    (
+        "resolution",
+        &["target", "email", "member_id", "resolved_at"],
+    ),
     (
         "runs",
         &[
@@ -314,8 +357,12 @@ pub trait Backend: Send {
     fn run_base(&self) -> Result<Option<RunBase>>;
     /// Marks `run` as one every target converged in: its config digest and the state
     /// generation now (after all of its writes), and the run it repeats, if a shortcut.
-    fn mark_converged(&self, run: i64, config_digest: &str, unchanged_since: Option<i64>)
-    -> Result<()>;
+    fn mark_converged(
+        &self,
+        run: i64,
+        config_digest: &str,
+        unchanged_since: Option<i64>,
+    ) -> Result<()>;
     /// Writes down that a write is about to be sent to a group (SPEC 6.2); durable on
     /// return. It stays until the operation drops it, having ended.
     fn write_intent(&self, run: i64, target: &str, key: &str, name: &str) -> Result<()>;
@@ -417,8 +464,9 @@ impl Store {
     pub fn open_read_only_at(at: &StateLocation) -> Result<Option<Store>> {
         match at {
             StateLocation::Sqlite(path) => Store::open_read_only(path),
-            StateLocation::Postgres(pg) => Ok(postgres::PgStore::open_read_only(pg)?
-                .map(|s| Store { inner: Box::new(s) })),
+            StateLocation::Postgres(pg) => {
+                Ok(postgres::PgStore::open_read_only(pg)?.map(|s| Store { inner: Box::new(s) }))
+            }
         }
     }
 

@@ -90,7 +90,7 @@ impl PgStore {
             url: at.url.clone(),
             fence: None,
         };
-        let version = store.read(|tx| schema_version(tx))?;
+        let version = store.read(schema_version)?;
         Ok((version > 0).then_some(store))
     }
 
@@ -196,8 +196,7 @@ fn check_lease(tx: &mut Transaction<'_>, fence: &Fence) -> Pg<()> {
     let epoch: i64 = row.get(1);
     let released: bool = row.get(2);
     let live: bool = row.get(3);
-    if holder.as_deref() == Some(fence.node.as_str()) && epoch == fence.epoch && !released && live
-    {
+    if holder.as_deref() == Some(fence.node.as_str()) && epoch == fence.epoch && !released && live {
         Ok(())
     } else {
         Err(Fail::Fenced {
@@ -373,7 +372,7 @@ fn apply_delta(tx: &mut Transaction<'_>, target: &str, delta: &Delta, at: &str) 
             }
             if let Some(rc) = receive_call {
                 tx.execute(
-                    "UPDATE members SET receive_call = (member_id = ANY($3))::int8
+                    "UPDATE members SET receive_call = (member_id = ANY($3))::int::int8
                      WHERE target = $1 AND key = $2 AND role = 'member'",
                     &[&target, key, rc],
                 )?;
@@ -527,7 +526,7 @@ impl Backend for PgStore {
         self.write(|tx| {
             Ok(tx
                 .query_one(
-                    "INSERT INTO runs (started_at, command, full, source_digest, node)
+                    "INSERT INTO runs (started_at, command, \"full\", source_digest, node)
                      VALUES ($1, $2, $3, $4, $5) RETURNING id",
                     &[&now(), &command, &i64::from(full), &digest, &node],
                 )?
@@ -642,9 +641,7 @@ impl Backend for PgStore {
             time::OffsetDateTime::now_utc() - time::Duration::days(i64::from(days)),
         );
         self.write(|tx| {
-            tx.batch_execute(
-                "CREATE TEMP TABLE old_runs (id BIGINT PRIMARY KEY) ON COMMIT DROP",
-            )?;
+            tx.batch_execute("CREATE TEMP TABLE old_runs (id BIGINT PRIMARY KEY) ON COMMIT DROP")?;
             tx.execute(
                 "INSERT INTO old_runs SELECT id FROM runs WHERE started_at < $1
                  AND id < (SELECT max(id) FROM runs) AND id NOT IN (SELECT run_id FROM intents)",
@@ -655,7 +652,10 @@ impl Backend for PgStore {
                    (SELECT id FROM calls WHERE run_id IN (SELECT id FROM old_runs));
                  DELETE FROM calls WHERE run_id IN (SELECT id FROM old_runs);",
             )?;
-            let n = tx.execute("DELETE FROM runs WHERE id IN (SELECT id FROM old_runs)", &[])?;
+            let n = tx.execute(
+                "DELETE FROM runs WHERE id IN (SELECT id FROM old_runs)",
+                &[],
+            )?;
             Ok(n as usize)
         })
     }
@@ -703,7 +703,7 @@ impl Backend for PgStore {
     fn runs(&self, limit: usize, run: Option<i64>) -> Result<Vec<RunRow>> {
         self.read(|tx| {
             let rows = tx.query(
-                "SELECT id, started_at, finished_at, command, full, outcome, exit_code, summary
+                "SELECT id, started_at, finished_at, command, \"full\", outcome, exit_code, summary
                  FROM runs WHERE ($1::int8 IS NULL OR id = $1) ORDER BY id DESC LIMIT $2",
                 &[&run, &(limit.max(1) as i64)],
             )?;
@@ -759,7 +759,7 @@ impl Backend for PgStore {
             "SELECT {} FROM {table}",
             columns
                 .iter()
-                .map(|c| format!("{c}::text"))
+                .map(|c| format!("\"{c}\"::text"))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -780,9 +780,7 @@ impl Backend for PgStore {
                 let v: Option<String> = r.get(i);
                 values.push(match v {
                     None => Value::Null,
-                    Some(t) if INT_COLUMNS.contains(c) => {
-                        Value::Int(t.parse().unwrap_or_default())
-                    }
+                    Some(t) if INT_COLUMNS.contains(c) => Value::Int(t.parse().unwrap_or_default()),
                     Some(t) => Value::Text(t),
                 });
             }
@@ -812,12 +810,17 @@ impl Backend for PgStore {
         let names: Vec<String> = (0..columns.len()).map(|i| format!("c{i}")).collect();
         let sql = format!(
             "INSERT INTO {table} ({}) SELECT {} FROM unnest({}) AS u({})",
-            columns.join(", "),
+            columns
+                .iter()
+                .map(|c| format!("\"{c}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
             casts.join(", "),
             arrays.join(", "),
             names.join(", ")
         );
-        let mut cols: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(rows.len()); columns.len()];
+        let mut cols: Vec<Vec<Option<String>>> =
+            vec![Vec::with_capacity(rows.len()); columns.len()];
         for r in rows {
             for (i, v) in r.iter().enumerate() {
                 cols[i].push(match v {

@@ -149,8 +149,6 @@ impl SqliteStore {
         Ok(())
     }
 
-
-
     /// `known`'s reads, inside the caller's transaction.
     fn known_in(&self, target: &str) -> Result<Known> {
         let w = |e| self.wrap(e);
@@ -228,10 +226,6 @@ impl SqliteStore {
         Ok(known)
     }
 
-
-
-
-
     /// Whether the database has the facts table (a read-only open does not migrate).
     fn has_facts(&self) -> Result<bool> {
         self.conn
@@ -243,14 +237,6 @@ impl SqliteStore {
             .map(|n| n > 0)
             .map_err(|e| self.wrap(e))
     }
-
-
-
-
-
-
-
-
 
     /// Runs `f` with `synchronous = NORMAL` (its commit not synced until the next one that
     /// is), then back to `FULL`. The result is `f`'s: a commit that happened is reported as
@@ -287,12 +273,6 @@ impl SqliteStore {
         }
         Ok(())
     }
-
-
-
-
-
-
 }
 
 impl Backend for SqliteStore {
@@ -691,4 +671,3 @@ fn create_private(path: &Path) -> Result<()> {
         Err(e) => Err(io(e)),
     }
 }
-

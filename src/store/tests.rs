@@ -36,91 +36,6 @@ fn migrations_are_forward_only_and_idempotent() {
 }
 
 #[test]
-fn record_changes_known_state_with_its_history_row() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = Store::open(&dir.path().join("s.db")).unwrap();
-    let run = s.begin_run("sync", false, "d").unwrap();
-    s.write_intent(run, "t", "g", "G").unwrap();
-    assert!(s.known("t").unwrap().intents.contains("g"));
-    let members = BTreeMap::from([("1".to_string(), m(true)), ("2".to_string(), m(false))]);
-    let delta = Delta::Group {
-        key: "g".into(),
-        remote_id: "r1".into(),
-        name: "G".into(),
-        members,
-        owners: BTreeMap::new(),
-    };
-    s.record(run, &call("create"), &delta).unwrap();
-    let k = s.known("t").unwrap();
-    assert!(
-        k.intents.contains("g"),
-        "an intent stays until the whole operation has ended"
-    );
-    s.drop_intent("t", "g").unwrap();
-    let k = s.known("t").unwrap();
-    assert!(k.intents.is_empty());
-    assert_eq!(k.groups["g"].remote_id, "r1");
-    assert_eq!(k.groups["g"].members.len(), 2);
-    assert!(k.groups["g"].members["1"].owned && !k.groups["g"].members["2"].owned);
-
-    let delta = Delta::Members {
-        key: "g".into(),
-        added: vec![("3".into(), m(true))],
-        removed: vec!["1".into()],
-        owners_added: vec![],
-        owners_removed: vec![],
-        receive_call: Some(vec!["3".into()]),
-    };
-    s.record(run, &call("update"), &delta).unwrap();
-    let k = s.known("t").unwrap();
-    let ids: Vec<_> = k.groups["g"].members.keys().cloned().collect();
-    assert_eq!(ids, ["2", "3"]);
-    assert!(k.groups["g"].members["3"].receive_call);
-    s.record(
-        run,
-        &call("rename"),
-        &Delta::Renamed {
-            key: "g".into(),
-            name: "H".into(),
-        },
-    )
-    .unwrap();
-    assert_eq!(s.known("t").unwrap().groups["g"].name, "H");
-    s.record(run, &call("delete"), &Delta::Forget { key: "g".into() })
-        .unwrap();
-    assert!(s.known("t").unwrap().groups.is_empty());
-    let h = s
-        .history(&HistoryFilter {
-            limit: 10,
-            ..Default::default()
-        })
-        .unwrap();
-    assert_eq!(
-        h.iter().map(|c| c.op.as_str()).collect::<Vec<_>>(),
-        ["delete", "rename", "update", "create"]
-    );
-    // other targets are untouched
-    assert!(s.known("other").unwrap().groups.is_empty());
-}
-
-#[test]
-fn resolution_cache_keeps_negative_answers_until_answered_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(&dir.path().join("s.db")).unwrap();
-    s.cache_resolution("t", "a@x", Some("1")).unwrap();
-    s.cache_resolution("t", "b@x", None).unwrap();
-    let c = s.resolution_cache("t").unwrap();
-    assert_eq!(c["a@x"].as_deref(), Some("1"));
-    assert_eq!(c["b@x"], None);
-    // a later answer replaces the negative one
-    s.cache_resolution("t", "b@x", Some("2")).unwrap();
-    assert_eq!(
-        s.resolution_cache("t").unwrap()["b@x"].as_deref(),
-        Some("2")
-    );
-}
-
-#[test]
 fn read_only_open_of_a_missing_database_knows_nothing_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("none.db");
@@ -142,6 +57,60 @@ fn second_writer_is_refused_with_the_holders_pid() {
 // ---- the writer thread (store::writer) ----
 
 mod writer;
+
+// ---- the store suite, on both backends ----
+
+mod lease;
+mod suite;
+
+/// A fresh PostgreSQL state on the test process's throwaway cluster (never a mock: CI
+/// fails when PostgreSQL cannot start).
+pub(crate) fn pg_location() -> PgLocation {
+    PgLocation {
+        url: pg_cluster::Cluster::shared().fresh_database(),
+        password: None,
+        password_from: None,
+        ca_file: None,
+        application: "rostersync store tests".into(),
+    }
+}
+
+/// Each named suite test, once on SQLite and once on PostgreSQL.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[test]
+                fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let mut s = super::Store::open(&dir.path().join("s.db")).unwrap();
+                    super::suite::$name(&mut s);
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[test]
+                fn $name() {
+                    let at = super::StateLocation::Postgres(super::pg_location());
+                    let mut s = super::Store::open_at(&at, None).unwrap();
+                    super::suite::$name(&mut s);
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    record_changes_known_state_with_its_history_row,
+    resolution_cache_keeps_negative_answers_until_answered_again,
+    facts_are_kept_per_target_and_forgotten,
+    the_shortcut_base_is_the_latest_converged_run,
+    record_many_is_all_or_nothing,
+    history_filters_by_target_group_run_and_email,
+    an_empty_state_is_empty_until_a_run,
+    a_large_group_is_written_and_read_whole,
+);
 
 #[test]
 fn history_retention_forgets_old_runs_and_their_calls_only() {

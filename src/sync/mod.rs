@@ -613,7 +613,11 @@ mod tests {
     fn opening_the_state_never_blocks_the_runtime() {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let dir = tempfile::tempdir().unwrap();
-        let cfg = test_config(dir.path(), "state.db", "kind = \"scim\"\nbase_url = \"http://127.0.0.1:9/scim\"\n");
+        let cfg = test_config(
+            dir.path(),
+            "state.db",
+            "kind = \"scim\"\nbase_url = \"http://127.0.0.1:9/scim\"\n",
+        );
         let db = dir.path().join("state.db");
         // Another program holds the (not yet migrated) database exclusively for a while.
         let conn = rusqlite::Connection::open(&db).unwrap();

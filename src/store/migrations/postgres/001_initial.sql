@@ -47,7 +47,7 @@ CREATE TABLE runs (
     started_at       TEXT NOT NULL,
     finished_at      TEXT,
     command          TEXT NOT NULL,
-    full             BIGINT NOT NULL DEFAULT 0,
+    "full"           BIGINT NOT NULL DEFAULT 0,
     outcome          TEXT,
     exit_code        BIGINT,
     summary          TEXT,
