@@ -304,7 +304,7 @@ fn seeded(scale: Scale, format: Format) -> Setup {
     };
     s.write_source(Change::default());
     let cfg = s.config();
-    let mut store = Store::open(&cfg.state).unwrap();
+    let mut store = Store::open_at(&cfg.state, None).unwrap();
     let mut deltas = Vec::new();
     for g in 0..scale.groups {
         let t = g % 4;
@@ -491,7 +491,7 @@ fn figure1(s: &Setup, reps: usize) {
     let cfg = s.config();
     let mut load = Vec::new();
     let mut plan = Vec::new();
-    let store = Store::open_read_only(&cfg.state).unwrap().unwrap();
+    let store = Store::open_read_only_at(&cfg.state).unwrap().unwrap();
     let known: Vec<_> = cfg
         .targets
         .iter()
@@ -542,14 +542,16 @@ fn figure1(s: &Setup, reps: usize) {
 fn figure5(s: &Setup, reps: usize) {
     let cfg = s.config();
     {
-        let store = Store::open(&cfg.state).unwrap();
+        let store = Store::open_at(&cfg.state, None).unwrap();
         store.checkpoint().unwrap();
     }
-    let bytes = std::fs::metadata(&cfg.state).unwrap().len();
+    let bytes = std::fs::metadata(cfg.state.sqlite_path().expect("a SQLite state"))
+        .unwrap()
+        .len();
     let mut times = Vec::new();
     for _ in 0..reps {
         let t = Instant::now();
-        let store = Store::open(&cfg.state).unwrap();
+        let store = Store::open_at(&cfg.state, None).unwrap();
         for tc in &cfg.targets {
             let k = store.known(&tc.name).unwrap();
             let c = store.resolution_cache(&tc.name).unwrap();
