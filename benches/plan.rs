@@ -85,7 +85,7 @@ fn main() {
 
     // Known state = desired (everything converged), written through the store.
     {
-        let mut store = Store::open(&cfg.state).unwrap();
+        let mut store = Store::open_at(&cfg.state, None).unwrap();
         for g in desired.groups.values() {
             let members: BTreeMap<String, KnownMember> = g
                 .members
@@ -129,7 +129,7 @@ fn main() {
     assert_eq!(report.targets[0].plan.as_ref().unwrap().unchanged, groups);
 
     // The pure planner alone, no-op and with 1% of groups changed.
-    let store = Store::open(&cfg.state).unwrap();
+    let store = Store::open_at(&cfg.state, None).unwrap();
     let (t_known, known) = time(reps, || store.known("t").unwrap());
     let mut dt = rostersync::plan::DesiredTarget::default();
     for g in desired.groups.values() {
