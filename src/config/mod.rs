@@ -421,6 +421,23 @@ impl Config {
     }
 
     /// An error naming every missing secret of these targets, or None when all are set.
+    /// Each target's `User-Agent`: `rostersync/VERSION`, with the node's name on a
+    /// PostgreSQL state (the vendors' logs, and the failover tests, tell nodes apart).
+    pub fn set_user_agents(&mut self) {
+        let agent = if self.state.is_postgres() {
+            format!(
+                "rostersync/{} (node {})",
+                env!("CARGO_PKG_VERSION"),
+                self.ha.node
+            )
+        } else {
+            concat!("rostersync/", env!("CARGO_PKG_VERSION")).to_string()
+        };
+        for t in &mut self.targets {
+            t.user_agent = agent.clone();
+        }
+    }
+
     /// How this node takes part in the lease (a PostgreSQL state): its name, the TTL, and
     /// the longest target timeout (how long a write sent before the lease ran out may take).
     pub fn lease_config(&self) -> crate::store::lease::LeaseConfig {
@@ -556,15 +573,6 @@ fn validate(file: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigErr
         }
         targets.push(tc);
     }
-    if state.is_postgres() {
-        for t in &mut targets {
-            t.user_agent = format!(
-                "rostersync/{} (node {})",
-                env!("CARGO_PKG_VERSION"),
-                ha.node
-            );
-        }
-    }
     let source = source::validate_source(file, dir, source, &targets, &mut warnings)?;
     // A live source has no file to watch: the daemon reads it on its schedule.
     let watch = match (raw.schedule.watch, &source.live) {
@@ -579,7 +587,7 @@ fn validate(file: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigErr
         (w, None) => w.unwrap_or(true),
         (_, Some(_)) => false,
     };
-    Ok(Config {
+    let mut cfg = Config {
         path: file.to_path_buf(),
         source: source.path,
         live: source.live,
@@ -606,7 +614,9 @@ fn validate(file: &Path, dir: &Path, raw: RawConfig) -> Result<Config, ConfigErr
         metrics: Metrics { listen, max_age },
         targets,
         warnings,
-    })
+    };
+    cfg.set_user_agents();
+    Ok(cfg)
 }
 
 /// A cron expression that does not parse.

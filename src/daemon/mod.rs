@@ -575,8 +575,22 @@ impl Daemon {
     }
 
     /// Puts a validated config in force for the next runs.
-    fn apply(&mut self, new: Config) {
+    fn apply(&mut self, mut new: Config) {
         let old = self.cfg.clone();
+        // The state and the lease are the daemon's for its lifetime: a run under one lease
+        // must never write another state.
+        if new.state.shown() != old.state.shown()
+            || new.ha.node != old.ha.node
+            || new.ha.lease != old.ha.lease
+        {
+            warn!(
+                "state or [ha] changed: they take effect when the daemon restarts; the running daemon keeps {}",
+                old.state
+            );
+            new.state = old.state.clone();
+            new.ha = old.ha.clone();
+            new.set_user_agents();
+        }
         if new.schedule.cron != self.cron.expr {
             match Cron::parse(&new.schedule.cron) {
                 Ok(c) => {
