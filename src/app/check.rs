@@ -166,6 +166,20 @@ pub(super) fn check(
             }
         }
     }
+    // `--online` on PostgreSQL: who leads now (read-only; off the runtime).
+    let lease = match (&cfg.state, probed) {
+        (crate::store::StateLocation::Postgres(pg), true) => {
+            Some(match crate::store::lease::peek(pg) {
+                Ok(Some((holder, epoch))) => format!(": leader {holder}, epoch {epoch}"),
+                Ok(None) => ": no node leads now".to_string(),
+                Err(e) => {
+                    code = code.max(ExitCode::Failed);
+                    format!(": FAILED: {e}")
+                }
+            })
+        }
+        _ => None,
+    };
     let failing: Vec<&str> = checks
         .iter()
         .filter(|c| c.status != "ok")
@@ -192,6 +206,7 @@ pub(super) fn check(
                     "backend": if cfg.state.is_postgres() { "postgres" } else { "sqlite" },
                     "exists": cfg.state.sqlite_path().map(|p| p.exists()),
                     "node": cfg.state.is_postgres().then_some(&cfg.ha.node),
+                    "lease": lease.as_deref().map(|l| l.trim_start_matches(": ")),
                 },
                 "safety": {
                     "max_removals": cfg.safety.max_removals,
@@ -234,9 +249,10 @@ pub(super) fn check(
                 Some(p) if p.exists() => String::new(),
                 Some(_) => " (not created yet)".into(),
                 None => format!(
-                    " (PostgreSQL; node {}, lease {})",
+                    " (PostgreSQL; node {}, lease {}){}",
                     cfg.ha.node,
-                    humantime::format_duration(cfg.ha.lease)
+                    humantime::format_duration(cfg.ha.lease),
+                    lease.as_deref().unwrap_or("")
                 ),
             };
             println!("state    {}{note}", cfg.state);

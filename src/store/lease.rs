@@ -129,6 +129,15 @@ impl Guard {
     }
 }
 
+/// Who holds the lease now, for `check --online`: (holder, epoch) while it is live and
+/// unreleased; None when nobody does. Blocking: never call it on a tokio worker.
+pub fn peek(at: &PgLocation) -> Result<Option<(String, i64)>> {
+    let Some(store) = super::postgres::PgStore::open_read_only(at)? else {
+        return Ok(None);
+    };
+    store.lease_holder()
+}
+
 /// What one attempt to take the lease found.
 enum Took {
     /// Taken: the new epoch, and how long to wait before the first write.
@@ -352,6 +361,8 @@ async fn run(
     let mut client = None;
     // (epoch, ready at)
     let mut held: Option<(i64, Instant)> = None;
+    // A daemon asks at once; a one-shot run that took the lease renews a tick later.
+    let mut first = taken.is_none();
     if let Some((c, epoch, sent, wait)) = taken {
         client = Some(c);
         guard.set(Some(sent + cfg.ttl));
@@ -376,6 +387,11 @@ async fn run(
         let next = match held {
             Some((_, ready_at)) if ready_at > Instant::now() => tick.min(ready_at - Instant::now()),
             _ => tick,
+        };
+        let next = if std::mem::take(&mut first) {
+            Duration::ZERO
+        } else {
+            next
         };
         tokio::select! {
             _ = stop.cancelled() => break,

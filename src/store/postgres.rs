@@ -94,6 +94,20 @@ impl PgStore {
         Ok((version > 0).then_some(store))
     }
 
+    /// The live holder of the lease and its epoch (`lease::peek`).
+    pub(super) fn lease_holder(&self) -> Result<Option<(String, i64)>> {
+        self.read(|tx| {
+            let r = tx.query_one(
+                "SELECT holder, epoch, NOT released AND expires_at > clock_timestamp() FROM lease WHERE id = 1",
+                &[],
+            )?;
+            let live: bool = r.get(2);
+            Ok(r.get::<_, Option<String>>(0)
+                .filter(|_| live)
+                .map(|h| (h, r.get(1))))
+        })
+    }
+
     fn fail(&self, f: Fail) -> StoreError {
         match f {
             Fail::Db(source) => StoreError::Postgres {
