@@ -148,26 +148,28 @@ impl PgLocation {
     /// and ends when the client is dropped or the server goes away.
     pub async fn connect_async(&self) -> Result<tokio_postgres::Client> {
         let (cfg, tls) = self.config()?;
-        let client = if tls {
+        if tls {
             let (client, conn) = cfg.connect(self.tls()?).await.map_err(self.wrap())?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "the lease's database connection ended");
-                }
-            });
-            client
+            tokio::spawn(drive(conn));
+            Ok(client)
         } else {
             let (client, conn) = cfg
                 .connect(tokio_postgres::NoTls)
                 .await
                 .map_err(self.wrap())?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "the lease's database connection ended");
-                }
-            });
-            client
-        };
-        Ok(client)
+            tokio::spawn(drive(conn));
+            Ok(client)
+        }
+    }
+}
+
+/// Runs a connection until its client is dropped or the server goes away.
+async fn drive<S, T>(conn: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "the lease's database connection ended");
     }
 }

@@ -70,6 +70,34 @@ pub struct RunBase {
     pub state_generation: i64,
 }
 
+/// The latest run's row as the shortcut reads it: (id, converged, source digest, config
+/// digest, state generation, unchanged since).
+pub(crate) type LatestRun = (
+    i64,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+);
+
+impl RunBase {
+    /// The base the latest run gives the shortcut: only a converged run with every digest.
+    pub(crate) fn of(latest: Option<LatestRun>) -> Option<RunBase> {
+        match latest {
+            Some((id, true, Some(source), Some(config), Some(generation), since)) => {
+                Some(RunBase {
+                    run: since.unwrap_or(id),
+                    source_digest: source,
+                    config_digest: config,
+                    state_generation: generation,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A state database problem, with the file or database it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -574,23 +574,16 @@ impl Backend for PgStore {
                 &[],
             )?)
         })?;
-        Ok(row.and_then(|r| {
-            let converged: i64 = r.get(1);
-            match (
-                converged != 0,
-                r.get::<_, Option<String>>(2),
-                r.get::<_, Option<String>>(3),
-                r.get::<_, Option<i64>>(4),
-            ) {
-                (true, Some(source), Some(config), Some(generation)) => Some(RunBase {
-                    run: r.get::<_, Option<i64>>(5).unwrap_or(r.get(0)),
-                    source_digest: source,
-                    config_digest: config,
-                    state_generation: generation,
-                }),
-                _ => None,
-            }
-        }))
+        Ok(RunBase::of(row.map(|r| {
+            (
+                r.get(0),
+                r.get::<_, i64>(1) != 0,
+                r.get(2),
+                r.get(3),
+                r.get(4),
+                r.get(5),
+            )
+        })))
     }
 
     fn mark_converged(

@@ -425,17 +425,7 @@ impl Backend for SqliteStore {
             )
             .optional()
             .map_err(|e| self.wrap(e))?;
-        Ok(match row {
-            Some((id, true, Some(source), Some(config), Some(generation), since)) => {
-                Some(RunBase {
-                    run: since.unwrap_or(id),
-                    source_digest: source,
-                    config_digest: config,
-                    state_generation: generation,
-                })
-            }
-            _ => None,
-        })
+        Ok(RunBase::of(row))
     }
 
     fn mark_converged(
