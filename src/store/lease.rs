@@ -227,6 +227,17 @@ async fn release(client: &tokio_postgres::Client, at: &PgLocation, cfg: &LeaseCo
     }
 }
 
+/// Creates (or migrates) the schema, with the lease row, before the first attempt.
+async fn migrate(at: &PgLocation) -> Result<()> {
+    let at2 = at.clone();
+    tokio::task::spawn_blocking(move || super::postgres::PgStore::open(&at2, None).map(drop))
+        .await
+        .map_err(|e| StoreError::Setup {
+            location: at.url.clone(),
+            message: format!("opening the state stopped unexpectedly: {e}"),
+        })?
+}
+
 /// A node's part in the lease: a task that takes (or waits for) the lease and renews it,
 /// publishing the node's [`Role`]. Released when stopped.
 pub struct Lease {
@@ -241,14 +252,7 @@ impl Lease {
     /// The daemon's lease: keeps trying to take it (every third of the TTL) while another
     /// node leads, renews it while this node does.
     pub async fn start(at: PgLocation, cfg: LeaseConfig) -> Result<Lease> {
-        // The schema (with the lease row) exists before the first attempt.
-        let at2 = at.clone();
-        tokio::task::spawn_blocking(move || super::postgres::PgStore::open(&at2, None).map(drop))
-            .await
-            .map_err(|e| StoreError::Setup {
-                location: at.url.clone(),
-                message: format!("opening the state stopped unexpectedly: {e}"),
-            })??;
+        migrate(&at).await?;
         Ok(Lease::spawn(at, cfg, None))
     }
 
@@ -258,6 +262,8 @@ impl Lease {
         at: PgLocation,
         cfg: LeaseConfig,
     ) -> std::result::Result<Lease, LeaseError> {
+        // A first run on an empty database: there is no lease row before the schema.
+        migrate(&at).await?;
         let client = at.connect_async().await?;
         match try_take(&client, &at, &cfg).await? {
             Took::No {
