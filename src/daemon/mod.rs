@@ -518,6 +518,9 @@ impl Daemon {
                     SyncError::UnknownTarget { .. }
                     | SyncError::MissingSecrets(_)
                     | SyncError::SavedPlan(_) => "the run is skipped; fix the config and reload",
+                    SyncError::Store(e) if e.is_fenced() => {
+                        "this node lost the lease; it sends nothing more and the new leader re-plans"
+                    }
                     SyncError::Store(_) => "the state database failed; the run is skipped",
                     SyncError::Lease(_) => "this node does not lead; the run is skipped",
                     SyncError::Loader(_) | SyncError::Opener(_) => {
@@ -565,7 +568,11 @@ impl Daemon {
                     .map(|w| w.scope.describe())
                     .unwrap_or_else(|| "off".into());
                 info!(cron = %self.cron.expr, watch, "reloaded; next scheduled run {}", self.next_text());
-                systemd::ready("reloaded; run starting");
+                // A standby runs nothing: its status stays its role (SPEC 6.7).
+                match self.lease.as_ref().filter(|l| l.fence().is_none()) {
+                    Some(l) => systemd::ready(&l.role().describe(l.node())),
+                    None => systemd::ready("reloaded; run starting"),
+                }
                 self.trigger(Trigger {
                     why: Why::Reload,
                     full: false,

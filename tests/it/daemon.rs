@@ -21,15 +21,15 @@ use crate::fakes::{Fake, Fault, Logged, Match};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rostersync");
 /// A cron expression that does not fire during a test.
-const NEVER: &str = "0 0 1 1 *";
+pub(crate) const NEVER: &str = "0 0 1 1 *";
 
 /// Polls `f` every 50 ms until it gives a value; panics naming `what` after `timeout`.
-fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
     poll(timeout, f).unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
 }
 
 /// Polls `f` every 50 ms until it gives a value, or None after `timeout`.
-fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+pub(crate) fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
@@ -43,15 +43,15 @@ fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
 }
 
 /// What systemd would hear: every datagram sent to `NOTIFY_SOCKET`.
-struct NotifySocket {
-    path: PathBuf,
+pub(crate) struct NotifySocket {
+    pub(crate) path: PathBuf,
     messages: Arc<Mutex<Vec<String>>>,
     done: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl NotifySocket {
-    fn bind(dir: &Path) -> NotifySocket {
+    pub(crate) fn bind(dir: &Path) -> NotifySocket {
         let path = dir.join("notify.sock");
         let sock = UnixDatagram::bind(&path).expect("bind the notify socket");
         sock.set_read_timeout(Some(Duration::from_millis(100)))
@@ -78,14 +78,14 @@ impl NotifySocket {
     }
 
     /// Every `KEY=value` line received so far, in order.
-    fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         let m = self.messages.lock().unwrap();
         m.iter()
             .flat_map(|d| d.lines().map(str::to_string).collect::<Vec<_>>())
             .collect()
     }
 
-    fn count(&self, line: &str) -> usize {
+    pub(crate) fn count(&self, line: &str) -> usize {
         self.lines().iter().filter(|l| *l == line).count()
     }
 
@@ -101,7 +101,7 @@ impl NotifySocket {
             .collect()
     }
 
-    fn wait_line(&self, line: &str, n: usize, timeout: Duration) {
+    pub(crate) fn wait_line(&self, line: &str, n: usize, timeout: Duration) {
         wait_for(
             &format!("{n} x {line:?} on NOTIFY_SOCKET (got {:?})", self.lines()),
             timeout,
@@ -239,7 +239,7 @@ impl Setup {
 }
 
 /// Keeps the test's own environment (ROSTERSYNC_*, systemd variables) away from the child.
-fn clean_env(c: &mut Command) {
+pub(crate) fn clean_env(c: &mut Command) {
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().into_owned();
         if k.starts_with("ROSTERSYNC_")
@@ -336,7 +336,7 @@ fn writes(log: &[Logged]) -> usize {
 }
 
 /// A plain HTTP/1.1 GET on 127.0.0.1; returns the status and the body.
-fn http_get(port: u16, path: &str) -> (u16, String) {
+pub(crate) fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics listener");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
@@ -356,7 +356,7 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
 }
 
 /// Prometheus text -> (name{labels} -> value), labels as written.
-fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+pub(crate) fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .filter_map(|l| {

@@ -4,6 +4,7 @@ mod assign_group;
 mod cli;
 mod daemon;
 mod disagree;
+mod failover;
 mod fakes;
 mod harness;
 mod hostile;

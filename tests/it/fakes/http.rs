@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -28,6 +28,8 @@ pub struct Logged {
     /// The injected fault that shaped the answer, if any ("status", "drop", "drop_after",
     /// "delay"): a delayed 2xx may have reached the client after its timeout.
     pub fault: Option<&'static str>,
+    /// When the request arrived (its body read), on this process' monotonic clock.
+    pub at: Instant,
 }
 
 impl Logged {
@@ -329,6 +331,9 @@ pub struct Server<H: Handler> {
     pub addr: SocketAddr,
     pub handler: Arc<H>,
     log: Arc<Mutex<Vec<Logged>>>,
+    /// Every request as it arrived (status 0), before its answer: a delayed request is
+    /// here while it is still in flight.
+    received: Arc<Mutex<Vec<Logged>>>,
     faults: Arc<Mutex<VecDeque<Armed>>>,
 }
 
@@ -337,11 +342,13 @@ impl<H: Handler> Server<H> {
     pub fn start(handler: H) -> Server<H> {
         let handler = Arc::new(handler);
         let log = Arc::new(Mutex::new(Vec::new()));
+        let received = Arc::new(Mutex::new(Vec::new()));
         let faults: Arc<Mutex<VecDeque<Armed>>> = Arc::new(Mutex::new(VecDeque::new()));
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
         std_listener.set_nonblocking(true).unwrap();
         let addr = std_listener.local_addr().unwrap();
         let (h, l, f) = (handler.clone(), log.clone(), faults.clone());
+        let r = received.clone();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -353,10 +360,11 @@ impl<H: Handler> Server<H> {
                     let Ok((stream, _)) = listener.accept().await else {
                         continue;
                     };
-                    let (h, l, f) = (h.clone(), l.clone(), f.clone());
+                    let (h, l, f, r) = (h.clone(), l.clone(), f.clone(), r.clone());
                     tokio::spawn(async move {
-                        let svc =
-                            service_fn(move |req| serve_one(h.clone(), l.clone(), f.clone(), req));
+                        let svc = service_fn(move |req| {
+                            serve_one(h.clone(), l.clone(), f.clone(), r.clone(), req)
+                        });
                         let _ = http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), svc)
                             .await;
@@ -368,6 +376,7 @@ impl<H: Handler> Server<H> {
             addr,
             handler,
             log,
+            received,
             faults,
         }
     }
@@ -394,6 +403,12 @@ impl<H: Handler> Server<H> {
 
     pub fn clear_requests(&self) {
         self.log.lock().unwrap().clear();
+        self.received.lock().unwrap().clear();
+    }
+
+    /// Every request as it arrived, answered or not (status 0), in arrival order.
+    pub fn received(&self) -> Vec<Logged> {
+        self.received.lock().unwrap().clone()
     }
 }
 
@@ -410,6 +425,7 @@ async fn serve_one<H: Handler>(
     handler: Arc<H>,
     log: Arc<Mutex<Vec<Logged>>>,
     faults: Arc<Mutex<VecDeque<Armed>>>,
+    received: Arc<Mutex<Vec<Logged>>>,
     req: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, Dropped> {
     let method = req.method().to_string();
@@ -462,7 +478,9 @@ async fn serve_one<H: Handler>(
             Fault::Delay(_) => "delay",
             Fault::Reshape(_) => "reshape",
         }),
+        at: Instant::now(),
     };
+    received.lock().unwrap().push(logged.clone());
     let reply = match fault {
         Some(Fault::Drop) => {
             log.lock().unwrap().push(logged);
