@@ -148,6 +148,17 @@ fn db(at: &PgLocation) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
     }
 }
 
+/// Creates (or migrates) the schema, with the lease row, before the lease is first asked.
+async fn create_schema(at: &PgLocation) -> Result<()> {
+    let at2 = at.clone();
+    tokio::task::spawn_blocking(move || super::postgres::PgStore::open(&at2, None).map(drop))
+        .await
+        .map_err(|e| StoreError::Setup {
+            location: at.url.clone(),
+            message: format!("opening the state stopped unexpectedly: {e}"),
+        })?
+}
+
 async fn try_take(
     client: &tokio_postgres::Client,
     at: &PgLocation,
@@ -241,14 +252,7 @@ impl Lease {
     /// The daemon's lease: keeps trying to take it (every third of the TTL) while another
     /// node leads, renews it while this node does.
     pub async fn start(at: PgLocation, cfg: LeaseConfig) -> Result<Lease> {
-        // The schema (with the lease row) exists before the first attempt.
-        let at2 = at.clone();
-        tokio::task::spawn_blocking(move || super::postgres::PgStore::open(&at2, None).map(drop))
-            .await
-            .map_err(|e| StoreError::Setup {
-                location: at.url.clone(),
-                message: format!("opening the state stopped unexpectedly: {e}"),
-            })??;
+        create_schema(&at).await?;
         Ok(Lease::spawn(at, cfg, None))
     }
 
@@ -258,6 +262,8 @@ impl Lease {
         at: PgLocation,
         cfg: LeaseConfig,
     ) -> std::result::Result<Lease, LeaseError> {
+        // A first run on an empty database: the lease row is made with the schema.
+        create_schema(&at).await?;
         let client = at.connect_async().await?;
         match try_take(&client, &at, &cfg).await? {
             Took::No {
