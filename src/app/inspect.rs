@@ -171,7 +171,7 @@ pub(super) fn copy(
     ) {
         Ok(d) => d,
         Err(message) => {
-            eprintln!("state copy --to {to}: {message}");
+            eprintln!("state copy --to {}: {message}", without_password(to));
             return ExitCode::Usage;
         }
     };
@@ -219,6 +219,17 @@ pub(super) fn copy(
                 _ => ExitCode::Failed,
             }
         }
+    }
+}
+
+/// `to` as messages may show it: a URL's password (which `destination` refuses) blanked.
+fn without_password(to: &str) -> String {
+    match url::Url::parse(to) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("********"));
+            u.to_string()
+        }
+        _ => to.to_string(),
     }
 }
 

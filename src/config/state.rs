@@ -137,6 +137,15 @@ pub(super) fn validate_state(
         table.password_file,
         warnings,
     )?;
+    // A missing secret is found at load (exit 2), like a target's or the LDAP source's.
+    if let Some(p) = &password
+        && p.value.is_none()
+    {
+        return Err(err(
+            file,
+            format!("[state]: {} is missing or empty", p.from),
+        ));
+    }
     let ca_file = match table.ca_file {
         Some(ca) => {
             let full = resolve(dir, &ca);

@@ -1,7 +1,8 @@
 //! The conformance suite: the same end-to-end scenarios for every target kind, each against
 //! its fake (or real) server over HTTP on 127.0.0.1, through the real binary.
 //!
-//! `conformance!(name, constructor)` instantiates every scenario for one fake.
+//! `conformance!(name, constructor)` instantiates every scenario for one fake, with the
+//! state in SQLite and (in `NAME::postgres`) in PostgreSQL.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -410,6 +411,7 @@ pub fn crash_mid_run(fake: Arc<dyn Fake>) {
     );
     child.kill().expect("kill -9");
     let _ = child.wait();
+    env.after_kill();
     let before = fake.all_group_names().len();
     assert!(before < 40, "killed mid-run ({before} groups made)");
     env.sync().expect(0);
@@ -451,6 +453,7 @@ pub fn crash_mid_membership_write(fake: Arc<dyn Fake>) {
     });
     child.kill().expect("kill -9");
     let _ = child.wait();
+    env.after_kill();
     assert!(applied, "the target applied the write before the kill");
     let s = env.run(&["state"]).expect(0);
     assert!(s.stdout.contains("unfinished write"), "{}", s.stdout);
@@ -681,6 +684,58 @@ macro_rules! conformance {
             #[test]
             fn secrets_never_leak() {
                 c::secrets_never_leak(fake())
+            }
+
+            /// The same scenarios with the state in PostgreSQL (a fresh database each).
+            mod postgres {
+                use $crate::conformance as c;
+                use $crate::harness::on_postgres;
+
+                use super::fake;
+                #[test]
+                fn initial_noop_churn() {
+                    on_postgres(|| c::initial_noop_churn(fake()))
+                }
+                #[test]
+                fn drift_repaired_by_full() {
+                    on_postgres(|| c::drift_repaired_by_full(fake()))
+                }
+                #[test]
+                fn adoption() {
+                    on_postgres(|| c::adoption(fake()))
+                }
+                #[test]
+                fn a_failed_lookup_claims_no_stranger() {
+                    on_postgres(|| c::a_failed_lookup_claims_no_stranger(fake()))
+                }
+                #[test]
+                fn faults() {
+                    on_postgres(|| c::faults(fake()))
+                }
+                #[test]
+                fn one_failure_does_not_stop_the_others() {
+                    on_postgres(|| c::one_failure_does_not_stop_the_others(fake()))
+                }
+                #[test]
+                fn crash_mid_run() {
+                    on_postgres(|| c::crash_mid_run(fake()))
+                }
+                #[test]
+                fn crash_mid_membership_write() {
+                    on_postgres(|| c::crash_mid_membership_write(fake()))
+                }
+                #[test]
+                fn bad_input() {
+                    on_postgres(|| c::bad_input(fake()))
+                }
+                #[test]
+                fn safety_guard() {
+                    on_postgres(|| c::safety_guard(fake()))
+                }
+                #[test]
+                fn secrets_never_leak() {
+                    on_postgres(|| c::secrets_never_leak(fake()))
+                }
             }
         }
     };

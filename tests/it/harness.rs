@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::fakes::{Fake, Fault, Match};
+use crate::pg_cluster::Cluster;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_rostersync");
 
@@ -71,6 +73,67 @@ pub fn email(i: usize) -> String {
     format!("agent{i:03}@example.com")
 }
 
+thread_local! {
+    /// Whether `Env::new` on this thread puts the state in PostgreSQL (`on_postgres`).
+    static ON_POSTGRES: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with every `Env::new` it makes (on this thread) keeping its state in a fresh
+/// database of `Cluster::shared()` instead of SQLite: the same scenario on PostgreSQL.
+pub fn on_postgres<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ON_POSTGRES.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(ON_POSTGRES.with(|c| c.replace(true)));
+    f()
+}
+
+/// The lease TTL of an `Env` on PostgreSQL: short, so a run after a `kill -9` waits a few
+/// seconds for the killed run's lease to expire, not the default 15 s.
+pub const PG_LEASE: &str = "5s";
+
+/// Where an `Env` on PostgreSQL keeps its state: a fresh database of `Cluster::shared()`
+/// (or of a cluster of the test's own).
+#[derive(Clone, Debug)]
+pub struct PgState {
+    /// The database's name.
+    pub db: String,
+    /// `postgres://USER@127.0.0.1:PORT/DB` (never with a password).
+    pub url: String,
+    /// The test's own cluster; None: `Cluster::shared()`.
+    pub own: Option<Arc<Cluster>>,
+}
+
+impl PgState {
+    /// A fresh database of `Cluster::shared()`, as its superuser (trust auth).
+    pub fn shared() -> PgState {
+        let cluster = Cluster::shared();
+        let db = cluster.fresh_database_name();
+        PgState {
+            url: cluster.url(&db),
+            db,
+            own: None,
+        }
+    }
+
+    /// A fresh database of `cluster`, reached as `user`.
+    pub fn on(cluster: Arc<Cluster>, user: &str) -> PgState {
+        let db = cluster.fresh_database_name();
+        PgState {
+            url: cluster.url_as(user, &db),
+            db,
+            own: Some(cluster),
+        }
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        self.own.as_deref().unwrap_or_else(|| Cluster::shared())
+    }
+}
+
 /// A temp dir with rostersync.toml, groups.yaml and the state db, for one fake target.
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -79,18 +142,80 @@ pub struct Env {
     pub extra: String,
     /// Lines appended to the target block.
     pub target_extra: String,
+    /// The state in PostgreSQL instead of `state/rostersync.db` (`new_pg`, `on_postgres`).
+    pub pg: Option<PgState>,
+    /// Lines added to the `[state]` table (PostgreSQL only: `password_file`, `ca_file`).
+    pub state_extra: String,
 }
 
 impl Env {
+    /// The state in SQLite, or in PostgreSQL inside `on_postgres`.
     pub fn new(fake: Arc<dyn Fake>) -> Env {
+        if ON_POSTGRES.with(Cell::get) {
+            return Env::new_pg(fake);
+        }
+        Env::with_state(fake, None)
+    }
+
+    /// The state in a fresh database of `Cluster::shared()`.
+    pub fn new_pg(fake: Arc<dyn Fake>) -> Env {
+        Env::with_state(fake, Some(PgState::shared()))
+    }
+
+    /// The state in this PostgreSQL database.
+    pub fn new_pg_at(fake: Arc<dyn Fake>, pg: PgState) -> Env {
+        Env::with_state(fake, Some(pg))
+    }
+
+    /// Moves the state (SQLite's `state/rostersync.db` for None) and rewrites the config.
+    pub fn set_pg(&mut self, pg: Option<PgState>) {
+        self.pg = pg;
+        self.write_config();
+    }
+
+    fn with_state(fake: Arc<dyn Fake>, pg: Option<PgState>) -> Env {
         let env = Env {
             dir: tempfile::tempdir().expect("tempdir"),
             fake,
             extra: String::new(),
             target_extra: String::new(),
+            pg,
+            state_extra: String::new(),
         };
         env.write_config();
         env
+    }
+
+    /// The PostgreSQL state of an `Env` made by `new_pg` (panics on SQLite).
+    #[track_caller]
+    pub fn pg(&self) -> &PgState {
+        self.pg
+            .as_ref()
+            .expect("an Env with its state in PostgreSQL")
+    }
+
+    /// Sets lines of the `[state]` table (PostgreSQL) and rewrites the config.
+    pub fn set_state_extra(&mut self, lines: &str) {
+        self.state_extra = lines.into();
+        self.write_config();
+    }
+
+    /// After a run was killed: on PostgreSQL, waits (bounded) until the lease the killed
+    /// run held has expired, so the next one-shot run can take it rather than exit 4 (the
+    /// takeover wait after it is the run's own). Nothing to wait for on SQLite: the file
+    /// lock went with the process.
+    pub fn after_kill(&self) {
+        let Some(pg) = &self.pg else { return };
+        let free = wait_until(Duration::from_secs(60), || {
+            let rows = pg.cluster().sql(
+                &pg.db,
+                "SELECT released OR holder IS NULL OR expires_at <= clock_timestamp() FROM lease",
+            );
+            rows.first()
+                .and_then(|r| r.first())
+                .is_some_and(|v| v.as_deref() == Some("t"))
+        });
+        assert!(free, "the killed run's lease expired within 60 s");
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -128,10 +253,21 @@ impl Env {
                 .join("\n");
             block = format!("{block}\n{line}");
         }
-        let text = format!(
-            "source = \"groups.yaml\"\nstate = \"state/rostersync.db\"\n\n[safety]\nmax_removals = 1000\nmax_removal_ratio = 1.0\n{}\n\n{block}\n",
+        let state = match &self.pg {
+            None => "state = \"state/rostersync.db\"\n",
+            Some(_) => "",
+        };
+        let mut text = format!(
+            "source = \"groups.yaml\"\n{state}\n[safety]\nmax_removals = 1000\nmax_removal_ratio = 1.0\n{}\n\n{block}\n",
             self.extra
         );
+        // A table header ends the top-level keys: the PostgreSQL state goes last.
+        if let Some(pg) = &self.pg {
+            text += &format!(
+                "\n[state]\nurl = \"{}\"\n{}\n\n[ha]\nlease = \"{PG_LEASE}\"\n",
+                pg.url, self.state_extra
+            );
+        }
         std::fs::write(self.config_path(), text).unwrap();
     }
 
@@ -248,7 +384,12 @@ impl Env {
         }
     }
 
+    /// Everything the state database holds: the SQLite file (and its WAL), or on
+    /// PostgreSQL the text of every row of every table of the database.
     pub fn db_bytes(&self) -> Vec<u8> {
+        if let Some(pg) = &self.pg {
+            return pg_rows_text(pg.cluster(), &pg.db).into_bytes();
+        }
         let mut all = Vec::new();
         for suffix in ["", "-wal", "-shm"] {
             let mut p = self.db_path().into_os_string();
@@ -259,6 +400,25 @@ impl Env {
         }
         all
     }
+}
+
+/// The text of every row of every table of `db` on `cluster`, one row a line.
+pub fn pg_rows_text(cluster: &Cluster, db: &str) -> String {
+    let tables = cluster.sql(
+        db,
+        "SELECT quote_ident(table_name) FROM information_schema.tables \
+         WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY table_name",
+    );
+    let mut text = String::new();
+    for t in tables
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+    {
+        for row in cluster.sql(db, &format!("SELECT t::text FROM {t} t")) {
+            text += &format!("{t} {}\n", row[0].as_deref().unwrap_or(""));
+        }
+    }
+    text
 }
 
 /// SPEC 6.3: arms the fake to answer every request matching `when` with `body` (HTTP 200, an

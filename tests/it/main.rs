@@ -26,6 +26,7 @@ mod online;
 #[path = "../../src/store/pg_cluster.rs"]
 mod pg_cluster;
 mod pg_harness;
+mod postgres;
 mod teams;
 mod tls;
 mod unchanged;
