@@ -104,7 +104,24 @@ async fn writer_records_and_reads_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_records_all_land_in_few_transactions() {
     let dir = tempfile::tempdir().unwrap();
-    let w = Writer::spawn(Store::open(&dir.path().join("s.db")).unwrap());
+    concurrent_records(Store::open(&dir.path().join("s.db")).unwrap()).await;
+}
+
+/// Group commit on PostgreSQL too: the same batches, one transaction each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_records_all_land_in_few_transactions_on_postgres() {
+    // The blocking client never runs on a runtime worker.
+    let store = tokio::task::spawn_blocking(|| {
+        let at = StateLocation::Postgres(super::pg_location());
+        Store::open_at(&at, None).unwrap()
+    })
+    .await
+    .unwrap();
+    concurrent_records(store).await;
+}
+
+async fn concurrent_records(store: Store) {
+    let w = Writer::spawn(store);
     let run = w.begin_run("sync", false, "d").await.unwrap();
     for t in 0..8 {
         w.record(run, call("create"), group(&format!("g{t}")))
