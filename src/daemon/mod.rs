@@ -57,6 +57,8 @@ enum Why {
     Reload,
     /// This node took the lease (SPEC 6.7).
     Takeover,
+    /// The last run failed on the state database.
+    Retry,
 }
 
 impl Why {
@@ -67,6 +69,7 @@ impl Why {
             Why::Watch => "source changed",
             Why::Reload => "reload",
             Why::Takeover => "took the lease",
+            Why::Retry => "retry after a state database failure",
         }
     }
 }
@@ -133,6 +136,9 @@ struct Daemon {
     changes: mpsc::UnboundedReceiver<()>,
     /// When the source will have been quiet for `SETTLE` since its last change.
     settle_at: Option<Instant>,
+    /// When to try again after a run the state database failed (it went away, failed
+    /// over, or its connection was cut): the next tick, not the next cron time.
+    retry_at: Option<Instant>,
     running: Option<Running>,
     /// At most one run waiting for the one in progress.
     queued: Option<Trigger>,
@@ -206,6 +212,7 @@ pub async fn run(cfg_path: PathBuf, cfg: Config) -> Result<ExitCode, DaemonError
         changes_tx,
         changes,
         settle_at: None,
+        retry_at: None,
         running: None,
         queued: None,
         stop: CancellationToken::new(),
@@ -317,6 +324,9 @@ impl Daemon {
         if let Some(s) = self.settle_at {
             wake = wake.min(s);
         }
+        if let Some(r) = self.retry_at {
+            wake = wake.min(r);
+        }
         wake
     }
 
@@ -330,6 +340,13 @@ impl Daemon {
             self.trigger(Trigger {
                 why: Why::Schedule,
                 full,
+            });
+        }
+        if self.retry_at.is_some_and(|r| Instant::now() >= r) {
+            self.retry_at = None;
+            self.trigger(Trigger {
+                why: Why::Retry,
+                full: false,
             });
         }
         if self.settle_at.is_some_and(|s| Instant::now() >= s) {
@@ -508,6 +525,11 @@ impl Daemon {
             }
             Err(e) => {
                 metrics::counter!("rostersync_runs_total", "outcome" => "skipped").increment(1);
+                if matches!(&e, SyncError::Store(s) if !s.is_fenced()) {
+                    // The database may be back at once (a restart, a failover): the run
+                    // is tried again at the next tick; the lease decides who runs it.
+                    self.retry_at = Some(Instant::now() + self.tick);
+                }
                 let what = match &e {
                     SyncError::Source(_) => {
                         "the source has errors; nothing was sent and the known state is unchanged. The run is skipped until the source is fixed"

@@ -103,6 +103,17 @@ const AFTER2: Groups = &[
     ("Tier 4", &["bo@example.com", "ana@example.com"]),
 ];
 
+/// A third change: the daemon part again, with a restart faster than the lease.
+const AFTER3: Groups = &[
+    ("Tier 1", &["ana@example.com", "dee@example.com"]),
+    ("Tier 2", &["cy@example.com"]),
+    (
+        "Tier 3",
+        &["ana@example.com", "dee@example.com", "cy@example.com"],
+    ),
+    ("Tier 4", &["bo@example.com"]),
+];
+
 fn expected(groups: Groups) -> BTreeMap<String, BTreeSet<String>> {
     groups
         .iter()
@@ -864,6 +875,18 @@ fn postgres_restarted_mid_run() {
     d.assert_converged(AFTER2);
     wait("the known state to match", LONG, &[&node], || {
         (d.known("node-a", &url) == expected(AFTER2)).then_some(())
+    });
+
+    // Restarted faster than the lease runs out: the node still leads, and the run that
+    // failed is tried again at the daemon's next tick (no cron, no SIGHUP).
+    d.set_source(AFTER3);
+    let armed = d.hold_next_patch(Duration::from_millis(1500));
+    node.signal(libc::SIGHUP);
+    d.wait_held("node-a", armed, &[&node]);
+    cluster.restart();
+    d.wait_converged(AFTER3, LONG, &[&node]);
+    wait("the known state to match", LONG, &[&node], || {
+        (d.known("node-a", &url) == expected(AFTER3)).then_some(())
     });
     node.stop();
 }
