@@ -273,6 +273,8 @@ impl Lease {
         cfg: LeaseConfig,
     ) -> std::result::Result<Lease, LeaseError> {
         let client = at.connect_async().await?;
+        // Before the request: the local deadline must not outlast the server's expiry.
+        let sent = Instant::now();
         let took = match try_take(&client, &at, &cfg).await {
             // A database without the schema yet (the first run on it): create it, then ask
             // again. Only then, so a run on a migrated database pays no extra connection.
@@ -296,8 +298,9 @@ impl Lease {
                 expires_in_ms,
             }),
             Took::Yes { epoch, wait } => {
-                let sent = Instant::now();
-                let lease = Lease::spawn(at, cfg, Some((client, epoch, sent, wait)));
+                // The wait counts from the answer: never shorter than the server said.
+                let ready_at = Instant::now() + wait;
+                let lease = Lease::spawn(at, cfg, Some((client, epoch, sent, ready_at)));
                 let mut role = lease.role.clone();
                 // Ready after the wait, unless the lease is lost meanwhile.
                 let _ = role
@@ -311,7 +314,7 @@ impl Lease {
     fn spawn(
         at: PgLocation,
         cfg: LeaseConfig,
-        taken: Option<(tokio_postgres::Client, i64, Instant, Duration)>,
+        taken: Option<(tokio_postgres::Client, i64, Instant, Instant)>,
     ) -> Lease {
         let initial = match &taken {
             Some((_, epoch, _, _)) => Role::Leader {
@@ -371,7 +374,7 @@ async fn run(
     role: watch::Sender<Role>,
     guard: Guard,
     stop: CancellationToken,
-    taken: Option<(tokio_postgres::Client, i64, Instant, Duration)>,
+    taken: Option<(tokio_postgres::Client, i64, Instant, Instant)>,
 ) {
     let tick = (cfg.ttl / 3).max(Duration::from_millis(50));
     let mut client = None;
@@ -379,10 +382,11 @@ async fn run(
     let mut held: Option<(i64, Instant)> = None;
     // A daemon asks at once; a one-shot run that took the lease renews a tick later.
     let mut first = taken.is_none();
-    if let Some((c, epoch, sent, wait)) = taken {
+    if let Some((c, epoch, sent, ready_at)) = taken {
         client = Some(c);
         guard.set(Some(sent + cfg.ttl));
-        held = Some((epoch, sent + wait));
+        held = Some((epoch, ready_at));
+        let wait = ready_at.saturating_duration_since(Instant::now());
         if wait > Duration::ZERO {
             tracing::info!(
                 epoch,
@@ -470,7 +474,8 @@ async fn run(
             None => match try_take(c, &at, &cfg).await {
                 Ok(Took::Yes { epoch, wait }) => {
                     guard.set(Some(sent + cfg.ttl));
-                    held = Some((epoch, sent + wait));
+                    // The wait counts from the answer: never shorter than the server said.
+                    held = Some((epoch, Instant::now() + wait));
                     tracing::info!(epoch, wait_ms = wait.as_millis() as u64, node = %cfg.node, "lease taken");
                     role.send_replace(Role::Leader {
                         epoch,
