@@ -141,6 +141,17 @@ enum Took {
     },
 }
 
+/// Creates or migrates the schema (with the lease row), on a blocking thread.
+async fn migrate(at: &PgLocation) -> Result<()> {
+    let at2 = at.clone();
+    tokio::task::spawn_blocking(move || super::postgres::PgStore::open(&at2, None).map(drop))
+        .await
+        .map_err(|e| StoreError::Setup {
+            location: at.url.clone(),
+            message: format!("opening the state stopped unexpectedly: {e}"),
+        })?
+}
+
 fn db(at: &PgLocation) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
     move |source| StoreError::Postgres {
         location: at.url.clone(),
@@ -242,13 +253,7 @@ impl Lease {
     /// node leads, renews it while this node does.
     pub async fn start(at: PgLocation, cfg: LeaseConfig) -> Result<Lease> {
         // The schema (with the lease row) exists before the first attempt.
-        let at2 = at.clone();
-        tokio::task::spawn_blocking(move || super::postgres::PgStore::open(&at2, None).map(drop))
-            .await
-            .map_err(|e| StoreError::Setup {
-                location: at.url.clone(),
-                message: format!("opening the state stopped unexpectedly: {e}"),
-            })??;
+        migrate(&at).await?;
         Ok(Lease::spawn(at, cfg, None))
     }
 
@@ -259,7 +264,18 @@ impl Lease {
         cfg: LeaseConfig,
     ) -> std::result::Result<Lease, LeaseError> {
         let client = at.connect_async().await?;
-        match try_take(&client, &at, &cfg).await? {
+        let took = match try_take(&client, &at, &cfg).await {
+            // A database without the schema yet (the first run on it): create it, then ask
+            // again. Only then, so a run on a migrated database pays no extra connection.
+            Err(StoreError::Postgres { source, .. })
+                if source.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
+            {
+                migrate(&at).await?;
+                try_take(&client, &at, &cfg).await?
+            }
+            took => took?,
+        };
+        match took {
             Took::No {
                 holder,
                 epoch,
