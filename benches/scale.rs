@@ -5,7 +5,15 @@
 //! cargo bench --bench scale -- XL --client # figures 2 and 4 at XL too (about 3 minutes)
 //! cargo bench --bench scale -- L --rate   # also figure 3 (20 ms latency, vendor limits)
 //! cargo bench --bench scale -- XL --keep   # keep the seeded directories, for `perf record`
+//! cargo bench --bench scale -- S L XL --pg # the same figures with the state in PostgreSQL
+//! cargo bench --bench scale -- L --backend sqlite,postgres # both, side by side
 //! ```
+//!
+//! `--pg` (or `--backend postgres`; `--backend sqlite,postgres` for both) puts the state in
+//! a throwaway PostgreSQL cluster that the benchmark starts itself (`src/store/pg_cluster.rs`,
+//! Debian's server with that harness' defaults, printed at the start), one fresh database
+//! per setup, dropped after it. The runs then take the lease as any one-shot run on
+//! PostgreSQL does. Without a backend option the state is SQLite, as before.
 //!
 //! The source is generated deterministically (`tests/it/scale/generate.rs`, shared with
 //! the CI smoke test): people and groups over several files, all four kinds. Runs of the
@@ -35,6 +43,9 @@
 mod fakes;
 #[path = "../tests/it/scale/generate.rs"]
 mod generate;
+#[allow(unused_imports)] // its tests' `use super::*` (no test harness here)
+#[path = "../src/store/pg_cluster.rs"]
+mod pg_cluster;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -49,6 +60,12 @@ use rostersync::plan::{KnownMember, PlanOptions, plan_target};
 use rostersync::store::{Delta, Store};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rostersync");
+
+/// The binary runs are timed with: this build's, or `RS_BENCH_BIN` (to compare a build of
+/// other code with this benchmark).
+fn bin() -> String {
+    std::env::var("RS_BENCH_BIN").unwrap_or_else(|_| BIN.to_string())
+}
 
 /// One run of the binary as a child process.
 #[derive(Clone, Copy, Debug)]
@@ -139,9 +156,61 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// Where the state of a setup lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+/// A setup's database in the benchmark's PostgreSQL cluster: dropped with the setup.
+struct PgDb {
+    cluster: Arc<pg_cluster::Cluster>,
+    name: String,
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let _ = self.cluster.try_sql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// Points the generated config in `dir` at the backend: SQLite as generated, or a fresh
+/// database of `pg`.
+fn place_state(dir: &Path, pg: Option<&Arc<pg_cluster::Cluster>>) -> Option<PgDb> {
+    let cluster = pg?;
+    let name = cluster.fresh_database_name();
+    let path = dir.join("rostersync.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line = "state = \"state/rostersync.db\"\n";
+    assert!(text.contains(line), "the generated config names the state");
+    let text = text.replacen(line, &format!("state = \"{}\"\n", cluster.url(&name)), 1);
+    std::fs::write(&path, text).unwrap();
+    Some(PgDb {
+        cluster: cluster.clone(),
+        name,
+    })
+}
+
 /// A generated setup: a temp dir with config, source and state, and how to run in it.
 struct Setup {
     dir: tempfile::TempDir,
+    /// The state's database when it is in PostgreSQL (dropped after the setup).
+    pg: Option<PgDb>,
+    /// "" with the SQLite state alone; else the backend's name, to tell the lines apart.
+    label: String,
     scale: Scale,
     format: Format,
     env: Vec<(String, String)>,
@@ -151,7 +220,7 @@ struct Setup {
 
 impl Setup {
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
+        let mut c = Command::new(bin());
         c.arg("--config")
             .arg(self.dir.path().join("rostersync.toml"))
             .args(args)
@@ -216,7 +285,7 @@ impl Setup {
 }
 
 /// Fakes for every kind (vendor rate limits on when `limits`), users registered.
-fn with_fakes(scale: Scale, format: Format, limits: bool) -> Setup {
+fn with_fakes(scale: Scale, format: Format, limits: bool, on: &On) -> Setup {
     let teams = fakes::teams::FakeTeams::start_with_ids_in_source();
     if !limits {
         teams.set_rate_limit(None);
@@ -249,9 +318,12 @@ fn with_fakes(scale: Scale, format: Format, limits: bool) -> Setup {
     let env = fakes.iter().flat_map(|f| f.env()).collect();
     let dir = tempfile::tempdir().unwrap();
     generate::write_config(dir.path(), &blocks);
+    let pg = place_state(dir.path(), on.pg.as_ref());
     let ids = Box::new(move |t: usize, p: usize| ids[t].get(&p).cloned());
     let s = Setup {
         dir,
+        pg,
+        label: on.label.clone(),
         scale,
         format,
         env,
@@ -277,7 +349,7 @@ fn dedup_keys(block: &str) -> String {
 
 /// No fakes: targets on an unused port, ids chosen here, the known state written
 /// directly (everything converged), then one real run to record it.
-fn seeded(scale: Scale, format: Format) -> Setup {
+fn seeded(scale: Scale, format: Format, on: &On) -> Setup {
     let kinds = [
         "kind = \"scim\"\nflavor = \"maestroqa\"\ntoken_env = \"BENCH_TOKEN\"",
         "kind = \"teams\"\ntoken_env = \"BENCH_TOKEN\"",
@@ -293,9 +365,12 @@ fn seeded(scale: Scale, format: Format) -> Setup {
         .collect();
     let dir = tempfile::tempdir().unwrap();
     generate::write_config(dir.path(), &blocks);
+    let pg = place_state(dir.path(), on.pg.as_ref());
     let ids = Box::new(|t: usize, p: usize| (t > 0).then(|| format!("{t}-{p}")));
     let s = Setup {
         dir,
+        pg,
+        label: on.label.clone(),
         scale,
         format,
         env: vec![("BENCH_TOKEN".into(), "bench-token".into())],
@@ -304,6 +379,7 @@ fn seeded(scale: Scale, format: Format) -> Setup {
     };
     s.write_source(Change::default());
     let cfg = s.config();
+    let seeding = Instant::now();
     let mut store = Store::open_at(&cfg.state, None).unwrap();
     let mut deltas = Vec::new();
     for g in 0..scale.groups {
@@ -333,11 +409,36 @@ fn seeded(scale: Scale, format: Format) -> Setup {
             },
         ));
     }
-    store.apply_many(&deltas).unwrap();
-    drop(store);
+    match &s.pg {
+        None => store.apply_many(&deltas).unwrap(),
+        // One transaction per few hundred groups: every statement of a transaction moves
+        // the generation row again, and its versions pile up until the transaction ends.
+        Some(_) => {
+            for chunk in deltas.chunks(PG_SEED_GROUPS) {
+                store.apply_many(chunk).unwrap();
+            }
+        }
+    }
+    store.close().unwrap();
+    if let Some(db) = &s.pg {
+        let t = Instant::now();
+        // What autovacuum would do soon after such a bulk load, done now rather than in
+        // the middle of the measured runs.
+        db.cluster.sql(&db.name, "VACUUM (ANALYZE)");
+        println!(
+            "    {}seeded {} memberships in {:.1} s, VACUUM (ANALYZE) {:.1} s",
+            s.label,
+            scale.memberships(),
+            (t - seeding).as_secs_f64(),
+            t.elapsed().as_secs_f64()
+        );
+    }
     s.run(&["sync"]);
     s
 }
+
+/// Groups per transaction when seeding PostgreSQL.
+const PG_SEED_GROUPS: usize = 250;
 
 struct Args {
     scales: Vec<Scale>,
@@ -346,6 +447,27 @@ struct Args {
     client: bool,
     /// Keep the seeded directories (for `perf record` of a run in them).
     keep: bool,
+    /// Where the state lives, each backend measured in turn (default: SQLite).
+    backends: Vec<Backend>,
+}
+
+/// What one backend's setups are made with.
+struct On {
+    backend: Backend,
+    /// The cluster the PostgreSQL states live in.
+    pg: Option<Arc<pg_cluster::Cluster>>,
+    /// Put before each figure's text ("" for SQLite alone, as before).
+    label: String,
+}
+
+fn backends(list: &str) -> Vec<Backend> {
+    list.split(',')
+        .map(|b| match b.trim().to_ascii_lowercase().as_str() {
+            "sqlite" => Backend::Sqlite,
+            "postgres" | "postgresql" | "pg" => Backend::Postgres,
+            other => panic!("--backend {other}: give sqlite, postgres or sqlite,postgres"),
+        })
+        .collect()
 }
 
 fn args() -> Args {
@@ -355,6 +477,7 @@ fn args() -> Args {
         rate: false,
         client: false,
         keep: false,
+        backends: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -363,6 +486,8 @@ fn args() -> Args {
             "--rate" => a.rate = true,
             "--client" => a.client = true,
             "--keep" => a.keep = true,
+            "--pg" => a.backends = vec![Backend::Postgres],
+            "--backend" => a.backends = backends(&it.next().unwrap_or_default()),
             "--reps" => a.reps = it.next().and_then(|n| n.parse().ok()).unwrap_or(5),
             s => a.scales.extend(Scale::by_name(s)),
         }
@@ -370,7 +495,54 @@ fn args() -> Args {
     if a.scales.is_empty() {
         a.scales.push(generate::S);
     }
+    if a.backends.is_empty() {
+        a.backends.push(Backend::Sqlite);
+    }
+    a.backends.dedup();
     a
+}
+
+/// The machine's load average (1, 5, 15 minutes), as /proc/loadavg has it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Starts the benchmark's PostgreSQL cluster and prints its version and settings.
+fn start_postgres() -> Arc<pg_cluster::Cluster> {
+    let t = Instant::now();
+    let cluster = pg_cluster::Cluster::start();
+    let version = cluster.sql("postgres", "SELECT version()");
+    println!(
+        "PostgreSQL cluster started in {:.1} s (src/store/pg_cluster.rs defaults, data in {}): {}",
+        t.elapsed().as_secs_f64(),
+        cluster.data_dir().display(),
+        version[0][0].as_deref().unwrap_or("?")
+    );
+    let rows = cluster.sql(
+        "postgres",
+        "SELECT name, setting || coalesce(' ' || unit, ''), source FROM pg_settings
+         WHERE source NOT IN ('default', 'override', 'client', 'session')
+            OR name IN ('shared_buffers', 'work_mem', 'effective_cache_size', 'fsync',
+                        'synchronous_commit', 'wal_level', 'wal_segment_size', 'max_wal_size',
+                        'checkpoint_timeout', 'full_page_writes', 'autovacuum', 'jit',
+                        'max_connections')
+         ORDER BY name",
+    );
+    let text: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{} = {} ({})",
+                r[0].as_deref().unwrap_or(""),
+                r[1].as_deref().unwrap_or(""),
+                r[2].as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    println!("PostgreSQL settings: {}", text.join("; "));
+    Arc::new(cluster)
 }
 
 fn main() {
@@ -378,7 +550,25 @@ fn main() {
     // Under `cargo test --benches`: the smallest size, once.
     let smoke = !std::env::args().any(|x| x == "--bench");
     let reps = if smoke { 1 } else { a.reps.max(1) };
-    println!("rostersync scale benchmark, medians of {reps} runs (2 shared cores: noisy)");
+    println!(
+        "rostersync scale benchmark, medians of {reps} runs (2 shared cores: noisy); load average {}",
+        load_average()
+    );
+    let pg = a.backends.contains(&Backend::Postgres).then(start_postgres);
+    let both = a.backends.len() > 1 || a.backends != [Backend::Sqlite];
+    let ons: Vec<On> = a
+        .backends
+        .iter()
+        .map(|&backend| On {
+            backend,
+            pg: (backend == Backend::Postgres).then(|| pg.clone().unwrap()),
+            label: if both {
+                format!("{}: ", backend.name())
+            } else {
+                String::new()
+            },
+        })
+        .collect();
     for scale in a.scales {
         println!(
             "\n== {}: {} people, {} groups, {} memberships, 4 targets (one per kind), {} source files",
@@ -388,35 +578,51 @@ fn main() {
             scale.memberships(),
             2 * generate::FILES
         );
-        // An initial sync at XL sends about 35,000 requests: only when asked.
-        if scale.people <= 50_000 || a.client {
-            client(scale, reps);
-        }
-        for format in [Format::Yaml, Format::Json] {
-            let s = seeded(scale, format);
-            figure1(&s, reps);
-            if format == Format::Yaml {
-                figure5(&s, reps);
+        for on in &ons {
+            if both {
+                println!(
+                    "-- state in {} (load average {})",
+                    on.backend.name(),
+                    load_average()
+                );
             }
-            if a.keep {
-                println!("kept for profiling: {}", s.dir.path().display());
-                // Leaks the TempDir on purpose: its directory stays.
-                std::mem::forget(s);
+            // An initial sync at XL sends about 35,000 requests: only when asked.
+            if scale.people <= 50_000 || a.client {
+                client(scale, reps, on);
             }
-        }
-        if a.rate {
-            figure3(scale);
+            for format in [Format::Yaml, Format::Json] {
+                let s = seeded(scale, format, on);
+                figure1(&s, reps);
+                if format == Format::Yaml {
+                    figure5(&s, reps);
+                }
+                if a.keep {
+                    println!("kept for profiling: {}", s.dir.path().display());
+                    if let Some(db) = &s.pg {
+                        println!(
+                            "  (its state, database {}, goes with the cluster when the benchmark ends)",
+                            db.name
+                        );
+                    }
+                    // Leaks the TempDir on purpose: its directory stays.
+                    std::mem::forget(s);
+                }
+            }
+            if a.rate {
+                figure3(scale, on);
+            }
         }
     }
+    println!("\nload average at the end: {}", load_average());
 }
 
 /// Figures 2 and 4: the initial sync against zero-latency fakes, then a 1% churn.
-fn client(scale: Scale, reps: usize) {
+fn client(scale: Scale, reps: usize, on: &On) {
     let mut runs = Vec::new();
     let mut calls = 0;
     let mut churn_counts = [0; 4];
     for _ in 0..reps.min(3) {
-        let s = with_fakes(scale, Format::Yaml, false);
+        let s = with_fakes(scale, Format::Yaml, false, on);
         let m = s.run(&["sync"]);
         let c = s.counts();
         assert_eq!(
@@ -436,7 +642,8 @@ fn client(scale: Scale, reps: usize) {
     let m = median_by(&runs, |m| m.wall.as_secs_f64());
     let cpu = median_by(&runs, |m| m.cpu.as_secs_f64()).cpu;
     println!(
-        "[4] initial sync, zero-latency fakes, no rate limit: {calls} calls in {:.2} s = {:.0} calls/s; rostersync CPU {:.0} us/call (state writes included), peak RSS {:.0} MiB",
+        "[4] {}initial sync, zero-latency fakes, no rate limit: {calls} calls in {:.2} s = {:.0} calls/s; rostersync CPU {:.0} us/call (state writes included), peak RSS {:.0} MiB",
+        on.label,
         m.wall.as_secs_f64(),
         calls as f64 / m.wall.as_secs_f64(),
         cpu.as_secs_f64() * 1e6 / calls as f64,
@@ -444,7 +651,8 @@ fn client(scale: Scale, reps: usize) {
     );
     let minimal = generate::minimal_churn(&scale);
     println!(
-        "[2] 1% churn ({} groups, +1 -1 each): requests per kind (maestro, teams, deepcall, kazoo) {:?}, minimal {:?}: {}",
+        "[2] {}1% churn ({} groups, +1 -1 each): requests per kind (maestro, teams, deepcall, kazoo) {:?}, minimal {:?}: {}",
+        on.label,
         (0..scale.groups).filter(|g| generate::churned(*g)).count(),
         churn_counts,
         minimal,
@@ -467,7 +675,8 @@ fn figure1(s: &Setup, reps: usize) {
     let m = median_by(&noop, |m| m.wall.as_secs_f64());
     let rss = median_by(&noop, |m| m.rss_mib).rss_mib;
     println!(
-        "[1] {f} ({mb:.1} MiB) no-op sync (shortcut): {:.0} ms wall, {:.1} MiB peak RSS",
+        "[1] {}{f} ({mb:.1} MiB) no-op sync (shortcut): {:.0} ms wall, {:.1} MiB peak RSS",
+        s.label,
         ms(m.wall),
         rss
     );
@@ -483,7 +692,8 @@ fn figure1(s: &Setup, reps: usize) {
     let m = median_by(&changed, |m| m.wall.as_secs_f64());
     let rss = median_by(&changed, |m| m.rss_mib).rss_mib;
     println!(
-        "[1] {f} one membership changed, sync --dry-run (load + state + resolve + plan): {:.0} ms wall, {:.0} MiB peak RSS",
+        "[1] {}{f} one membership changed, sync --dry-run (load + state + resolve + plan): {:.0} ms wall, {:.0} MiB peak RSS",
+        s.label,
         ms(m.wall),
         rss
     );
@@ -528,7 +738,8 @@ fn figure1(s: &Setup, reps: usize) {
     let l = median_by(&load, |d| d.as_secs_f64());
     let p = median_by(&plan, |d| d.as_secs_f64());
     println!(
-        "[1] {f} in process: load {:.0} ms + resolve and plan {:.0} ms = {:.0} ms",
+        "[1] {}{f} in process: load {:.0} ms + resolve and plan {:.0} ms = {:.0} ms",
+        s.label,
         ms(l),
         ms(p),
         ms(l + p)
@@ -541,13 +752,46 @@ fn figure1(s: &Setup, reps: usize) {
 /// Figure 5: bytes per membership, and opening the state with what a run reads.
 fn figure5(s: &Setup, reps: usize) {
     let cfg = s.config();
-    {
-        let store = Store::open_at(&cfg.state, None).unwrap();
-        store.checkpoint().unwrap();
-    }
-    let bytes = std::fs::metadata(cfg.state.sqlite_path().expect("a SQLite state"))
-        .unwrap()
-        .len();
+    let bytes = match &s.pg {
+        None => {
+            {
+                let store = Store::open_at(&cfg.state, None).unwrap();
+                store.checkpoint().unwrap();
+            }
+            std::fs::metadata(cfg.state.sqlite_path().expect("a SQLite state"))
+                .unwrap()
+                .len()
+        }
+        Some(db) => {
+            // VACUUM refuses to run in a transaction block: one statement per call.
+            db.cluster.sql(&db.name, "VACUUM (ANALYZE)");
+            db.cluster.sql(&db.name, "CHECKPOINT");
+            let row = db.cluster.sql(
+                &db.name,
+                "SELECT pg_database_size(current_database()),
+                    (SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c
+                     JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = 'public' AND c.relkind = 'r'),
+                    pg_total_relation_size('members') + pg_total_relation_size('groups'),
+                    pg_relation_size('members'), pg_indexes_size('members')",
+            );
+            let n = |i: usize| -> u64 { row[0][i].as_deref().unwrap().parse().unwrap() };
+            let per = |b: u64| b as f64 / s.scale.memberships() as f64;
+            println!(
+                "[5] {}database {:.1} MiB (pg_database_size, the catalogs included) = {:.0} bytes per membership; known state (members and groups, indexes included) {:.1} MiB = {:.0} bytes per membership (members: heap {:.1} MiB, indexes {:.1} MiB)",
+                s.label,
+                n(0) as f64 / (1 << 20) as f64,
+                per(n(0)),
+                n(2) as f64 / (1 << 20) as f64,
+                per(n(2)),
+                n(3) as f64 / (1 << 20) as f64,
+                n(4) as f64 / (1 << 20) as f64,
+            );
+            // Every state table with its indexes and TOAST, after VACUUM: the figure that
+            // compares with SQLite's file.
+            n(1)
+        }
+    };
     let mut times = Vec::new();
     for _ in 0..reps {
         let t = Instant::now();
@@ -561,7 +805,13 @@ fn figure5(s: &Setup, reps: usize) {
     }
     let t = median_by(&times, |d| d.as_secs_f64());
     println!(
-        "[5] state database {:.1} MiB = {:.0} bytes per membership; open + read known state and caches of 4 targets: {:.0} ms",
+        "[5] {}state {} {:.1} MiB = {:.0} bytes per membership; open + read known state and caches of 4 targets: {:.0} ms",
+        s.label,
+        if s.pg.is_some() {
+            "tables (pg_total_relation_size summed)"
+        } else {
+            "database"
+        },
         bytes as f64 / (1 << 20) as f64,
         bytes as f64 / s.scale.memberships() as f64,
         ms(t)
@@ -569,8 +819,8 @@ fn figure5(s: &Setup, reps: usize) {
 }
 
 /// Figure 3: the initial sync with 20 ms latency and the vendors' limits (one run).
-fn figure3(scale: Scale) {
-    let s = with_fakes(scale, Format::Yaml, true);
+fn figure3(scale: Scale, on: &On) {
+    let s = with_fakes(scale, Format::Yaml, true, on);
     for f in &s.fakes {
         f.inject(
             Match::new("*", ""),
@@ -592,7 +842,8 @@ fn figure3(scale: Scale) {
         bound = bound.max(b);
     }
     println!(
-        "[3] initial sync, 20 ms latency, vendor rate limits: {:.1} s wall against a bound of {:.1} s ({:+.1}%): {}",
+        "[3] {}initial sync, 20 ms latency, vendor rate limits: {:.1} s wall against a bound of {:.1} s ({:+.1}%): {}",
+        on.label,
         m.wall.as_secs_f64(),
         bound,
         (m.wall.as_secs_f64() / bound - 1.0) * 100.0,

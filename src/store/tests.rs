@@ -110,6 +110,7 @@ both!(
     history_filters_by_target_group_run_and_email,
     an_empty_state_is_empty_until_a_run,
     a_large_group_is_written_and_read_whole,
+    a_group_written_in_pieces_is_read_whole_and_sorted,
 );
 
 #[test]

@@ -110,6 +110,23 @@ fn a_write_commits_only_while_its_epoch_holds_the_lease() {
     });
 }
 
+/// The first one-shot run on an empty database (no schema yet) creates the schema and
+/// takes the lease, then writes under it.
+#[test]
+fn a_one_shot_lease_on_an_empty_database_creates_the_schema() {
+    let at = pg_location();
+    let rt = rt();
+    let a = rt
+        .block_on(Lease::acquire_once(at.clone(), cfg("a", 10_000, 0)))
+        .unwrap();
+    let fence = a.fence().expect("a leads");
+    assert_eq!(fence.epoch, 1);
+    let s = Store::open_at(&StateLocation::Postgres(at.clone()), Some(fence)).unwrap();
+    let run = s.begin_run("sync", false, "d").unwrap();
+    assert!(run > 0);
+    rt.block_on(a.stop());
+}
+
 #[test]
 fn a_live_lease_is_held_and_named() {
     let at = migrated();

@@ -263,3 +263,77 @@ pub fn a_large_group_is_written_and_read_whole(s: &mut Store) {
         Some("m03000")
     );
 }
+
+/// Several groups, one of them given more members and an owner after all the others were
+/// written (on PostgreSQL its rows then lie apart on disk, and the read takes them in the
+/// table's order): every group comes back whole and sorted, members and owners apart.
+pub fn a_group_written_in_pieces_is_read_whole_and_sorted(s: &mut Store) {
+    let people = |prefix: &str, n: usize| -> BTreeMap<String, KnownMember> {
+        (0..n)
+            .map(|i| (format!("{prefix}{i:05}"), m(i % 3 == 0)))
+            .collect()
+    };
+    let group = |key: &str, members, owners| Delta::Group {
+        key: key.into(),
+        remote_id: format!("r-{key}"),
+        name: key.to_uppercase(),
+        members,
+        owners,
+    };
+    let mut want = vec![
+        ("a", people("m", 600), BTreeMap::new()),
+        ("b", people("m", 697), people("o", 3)),
+        ("c", people("n", 700), BTreeMap::new()),
+    ];
+    for round in 0..2 {
+        if round == 1 {
+            want.push(("d", people("x", 1), BTreeMap::new()));
+        }
+        let deltas: Vec<(&str, Delta)> = want
+            .iter()
+            .map(|(k, mm, o)| ("t", group(k, mm.clone(), o.clone())))
+            .collect();
+        s.apply_many(&deltas).unwrap();
+        let known = s.known("t").unwrap();
+        assert_eq!(known.groups.len(), want.len(), "round {round}");
+        for (k, mm, o) in &want {
+            let g = &known.groups[*k];
+            assert_eq!(&g.members, mm, "round {round}: members of {k}");
+            assert_eq!(&g.owners, o, "round {round}: owners of {k}");
+        }
+    }
+    let added: Vec<(String, KnownMember)> = ["z1", "a0"]
+        .iter()
+        .map(|id| (id.to_string(), m(true)))
+        .collect();
+    s.apply_many(&[(
+        "t",
+        Delta::Members {
+            key: "a".into(),
+            added: added.clone(),
+            removed: vec![],
+            owners_added: vec![("oa".into(), m(false))],
+            owners_removed: vec![],
+            receive_call: None,
+        },
+    )])
+    .unwrap();
+    want[0].1.extend(added);
+    want[0].2.insert("oa".into(), m(false));
+    let known = s.known("t").unwrap();
+    for (k, mm, o) in &want {
+        let g = &known.groups[*k];
+        assert_eq!(&g.members, mm, "after the additions: members of {k}");
+        assert_eq!(&g.owners, o, "after the additions: owners of {k}");
+    }
+    let a: Vec<&str> = known.groups["a"]
+        .members
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        (a[0], a[a.len() - 1], a.len()),
+        ("a0", "z1", 602),
+        "sorted by id"
+    );
+}
