@@ -113,7 +113,7 @@ fn a_write_commits_only_while_its_epoch_holds_the_lease() {
 /// The first one-shot run on an empty database (no schema yet) creates the schema and
 /// takes the lease, then writes under it.
 #[test]
-fn a_one_shot_lease_on_an_empty_database_creates_the_schema() {
+fn a_one_shot_lease_on_an_empty_database_then_writes_under_it() {
     let at = pg_location();
     let rt = rt();
     let a = rt
