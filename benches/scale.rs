@@ -597,11 +597,11 @@ fn main() {
                     figure5(&s, reps);
                 }
                 if a.keep {
+                    let mut s = s;
                     println!("kept for profiling: {}", s.dir.path().display());
-                    if let Some(db) = &s.pg {
+                    if s.pg.take().is_some() {
                         println!(
-                            "  (its state, database {}, goes with the cluster when the benchmark ends)",
-                            db.name
+                            "  (not its state: the PostgreSQL cluster goes when the benchmark ends)"
                         );
                     }
                     // Leaks the TempDir on purpose: its directory stays.
