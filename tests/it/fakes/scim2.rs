@@ -796,8 +796,17 @@ impl Fake for Scim2Server {
             "userName": email,
             "emails": [{"value": email, "primary": true}],
         });
-        let (s, v) = self.api("POST", "/Users", Some(&body));
-        assert_eq!(s, 201, "create user {email}: {v}");
+        let (s, mut v) = self.api("POST", "/Users", Some(&body));
+        if s == 409 {
+            // A create the server did while its answer was lost (a loaded machine): the
+            // user is there; find it.
+            let filter = format!("/Users?filter=userName%20eq%20%22{email}%22");
+            let (fs, fv) = self.api("GET", &filter, None);
+            assert_eq!(fs, 200, "find user {email}: {fv}");
+            v = fv["Resources"][0].clone();
+        } else {
+            assert_eq!(s, 201, "create user {email}: {v}");
+        }
         let id = v["id"].as_str().expect("user id").to_string();
         self.users
             .lock()
