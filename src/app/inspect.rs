@@ -233,6 +233,27 @@ fn without_password(to: &str) -> String {
     }
 }
 
+/// Why `state copy --to` cannot be used as given (exit 2, nothing copied).
+#[derive(Debug, thiserror::Error)]
+enum DestinationError {
+    #[error("--password-file, --password-env and --ca-file are for a postgres:// destination")]
+    OptionsForSqlite,
+    #[error("not a URL: {0}")]
+    Url(#[from] url::ParseError),
+    #[error("the URL carries a password: give --password-file or --password-env")]
+    PasswordInUrl,
+    #[error("--password-file {path}: {source}")]
+    PasswordFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--password-env {0}: not set")]
+    PasswordEnv(String),
+    #[error("--ca-file: {0}")]
+    CaFile(#[from] crate::source::ldap::CaFileError),
+}
+
 /// The destination of `state copy`, from the command line.
 fn destination(
     to: &str,
@@ -240,36 +261,35 @@ fn destination(
     password_env: Option<&str>,
     ca_file: Option<&std::path::Path>,
     node: &str,
-) -> Result<StateLocation, String> {
+) -> Result<StateLocation, DestinationError> {
     if !(to.starts_with("postgres://") || to.starts_with("postgresql://")) {
         if password_file.is_some() || password_env.is_some() || ca_file.is_some() {
-            return Err(
-                "--password-file, --password-env and --ca-file are for a postgres:// destination"
-                    .into(),
-            );
+            return Err(DestinationError::OptionsForSqlite);
         }
         return Ok(StateLocation::Sqlite(to.into()));
     }
-    let url = url::Url::parse(to).map_err(|e| format!("not a URL: {e}"))?;
-    if url.password().is_some() {
-        return Err("the URL carries a password: give --password-file or --password-env".into());
+    if url::Url::parse(to)?.password().is_some() {
+        return Err(DestinationError::PasswordInUrl);
     }
     let (password, password_from) = match (password_file, password_env) {
         (Some(f), _) => (
             std::fs::read_to_string(f)
-                .map_err(|e| format!("--password-file {}: {e}", f.display()))?
+                .map_err(|source| DestinationError::PasswordFile {
+                    path: f.to_path_buf(),
+                    source,
+                })?
                 .trim()
                 .to_string(),
             format!("--password-file ({})", f.display()),
         ),
         (None, Some(v)) => (
-            std::env::var(v).map_err(|_| format!("--password-env {v}: not set"))?,
+            std::env::var(v).map_err(|_| DestinationError::PasswordEnv(v.to_string()))?,
             format!("--password-env ({v})"),
         ),
         (None, None) => (String::new(), String::new()),
     };
     if let Some(ca) = ca_file {
-        crate::source::ldap::read_ca_file(ca).map_err(|e| format!("--ca-file: {e}"))?;
+        crate::source::ldap::read_ca_file(ca)?;
     }
     Ok(StateLocation::Postgres(PgLocation {
         url: to.to_string(),

@@ -337,22 +337,27 @@ fn writes(log: &[Logged]) -> usize {
 
 /// A plain HTTP/1.1 GET on 127.0.0.1; returns the status and the body.
 pub(crate) fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics listener");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    try_http_get(port, path).expect("the metrics listener answers")
+}
+
+/// A plain HTTP/1.1 GET on 127.0.0.1, or None when nothing answers (yet).
+pub(crate) fn try_http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
-    .unwrap();
+    .ok()?;
     let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
+    s.read_to_string(&mut raw).ok()?;
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    (status, body.to_string())
+    Some((status, body.to_string()))
 }
 
 /// Prometheus text -> (name{labels} -> value), labels as written.

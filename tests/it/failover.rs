@@ -37,8 +37,6 @@
 //! process can aim a `SIGSTOP` at it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -125,22 +123,6 @@ fn expected(groups: Groups) -> BTreeMap<String, BTreeSet<String>> {
 fn sent_by(r: &Logged, node: &str) -> bool {
     r.header("user-agent")
         .is_some_and(|ua| ua.starts_with("rostersync/") && ua.ends_with(&format!("(node {node})")))
-}
-
-/// A plain HTTP/1.1 GET on 127.0.0.1, or None when nothing answers (yet).
-fn try_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
 }
 
 /// A source, the fake, and a config per node in a temp dir.
@@ -420,7 +402,7 @@ type Rows = Vec<Vec<Option<String>>>;
 
 /// Polls `f` every 20 ms until it gives a value; panics after `timeout` with the logs.
 fn wait<T>(what: &str, timeout: Duration, logs: &[&Node], f: impl FnMut() -> Option<T>) -> T {
-    poll_fast(timeout, f).unwrap_or_else(|| {
+    poll(timeout, f).unwrap_or_else(|| {
         let mut text = String::new();
         for n in logs {
             text += &format!(
@@ -432,19 +414,6 @@ fn wait<T>(what: &str, timeout: Duration, logs: &[&Node], f: impl FnMut() -> Opt
         }
         panic!("timed out after {timeout:?} waiting for {what}{text}")
     })
-}
-
-fn poll_fast<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A running `rostersync daemon`; killed (even when stopped) if the test ends without it.
@@ -478,7 +447,7 @@ impl Node {
     }
 
     fn healthz(&self) -> Option<(u16, Value)> {
-        let (status, body) = try_get(self.port, "/healthz")?;
+        let (status, body) = crate::daemon::try_http_get(self.port, "/healthz")?;
         Some((status, serde_json::from_str(&body).ok()?))
     }
 
@@ -489,7 +458,8 @@ impl Node {
     }
 
     fn metrics(&self) -> BTreeMap<String, f64> {
-        let (status, text) = try_get(self.port, "/metrics").expect("/metrics answers");
+        let (status, text) =
+            crate::daemon::try_http_get(self.port, "/metrics").expect("/metrics answers");
         assert_eq!(status, 200, "{text}");
         parse_metrics(&text)
     }
